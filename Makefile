@@ -1,0 +1,51 @@
+# gpt4batch developer tasks. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+NSQ_APPS := nsqd nsqlookupd nsqadmin nsq_tail nsq_to_file
+NSQ_BINS := $(addprefix $(BIN)/,$(NSQ_APPS))
+PYTEST_ARGS ?=
+
+.PHONY: setup test lint fmt schemas demo lock clean
+
+setup: $(VENV)/.installed $(NSQ_BINS)
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+# NSQ v1.3.0 built from the Go module proxy through tools/nsq (see its go.mod).
+$(NSQ_BINS) &: tools/nsq/go.mod tools/nsq/go.sum
+	@mkdir -p $(BIN)
+	cd tools/nsq && GOBIN=$(abspath $(BIN)) GOFLAGS=-mod=mod go install \
+	  $(addprefix github.com/nsqio/nsq/apps/,$(NSQ_APPS))
+	@touch $(NSQ_BINS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+schemas: setup
+	$(BIN)/python -m gpt4batch.common.schemas --write schemas
+
+demo: setup
+	$(BIN)/gpt4batch demo
+
+lock:
+	rm -rf /tmp/gpt4batch-lock && $(PYTHON) -m venv /tmp/gpt4batch-lock
+	/tmp/gpt4batch-lock/bin/pip install -q -e '.[test]'
+	/tmp/gpt4batch-lock/bin/pip freeze --exclude-editable --all | grep -v '^pip==' > constraints.txt.new
+	@echo "review constraints.txt.new and move it over constraints.txt"
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""Command line: one `gpt4batch` program with a sub-command per service."""

@@ -1,0 +1,86 @@
+"""gpt4batch's exception tree; library errors are translated where they enter.
+
+    Gpt4BatchError
+    ├── ConfigError          an option is wrong (names the option)
+    ├── BusError
+    │   ├── BusConnectError  nsqd/nsqlookupd cannot be reached
+    │   └── PublishError     nsqd did not acknowledge a publish
+    ├── HandlerOutcome       raised by handlers to steer acknowledgement
+    │   ├── Requeue          try again later (optionally after a delay)
+    │   └── Poison           never retry: dead-letter with a reason
+    └── UpstreamError        an upstream call failed
+        ├── RetryableError   429, 5xx, timeouts, resets, broken JSON
+        └── FinalError       400/401/403/404/413, `code != 0`, refused input
+"""
+
+from __future__ import annotations
+
+
+class Gpt4BatchError(Exception):
+    """Root of every error gpt4batch raises on purpose."""
+
+
+class ConfigError(Gpt4BatchError):
+    """A setting is missing or wrong; the message names the flag."""
+
+
+class BusError(Gpt4BatchError):
+    """Talking to NSQ failed."""
+
+
+class BusConnectError(BusError):
+    """No connection to nsqd could be made in time."""
+
+
+class PublishError(BusError):
+    """nsqd refused or never acknowledged a publish."""
+
+
+class HandlerOutcome(Gpt4BatchError):
+    """Base of the exceptions a handler raises to choose what happens to its message."""
+
+
+class Requeue(HandlerOutcome):
+    """Put the message back for another attempt, after `delay` seconds if given."""
+
+    def __init__(self, reason: str = "requeue", delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay
+
+
+class Poison(HandlerOutcome):
+    """The message can never succeed: send it to the dead-letter topic with `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UpstreamError(Gpt4BatchError):
+    """An upstream call failed.
+
+    `status` is the upstream HTTP status when there was one, otherwise one of
+    our codes (see `gpt4batch.common.upstreams.errors`). The message is short
+    and never contains a token.
+    """
+
+    retryable: bool = False
+
+    def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+class RetryableError(UpstreamError):
+    """Transient: worth retrying with backoff (honouring `retry_after`)."""
+
+    retryable = True
+
+
+class FinalError(UpstreamError):
+    """Retrying will not help."""
+
+    retryable = False

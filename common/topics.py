@@ -1,0 +1,76 @@
+"""Topic and channel names, in one place, under a configurable prefix."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "gpt4batch"
+
+# nsqd's own rule; pynsq does not check names and a bad one costs a reconnect.
+_NAME = re.compile(r"^[.a-zA-Z0-9_-]{1,64}(#ephemeral)?$")
+
+
+class InvalidName(ValueError):
+    """A topic or channel name nsqd would refuse."""
+
+
+def check_name(name: str, what: str = "topic") -> str:
+    """Return `name` if nsqd accepts it as a topic/channel name, else raise InvalidName."""
+    if not _NAME.match(name):
+        raise InvalidName(
+            f"invalid NSQ {what} name {name!r}: use 1-64 of [.a-zA-Z0-9_-], "
+            "optionally ending in #ephemeral"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Every topic gpt4batch uses, derived from one prefix."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        for name in self.all():
+            check_name(name)
+
+    def _t(self, suffix: str) -> str:
+        return f"{self.prefix}.{suffix}"
+
+    @property
+    def asks(self) -> str:
+        return self._t("asks")
+
+    @property
+    def results(self) -> str:
+        return self._t("results")
+
+    @property
+    def downloads(self) -> str:
+        return self._t("downloads")
+
+    @property
+    def downloaded(self) -> str:
+        return self._t("downloaded")
+
+    @property
+    def batches(self) -> str:
+        return self._t("batches")
+
+    @property
+    def dead(self) -> str:
+        """Poison messages: bodies that failed to decode or validate, with the reason."""
+        return self._t("dead")
+
+    def all(self) -> list[str]:
+        return [self.asks, self.results, self.downloads, self.downloaded, self.batches, self.dead]
+
+
+class Channels:
+    """The channel each service consumes its topic on."""
+
+    CALLER = "caller"
+    DOWNLOADER = "downloader"
+    SINK = "sink"
+    SINK_DOWNLOADS = "sink"

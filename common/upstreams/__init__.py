@@ -1,0 +1,1 @@
+"""Clients for the upstream GPT services, sharing one error model."""

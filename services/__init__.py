@@ -1,0 +1,1 @@
+"""The gpt4batch services; each runs as `python -m gpt4batch.services.<name>`."""

@@ -1,0 +1,1 @@
+"""caller: run each conversation against the upstream."""

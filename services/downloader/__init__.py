@@ -1,0 +1,1 @@
+"""downloader: fetch the files the model produced."""

@@ -1,0 +1,1 @@
+"""ingest: validate a JSONL batch and publish one AskMessage per record."""

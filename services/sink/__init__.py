@@ -1,0 +1,1 @@
+"""sink: append results durably, one output line per input record."""
