@@ -1,16 +1,16 @@
 """gpt4batch's exception tree; library errors are translated where they enter.
 
-    Gpt4BatchError
-    ├── ConfigError          an option is wrong (names the option)
-    ├── BusError
-    │   ├── BusConnectError  nsqd/nsqlookupd cannot be reached
-    │   └── PublishError     nsqd did not acknowledge a publish
-    ├── HandlerOutcome       raised by handlers to steer acknowledgement
-    │   ├── Requeue          try again later (optionally after a delay)
-    │   └── Poison           never retry: dead-letter with a reason
-    └── UpstreamError        an upstream call failed
-        ├── RetryableError   429, 5xx, timeouts, resets, broken JSON
-        └── FinalError       400/401/403/404/413, `code != 0`, refused input
+Gpt4BatchError
+├── ConfigError          an option is wrong (names the option)
+├── BusError
+│   ├── BusConnectError  nsqd/nsqlookupd cannot be reached
+│   └── PublishError     nsqd did not acknowledge a publish
+├── HandlerOutcome       raised by handlers to steer acknowledgement
+│   ├── Requeue          try again later (optionally after a delay)
+│   └── Poison           never retry: dead-letter with a reason
+└── UpstreamError        an upstream call failed
+    ├── RetryableError   429, 5xx, timeouts, resets, broken JSON
+    └── FinalError       400/401/403/404/413, `code != 0`, refused input
 """
 
 from __future__ import annotations

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 SCHEMA_VERSION = 1
 
@@ -33,10 +41,27 @@ def _as_list(value: Any) -> Any:
 PathList = Annotated[list[str], BeforeValidator(_as_list)]
 
 
-class IErr(BaseModel):
-    """Why a record failed: an upstream HTTP status or one of our own codes."""
+class _RoundTrip(BaseModel):
+    """Serialises only the fields that were given or set, plus unknown ones.
+
+    This keeps an output line equal to its input line apart from what we add,
+    whatever message the record travels inside.
+    """
 
     model_config = ConfigDict(extra="allow")
+
+    @model_serializer(mode="wrap")
+    def _given_fields_only(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in type(self).model_fields:
+                if name not in self.model_fields_set:
+                    data.pop(name, None)
+        return data
+
+
+class IErr(_RoundTrip):
+    """Why a record failed: an upstream HTTP status or one of our own codes."""
 
     code: int
     message: str
@@ -49,10 +74,8 @@ class SpecDownload(BaseModel):
     local: str
 
 
-class ChatResponse(BaseModel):
+class ChatResponse(_RoundTrip):
     """One upstream chat answer, kept whole; only the fields we act on are typed."""
-
-    model_config = ConfigDict(extra="allow")
 
     message_id: str | None = None
     conversation_id: str | None = None
@@ -63,10 +86,8 @@ class ChatResponse(BaseModel):
     spec_downloads: list[SpecDownload] | None = None
 
 
-class Ask(BaseModel):
+class Ask(_RoundTrip):
     """One turn of a conversation."""
-
-    model_config = ConfigDict(extra="allow")
 
     id: str
     content: str
@@ -81,20 +102,18 @@ class Ask(BaseModel):
         return [*self.images, *(self.image or [])]
 
 
-class Record(BaseModel):
+class Record(_RoundTrip):
     """One input/output line: a conversation and, once run, its answers."""
-
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     id: str
     asks: list[Ask]
     answers: list[ChatResponse] | None = None
-    iErr: IErr | None = None  # noqa: N815 - the file format's spelling
+    iErr: IErr | None = None  # the file format spells it so
     extra: Any = None
 
     def to_line(self) -> str:
         """The record as one JSON line, without fields the input did not have."""
-        return self.model_dump_json(exclude_unset=True)
+        return self.model_dump_json()
 
 
 class _Body(BaseModel):
@@ -183,10 +202,28 @@ class BatchManifest(_Body):
     status: Literal["published", "complete"] = "published"
 
 
-MESSAGE_MODELS: tuple[type[_Body], ...] = (
+class DeadLetter(BaseModel):
+    """A message that can never be handled, with why (topic `…dead`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    v: int = SCHEMA_VERSION
+    topic: str
+    channel: str
+    service: str
+    id: str
+    attempts: int
+    reason: str
+    at: float = Field(description="Unix time it was dead-lettered.")
+    body: str | None = Field(description="The original body, when it is UTF-8 text.")
+    body_b64: str | None = Field(default=None, description="The original body otherwise.")
+
+
+MESSAGE_MODELS: tuple[type[BaseModel], ...] = (
     AskMessage,
     ResultMessage,
     DownloadJob,
     DownloadResult,
     BatchManifest,
+    DeadLetter,
 )

@@ -1,0 +1,281 @@
+"""The message bus interface and the one place acknowledgement is decided.
+
+Handlers are `async def handler(message, delivery) -> None` functions that get
+a decoded, validated pydantic model. What happens to the NSQ message follows
+from how the handler ends (see `Dispatcher.run`):
+
+- returns            → FIN
+- raises `Requeue`   → REQ after its delay (default: exponential backoff)
+- raises `Poison`    → published to `…dead` with the reason, then FIN
+- body fails to decode/validate → `…dead` with the reason, then FIN
+- any other error    → REQ with backoff; after `max_attempts` → `…dead`
+- cancelled (shutdown past its grace) → REQ at once, so another consumer takes it
+
+Two transports implement `Bus`: `NsqBus` (real nsqd) and `MemoryBus`
+(unit tests and the embedded single-process mode).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import base64
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from gpt4batch.common import metrics
+from gpt4batch.common.errors import Poison, Requeue
+from gpt4batch.common.logging import get_logger, redact_text
+from gpt4batch.common.messages import DeadLetter
+from gpt4batch.common.topics import Topics, check_name
+
+M = TypeVar("M", bound=BaseModel)
+
+log = get_logger("gpt4batch.bus")
+
+MAX_REQUEUE_DELAY = 60.0
+
+
+class Delivery(Protocol):
+    """What a handler may ask of the message it is working on."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def attempts(self) -> int: ...
+
+    def touch(self) -> None: ...
+
+
+Handler = Callable[[M, Delivery], Awaitable[None]]
+
+
+class TransportMessage(Protocol):
+    """One delivery as a transport sees it (pynsq's Message or the in-memory one)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def attempts(self) -> int: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+    def finish(self) -> None: ...
+
+    def requeue(self, delay: float) -> None: ...
+
+    def touch(self) -> None: ...
+
+
+@dataclass
+class Subscription(Generic[M]):
+    topic: str
+    channel: str
+    model: type[M]
+    handler: Handler[M]
+    max_in_flight: int
+
+
+def encode(body: BaseModel | bytes) -> bytes:
+    return body if isinstance(body, bytes) else body.model_dump_json().encode()
+
+
+def backoff_delay(attempts: int, base: float = 1.0, cap: float = MAX_REQUEUE_DELAY) -> float:
+    """Exponential backoff with full jitter for the n-th failed attempt."""
+    return random.uniform(0, min(cap, base * 2 ** max(0, attempts - 1)))
+
+
+class Bus(abc.ABC):
+    """Publish and consume gpt4batch messages."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        topics: Topics,
+        touch_interval: float = 20.0,
+        max_attempts: int = 10,
+    ) -> None:
+        self.service = service
+        self.topics = topics
+        self.touch_interval = touch_interval
+        self.max_attempts = max_attempts
+        self._subscriptions: list[Subscription[Any]] = []
+        self._checked_topics: set[str] = set()
+
+    # --- publishing -----------------------------------------------------------
+    async def publish(self, topic: str, body: BaseModel | bytes) -> None:
+        """Publish one message; returns once the transport has accepted it durably."""
+        await self._publish(self._topic(topic), [encode(body)])
+        metrics.PUBLISHED.labels(self.service, topic).inc()
+
+    async def publish_many(self, topic: str, bodies: Sequence[BaseModel | bytes]) -> None:
+        """Publish several messages (MPUB on NSQ); returns once all are accepted."""
+        if not bodies:
+            return
+        await self._publish(self._topic(topic), [encode(b) for b in bodies])
+        metrics.PUBLISHED.labels(self.service, topic).inc(len(bodies))
+
+    def _topic(self, topic: str) -> str:
+        if topic not in self._checked_topics:
+            check_name(topic)
+            self._checked_topics.add(topic)
+        return topic
+
+    @abc.abstractmethod
+    async def _publish(self, topic: str, bodies: list[bytes]) -> None: ...
+
+    # --- consuming --------------------------------------------------------------
+    def subscribe(
+        self,
+        topic: str,
+        channel: str,
+        model: type[M],
+        handler: Handler[M],
+        *,
+        max_in_flight: int = 200,
+    ) -> None:
+        """Register a handler; consumption starts with `start()`."""
+        check_name(topic)
+        check_name(channel, "channel")
+        self._subscriptions.append(Subscription(topic, channel, model, handler, max_in_flight))
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect and start consuming every subscription."""
+
+    @abc.abstractmethod
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop taking messages, let in-flight ones finish for `grace` s, requeue the rest."""
+
+    def dispatcher(self, sub: Subscription[Any]) -> Dispatcher:
+        return Dispatcher(self, sub)
+
+    async def dead_letter(self, sub: Subscription[Any], msg: TransportMessage, reason: str) -> None:
+        body = msg.body
+        try:
+            text: str | None = body.decode()
+        except UnicodeDecodeError:
+            text = None
+        letter = DeadLetter(
+            topic=sub.topic,
+            channel=sub.channel,
+            service=self.service,
+            id=msg.id,
+            attempts=msg.attempts,
+            reason=redact_text(reason)[:2000],
+            at=time.time(),
+            body=text,
+            body_b64=None if text is not None else base64.b64encode(body).decode(),
+        )
+        await self.publish(self.topics.dead, letter)
+
+
+class Dispatcher:
+    """Runs one subscription's handler on a delivery and acknowledges it."""
+
+    def __init__(self, bus: Bus, sub: Subscription[Any]) -> None:
+        self.bus = bus
+        self.sub = sub
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self._labels = (bus.service, sub.topic)
+        self._in_flight_gauge = metrics.IN_FLIGHT.labels(*self._labels)
+
+    def spawn(self, msg: TransportMessage) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self.run(msg))
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+        return task
+
+    def _count(self, outcome: str) -> None:
+        metrics.MESSAGES.labels(*self._labels, outcome).inc()
+
+    async def run(self, msg: TransportMessage) -> None:
+        sub = self.sub
+        try:
+            model = sub.model.model_validate_json(msg.body)
+        except ValidationError as exc:
+            await self._dead(msg, f"invalid {sub.model.__name__}: {_short_errors(exc)}")
+            return
+        self._in_flight_gauge.inc()
+        started = time.perf_counter()
+        toucher = asyncio.get_running_loop().create_task(self._keep_touching(msg))
+        try:
+            await sub.handler(model, msg)
+        except asyncio.CancelledError:
+            msg.requeue(0)
+            self._count("requeue")
+            raise
+        except Requeue as exc:
+            delay = exc.delay if exc.delay is not None else backoff_delay(msg.attempts)
+            msg.requeue(delay)
+            self._count("requeue")
+        except Poison as exc:
+            await self._dead(msg, exc.reason)
+        except Exception as exc:
+            reason = redact_text(f"{type(exc).__name__}: {exc}")
+            if msg.attempts >= self.bus.max_attempts:
+                log.error("handler failed, giving up", topic=sub.topic, id=msg.id, error=reason)
+                await self._dead(msg, f"gave up after {msg.attempts} attempts: {reason}")
+            else:
+                log.warning(
+                    "handler failed, will retry",
+                    topic=sub.topic,
+                    id=msg.id,
+                    attempts=msg.attempts,
+                    error=reason,
+                    exc_info=not isinstance(exc, OSError),
+                )
+                msg.requeue(backoff_delay(msg.attempts))
+                self._count("requeue")
+        else:
+            msg.finish()
+            self._count("finish")
+        finally:
+            toucher.cancel()
+            self._in_flight_gauge.dec()
+            metrics.HANDLER_SECONDS.labels(*self._labels).observe(time.perf_counter() - started)
+
+    async def _dead(self, msg: TransportMessage, reason: str) -> None:
+        try:
+            await self.bus.dead_letter(self.sub, msg, reason)
+        except Exception as exc:  # nsqd down: keep the message rather than lose it
+            log.error("cannot dead-letter, requeueing", id=msg.id, error=str(exc))
+            msg.requeue(backoff_delay(msg.attempts))
+            self._count("requeue")
+            return
+        log.warning("dead-lettered", topic=self.sub.topic, id=msg.id, reason=reason[:300])
+        msg.finish()
+        self._count("dead")
+
+    async def _keep_touching(self, msg: TransportMessage) -> None:
+        interval = self.bus.touch_interval
+        while True:
+            await asyncio.sleep(interval)
+            msg.touch()
+
+    async def drain(self, grace: float) -> None:
+        """Wait up to `grace` s for in-flight handlers, then cancel (→ requeue) the rest."""
+        if not self.in_flight:
+            return
+        _, pending = await asyncio.wait(set(self.in_flight), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+
+
+def _short_errors(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,119 @@
+"""Structured logging (structlog): JSON lines in services, console on a TTY.
+
+A redaction processor runs last before rendering: values of secret-looking
+keys are masked, bearer tokens and known secret values are masked wherever
+they appear in any string (including exception text).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+REDACTED = "***"
+
+_SECRET_KEY = re.compile(
+    r"(pass(word)?|token|secret|authorization|api[_-]?key|credential|cookie)", re.IGNORECASE
+)
+_SECRET_TEXT = [
+    re.compile(r"(?i)(bearer\s+)[^\s\"',}]+"),
+    re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"),
+    re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"),  # JWT
+    re.compile(r"(?i)(\"?(?:password|access_token|token|api_key)\"?\s*[:=]\s*\"?)[^\s\"',}&]+"),
+]
+
+_known_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Mask this exact value wherever it later appears in a log line."""
+    if value and len(value) >= 4:
+        _known_secrets.add(value)
+
+
+def redact_text(text: str) -> str:
+    """`text` with every secret we can recognise replaced by ***."""
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    for pattern in _SECRET_TEXT:
+        text = pattern.sub(lambda m: (m.group(1) if m.re.groups else "") + REDACTED, text)
+    return text
+
+
+def _redact_value(key: str | None, value: Any) -> Any:
+    if key is not None and _SECRET_KEY.search(key) and value not in (None, "", False):
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, MutableMapping):
+        return {k: _redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(None, v) for v in value]
+    if isinstance(value, BaseException):
+        return redact_text(f"{type(value).__name__}: {value}")
+    return value
+
+
+def redact_event(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: mask secrets in every key and value."""
+    for key in list(event_dict):
+        event_dict[key] = _redact_value(key if key != "event" else None, event_dict[key])
+    return event_dict
+
+
+class _RedactingFormatter(logging.Formatter):
+    """For stdlib loggers (pynsq, tornado): the same masking on the formatted line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
+def configure(
+    fmt: str = "auto", level: str = "info", *, stream: Any = None, service: str | None = None
+) -> None:
+    """Set up structlog and the stdlib root logger for one process."""
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        numeric = logging.INFO
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if fmt == "json":
+        processors.append(structlog.processors.format_exc_info)
+    processors.append(redact_event)
+    if fmt == "json":
+        processors.append(structlog.processors.JSONRenderer())
+    else:
+        processors.append(structlog.dev.ConsoleRenderer(colors=stream.isatty()))
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    if service:
+        structlog.contextvars.bind_contextvars(service=service)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    # pynsq is chatty at INFO (every IDENTIFY) and logs deliberate closes as errors.
+    logging.getLogger("nsq").setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("tornado.access").setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
+
+
+def get_logger(name: str | None = None, **context: Any) -> Any:
+    return structlog.get_logger(name).bind(**context) if context else structlog.get_logger(name)

@@ -1,0 +1,173 @@
+"""`Bus` in one process, with NSQ's delivery semantics, for unit tests and embedded runs.
+
+Like nsqd: a topic copies each message to every channel; messages published
+before any channel exists wait in the topic; each channel delivers to its
+consumers with a per-subscription in-flight limit; requeue redelivers with
+the attempt count increased. Unlike nsqd, a full channel makes `publish`
+wait (bounded memory for million-line inputs in embedded mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+
+from gpt4batch.common.bus import Bus, Dispatcher
+from gpt4batch.common.topics import Topics
+
+
+@dataclass
+class _MemoryMessage:
+    id: str
+    body: bytes
+    channel: _Channel
+    attempts: int = 0
+    responded: bool = False
+    touches: int = 0
+
+    def finish(self) -> None:
+        self.responded = True
+
+    def requeue(self, delay: float) -> None:
+        if self.responded:
+            return
+        self.responded = True
+        loop = asyncio.get_running_loop()
+        if delay > 0:
+            loop.call_later(delay, self.channel.put_back, self)
+        else:
+            self.channel.put_back(self)
+
+    def touch(self) -> None:
+        self.touches += 1
+
+
+@dataclass
+class _Channel:
+    capacity: int
+    ready: deque[_MemoryMessage] = field(default_factory=deque)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def put(self, msg: _MemoryMessage) -> None:
+        async with self.changed:
+            await self.changed.wait_for(lambda: len(self.ready) < self.capacity)
+            self.ready.append(msg)
+            self.changed.notify_all()
+
+    def put_back(self, msg: _MemoryMessage) -> None:
+        msg.responded = False
+        self.ready.appendleft(msg)
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def get(self) -> _MemoryMessage:
+        async with self.changed:
+            await self.changed.wait_for(lambda: bool(self.ready))
+            msg = self.ready.popleft()
+            self.changed.notify_all()
+            return msg
+
+
+@dataclass
+class _Topic:
+    channels: dict[str, _Channel] = field(default_factory=dict)
+    backlog: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+class MemoryBus(Bus):
+    """In-process bus; `published` keeps every body per topic when `record=True`."""
+
+    def __init__(
+        self,
+        *,
+        service: str = "embedded",
+        topics: Topics | None = None,
+        touch_interval: float = 20.0,
+        max_attempts: int = 10,
+        channel_capacity: int = 10_000,
+        record: bool = False,
+    ) -> None:
+        super().__init__(
+            service=service,
+            topics=topics or Topics(),
+            touch_interval=touch_interval,
+            max_attempts=max_attempts,
+        )
+        self.channel_capacity = channel_capacity
+        self.record = record
+        self.published: dict[str, list[bytes]] = {}
+        self._topics: dict[str, _Topic] = {}
+        self._ids = itertools.count(1)
+        self._workers: list[asyncio.Task[None]] = []
+        self._dispatchers: list[Dispatcher] = []
+        self._stopping = asyncio.Event()
+
+    def _topic_state(self, name: str) -> _Topic:
+        return self._topics.setdefault(name, _Topic())
+
+    def channel(self, topic: str, name: str) -> _Channel:
+        """The channel, created like nsqd does: it receives the topic's backlog."""
+        state = self._topic_state(topic)
+        chan = state.channels.get(name)
+        if chan is None:
+            chan = state.channels[name] = _Channel(self.channel_capacity)
+            for msg_id, body in state.backlog:
+                chan.ready.append(_MemoryMessage(msg_id, body, chan))
+            state.backlog.clear()
+        return chan
+
+    async def _publish(self, topic: str, bodies: list[bytes]) -> None:
+        state = self._topic_state(topic)
+        if self.record:
+            self.published.setdefault(topic, []).extend(bodies)
+        for body in bodies:
+            msg_id = f"{next(self._ids):016x}"
+            if not state.channels:
+                state.backlog.append((msg_id, body))
+                continue
+            for chan in list(state.channels.values()):
+                await chan.put(_MemoryMessage(msg_id, body, chan))
+
+    def depth(self, topic: str, channel: str | None = None) -> int:
+        state = self._topic_state(topic)
+        if channel is None:
+            return len(state.backlog)
+        chan = state.channels.get(channel)
+        return len(chan.ready) if chan else 0
+
+    async def start(self) -> None:
+        for sub in self._subscriptions:
+            dispatcher = self.dispatcher(sub)
+            self._dispatchers.append(dispatcher)
+            chan = self.channel(sub.topic, sub.channel)
+            for _ in range(sub.max_in_flight):
+                self._workers.append(asyncio.create_task(self._work(chan, dispatcher)))
+
+    async def _work(self, chan: _Channel, dispatcher: Dispatcher) -> None:
+        while not self._stopping.is_set():
+            msg = await chan.get()
+            if self._stopping.is_set():
+                chan.put_back(msg)
+                return
+            msg.attempts += 1
+            try:
+                # Shielded: stopping the worker must not cut a handler short;
+                # `stop()` drains the dispatcher with its own grace period.
+                await asyncio.shield(dispatcher.spawn(msg))
+            except asyncio.CancelledError:
+                return
+
+    async def stop(self, grace: float = 30.0) -> None:
+        self._stopping.set()
+        workers = [w for w in self._workers if not w.done()]
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        await asyncio.gather(*(d.drain(grace) for d in self._dispatchers))
+        self._workers.clear()
+        self._dispatchers.clear()

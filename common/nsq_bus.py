@@ -1,0 +1,305 @@
+"""`Bus` on real NSQ through pynsq, on the asyncio-backed tornado loop.
+
+pynsq facts this module is built around (see shared/NSQ-NOTES.md):
+- Readers/Writers must be created inside the running loop (`start()` does).
+- `Writer.pub()`'s future only means "bytes sent"; nsqd's acknowledgement
+  comes through the callback, which we turn into a future per publish.
+- Neither class has a final close: reconnects are blocked by our subclasses.
+- `Reader(max_tries=…)` silently FINs messages past the limit; we pass 0 and
+  count attempts ourselves so such messages go to `…dead` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import nsq
+from nsq import protocol
+
+from gpt4batch.common.bus import Bus, Dispatcher, Subscription
+from gpt4batch.common.errors import BusConnectError, ConfigError, PublishError
+from gpt4batch.common.logging import get_logger
+from gpt4batch.common.settings import BaseServiceSettings
+
+log = get_logger("gpt4batch.nsq")
+
+MPUB_MAX_MESSAGES = 1000
+MPUB_MAX_BYTES = 4 * 1024 * 1024  # below nsqd's default --max-body-size (5 MiB)
+
+
+class _Writer(nsq.Writer):
+    closing = False
+
+    def connect_to_nsqd(self, host: str, port: int) -> None:
+        if not self.closing:
+            super().connect_to_nsqd(host, port)
+
+    def close(self) -> None:
+        self.closing = True
+        for conn in list(self.conns.values()):
+            conn.close()
+
+
+class _Reader(nsq.Reader):
+    closing = False
+
+    def connect_to_nsqd(self, host: str, port: int) -> None:
+        if not self.closing:
+            super().connect_to_nsqd(host, port)
+
+    def query_lookupd(self) -> Any:
+        if self.closing:
+            return None
+        return super().query_lookupd()
+
+    def close(self) -> None:
+        self.closing = True
+        super().close()
+
+
+class _NsqDelivery:
+    """Adapts pynsq's Message to the `TransportMessage` protocol."""
+
+    __slots__ = ("_msg",)
+
+    def __init__(self, msg: nsq.Message) -> None:
+        self._msg = msg
+
+    @property
+    def id(self) -> str:
+        raw = self._msg.id
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    @property
+    def attempts(self) -> int:
+        return int(self._msg.attempts)
+
+    @property
+    def body(self) -> bytes:
+        return bytes(self._msg.body)
+
+    def finish(self) -> None:
+        if not self._msg.has_responded():
+            self._msg.finish()
+
+    def requeue(self, delay: float) -> None:
+        if not self._msg.has_responded():
+            self._msg.requeue(time_ms=max(0, int(delay * 1000)), backoff=False)
+
+    def touch(self) -> None:
+        if not self._msg.has_responded():
+            self._msg.touch()
+
+
+class NsqBus(Bus):
+    """Publishes to nsqd (acknowledged) and consumes through nsqd or nsqlookupd."""
+
+    def __init__(
+        self,
+        settings: BaseServiceSettings,
+        service: str,
+        *,
+        connect_timeout: float = 15.0,
+        publish_timeout: float = 30.0,
+        max_msg_size: int = 1024 * 1024,
+        lookupd_poll_interval: int = 10,
+        reconnect_interval: float = 2.0,
+    ) -> None:
+        super().__init__(
+            service=service,
+            topics=settings.topics,
+            touch_interval=settings.touch_interval,
+            max_attempts=settings.max_attempts,
+        )
+        if not settings.nsqd_tcp_address and not settings.lookupd_http_address:
+            raise ConfigError(
+                "no NSQ address: give --nsqd-tcp-address or --lookupd-http-address "
+                "(GPT4BATCH_NSQD_TCP_ADDRESS / GPT4BATCH_LOOKUPD_HTTP_ADDRESS)"
+            )
+        self.settings = settings
+        self.connect_timeout = connect_timeout
+        self.publish_timeout = publish_timeout
+        self.max_msg_size = max_msg_size
+        self.lookupd_poll_interval = lookupd_poll_interval
+        self.reconnect_interval = reconnect_interval
+        secret = settings.nsq_auth_secret
+        self._conn_kwargs: dict[str, Any] = {"heartbeat_interval": 30}
+        if secret is not None:
+            self._conn_kwargs["auth_secret"] = secret.get_secret_value()
+        self._writer: _Writer | None = None
+        self._readers: list[tuple[_Reader, Dispatcher]] = []
+        self._started = False
+
+    # --- lifecycle --------------------------------------------------------------
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        await self._start_writer()
+        for sub in self._subscriptions:
+            self._readers.append(self._start_reader(sub))
+
+    async def _publish_addresses(self) -> list[str]:
+        if self.settings.nsqd_tcp_address:
+            return list(self.settings.nsqd_tcp_address)
+        return await discover_nsqd(self.settings.lookupd_http_address)
+
+    async def _start_writer(self) -> None:
+        addresses = await self._publish_addresses()
+        if not addresses:
+            raise BusConnectError(
+                "nsqlookupd knows no nsqd yet; start nsqd with --lookupd-tcp-address "
+                "or give --nsqd-tcp-address"
+            )
+        self._writer = _Writer(
+            addresses, reconnect_interval=self.reconnect_interval, **self._conn_kwargs
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout
+        while not self._open_conns():
+            if loop.time() > deadline:
+                self._writer.close()
+                raise BusConnectError(
+                    f"cannot connect to nsqd at {', '.join(addresses)} "
+                    f"within {self.connect_timeout:.0f}s"
+                )
+            await asyncio.sleep(0.02)
+        log.info("connected to nsqd", addresses=addresses, service=self.service)
+
+    def _open_conns(self) -> list[Any]:
+        assert self._writer is not None
+        return [c for c in self._writer.conns.values() if c.connected()]
+
+    def _start_reader(self, sub: Subscription[Any]) -> tuple[_Reader, Dispatcher]:
+        dispatcher = self.dispatcher(sub)
+
+        def on_message(message: nsq.Message) -> None:
+            message.enable_async()
+            dispatcher.spawn(_NsqDelivery(message))
+
+        kwargs: dict[str, Any] = dict(
+            topic=sub.topic,
+            channel=sub.channel,
+            message_handler=on_message,
+            max_in_flight=sub.max_in_flight,
+            max_tries=0,
+            lookupd_poll_interval=self.lookupd_poll_interval,
+            **self._conn_kwargs,
+        )
+        if self.settings.lookupd_http_address:
+            kwargs["lookupd_http_addresses"] = list(self.settings.lookupd_http_address)
+        else:
+            kwargs["nsqd_tcp_addresses"] = list(self.settings.nsqd_tcp_address)
+        return _Reader(**kwargs), dispatcher
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop taking work (RDY 0), drain in-flight handlers, then close connections."""
+        for reader, _ in self._readers:
+            reader.set_max_in_flight(0)
+        await asyncio.gather(*(d.drain(grace) for _, d in self._readers))
+        # Give FIN/REQ frames of the last handlers a moment to leave the socket.
+        await asyncio.sleep(0.05)
+        for reader, _ in self._readers:
+            reader.close()
+        self._readers.clear()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._started = False
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(d.in_flight) for _, d in self._readers)
+
+    # --- publishing ---------------------------------------------------------------
+    async def _publish(self, topic: str, bodies: list[bytes]) -> None:
+        for body in bodies:
+            if len(body) > self.max_msg_size:
+                raise PublishError(
+                    f"message of {len(body)} bytes for {topic} exceeds the "
+                    f"{self.max_msg_size}-byte limit (nsqd --max-msg-size)"
+                )
+        if len(bodies) == 1:
+            await self._send("pub", topic, bodies[0])
+            return
+        await asyncio.gather(*(self._send("mpub", topic, chunk) for chunk in _chunks(bodies)))
+
+    async def _send(self, command: str, topic: str, payload: bytes | list[bytes]) -> None:
+        """One PUB/MPUB, awaited until nsqd answers OK; retried while it cannot be sent."""
+        if self._writer is None:
+            raise PublishError("bus not started")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.publish_timeout
+        while True:
+            ack: asyncio.Future[bytes] = loop.create_future()
+
+            def on_response(_conn: Any, data: Any, ack: asyncio.Future[bytes] = ack) -> None:
+                if ack.done():
+                    return
+                if isinstance(data, protocol.Error):
+                    ack.set_exception(_PublishFailure(data))
+                else:
+                    ack.set_result(data)
+
+            getattr(self._writer, command)(topic, payload, callback=on_response)
+            remaining = deadline - loop.time()
+            try:
+                await asyncio.wait_for(ack, timeout=max(0.001, remaining))
+                return
+            except TimeoutError:
+                raise PublishError(
+                    f"nsqd did not acknowledge {command.upper()} to {topic} "
+                    f"within {self.publish_timeout:.0f}s"
+                ) from None
+            except _PublishFailure as exc:
+                if not exc.transient or loop.time() > deadline:
+                    raise PublishError(
+                        f"nsqd refused {command.upper()} to {topic}: {exc.error}"
+                    ) from None
+                await asyncio.sleep(0.2)
+
+
+class _PublishFailure(Exception):
+    def __init__(self, error: protocol.Error) -> None:
+        super().__init__(str(error))
+        self.error = error
+        # Not sent, or the connection went away before the answer: worth retrying.
+        self.transient = isinstance(error, protocol.SendError | protocol.ConnectionClosedError)
+
+
+def _chunks(bodies: list[bytes]) -> list[list[bytes]]:
+    chunks: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = 0
+    for body in bodies:
+        if current and (len(current) >= MPUB_MAX_MESSAGES or size + len(body) > MPUB_MAX_BYTES):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(body)
+        size += len(body) + 4
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+async def discover_nsqd(lookupd_addresses: list[str], timeout: float = 5.0) -> list[str]:
+    """TCP addresses of the nsqd nodes nsqlookupd knows (for publishing)."""
+    found: list[str] = []
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        for addr in lookupd_addresses:
+            url = addr if "://" in addr else f"http://{addr}"
+            try:
+                resp = await client.get(f"{url}/nodes", headers={"Accept": "application/json"})
+                resp.raise_for_status()
+                producers = resp.json().get("producers", [])
+            except (httpx.HTTPError, ValueError) as exc:
+                log.warning("nsqlookupd query failed", address=addr, error=str(exc))
+                continue
+            for p in producers:
+                host = p.get("broadcast_address") or p.get("hostname")
+                tcp = f"{host}:{p['tcp_port']}"
+                if tcp not in found:
+                    found.append(tcp)
+    return found

@@ -1,0 +1,168 @@
+"""Settings: every option is a flag and a `GPT4BATCH_*` environment variable.
+
+Each service declares a `pydantic_settings.BaseSettings` subclass. `add_flags`
+turns its fields into argparse options (`--field-name`, repeatable for lists)
+and `load` builds the settings from the parsed flags, so the precedence is:
+flag > environment variable > default. Wrong values fail before anything
+connects, with the flag and environment variable named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from typing import Annotated, Any, TypeVar, get_args, get_origin
+
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from gpt4batch.common.errors import ConfigError
+from gpt4batch.common.topics import DEFAULT_PREFIX, Topics, check_name
+
+ENV_PREFIX = "GPT4BATCH_"
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def _split_commas(value: Any) -> Any:
+    """Environment variables give lists as `a,b`; flags give them already split."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
+
+
+class BaseServiceSettings(BaseSettings):
+    """Options every service has: logging, metrics, NSQ."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    log_format: typing.Literal["auto", "json", "console"] = Field(
+        "auto", description="Log format: json lines, console, or auto (console on a TTY)."
+    )
+    log_level: str = Field("info", description="Log level (debug, info, warning, error).")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint (0: off)."
+    )
+    metrics_host: str = Field("0.0.0.0", description="Address the metrics endpoint listens on.")
+    topic_prefix: str = Field(DEFAULT_PREFIX, description="Prefix of every NSQ topic name.")
+    nsqd_tcp_address: CommaList = Field(
+        default_factory=list,
+        description="nsqd TCP address host:port (repeatable). Publishing goes here.",
+    )
+    lookupd_http_address: CommaList = Field(
+        default_factory=list,
+        description="nsqlookupd HTTP address host:port (repeatable). Consumers discover nsqd.",
+    )
+    max_in_flight: int = Field(200, ge=1, le=2500, description="Messages in flight per consumer.")
+    touch_interval: float = Field(
+        20.0, gt=0, description="Seconds between TOUCHes of a message still being worked on."
+    )
+    max_attempts: int = Field(
+        10, ge=1, description="Deliveries of one message before it is dead-lettered."
+    )
+    shutdown_grace: float = Field(
+        30.0, ge=0, description="Seconds to let in-flight work finish on SIGTERM."
+    )
+    nsq_auth_secret: SecretStr | None = Field(None, description="nsqd AUTH secret, if any.")
+
+    @model_validator(mode="after")
+    def _check_nsq(self) -> BaseServiceSettings:
+        check_name(self.topic_prefix + ".asks", "topic")
+        for addr in [*self.nsqd_tcp_address, *self.lookupd_http_address]:
+            host, _, port = addr.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"NSQ address {addr!r} is not host:port")
+        return self
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+
+def _field_type(annotation: Any) -> tuple[type, bool]:
+    """The scalar type argparse should convert to, and whether the option repeats."""
+    origin = get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return _field_type(args[0]) if len(args) == 1 else (str, False)
+    if origin is list:
+        inner, _ = _field_type(get_args(annotation)[0])
+        return inner, True
+    if origin is typing.Literal:
+        return str, False
+    if annotation in (int, float, bool, str):
+        return annotation, False
+    return str, False
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def add_flags(
+    parser: argparse.ArgumentParser,
+    settings_cls: type[BaseSettings],
+    *,
+    short: dict[str, str] | None = None,
+    skip: set[str] | frozenset[str] = frozenset(),
+) -> None:
+    """Add one option per settings field; defaults stay None so env vars can fill in."""
+    short = short or {}
+    group = parser.add_argument_group(f"{settings_cls.__name__} (also env {ENV_PREFIX}<NAME>)")
+    for name, field in settings_cls.model_fields.items():
+        if name in skip:
+            continue
+        scalar, repeat = _field_type(field.annotation)
+        names = [flag_name(name)]
+        if name in short:
+            names.insert(0, short[name])
+        help_text = (field.description or "").replace("%", "%%")
+        default = field.get_default(call_default_factory=True)
+        if default not in (None, [], "") and not isinstance(default, SecretStr):
+            help_text += f" (default: {default})"
+        env = ENV_PREFIX + name.upper()
+        help_text += f" [{env}]"
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
+        if scalar is bool:
+            kwargs.update(nargs="?", const=True, type=_parse_bool, metavar="BOOL")
+        elif repeat:
+            kwargs.update(action="append", type=scalar)
+        else:
+            kwargs.update(type=scalar)
+        group.add_argument(*names, **kwargs)
+
+
+def load(settings_cls: type[S], args: argparse.Namespace | None = None, **overrides: Any) -> S:
+    """Settings from flags (those given), then environment, then defaults.
+
+    Raises ConfigError naming the flag and environment variable of a bad value.
+    """
+    given: dict[str, Any] = {}
+    if args is not None:
+        for name in settings_cls.model_fields:
+            value = getattr(args, name, None)
+            if value is not None:
+                given[name] = value
+    given.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return settings_cls(**given)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            where = f"{flag_name(field)} / {ENV_PREFIX}{field.upper()}" if field else "settings"
+            problems.append(f"{where}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

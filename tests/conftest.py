@@ -1,0 +1,34 @@
+"""Fixtures: real nsqlookupd + nsqd on free ports for the whole session, a fresh topic
+prefix per test so tests never see each other's messages."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.nsq_servers import Nsqd, Nsqlookupd, run_nsqd, run_nsqlookupd
+
+
+@pytest.fixture(scope="session")
+def nsq_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("nsq")
+
+
+@pytest.fixture(scope="session")
+def nsqlookupd(nsq_workdir: Path) -> Iterator[Nsqlookupd]:
+    with run_nsqlookupd(nsq_workdir) as lookupd:
+        yield lookupd
+
+
+@pytest.fixture(scope="session")
+def nsqd(nsq_workdir: Path, nsqlookupd: Nsqlookupd) -> Iterator[Nsqd]:
+    with run_nsqd(nsq_workdir, nsqlookupd, "--msg-timeout=3s") as server:
+        yield server
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,171 @@
+"""Start real nsqlookupd/nsqd from .venv/bin on free 127.0.0.1 ports; stop them by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nsq_binary(name: str) -> str:
+    path = BIN / name
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: run `make setup` (it builds NSQ v1.3.0)")
+    return str(path)
+
+
+def wait_http(url: str, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} not ready after {timeout}s: {last}")
+
+
+def stop_pid(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM by PID, SIGKILL if it does not exit in time."""
+    if proc.poll() is not None:
+        return
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+@dataclass
+class Nsqlookupd:
+    tcp_port: int
+    http_port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def tcp_address(self) -> str:
+        return f"127.0.0.1:{self.tcp_port}"
+
+    @property
+    def http_address(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+
+@dataclass
+class Nsqd:
+    tcp_port: int
+    http_port: int
+    data_path: Path
+    args: list[str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def tcp_address(self) -> str:
+        return f"127.0.0.1:{self.tcp_port}"
+
+    @property
+    def http_address(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
+        wait_http(f"http://{self.http_address}/ping", proc=self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_pid(self.proc)
+
+    def kill(self) -> None:
+        """SIGKILL, as in a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def stats(self, topic: str | None = None) -> dict:
+        params = {"format": "json"}
+        if topic:
+            params["topic"] = topic
+        return httpx.get(f"http://{self.http_address}/stats", params=params, timeout=5).json()
+
+    def depth(self, topic: str, channel: str | None = None) -> int:
+        """Messages waiting (depth + in-flight + deferred) in a topic or one of its channels."""
+        for t in self.stats(topic).get("topics", []):
+            if t["topic_name"] != topic:
+                continue
+            if channel is None:
+                return int(t["depth"])
+            for c in t["channels"]:
+                if c["channel_name"] == channel:
+                    return int(c["depth"]) + int(c["in_flight_count"]) + int(c["deferred_count"])
+        return 0
+
+
+@contextmanager
+def run_nsqlookupd(workdir: Path) -> Iterator[Nsqlookupd]:
+    tcp, http = free_port(), free_port()
+    log = (workdir / "nsqlookupd.log").open("ab")
+    proc = subprocess.Popen(
+        [
+            nsq_binary("nsqlookupd"),
+            f"--tcp-address=127.0.0.1:{tcp}",
+            f"--http-address=127.0.0.1:{http}",
+            "--broadcast-address=127.0.0.1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{http}/ping", proc=proc)
+        yield Nsqlookupd(tcp, http, proc)
+    finally:
+        stop_pid(proc)
+
+
+@contextmanager
+def run_nsqd(
+    workdir: Path, lookupd: Nsqlookupd | None = None, *extra: str, name: str = "nsqd"
+) -> Iterator[Nsqd]:
+    tcp, http = free_port(), free_port()
+    data = workdir / f"{name}-data"
+    data.mkdir(parents=True, exist_ok=True)
+    args = [
+        nsq_binary("nsqd"),
+        f"--tcp-address=127.0.0.1:{tcp}",
+        f"--http-address=127.0.0.1:{http}",
+        "--broadcast-address=127.0.0.1",
+        f"--data-path={data}",
+        *extra,
+    ]
+    if lookupd is not None:
+        args.append(f"--lookupd-tcp-address={lookupd.tcp_address}")
+    nsqd = Nsqd(tcp, http, data, args, workdir / f"{name}.log")
+    nsqd.start()
+    try:
+        yield nsqd
+    finally:
+        nsqd.stop()

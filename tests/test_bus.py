@@ -1,0 +1,319 @@
+"""One suite, two backends: the same bus behaviour on real nsqd and on MemoryBus."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from gpt4batch.common.bus import Bus, Delivery
+from gpt4batch.common.errors import Poison, PublishError, Requeue
+from gpt4batch.common.memory_bus import MemoryBus
+from gpt4batch.common.messages import AskMessage, BatchManifest, DeadLetter, Record
+from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.settings import BaseServiceSettings
+from gpt4batch.common.topics import Topics
+from tests.support.nsq_servers import Nsqd, Nsqlookupd
+
+BusFactory = Callable[..., Bus]
+
+
+def run(coro: Awaitable[Any], timeout: float = 60) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@pytest.fixture(params=["nsq", "memory"])
+def make_bus(request: pytest.FixtureRequest, topic_prefix: str) -> BusFactory:
+    """A factory, called inside the running loop, for a bus of either backend."""
+    if request.param == "memory":
+        shared: dict[str, MemoryBus] = {}
+
+        def memory(**kw: Any) -> Bus:
+            # One in-process bus plays the role of nsqd for every "service".
+            if "bus" not in shared:
+                shared["bus"] = MemoryBus(
+                    topics=Topics(topic_prefix),
+                    touch_interval=kw.get("touch_interval", 20.0),
+                    max_attempts=kw.get("max_attempts", 10),
+                )
+            return shared["bus"]
+
+        return memory
+
+    nsqd: Nsqd = request.getfixturevalue("nsqd")
+
+    def real(**kw: Any) -> Bus:
+        settings = BaseServiceSettings(
+            nsqd_tcp_address=[nsqd.tcp_address],
+            topic_prefix=topic_prefix,
+            touch_interval=kw.get("touch_interval", 20.0),
+            max_attempts=kw.get("max_attempts", 10),
+        )
+        return NsqBus(settings, service="test")
+
+    return real
+
+
+def ask(seq: int, batch: str = "b1") -> AskMessage:
+    record = Record.model_validate(
+        {"id": f"r{seq}", "asks": [{"id": "a", "content": f"q{seq}"}], "extra": {"k": seq}}
+    )
+    return AskMessage(batch=batch, seq=seq, record=record)
+
+
+async def collect_until(got: list[Any], n: int, timeout: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(got) < n:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"only {len(got)} of {n} messages arrived")
+        await asyncio.sleep(0.02)
+
+
+def test_publish_consume_round_trip(make_bus: BusFactory) -> None:
+    async def scenario() -> None:
+        bus = make_bus()
+        got: list[AskMessage] = []
+
+        async def handle(msg: AskMessage, delivery: Delivery) -> None:
+            got.append(msg)
+
+        bus.subscribe(bus.topics.asks, "caller", AskMessage, handle)
+        await bus.start()
+        sent = ask(7)
+        await bus.publish(bus.topics.asks, sent)
+        await collect_until(got, 1)
+        await bus.stop(grace=1)
+        assert got == [sent]
+        assert got[0].record.to_line() == sent.record.to_line()
+
+    run(scenario())
+
+
+def test_mpub_batches_deliver_every_message_once(make_bus: BusFactory) -> None:
+    async def scenario() -> None:
+        bus = make_bus()
+        seen: list[int] = []
+
+        async def handle(msg: AskMessage, delivery: Delivery) -> None:
+            seen.append(msg.seq)
+
+        bus.subscribe(bus.topics.asks, "caller", AskMessage, handle, max_in_flight=500)
+        await bus.start()
+        await bus.publish_many(bus.topics.asks, [ask(i) for i in range(2500)])
+        await collect_until(seen, 2500)
+        await asyncio.sleep(0.2)
+        await bus.stop(grace=1)
+        assert sorted(seen) == list(range(2500))
+
+    run(scenario())
+
+
+def test_requeue_redelivers_with_attempts_counted(make_bus: BusFactory) -> None:
+    async def scenario() -> None:
+        bus = make_bus()
+        attempts: list[int] = []
+
+        async def handle(msg: BatchManifest, delivery: Delivery) -> None:
+            attempts.append(delivery.attempts)
+            if delivery.attempts < 3:
+                raise Requeue("not yet", delay=0.05)
+
+        bus.subscribe(bus.topics.batches, "t", BatchManifest, handle)
+        await bus.start()
+        await bus.publish(bus.topics.batches, BatchManifest(batch="b", total=1))
+        await collect_until(attempts, 3)
+        await asyncio.sleep(0.3)
+        await bus.stop(grace=1)
+        assert attempts == [1, 2, 3]
+
+    run(scenario())
+
+
+def test_invalid_body_goes_to_dead_letter_with_reason(make_bus: BusFactory) -> None:
+    async def scenario() -> None:
+        bus = make_bus()
+        handled: list[AskMessage] = []
+        dead: list[DeadLetter] = []
+
+        async def handle(msg: AskMessage, delivery: Delivery) -> None:
+            handled.append(msg)
+
+        async def on_dead(letter: DeadLetter, delivery: Delivery) -> None:
+            dead.append(letter)
+
+        bus.subscribe(bus.topics.asks, "caller", AskMessage, handle)
+        bus.subscribe(bus.topics.dead, "inspect", DeadLetter, on_dead)
+        await bus.start()
+        await bus.publish(bus.topics.asks, b'{"v": 1, "batch": "b", "seq": -1}')
+        await bus.publish(bus.topics.asks, b"\xff\xfe not json")
+        await bus.publish(
+            bus.topics.asks, ask(1).model_copy(update={"v": 2}).model_dump_json().encode()
+        )
+        await collect_until(dead, 3)
+        await bus.stop(grace=1)
+        assert handled == []
+        reasons = sorted(d.reason for d in dead)
+        assert any("seq" in r and "greater than or equal to 0" in r for r in reasons)
+        assert any("Invalid JSON" in r for r in reasons)
+        assert any("schema version v=2" in r for r in reasons)
+        assert all(d.topic == bus.topics.asks and d.channel == "caller" for d in dead)
+        assert any(d.body_b64 for d in dead)  # non-UTF-8 body kept, base64
+
+    run(scenario())
+
+
+def test_poison_and_exhausted_retries_are_dead_lettered(make_bus: BusFactory) -> None:
+    async def scenario() -> None:
+        bus = make_bus(max_attempts=2)
+        dead: list[DeadLetter] = []
+
+        async def handle(msg: AskMessage, delivery: Delivery) -> None:
+            if msg.seq == 0:
+                raise Poison("record 0 can never work")
+            raise RuntimeError("boom")
+
+        async def on_dead(letter: DeadLetter, delivery: Delivery) -> None:
+            dead.append(letter)
+
+        bus.subscribe(bus.topics.asks, "caller", AskMessage, handle)
+        bus.subscribe(bus.topics.dead, "inspect", DeadLetter, on_dead)
+        await bus.start()
+        await bus.publish_many(bus.topics.asks, [ask(0), ask(1)])
+        # seq 1: attempt 1 fails → requeued with backoff (≤1 s); attempt 2 → dead.
+        await collect_until(dead, 2, timeout=30)
+        await bus.stop(grace=1)
+        by_reason = {("never" in d.reason): d for d in dead}
+        assert by_reason[True].attempts == 1
+        assert "gave up after 2 attempts: RuntimeError: boom" in by_reason[False].reason
+
+    run(scenario())
+
+
+def test_touch_keeps_a_slow_message_from_timing_out(nsqd: Nsqd, topic_prefix: str) -> None:
+    """nsqd here runs with --msg-timeout=3s; the handler takes 5 s but touches every 1 s."""
+
+    async def scenario() -> None:
+        settings = BaseServiceSettings(
+            nsqd_tcp_address=[nsqd.tcp_address], topic_prefix=topic_prefix, touch_interval=1.0
+        )
+        bus = NsqBus(settings, service="test")
+        attempts: list[int] = []
+
+        async def handle(msg: BatchManifest, delivery: Delivery) -> None:
+            attempts.append(delivery.attempts)
+            await asyncio.sleep(5)
+
+        bus.subscribe(bus.topics.batches, "slow", BatchManifest, handle)
+        await bus.start()
+        await bus.publish(bus.topics.batches, BatchManifest(batch="b", total=1))
+        await collect_until(attempts, 1)
+        await asyncio.sleep(6)
+        await bus.stop(grace=1)
+        assert attempts == [1]
+        stats = nsqd.stats(bus.topics.batches)["topics"][0]["channels"][0]
+        assert stats["timeout_count"] == 0
+        assert stats["depth"] == 0
+
+    run(scenario())
+
+
+def test_without_touch_nsqd_redelivers(nsqd: Nsqd, topic_prefix: str) -> None:
+    """The control for the test above: with touches too rare, nsqd times the message out."""
+
+    async def scenario() -> None:
+        settings = BaseServiceSettings(
+            nsqd_tcp_address=[nsqd.tcp_address], topic_prefix=topic_prefix, touch_interval=30
+        )
+        bus = NsqBus(settings, service="test")
+        attempts: list[int] = []
+
+        async def handle(msg: BatchManifest, delivery: Delivery) -> None:
+            attempts.append(delivery.attempts)
+            if delivery.attempts == 1:
+                await asyncio.sleep(5)
+
+        bus.subscribe(bus.topics.batches, "slow", BatchManifest, handle)
+        await bus.start()
+        await bus.publish(bus.topics.batches, BatchManifest(batch="b", total=1))
+        await collect_until(attempts, 2, timeout=15)
+        await bus.stop(grace=6)
+        assert attempts[:2] == [1, 2]
+
+    run(scenario())
+
+
+def test_stop_requeues_what_does_not_finish_in_grace(nsqd: Nsqd, topic_prefix: str) -> None:
+    async def scenario() -> None:
+        def settings() -> BaseServiceSettings:
+            return BaseServiceSettings(
+                nsqd_tcp_address=[nsqd.tcp_address], topic_prefix=topic_prefix, touch_interval=1
+            )
+
+        first = NsqBus(settings(), service="first")
+        started = asyncio.Event()
+
+        async def hang(msg: BatchManifest, delivery: Delivery) -> None:
+            started.set()
+            await asyncio.sleep(3600)
+
+        first.subscribe(first.topics.batches, "work", BatchManifest, hang)
+        await first.start()
+        await first.publish(first.topics.batches, BatchManifest(batch="b", total=1))
+        await asyncio.wait_for(started.wait(), 10)
+        await first.stop(grace=0.2)
+
+        second = NsqBus(settings(), service="second")
+        got: list[int] = []
+
+        async def ok(msg: BatchManifest, delivery: Delivery) -> None:
+            got.append(delivery.attempts)
+
+        second.subscribe(second.topics.batches, "work", BatchManifest, ok)
+        await second.start()
+        await collect_until(got, 1, timeout=10)
+        await second.stop(grace=1)
+        assert got == [2]
+
+    run(scenario())
+
+
+def test_discovery_through_nsqlookupd(
+    nsqd: Nsqd, nsqlookupd: Nsqlookupd, topic_prefix: str
+) -> None:
+    """Only nsqlookupd's address is given: the bus finds nsqd for publishing and consuming."""
+
+    async def scenario() -> None:
+        settings = BaseServiceSettings(
+            lookupd_http_address=[nsqlookupd.http_address], topic_prefix=topic_prefix
+        )
+        bus = NsqBus(settings, service="test", lookupd_poll_interval=1)
+        got: list[AskMessage] = []
+
+        async def handle(msg: AskMessage, delivery: Delivery) -> None:
+            got.append(msg)
+
+        bus.subscribe(bus.topics.asks, "caller", AskMessage, handle)
+        await bus.start()
+        await bus.publish(bus.topics.asks, ask(3))
+        await collect_until(got, 1, timeout=20)
+        await bus.stop(grace=1)
+        assert got[0].seq == 3
+
+    run(scenario())
+
+
+def test_publish_refuses_oversized_message_before_sending(nsqd: Nsqd, topic_prefix: str) -> None:
+    async def scenario() -> None:
+        settings = BaseServiceSettings(
+            nsqd_tcp_address=[nsqd.tcp_address], topic_prefix=topic_prefix
+        )
+        bus = NsqBus(settings, service="test", max_msg_size=1000)
+        await bus.start()
+        with pytest.raises(PublishError, match="exceeds the 1000-byte limit"):
+            await bus.publish(bus.topics.asks, b"x" * 2000)
+        await bus.publish(bus.topics.asks, b"small")  # the connection is still usable
+        await bus.stop()
+
+    run(scenario())
