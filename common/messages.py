@@ -161,12 +161,25 @@ class AskMessage(_Body):
     overrides: AskOverrides | None = None
 
 
+class Reject(BaseModel):
+    """Why ingest refused an input line (one row of `<out>.rejects.jsonl`)."""
+
+    line: int = Field(ge=1, description="1-based line number in the input.")
+    id: str | None = Field(default=None, description="The record id, if it could be read.")
+    field: str | None = Field(default=None, description="The offending field, e.g. asks[0].content")
+    reason: str
+    source: str | None = Field(default=None, description="The input file.")
+
+
 class ResultMessage(_Body):
     """A finished record, successful or not (topic `…results`)."""
 
     kind: ClassVar[str] = "ResultMessage"
     seq: int = Field(ge=0)
     record: Record
+    reject: Reject | None = Field(
+        default=None, description="Set when ingest refused the line; the sink logs it to rejects."
+    )
 
 
 class DownloadJob(_Body):

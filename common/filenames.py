@@ -1,0 +1,73 @@
+"""Safe local names for files the upstream names, and output-file paths.
+
+The upstream chooses download file names (in the escaped `rscd` query
+parameter); they are untrusted. A local name is one path component of
+`[A-Za-z0-9._-]`, never `.`/`..`, never hidden, at most 200 bytes.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_NAME = 200
+
+
+class UnsafeName(ValueError):
+    """A name that would leave the download folder."""
+
+
+def safe_component(text: str, fallback: str = "file") -> str:
+    """`text` reduced to one harmless path component."""
+    text = unicodedata.normalize("NFKC", text)
+    text = text.replace("\\", "/").rsplit("/", 1)[-1]  # drop any path
+    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")
+    text = _UNSAFE.sub("_", text).strip("._-")
+    text = re.sub(r"\.{2,}", ".", text)
+    return text[:MAX_NAME] or fallback
+
+
+def filename_from_url(url: str) -> str:
+    """The file name the upstream announced (`rscd=attachment; filename=…`), else the path's."""
+    query = parse_qs(urlsplit(url).query)
+    for disposition in query.get("rscd", []):
+        for part in unquote(disposition).split(";"):
+            key, _, value = part.strip().partition("=")
+            if key.lower() in ("filename", "filename*") and value:
+                value = value.strip().strip('"')
+                if value.lower().startswith("utf-8''"):
+                    value = unquote(value[7:])
+                return value
+    return unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+
+
+def download_name(prefix: str, record_id: str, ask_id: str, n: int, url: str) -> str:
+    """`{prefix}_{record id}_{ask id}_{n}_{file name}`: deterministic, unique per answer URL."""
+    parts = [
+        safe_component(prefix, "GPT4API"),
+        safe_component(record_id, "record"),
+        safe_component(ask_id, "ask"),
+        str(n),
+        safe_component(filename_from_url(url), "file"),
+    ]
+    return "_".join(parts)[:MAX_NAME]
+
+
+def inside(folder: Path, name: str) -> Path:
+    """`folder/name`, refusing any name that is not one safe component inside `folder`."""
+    if not name or name != safe_component(name, fallback="") or name in (".", ".."):
+        raise UnsafeName(f"refusing unsafe local file name {name!r}")
+    root = folder.resolve()
+    target = (root / name).resolve()
+    if target.parent != root:
+        raise UnsafeName(f"refusing {name!r}: it resolves outside {root}")
+    return target
+
+
+def sibling(out: Path, suffix: str) -> Path:
+    """`out.jsonl` → `out.<suffix>` (rejects, downloads, done…) beside the output file."""
+    stem = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
+    return out.with_name(f"{stem}.{suffix}")
