@@ -1,0 +1,137 @@
+"""The interface the caller drives, and the HTTP plumbing every client shares.
+
+One conversation is a sequence of asks. The caller keeps a `ConversationState`
+and calls `client.run_ask(state, ask, ...)` for each ask in order, passing the
+returned state to the next ask. Retrying is the caller's job: a client raises
+`RetryableError`/`FinalError` and leaves `state` untouched on failure, so the
+same ask can be sent again with the same state.
+
+Every HTTP request goes through `before_call(endpoint)` first (uploads, chats,
+and each retry the caller makes), so the caller can rate-limit all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from gpt4batch.common.errors import FinalError
+from gpt4batch.common.messages import Ask, AskOverrides
+from gpt4batch.common.upstreams import errors
+from gpt4batch.common.upstreams.config import UpstreamConfig
+
+#: Awaited right before every upstream HTTP request, with the endpoint name
+#: (`upload`, `chat`, `completions`, `models`); a rate limiter's `acquire`.
+BeforeCall = Callable[[str], Awaitable[None]]
+
+Answer = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ConversationState:
+    """What chains one ask to the next.
+
+    gpt4api uses `conversation_id` and `parent_message_id` (the previous
+    answer's `message_id`); OpenAI-style kinds carry the growing `messages`.
+    """
+
+    conversation_id: str | None = None
+    parent_message_id: str | None = None
+    messages: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+
+class ConversationClient(Protocol):
+    """What every upstream client offers the caller."""
+
+    kind: str
+
+    async def run_ask(
+        self,
+        state: ConversationState,
+        ask: Ask,
+        *,
+        base_dir: str | None = None,
+        overrides: AskOverrides | None = None,
+    ) -> tuple[Answer, ConversationState]:
+        """Upload the ask's own images/files, chat, and return (answer, next state)."""
+        ...
+
+
+async def _no_limit(endpoint: str) -> None:
+    return None
+
+
+class HttpBase:
+    """An injected `httpx.AsyncClient` plus the hook, headers and error mapping."""
+
+    kind = "base"
+
+    def __init__(
+        self,
+        config: UpstreamConfig,
+        http: httpx.AsyncClient,
+        *,
+        before_call: BeforeCall | None = None,
+    ) -> None:
+        self.config = config
+        self.http = http
+        self.before_call: BeforeCall = before_call or _no_limit
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} kind={self.kind} base_url={self.config.base_url!r}>"
+
+    async def request_json(
+        self,
+        endpoint: str,
+        method: str,
+        url: str,
+        config: UpstreamConfig,
+        *,
+        upload: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """One request whose 2xx answer must be JSON; everything else becomes our errors."""
+        await self.before_call(endpoint)
+        try:
+            response = await self.http.request(
+                method,
+                url,
+                headers=config.headers(),
+                timeout=config.timeout(upload=upload),
+                **kwargs,
+            )
+        except httpx.HTTPError as exc:
+            raise errors.from_transport(exc, endpoint) from None
+        if response.status_code >= 300:
+            raise errors.from_response(response, endpoint, secret=config.secret())
+        try:
+            return response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise errors.bad_response(endpoint, "answer is not valid JSON") from None
+
+
+def resolve(path: str, base_dir: str | None) -> str:
+    """An ask's path, relative ones taken from the input file's folder."""
+    if base_dir and not os.path.isabs(path):
+        return os.path.join(base_dir, path)
+    return path
+
+
+def checked_size(path: str, limit: int) -> int:
+    """The file's size; FinalError if it is missing or over `limit` (checked before sending)."""
+    name = os.path.basename(path)
+    try:
+        size = os.stat(path).st_size
+    except OSError as exc:
+        raise FinalError(errors.LOCAL_FILE, f"cannot read {name}: {exc.strerror}") from None
+    if size > limit:
+        raise FinalError(
+            errors.TOO_LARGE,
+            f"{name} is {size} bytes, over the {limit // (1024 * 1024)} MB upload limit",
+        )
+    return size

@@ -1,0 +1,86 @@
+"""How to reach one upstream: kind, URLs, credentials, model and timeouts."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from gpt4batch.common.messages import AskOverrides, UpstreamKind
+
+DEFAULT_GPT4API_BASE = "https://beta.gpt4api.plus"
+
+#: gpt4api.plus refuses uploads above this size (seed 001: 100M).
+MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+
+
+class Sampling(BaseModel):
+    """OpenAI-style sampling parameters; only the ones set are sent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int | None = None
+    max_tokens: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+    def as_body(self) -> dict[str, float | int]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class UpstreamConfig(BaseModel):
+    """Settings of one upstream; per-message `AskOverrides` win over them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: UpstreamKind = "gpt4api"
+    base_url: str = DEFAULT_GPT4API_BASE
+    tier: Literal["standard", "concurrent"] = "standard"
+    chat_url: str | None = Field(
+        default=None, description="Full chat URL; wins over base_url/tier (the original's --url)."
+    )
+    gizmo_url: str | None = Field(default=None, description="Full gizmos URL (gpt4api).")
+    upload_url: str | None = Field(
+        default=None, description="Full upload URL (the original's --upload_url)."
+    )
+    access_token: SecretStr | None = None
+    auth_scheme: str = Field(
+        default="Bearer", description="Authorization prefix; empty sends the bare token."
+    )
+    model: str | None = Field(default=None, description="None: each kind's usual default.")
+    gizmo_id: str | None = None
+    history_and_training_disabled: bool = True
+    stream: bool = Field(default=False, description="OpenAI kind: ask for an SSE stream.")
+    sampling: Sampling = Field(default_factory=Sampling)
+    connect_timeout: float = 10.0
+    read_timeout: float = Field(
+        default=480.0, description="Chat read timeout; 8 min like the original."
+    )
+    upload_read_timeout: float = 120.0
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
+
+    def with_overrides(self, overrides: AskOverrides | None) -> UpstreamConfig:
+        """A copy with the message's overrides applied (the `upstream` kind is the caller's)."""
+        if overrides is None:
+            return self
+        changes = overrides.model_dump(exclude_none=True, exclude={"upstream"})
+        return self.model_copy(update=changes) if changes else self
+
+    def timeout(self, *, upload: bool = False) -> httpx.Timeout:
+        read = self.upload_read_timeout if upload else self.read_timeout
+        return httpx.Timeout(connect=self.connect_timeout, read=read, write=read, pool=None)
+
+    def headers(self) -> dict[str, str]:
+        if self.access_token is None:
+            return {}
+        token = self.access_token.get_secret_value()
+        return {"Authorization": f"{self.auth_scheme} {token}" if self.auth_scheme else token}
+
+    def secret(self) -> str | None:
+        return self.access_token.get_secret_value() if self.access_token else None
+
+    def url(self, path: str) -> str:
+        return self.base_url.rstrip("/") + "/" + path.lstrip("/")

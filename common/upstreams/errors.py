@@ -1,0 +1,114 @@
+"""Turning httpx outcomes into the one upstream error model.
+
+Every client raises only `RetryableError` or `FinalError` (from
+`gpt4batch.common.errors`). `status` is the upstream HTTP status when one was
+received, otherwise one of our own codes below. Messages are short, name the
+endpoint, and have the access token scrubbed out.
+
+Our codes for failures without a usable HTTP status:
+
+    598 TIMEOUT          no answer within the connect/read/write timeout  (retryable)
+    597 CONNECTION       connect refused, connection reset or dropped     (retryable)
+    596 BAD_RESPONSE     invalid JSON, wrong shape, truncated SSE stream   (retryable)
+    594 CODE_NOT_ZERO    a 200 answer whose `code` field is not 0         (final)
+    590 LOCAL_FILE       an ask's image/file cannot be read from disk      (final)
+    415 UNSUPPORTED_FILE a file this upstream kind cannot take            (final)
+    413 TOO_LARGE        a file over the 100 MB upload limit, never sent   (final)
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import httpx
+
+from gpt4batch.common.errors import FinalError, RetryableError, UpstreamError
+
+TIMEOUT = 598
+CONNECTION = 597
+BAD_RESPONSE = 596
+CODE_NOT_ZERO = 594
+LOCAL_FILE = 590
+UNSUPPORTED_FILE = 415
+TOO_LARGE = 413
+
+#: HTTP statuses worth retrying besides every 5xx.
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+
+_MAX_MESSAGE = 200
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """`text` without `secret` and cut to a short length."""
+    if secret:
+        text = text.replace(secret, "***")
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def from_status(
+    status: int,
+    endpoint: str,
+    body: str = "",
+    *,
+    retry_after: str | None = None,
+    secret: str | None = None,
+) -> UpstreamError:
+    """The error for a non-2xx answer: 429/408/5xx retryable, every other status final."""
+    detail = scrub(body, secret)
+    message = f"{endpoint}: HTTP {status}" + (f" {detail}" if detail else "")
+    if status >= 500 or status in RETRYABLE_STATUSES:
+        return RetryableError(status, message, retry_after=parse_retry_after(retry_after))
+    return FinalError(status, message)
+
+
+def from_response(
+    response: httpx.Response, endpoint: str, *, secret: str | None = None
+) -> UpstreamError:
+    """`from_status` for a fully read httpx response."""
+    try:
+        body = response.text
+    except (httpx.ResponseNotRead, UnicodeDecodeError):
+        body = ""
+    return from_status(
+        response.status_code,
+        endpoint,
+        body,
+        retry_after=response.headers.get("retry-after"),
+        secret=secret,
+    )
+
+
+def from_transport(exc: httpx.HTTPError, endpoint: str) -> RetryableError:
+    """The error for a failure below HTTP: timeouts and broken connections are retryable.
+
+    The httpx message is not copied: it may carry the URL, and URLs can carry secrets.
+    """
+    kind = type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return RetryableError(TIMEOUT, f"{endpoint}: timed out ({kind})")
+    return RetryableError(CONNECTION, f"{endpoint}: connection failed ({kind})")
+
+
+def bad_response(endpoint: str, what: str) -> RetryableError:
+    """An answer we could not understand (bad JSON, missing fields, truncated stream)."""
+    return RetryableError(BAD_RESPONSE, f"{endpoint}: {what}")

@@ -1,0 +1,138 @@
+"""gpt4api.plus: multipart uploads, then `all-tools` or `gizmos` chat (seed 001)."""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+from dataclasses import replace
+from typing import IO, Any, Literal
+
+from gpt4batch.common.messages import Ask, AskOverrides
+from gpt4batch.common.upstreams import errors
+from gpt4batch.common.upstreams.base import (
+    Answer,
+    ConversationState,
+    HttpBase,
+    checked_size,
+    resolve,
+)
+from gpt4batch.common.upstreams.config import UpstreamConfig
+
+UploadType = Literal["multimodal", "my_files"]
+
+
+def _open_upload(path: str) -> IO[bytes]:
+    """Opened here so tests can watch the reads: httpx streams it in 64 KiB chunks."""
+    return open(path, "rb")
+
+
+class Gpt4ApiClient(HttpBase):
+    """Client of gpt4api.plus; tiers `standard`/`concurrent`, explicit URLs win."""
+
+    kind = "gpt4api"
+
+    def upload_url(self, config: UpstreamConfig) -> str:
+        return config.upload_url or config.url(f"{config.tier}/uploaded")
+
+    def chat_url(self, config: UpstreamConfig) -> str:
+        if config.gizmo_id:
+            return config.gizmo_url or config.url(f"{config.tier}/gizmos")
+        return config.chat_url or config.url(f"{config.tier}/all-tools")
+
+    async def upload(
+        self,
+        path: str,
+        kind: UploadType,
+        conversation_id: str | None,
+        *,
+        config: UpstreamConfig | None = None,
+    ) -> dict[str, Any]:
+        """Upload one file, streamed from disk; returns the upstream's JSON answer.
+
+        Files over the limit are refused with FinalError(413) before any request.
+        """
+        config = config or self.config
+        checked_size(path, config.max_upload_bytes)
+        name = os.path.basename(path)
+        mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        with _open_upload(path) as fh:
+            answer = await self.request_json(
+                "upload",
+                "POST",
+                self.upload_url(config),
+                config,
+                upload=True,
+                data={"conversation_id": conversation_id or "", "type": kind},
+                files={"file": (name, fh, mime)},
+            )
+        key = "part" if kind == "multimodal" else "attachment"
+        if not isinstance(answer, dict) or not isinstance(answer.get(key), dict):
+            raise errors.bad_response("upload", f"answer has no {key}")
+        return answer
+
+    async def chat(
+        self,
+        message: str,
+        state: ConversationState,
+        *,
+        parts: list[dict[str, Any]] | None = None,
+        attachments: list[dict[str, Any]] | None = None,
+        config: UpstreamConfig | None = None,
+    ) -> Answer:
+        """One chat call chained on `state`; returns the upstream JSON as is."""
+        config = config or self.config
+        body: dict[str, Any] = {
+            "message": message,
+            "model": config.model or ("gpt-4-gizmo" if config.gizmo_id else "gpt-4"),
+            "history_and_training_disabled": config.history_and_training_disabled,
+        }
+        if config.gizmo_id:
+            body["gizmo_id"] = config.gizmo_id
+        if state.conversation_id:
+            body["conversation_id"] = state.conversation_id
+        if state.parent_message_id:
+            body["parent_message_id"] = state.parent_message_id
+        if parts:
+            body["parts"] = parts
+        if attachments:
+            body["attachments"] = attachments
+        answer = await self.request_json("chat", "POST", self.chat_url(config), config, json=body)
+        if not isinstance(answer, dict) or not answer.get("message_id"):
+            raise errors.bad_response("chat", "answer has no message_id")
+        return answer
+
+    async def run_ask(
+        self,
+        state: ConversationState,
+        ask: Ask,
+        *,
+        base_dir: str | None = None,
+        overrides: AskOverrides | None = None,
+    ) -> tuple[Answer, ConversationState]:
+        """Upload this ask's images (parts) and files (attachments), then chat."""
+        config = self.config.with_overrides(overrides)
+        conversation_id = state.conversation_id
+        parts: list[dict[str, Any]] = []
+        attachments: list[dict[str, Any]] = []
+        for path in ask.image_paths():
+            up = await self.upload(
+                resolve(path, base_dir), "multimodal", conversation_id, config=config
+            )
+            conversation_id = up.get("conversation_id") or conversation_id
+            parts.append(up["part"])
+        for path in ask.files:
+            up = await self.upload(
+                resolve(path, base_dir), "my_files", conversation_id, config=config
+            )
+            conversation_id = up.get("conversation_id") or conversation_id
+            attachments.append(up["attachment"])
+        chat_state = replace(state, conversation_id=conversation_id)
+        answer = await self.chat(
+            ask.content, chat_state, parts=parts, attachments=attachments, config=config
+        )
+        next_state = replace(
+            state,
+            conversation_id=answer.get("conversation_id") or conversation_id,
+            parent_message_id=answer["message_id"],
+        )
+        return answer, next_state

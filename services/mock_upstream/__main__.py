@@ -1,0 +1,7 @@
+"""`python -m gpt4batch.services.mock_upstream`."""
+
+import sys
+
+from gpt4batch.services.mock_upstream.cli import main
+
+sys.exit(main())

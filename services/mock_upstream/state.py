@@ -1,0 +1,118 @@
+"""What the simulator remembers: conversations, counters, the QPS window, randomness."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from gpt4batch.services.mock_upstream.options import FAULT_KINDS, Options
+
+
+@dataclass
+class Stats:
+    """Counters served by `GET /stats`."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    max_calls_in_1s: int = 0
+    chain_errors: int = 0
+    unauthorized: int = 0
+    rate_limited: int = 0
+    not_found: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    window: deque[float] = field(default_factory=deque)
+
+    def started(self, endpoint: str, now: float) -> None:
+        """Count a call and keep the exact max number of call starts in any 1 s window."""
+        self.calls[endpoint] += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        window = self.window
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        window.append(now)
+        self.max_calls_in_1s = max(self.max_calls_in_1s, len(window))
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "calls": dict(self.calls),
+            "total_calls": sum(self.calls.values()),
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "max_calls_in_1s": self.max_calls_in_1s,
+            "chain_errors": self.chain_errors,
+            "unauthorized": self.unauthorized,
+            "rate_limited": self.rate_limited,
+            "not_found": self.not_found,
+            "faults": {k: self.faults[k] for k in FAULT_KINDS},
+        }
+
+
+@dataclass
+class Conversation:
+    """A conversation the simulator issued; `last_message_id` is what chains next."""
+
+    real_id: str
+    last_message_id: str | None = None
+
+
+class SimState:
+    """Everything mutable; one instance per app, touched only on the event loop."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.rng = random.Random(options.seed)
+        self.stats = Stats()
+        self.conversations: dict[str, Conversation] = {}
+        self.internal: dict[str, str | None] = {}  # internal id -> real id once chatted
+        self.accepted: deque[float] = deque()  # accepted call starts, for the QPS limit
+        self.files: dict[str, str] = {}  # download id -> advertised name
+
+    def reset(self) -> None:
+        self.stats = Stats()
+        self.accepted.clear()
+
+    def new_id(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def short_id(self, n: int = 22) -> str:
+        alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz123456789"
+        return "".join(self.rng.choices(alphabet, k=n))
+
+    def over_qps(self, now: float) -> float | None:
+        """Seconds until a slot frees if this call exceeds `--qps`, else None (and count it)."""
+        qps = self.options.qps
+        if qps <= 0:
+            return None
+        window = self.accepted
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) >= qps:
+            return window[0] + 1.0 - now
+        window.append(now)
+        return None
+
+    def pick_fault(self) -> str | None:
+        for kind, rate in self.options.fault_rates().items():
+            if rate > 0 and self.rng.random() < rate:
+                return kind
+        return None
+
+    def delay(self) -> float:
+        """Seconds to wait before answering: fixed + uniform jitter + log-normal."""
+        o = self.options
+        ms = o.latency_ms
+        if o.jitter_ms > 0:
+            ms += self.rng.uniform(0, o.jitter_ms)
+        if o.lognormal_median_ms > 0:
+            ms += self.rng.lognormvariate(math.log(o.lognormal_median_ms), o.lognormal_sigma)
+        return ms / 1000.0
+
+
+def now() -> float:
+    return time.monotonic()
