@@ -35,11 +35,11 @@ def run(make: Callable[[httpx.AsyncClient], Awaitable[T]], **client_kw: Any) -> 
 
 
 def gpt4api_config(mock: MockUpstream, **kw: Any) -> UpstreamConfig:
-    return UpstreamConfig(kind="gpt4api", base_url=mock.url, access_token=mock.token, **kw)
+    return UpstreamConfig(kind="gpt4api", base_url=mock.url, **{"access_token": mock.token, **kw})
 
 
 def openai_config(mock: MockUpstream, **kw: Any) -> UpstreamConfig:
-    return UpstreamConfig(kind="openai", base_url=mock.url, access_token=mock.token, **kw)
+    return UpstreamConfig(kind="openai", base_url=mock.url, **{"access_token": mock.token, **kw})
 
 
 def service_config(mock: MockUpstream, **kw: Any) -> UpstreamConfig:
