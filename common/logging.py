@@ -47,7 +47,7 @@ def redact_text(text: str) -> str:
 
 
 def _redact_value(key: str | None, value: Any) -> Any:
-    if key is not None and _SECRET_KEY.search(key) and value not in (None, "", False):
+    if key is not None and _SECRET_KEY.search(key) and isinstance(value, str | bytes) and value:
         return REDACTED
     if isinstance(value, str):
         return redact_text(value)

@@ -122,7 +122,11 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     kind: ClassVar[str] = "body"
-    v: int = Field(default=SCHEMA_VERSION, description="Schema version of this body.")
+    v: int = Field(
+        default=SCHEMA_VERSION,
+        description="Schema version of this body.",
+        json_schema_extra={"const": SCHEMA_VERSION},
+    )
     batch: str = Field(min_length=1, max_length=200, description="Batch id.")
 
     @field_validator("v")

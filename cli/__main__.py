@@ -1,0 +1,3 @@
+from gpt4batch.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,53 @@
+"""`gpt4batch <command>`: one program, a sub-command per service and tool.
+
+Each command lives in its own module with a `main(argv) -> int`; it is only
+imported when chosen, so `gpt4batch sink` never loads the upstream clients.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+# command → (module with `main(argv) -> int`, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("gpt4batch.cli.run", "run a whole batch in one command (the original batchsvc)"),
+    "ingest": ("gpt4batch.services.ingest.cli", "validate a JSONL file and publish its records"),
+    "caller": ("gpt4batch.services.caller.cli", "run conversations against the upstream"),
+    "downloader": ("gpt4batch.services.downloader.cli", "fetch files the model produced"),
+    "sink": ("gpt4batch.services.sink.cli", "append results durably to the output"),
+    "mock-upstream": (
+        "gpt4batch.services.mock_upstream.cli",
+        "built-in simulator of every upstream (dry runs)",
+    ),
+    "auth": ("gpt4batch.cli.auth", "get an access token and store it (the original authsvc)"),
+    "demo": ("gpt4batch.cli.demo", "run the bundled example against the simulator"),
+    "stack": ("gpt4batch.cli.stack", "start the compose topology as local processes"),
+}
+ALIASES = {"batchsvc": "run", "authsvc": "auth"}
+
+
+def usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: gpt4batch <command> [options]   (gpt4batch <command> --help)", ""]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "aliases: " + ", ".join(f"{a} = {c}" for a, c in ALIASES.items())]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if args else 2
+    command = ALIASES.get(args[0], args[0])
+    if command not in COMMANDS:
+        print(f"gpt4batch: unknown command {args[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    return int(module.main(args[1:]) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

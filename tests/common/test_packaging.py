@@ -1,0 +1,70 @@
+"""The install puts everything under the `gpt4batch` namespace and exposes each entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_wheel_has_only_the_gpt4batch_namespace(tmp_path: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        cwd=tmp_path,
+    )
+    (wheel,) = tmp_path.glob("gpt4batch-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {n.split("/")[0] for n in names if not n.startswith("gpt4batch-")}
+    assert top_level == {"gpt4batch"}
+    assert "gpt4batch/__init__.py" not in names  # implicit namespace package
+    for package in ("common", "services/ingest", "services/caller", "services/sink", "cli"):
+        assert f"gpt4batch/{package}/__init__.py" in names
+
+
+def test_every_package_folder_is_declared_in_pyproject() -> None:
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    declared = set(config["packages"])
+    mapping = config["package-dir"]
+    found = set()
+    for prefix, folder in mapping.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join((prefix, *rel)))
+    assert found <= declared, f"add to pyproject packages: {sorted(found - declared)}"
+
+
+@pytest.mark.parametrize("command", ["ingest", "caller", "downloader", "sink", "mock-upstream"])
+def test_console_script_has_a_help_per_service(command: str) -> None:
+    gpt4batch = Path(sys.executable).parent / "gpt4batch"
+    result = subprocess.run(
+        [str(gpt4batch), command, "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gpt4batch.cli", "frobnicate"], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "unknown command 'frobnicate'" in result.stderr
