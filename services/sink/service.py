@@ -1,0 +1,45 @@
+"""`SinkService`: the sink's handlers subscribed on a bus (NSQ or in-memory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gpt4batch.common.bus import Bus
+from gpt4batch.common.messages import BatchManifest, DownloadResult, ResultMessage
+from gpt4batch.common.topics import Channels
+from gpt4batch.services.sink.settings import SinkSettings
+from gpt4batch.services.sink.sink import Sink
+
+
+class SinkService:
+    name = "sink"
+
+    def __init__(self, settings: SinkSettings, sink: Sink | None = None) -> None:
+        self.settings = settings
+        self.sink = sink or Sink(
+            out=Path(settings.out) if settings.out else None,
+            out_dir=Path(settings.out_dir) if settings.out_dir else None,
+            every=settings.fsync_every,
+            interval=settings.fsync_interval_ms / 1000,
+        )
+
+    def register(self, bus: Bus) -> None:
+        self.sink.bus = bus
+        topics, mif = bus.topics, self.settings.max_in_flight
+        bus.subscribe(
+            topics.results, Channels.SINK, ResultMessage, self.sink.handle_result, max_in_flight=mif
+        )
+        bus.subscribe(
+            topics.downloaded,
+            Channels.SINK_DOWNLOADS,
+            DownloadResult,
+            self.sink.handle_download,
+            max_in_flight=mif,
+        )
+        bus.subscribe(topics.batches, Channels.SINK, BatchManifest, self.sink.handle_manifest)
+
+    async def start(self) -> None:
+        await self.sink.start()
+
+    async def close(self) -> None:
+        await self.sink.close()

@@ -1,0 +1,28 @@
+"""Options of `gpt4batch sink`: where results go and how often they are fsynced."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from gpt4batch.common.settings import BaseServiceSettings
+
+
+class SinkSettings(BaseServiceSettings):
+    """`-o FILE` (one output file) or `--out-dir DIR` (one file per batch)."""
+
+    out: str | None = Field(
+        None, description="Output JSONL file; every batch is appended to it (one file = one batch)."
+    )
+    out_dir: str | None = Field(
+        None, description="Folder for one output file per batch: <DIR>/<safe batch id>.jsonl."
+    )
+    fsync_every: int = Field(500, ge=1, description="Fsync after this many buffered lines.")
+    fsync_interval_ms: int = Field(
+        50, ge=1, description="Fsync buffered lines at least this often (milliseconds)."
+    )
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> SinkSettings:
+        if bool(self.out) == bool(self.out_dir):
+            raise ValueError("give exactly one of --out/-o FILE or --out-dir DIR")
+        return self
