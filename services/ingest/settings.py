@@ -1,0 +1,37 @@
+"""Options of `gpt4batch ingest` (each also a GPT4BATCH_* environment variable)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from gpt4batch.common.settings import BaseServiceSettings
+from gpt4batch.services.ingest.validate import MIB
+
+
+class IngestSettings(BaseServiceSettings):
+    input: str = Field(description="JSONL input file, or - for stdin.")
+    batch: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="Batch id (default: derived from the file's path, size and mtime, "
+        "so a re-run of the same file lands in the same batch).",
+    )
+    fix: bool = Field(
+        False,
+        description="Resume: the input is a previous output; successful records pass "
+        "straight to results, only failed ones run again.",
+    )
+    publish_batch_size: int = Field(500, ge=1, le=1000, description="Messages per MPUB.")
+    publish_concurrency: int = Field(
+        4, ge=1, le=64, description="MPUBs awaiting nsqd's acknowledgement at once."
+    )
+    max_line_bytes: int = Field(
+        10 * MIB, ge=64, description="Longest accepted input line; longer ones are rejected."
+    )
+    max_file_bytes: int = Field(
+        100 * MIB, ge=0, description="Largest referenced image/file; bigger ones are rejected."
+    )
+    progress: bool = Field(
+        True, description="Show progress: an updating line on a TTY, else a log line every 5 s."
+    )
