@@ -109,12 +109,10 @@ class Validator:
         self._path_cache: dict[str, Problem | None] = {}
 
     def check(self, line: RawLine) -> Verdict:
-        obj: Any = None
         try:
-            obj, result = self._check(line)
+            return self._check(line)
         except _Fail as fail:
-            return self.reject(line.number, obj if fail.keep_obj else None, fail.problem)
-        return result
+            return self.reject(line.number, fail.obj, fail.problem)
 
     def reject(self, number: int, obj: Any, problem: Problem) -> Rejected:
         """A Rejected verdict whose output keeps what can be kept of the line."""
@@ -132,7 +130,7 @@ class Validator:
         )
         return Rejected(problem.kind, reject, rejected_output(number, obj, record_id, ierr))
 
-    def _check(self, line: RawLine) -> tuple[Any, Verdict]:
+    def _check(self, line: RawLine) -> Verdict:
         if line.data is None:
             raise _Fail(
                 RejectKind.LINE_TOO_LONG,
@@ -150,9 +148,9 @@ class Validator:
                 RejectKind.NOT_OBJECT, None, f"expected a JSON object, got {json_type(obj)}"
             )
         try:
-            return obj, self._check_object(line.number, obj, line.data)
+            return self._check_object(line.number, obj, line.data)
         except _Fail as fail:
-            fail.keep_obj = True
+            fail.obj = obj
             raise
 
     def _check_object(self, number: int, obj: dict[str, Any], data: bytes) -> Verdict:
@@ -163,12 +161,12 @@ class Validator:
             obj = {**obj, "answers": None, "iErr": None}
             data = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
         asks = _check_asks(obj)
+        paths = [found for index, ask in enumerate(asks) for found in _ask_paths(index, ask)]
         record = _to_record(obj)
-        for index, ask in enumerate(asks):
-            for field, path in _ask_paths(index, ask):
-                problem = self._check_path(path)
-                if problem is not None:
-                    raise _Fail(problem.kind, field, problem.reason)
+        for field, path in paths:
+            problem = self._check_path(path)
+            if problem is not None:
+                raise _Fail(problem.kind, field, problem.reason)
         return Accepted(record, data)
 
     def _check_id(self, number: int, obj: dict[str, Any]) -> None:
@@ -219,7 +217,8 @@ class _Fail(Exception):
     def __init__(self, kind: RejectKind, field: str | None, reason: str) -> None:
         super().__init__(reason)
         self.problem = Problem(kind, field, reason)
-        self.keep_obj = False
+        self.obj: Any = None
+        """The decoded line, once it is known to be an object."""
 
 
 def _no_constant(name: str) -> Any:
