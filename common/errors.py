@@ -36,6 +36,15 @@ class PublishError(BusError):
     """nsqd refused or never acknowledged a publish."""
 
 
+class MessageTooLarge(PublishError):
+    """A body over the bus's maximum message size; never sent."""
+
+    def __init__(self, message: str, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
 class HandlerOutcome(Gpt4BatchError):
     """Base of the exceptions a handler raises to choose what happens to its message."""
 

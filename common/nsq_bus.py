@@ -19,7 +19,12 @@ import nsq
 from nsq import protocol
 
 from gpt4batch.common.bus import Bus, Dispatcher, Subscription
-from gpt4batch.common.errors import BusConnectError, ConfigError, PublishError
+from gpt4batch.common.errors import (
+    BusConnectError,
+    ConfigError,
+    MessageTooLarge,
+    PublishError,
+)
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.settings import BaseServiceSettings
 
@@ -103,7 +108,7 @@ class NsqBus(Bus):
         *,
         connect_timeout: float = 15.0,
         publish_timeout: float = 30.0,
-        max_msg_size: int = 1024 * 1024,
+        max_msg_size: int | None = None,
         lookupd_poll_interval: int = 10,
         reconnect_interval: float = 2.0,
     ) -> None:
@@ -121,7 +126,7 @@ class NsqBus(Bus):
         self.settings = settings
         self.connect_timeout = connect_timeout
         self.publish_timeout = publish_timeout
-        self.max_msg_size = max_msg_size
+        self.max_msg_size = max_msg_size or settings.max_msg_size
         self.lookupd_poll_interval = lookupd_poll_interval
         self.reconnect_interval = reconnect_interval
         secret = settings.nsq_auth_secret
@@ -217,9 +222,12 @@ class NsqBus(Bus):
     async def _publish(self, topic: str, bodies: list[bytes]) -> None:
         for body in bodies:
             if len(body) > self.max_msg_size:
-                raise PublishError(
+                raise MessageTooLarge(
                     f"message of {len(body)} bytes for {topic} exceeds the "
-                    f"{self.max_msg_size}-byte limit (nsqd --max-msg-size)"
+                    f"{self.max_msg_size}-byte limit (nsqd --max-msg-size, "
+                    "GPT4BATCH_MAX_MSG_SIZE)",
+                    len(body),
+                    self.max_msg_size,
                 )
         if len(bodies) == 1:
             await self._send("pub", topic, bodies[0])

@@ -67,6 +67,11 @@ class BaseServiceSettings(BaseSettings):
     shutdown_grace: float = Field(
         30.0, ge=0, description="Seconds to let in-flight work finish on SIGTERM."
     )
+    max_msg_size: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest message body to publish; keep equal to nsqd --max-msg-size.",
+    )
     nsq_auth_secret: SecretStr | None = Field(None, description="nsqd AUTH secret, if any.")
 
     @model_validator(mode="after")
@@ -97,6 +102,18 @@ def _field_type(annotation: Any) -> tuple[type, bool]:
     if annotation in (int, float, bool, str):
         return annotation, False
     return str, False
+
+
+def _literal_choices(annotation: Any) -> list[str] | None:
+    origin = get_origin(annotation)
+    if origin is typing.Literal:
+        return [str(a) for a in get_args(annotation)]
+    if origin in (typing.Union, types.UnionType):
+        for arg in get_args(annotation):
+            found = _literal_choices(arg)
+            if found:
+                return found
+    return None
 
 
 def _parse_bool(text: str) -> bool:
@@ -136,6 +153,9 @@ def add_flags(
         env = ENV_PREFIX + name.upper()
         help_text += f" [{env}]"
         kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
+        choices = _literal_choices(field.annotation)
+        if choices:
+            kwargs["choices"] = choices
         if scalar is bool:
             kwargs.update(nargs="?", const=True, type=_parse_bool, metavar="BOOL")
         elif repeat:

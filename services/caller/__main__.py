@@ -1,0 +1,3 @@
+from gpt4batch.services.caller.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,20 @@
+"""`gpt4batch caller`: run conversations from the asks topic against the upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gpt4batch.common.service import run_consumer_main
+from gpt4batch.services.caller.service import CallerService
+from gpt4batch.services.caller.settings import CallerSettings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_consumer_main(
+        "caller",
+        "Consume AskMessages, run each conversation against the upstream, publish results.",
+        CallerSettings,
+        CallerService,
+        argv,
+        short={"concurrency": "-g", "qps": "-q", "model": "-m", "gizmo_id": "-z"},
+    )

@@ -1,0 +1,34 @@
+"""Caller metrics: upstream calls, latency, retries, 429s and the effective QPS limit."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from gpt4batch.common.metrics import LATENCY_BUCKETS, NAMESPACE
+
+UPSTREAM_CALLS = Counter(
+    f"{NAMESPACE}_upstream_calls_total",
+    "Upstream HTTP calls by endpoint and HTTP status (or our 59x code).",
+    ["endpoint", "status"],
+)
+UPSTREAM_SECONDS = Histogram(
+    f"{NAMESPACE}_upstream_call_duration_seconds",
+    "Upstream HTTP call latency, from request sent to answer received.",
+    ["endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
+RETRIES = Counter(
+    f"{NAMESPACE}_upstream_retries_total", "Retries of transient upstream failures.", ["status"]
+)
+RATE_LIMITED = Counter(
+    f"{NAMESPACE}_upstream_429_total", "Upstream answers 429 (too many requests)."
+)
+QPS_LIMIT = Gauge(
+    f"{NAMESPACE}_caller_qps_limit", "Effective upstream calls/s limit of this caller (0: none)."
+)
+CONCURRENCY_LIMIT = Gauge(
+    f"{NAMESPACE}_caller_concurrency_limit", "Conversations this caller runs at once."
+)
+RECORDS = Counter(
+    f"{NAMESPACE}_caller_records_total", "Conversations finished, by outcome.", ["outcome"]
+)

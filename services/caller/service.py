@@ -1,0 +1,129 @@
+"""The caller as a service: AskMessage in, DownloadJobs and a ResultMessage out."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from gpt4batch.common.bus import Bus, Delivery
+from gpt4batch.common.errors import MessageTooLarge
+from gpt4batch.common.logging import get_logger
+from gpt4batch.common.messages import AskMessage, IErr, ResultMessage
+from gpt4batch.common.topics import Channels
+from gpt4batch.common.upstreams import ConversationClient, UpstreamConfig, make_client
+from gpt4batch.services.caller import metrics
+from gpt4batch.services.caller.conversation import ConversationRunner
+from gpt4batch.services.caller.pacer import Pacer
+from gpt4batch.services.caller.settings import CallerSettings
+
+log = get_logger("gpt4batch.caller")
+
+_ENDPOINTS = {"uploaded": "upload", "all-tools": "chat", "gizmos": "chat", "completions": "chat"}
+
+
+async def _mark_start(request: httpx.Request) -> None:
+    request.extensions["gpt4batch_started"] = time.perf_counter()
+
+
+async def _observe(response: httpx.Response) -> None:
+    last = response.request.url.path.rstrip("/").rsplit("/", 1)[-1]
+    endpoint = _ENDPOINTS.get(last, "chat" if response.request.method == "POST" else last)
+    metrics.UPSTREAM_CALLS.labels(endpoint, str(response.status_code)).inc()
+    if response.status_code == 429:
+        metrics.RATE_LIMITED.inc()
+    started = response.request.extensions.get("gpt4batch_started")
+    if started is not None:
+        metrics.UPSTREAM_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
+
+
+def make_http_client(concurrency: int) -> httpx.AsyncClient:
+    """The process's one pooled HTTP client, instrumented for the upstream metrics."""
+    return httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency),
+        event_hooks={"request": [_mark_start], "response": [_observe]},
+        follow_redirects=False,
+    )
+
+
+class CallerService:
+    """Consumes asks; the upstream token is checked when the service is built."""
+
+    name = "caller"
+
+    def __init__(
+        self,
+        settings: CallerSettings,
+        *,
+        config: UpstreamConfig | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config or settings.upstream_config()
+        self.pacer = Pacer(settings.qps)
+        self._http = http
+        self._own_http = http is None
+        self._clients: dict[str, ConversationClient] = {}
+        self._bus: Bus | None = None
+        self.runner = ConversationRunner(
+            client_for=self.client_for,
+            default_kind=self.config.kind,
+            policy=settings.retry_policy(),
+            download_prefix=settings.download_prefix,
+            enable_download=settings.enable_download,
+        )
+        metrics.QPS_LIMIT.set(self.pacer.effective_qps)
+        metrics.CONCURRENCY_LIMIT.set(settings.concurrency)
+
+    def client_for(self, kind: str) -> ConversationClient:
+        client = self._clients.get(kind)
+        if client is None:
+            if self._http is None:
+                raise RuntimeError("CallerService.start() was not awaited")
+            config = (
+                self.config
+                if kind == self.config.kind
+                else self.config.model_copy(update={"kind": kind})
+            )
+            client = self._clients[kind] = make_client(
+                config, self._http, before_call=self.pacer.acquire
+            )
+        return client
+
+    async def start(self) -> None:
+        if self._http is None:
+            self._http = make_http_client(self.settings.concurrency)
+
+    def register(self, bus: Bus) -> None:
+        self._bus = bus
+        bus.subscribe(
+            bus.topics.asks,
+            Channels.CALLER,
+            AskMessage,
+            self.handle,
+            max_in_flight=self.settings.concurrency,
+        )
+
+    async def handle(self, msg: AskMessage, delivery: Delivery) -> None:
+        """Run the conversation, then publish downloads and the result; FIN follows."""
+        assert self._bus is not None
+        bus = self._bus
+        outcome = await self.runner.run(msg)
+        if outcome.downloads:
+            await bus.publish_many(bus.topics.downloads, outcome.downloads)
+        result = ResultMessage(batch=msg.batch, seq=msg.seq, record=outcome.record)
+        try:
+            await bus.publish(bus.topics.results, result)
+        except MessageTooLarge as exc:
+            # Keep "one output line per input line": publish the record without answers.
+            log.error("result too large for NSQ", record=msg.record.id, size=exc.size)
+            record = outcome.record.model_copy(deep=True)
+            record.answers = None
+            record.iErr = IErr(code=413, message=str(exc))
+            await bus.publish(bus.topics.results, result.model_copy(update={"record": record}))
+        log.debug("record done", record=msg.record.id, ok=outcome.ok, attempts=delivery.attempts)
+
+    async def close(self) -> None:
+        if self._own_http and self._http is not None:
+            await self._http.aclose()
+            self._http = None

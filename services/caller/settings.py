@@ -1,0 +1,73 @@
+"""Caller options: upstream, limits, retries. All are flags and GPT4BATCH_* variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from gpt4batch.common.credentials import DEFAULT_CREDENTIALS, resolve_token
+from gpt4batch.common.messages import UpstreamKind
+from gpt4batch.common.settings import BaseServiceSettings
+from gpt4batch.common.upstreams import Sampling, UpstreamConfig
+from gpt4batch.common.upstreams.config import DEFAULT_GPT4API_BASE
+from gpt4batch.services.caller.retry import RetryPolicy
+
+
+class CallerSettings(BaseServiceSettings):
+    upstream: UpstreamKind = Field("gpt4api", description="Upstream kind.")
+    base_url: str = Field(DEFAULT_GPT4API_BASE, description="Upstream base URL.")
+    tier: Literal["standard", "concurrent"] = Field("standard", description="gpt4api tier.")
+    chat_url: str | None = Field(None, description="Full chat URL (wins over base URL + tier).")
+    gizmo_url: str | None = Field(None, description="Full gizmos URL (gpt4api).")
+    upload_url: str | None = Field(None, description="Full upload URL (gpt4api).")
+    access_token: SecretStr | None = Field(None, description="Upstream access token.")
+    credentials: Path = Field(
+        DEFAULT_CREDENTIALS, description="Credentials file written by `gpt4batch auth`."
+    )
+    model: str | None = Field(None, description="Model (default: the upstream kind's usual).")
+    gizmo_id: str | None = Field(None, description="GPTs gizmo id (gpt4api: uses /gizmos).")
+    history_and_training_disabled: bool = Field(
+        True, description="Ask the upstream not to keep history."
+    )
+    stream: bool = Field(False, description="OpenAI kind: stream answers (SSE).")
+    temperature: float | None = Field(None, description="Sampling temperature (openai kinds).")
+    top_p: float | None = Field(None, description="Nucleus sampling (openai kinds).")
+    max_tokens: int | None = Field(None, description="Answer length limit (openai kinds).")
+    concurrency: int = Field(60, ge=1, le=2500, description="Conversations in flight (-g).")
+    qps: float = Field(1.0, ge=0, description="Upstream calls per second, all kinds (0: no limit).")
+    retries: int = Field(5, ge=0, description="Retries of a transient upstream failure.")
+    retry_base_delay: float = Field(1.0, gt=0, description="First retry wait (s), doubling.")
+    retry_max_delay: float = Field(60.0, gt=0, description="Longest retry wait (s).")
+    connect_timeout: float = Field(10.0, gt=0, description="Upstream connect timeout (s).")
+    read_timeout: float = Field(480.0, gt=0, description="Upstream chat read timeout (s).")
+    enable_download: bool = Field(True, description="Publish download jobs for produced files.")
+    download_prefix: str = Field("GPT4API", description="Prefix of downloaded file names.")
+
+    def upstream_config(self) -> UpstreamConfig:
+        """The upstream configuration, with the token resolved (ConfigError if none)."""
+        token = resolve_token(
+            self.access_token.get_secret_value() if self.access_token else None, self.credentials
+        )
+        return UpstreamConfig(
+            kind=self.upstream,
+            base_url=self.base_url,
+            tier=self.tier,
+            chat_url=self.chat_url,
+            gizmo_url=self.gizmo_url,
+            upload_url=self.upload_url,
+            access_token=SecretStr(token),
+            model=self.model,
+            gizmo_id=self.gizmo_id,
+            history_and_training_disabled=self.history_and_training_disabled,
+            stream=self.stream,
+            sampling=Sampling(
+                temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens
+            ),
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+        )
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.retries, self.retry_base_delay, self.retry_max_delay)
