@@ -7,7 +7,9 @@ NSQ_APPS := nsqd nsqlookupd nsqadmin nsq_tail nsq_to_file
 NSQ_BINS := $(addprefix $(BIN)/,$(NSQ_APPS))
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint fmt schemas demo lock clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup test lint fmt schemas demo lock clean prometheus
 
 setup: $(VENV)/.installed $(NSQ_BINS)
 
@@ -24,6 +26,12 @@ $(NSQ_BINS) &: tools/nsq/go.mod tools/nsq/go.sum
 	  $(addprefix github.com/nsqio/nsq/apps/,$(NSQ_APPS))
 	@touch $(NSQ_BINS)
 
+# Prometheus (Debian package) for the observability tests.
+prometheus: /usr/bin/prometheus
+/usr/bin/prometheus:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -32,7 +40,7 @@ fmt: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint
+test: lint prometheus
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 schemas: setup
