@@ -1,0 +1,95 @@
+"""`python -m gpt4batch.services.ingest` as a process against the real nsqd fixture."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from gpt4batch.common.topics import Topics
+from tests.support.nsq_servers import Nsqd
+
+
+def run_cli(args: list[str], stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "gpt4batch.services.ingest", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def depth(nsqd: Nsqd, topic: str) -> int:
+    """`Nsqd.depth`, but 0 for a topic nsqd has never seen (its /stats says `topics: null`)."""
+    return nsqd.depth(topic) if nsqd.stats(topic).get("topics") else 0
+
+
+def sample(tmp_path: Path) -> Path:
+    (tmp_path / "a.png").write_bytes(b"png")
+    lines = [json.dumps({"id": f"r{i}", "asks": [{"id": "p", "content": "q"}]}) for i in range(7)]
+    lines[2] = json.dumps({"id": "r2", "asks": [{"id": "p", "content": "q", "images": "a.png"}]})
+    lines += ["", "not json", json.dumps({"id": "r0", "asks": [{"id": "p", "content": "q"}]})]
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_file_is_published_to_nsqd(nsqd: Nsqd, topic_prefix: str, tmp_path: Path) -> None:
+    path = sample(tmp_path)
+    topics = Topics(topic_prefix)
+
+    done = run_cli(
+        ["--nsqd-tcp-address", nsqd.tcp_address, "--topic-prefix", topic_prefix, "-i", str(path)]
+    )
+
+    assert done.returncode == 0, done.stderr.decode()
+    assert "total=9 published=7 passed_through=0 rejected=2" in done.stdout.decode()
+    assert depth(nsqd, topics.asks) == 7
+    assert depth(nsqd, topics.results) == 2
+    assert depth(nsqd, topics.batches) == 1
+    # the duplicate is logged with where and why
+    assert '"line": 10, "id": "r0", "field": "id"' in done.stderr.decode()
+
+
+def test_stdin_with_explicit_batch(nsqd: Nsqd, topic_prefix: str, tmp_path: Path) -> None:
+    topics = Topics(topic_prefix)
+    data = "".join(
+        json.dumps({"id": f"s{i}", "asks": [{"id": "p", "content": "q"}]}) + "\n"
+        for i in range(1200)
+    ).encode()
+
+    done = run_cli(
+        [
+            f"--nsqd-tcp-address={nsqd.tcp_address}",
+            f"--topic-prefix={topic_prefix}",
+            "--batch=mybatch",
+            "--publish-batch-size=100",
+            "-i",
+            "-",
+        ],
+        stdin=data,
+    )
+
+    assert done.returncode == 0, done.stderr.decode()
+    assert "batch=mybatch total=1200 published=1200" in done.stdout.decode()
+    assert depth(nsqd, topics.asks) == 1200
+    assert depth(nsqd, topics.results) == 0
+    assert depth(nsqd, topics.batches) == 1
+
+
+def test_missing_input_file_is_a_usage_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.jsonl"
+
+    done = run_cli(["--nsqd-tcp-address", "127.0.0.1:1", "-i", str(missing)])
+
+    assert done.returncode == 2
+    assert str(missing) in done.stderr.decode()
+    assert "does not exist" in done.stderr.decode()
+
+
+def test_no_nsq_address_is_a_usage_error(tmp_path: Path) -> None:
+    done = run_cli(["-i", str(sample(tmp_path))])
+
+    assert done.returncode == 2
+    assert "--nsqd-tcp-address" in done.stderr.decode()
