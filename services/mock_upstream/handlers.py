@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import json
 import math
+from collections.abc import Awaitable
 from typing import Any
 
 from tornado import httputil
@@ -80,7 +81,8 @@ class Base(RequestHandler):
         token = value[7:] if value[:7].lower() == "bearer " else value
         return token.strip() == self.sim.options.token
 
-    async def prepare(self) -> None:
+    def prepare(self) -> Awaitable[None] | None:
+        """Synchronous on the fast path: tornado awaits only a returned coroutine."""
         sim = self.sim
         stats = sim.stats
         t = now()
@@ -89,22 +91,46 @@ class Base(RequestHandler):
         if self.needs_token and not self.authorized():
             stats.unauthorized += 1
             self.send_json(401, {"detail": "invalid or missing access token"})
-            return
+            return None
         wait = sim.over_qps(t)
         if wait is not None:
             stats.rate_limited += 1
             self.set_header("Retry-After", str(max(1, math.ceil(wait))))
             self.send_json(429, {"detail": "too many requests"})
-            return
+            return None
         fault = self._requested_fault() or sim.pick_fault()
         if fault is not None:
             stats.faults[fault] += 1
             self.fault = fault
-            if await self._apply_fault(fault):
-                return
+            if fault == "hang":
+                return self._hang()
+            if self._apply_fault(fault):
+                return None
         delay = sim.delay()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        return self._sleep(delay) if delay > 0 else None
+
+    async def _sleep(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self._client_gone():
+            self._abandon()
+
+    async def _hang(self) -> None:
+        """Stall until the client gives up (then do nothing) or `--hang-seconds` pass (504)."""
+        self._closed = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._closed.wait(), self.sim.options.hang_seconds)
+            self._abandon()
+        except TimeoutError:
+            self.send_json(504, {"detail": "mock fault: hung"})
+
+    def _client_gone(self) -> bool:
+        stream = getattr(self.request.connection, "stream", None)
+        return stream is None or stream.closed()
+
+    def _abandon(self) -> None:
+        """The client hung up: skip the endpoint method so the call has no effect."""
+        self._done()
+        self._finished = True  # tornado then neither runs the method nor writes
 
     def _requested_fault(self) -> str | None:
         if not self.sim.options.fault_header:
@@ -112,20 +138,13 @@ class Base(RequestHandler):
         wanted = self.request.headers.get("X-Mock-Fault")
         return wanted if wanted in FAULT_KINDS else None
 
-    async def _apply_fault(self, fault: str) -> bool:
+    def _apply_fault(self, fault: str) -> bool:
         """Answer (or not) according to `fault`; True if the request is over."""
         if fault == "5xx":
             self.send_json(503, {"detail": "mock fault: service unavailable"})
-        elif fault == "hang":
-            self._closed = asyncio.Event()
-            try:
-                await asyncio.wait_for(self._closed.wait(), self.sim.options.hang_seconds)
-            except TimeoutError:
-                self.send_json(504, {"detail": "mock fault: hung"})
         elif fault == "drop":
-            self._done()
             self.request.connection.stream.close()  # type: ignore[attr-defined]
-            self._finished = True
+            self._abandon()
         elif fault == "bad-json" or (fault == "truncate" and not self.streams()):
             self.set_header("Content-Type", "application/json")
             self.finish(b'{"created": 1708834483, "message_id": "7da0')
@@ -142,7 +161,7 @@ class StatsHandler(Base):
     endpoint = "stats"
     needs_token = False
 
-    async def prepare(self) -> None:
+    def prepare(self) -> None:
         return None
 
     def get(self) -> None:
@@ -209,7 +228,9 @@ class UploadHandler(Base):
             self.send_json(413, {"detail": "file is larger than 100M"})
             return
         self.request.connection.set_max_body_size(MAX_UPLOAD_BYTES + _MULTIPART_SLACK)  # type: ignore[union-attr]
-        await super().prepare()
+        pending = super().prepare()
+        if pending is not None:
+            await pending
 
     def data_received(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
@@ -272,9 +293,9 @@ class ChatHandler(Base):
     `chain_errors`.
     """
 
-    async def prepare(self) -> None:
+    def prepare(self) -> Awaitable[None] | None:
         self.endpoint = self.path_args[1]  # all-tools or gizmos, counted apart
-        await super().prepare()
+        return super().prepare()
 
     def post(self, tier: str, kind: str) -> None:
         body = self.body_json()

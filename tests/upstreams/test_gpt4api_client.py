@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import subprocess
 from pathlib import Path
@@ -290,3 +291,25 @@ def test_wrong_token_is_final_401_and_never_shown(mock: MockUpstream) -> None:
     for text in (str(info.value), repr(info.value), info.value.message, repr(config), str(config)):
         assert secret not in text
     assert secret not in repr(Gpt4ApiClient(config, httpx.AsyncClient()))
+
+
+def test_call_abandoned_by_a_timeout_has_no_effect_so_the_retry_chains() -> None:
+    # Given a slow simulator and a conversation with one answer
+    with MockUpstream("--latency-ms", "400") as m:
+
+        async def go(http: httpx.AsyncClient) -> dict[str, Any]:
+            patient = Gpt4ApiClient(gpt4api_config(m), http)
+            hasty = Gpt4ApiClient(gpt4api_config(m, read_timeout=0.1), http)
+            _, state = await patient.run_ask(ConversationState(), ask(1))
+            # When ask 2 times out and is then retried with the same state
+            with pytest.raises(RetryableError):
+                await hasty.run_ask(state, ask(2))
+            await asyncio.sleep(0.5)
+            answer, _ = await patient.run_ask(state, ask(2))
+            return answer
+
+        answer = run(go)
+        stats = m.stats()
+    # Then the retry chains: the abandoned call did not advance the conversation
+    assert answer["message_id"]
+    assert stats["chain_errors"] == 0 and stats["in_flight"] == 0
