@@ -1,1 +1,1 @@
-"""Helpers shared by test suites (importable as `tests.support` or `support`)."""
+"""Helpers shared by test suites (`tests.support`)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,12 +11,9 @@ import httpx
 
 from gpt4batch.common.upstreams import UpstreamConfig
 
+from ..support.mock_upstream import MockUpstream
+
 TESTS = Path(__file__).resolve().parent.parent
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
-
-from support.mock_upstream import MockUpstream  # noqa: E402
-
 DATA = TESTS / "data"
 T = TypeVar("T")
 

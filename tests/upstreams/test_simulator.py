@@ -217,3 +217,27 @@ def test_hostile_names_flag_makes_every_download_hostile(flag: str) -> None:
     with MockUpstream(flag) as m:
         answer = post(m, "/standard/all-tools", json={"message": "draw a cat"}).json()
     assert "filename%3D..%2F..%2Fetc%2Fpasswd" in answer["downloads"][0]
+
+
+def test_embedded_serve_runs_in_process_and_latency_is_seeded() -> None:
+    # Given the app served on this process's loop, with log-normal latency
+    from gpt4batch.services.mock_upstream.app import serve
+    from gpt4batch.services.mock_upstream.options import Options
+    from gpt4batch.services.mock_upstream.state import SimState
+
+    options = Options(port=0, seed=5, lognormal_median_ms=20, lognormal_sigma=0.3)
+    delays = [SimState(options).delay() for _ in range(2)]
+    assert delays[0] == delays[1] and 0.005 < delays[0] < 0.08
+
+    async def go() -> tuple[int, dict[str, Any]]:
+        server, port = await serve(options)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                headers = {"Authorization": "Bearer sk-mock"}
+                status = (await http.get("/v1/models", headers=headers)).status_code
+                return status, (await http.get("/stats")).json()
+        finally:
+            server.stop()
+
+    status, stats = asyncio.run(go())
+    assert status == 200 and stats["calls"] == {"models": 1}
