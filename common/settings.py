@@ -147,9 +147,12 @@ def add_flags(
         if name in short:
             names.insert(0, short[name])
         help_text = (field.description or "").replace("%", "%%")
-        default = field.get_default(call_default_factory=True)
-        if default not in (None, [], "") and not isinstance(default, SecretStr):
-            help_text += f" (default: {default})"
+        if field.is_required():
+            help_text += " (required)"
+        else:
+            default = field.get_default(call_default_factory=True)
+            if default not in (None, [], "") and not isinstance(default, SecretStr):
+                help_text += f" (default: {default})"
         env = ENV_PREFIX + name.upper()
         help_text += f" [{env}]"
         kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
