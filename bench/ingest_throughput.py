@@ -1,0 +1,93 @@
+"""Ingest throughput into a real nsqd: generate N lines, time `ingest()`, check nsqd's depth.
+
+Usage: .venv/bin/python bench/ingest_throughput.py [--lines 200000] [--cli]
+Starts its own nsqd (tests/support/nsq_servers.py) on free ports in a temp folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.settings import BaseServiceSettings
+from gpt4batch.services.ingest.ingest import IngestSummary, ingest
+from gpt4batch.services.ingest.reader import open_input, read_lines
+from tests.support.nsq_servers import Nsqd, run_nsqd
+
+
+def generate(path: Path, lines: int, asks: int) -> None:
+    """Records shaped like shared/examples/example.jsonl."""
+    with path.open("w", encoding="utf-8") as out:
+        for i in range(lines):
+            record = {
+                "id": f"id: {i}",
+                "asks": [{"id": f"pid: {k}", "content": f"id-{i}-pid-{k}"} for k in range(asks)],
+                "answers": None,
+            }
+            out.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+
+async def in_process(nsqd: Nsqd, path: Path, args: argparse.Namespace) -> IngestSummary:
+    settings = BaseServiceSettings(nsqd_tcp_address=[nsqd.tcp_address], topic_prefix="bench")
+    bus = NsqBus(settings, service="bench")
+    await bus.start()
+    try:
+        with open_input(str(path)) as src:
+            return await ingest(
+                read_lines(src.stream, 10 * 1024 * 1024),
+                bus,
+                batch="bench",
+                source=src.name,
+                base_dir=src.base_dir,
+                publish_batch_size=args.publish_batch_size,
+                max_outstanding=args.concurrency,
+            )
+    finally:
+        await bus.stop(grace=0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=200_000)
+    parser.add_argument("--asks", type=int, default=4, help="asks per record")
+    parser.add_argument("--publish-batch-size", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--cli", action="store_true", help="time the CLI as a subprocess")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
+        work = Path(tmp)
+        path = work / "bench.jsonl"
+        generate(path, args.lines, args.asks)
+        size_mb = path.stat().st_size / 1e6
+        with run_nsqd(work, None, "--mem-queue-size=10000") as nsqd:
+            started = time.perf_counter()
+            if args.cli:
+                subprocess.run(
+                    [sys.executable, "-m", "gpt4batch.services.ingest", "-i", str(path),
+                     f"--nsqd-tcp-address={nsqd.tcp_address}", "--topic-prefix=bench",
+                     "--batch=bench", "--progress=false", "--log-level=warning"],
+                    check=True,
+                )  # fmt: skip
+            else:
+                asyncio.run(in_process(nsqd, path, args))
+            seconds = time.perf_counter() - started
+            depth = nsqd.depth("bench.asks")
+        mode = "cli" if args.cli else "in-process"
+        print(
+            f"{mode}: {args.lines} lines ({size_mb:.1f} MB) in {seconds:.2f}s = "
+            f"{args.lines / seconds:,.0f} lines/s; nsqd bench.asks depth {depth}"
+        )
+        return 0 if depth == args.lines else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
