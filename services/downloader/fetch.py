@@ -1,0 +1,143 @@
+"""Stream one URL into a file: temp file in the same folder, limits, fsync, rename.
+
+A complete file only ever appears by `os.replace`, so "the file exists" means
+"the download finished" and a job can be skipped on redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import secrets
+import time
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+CHUNK = 64 * 1024
+TRANSIENT_STATUSES = frozenset({408, 425, 429})
+
+
+class DownloadFailed(Exception):
+    """A download did not complete; `transient` says whether retrying may help."""
+
+    def __init__(self, reason: str, *, transient: bool, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+def where(url: str) -> str:
+    """`url` without its query (signed URLs carry their signature there): safe to log."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    """Size and sha256 of a file (blocking)."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _finish(fd: int, tmp: Path, target: Path) -> None:
+    """Blocking tail of a download: fsync, close, rename into place, fsync the folder."""
+    os.fsync(fd)
+    os.close(fd)
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+
+
+async def fetch_to(
+    client: httpx.AsyncClient, url: str, target: Path, *, max_bytes: int, timeout: float
+) -> tuple[int, str]:
+    """Download `url` to `target`; returns (size, sha256) or raises DownloadFailed.
+
+    Nothing is left behind on failure: the temp file is removed.
+    """
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise DownloadFailed(f"unsupported URL scheme in {where(url)!r}", transient=False)
+    tmp = target.with_name(f".{target.name}.part-{secrets.token_hex(6)}")
+    fd: int | None = None
+    try:
+        async with asyncio.timeout(timeout), client.stream("GET", url) as resp:
+            _check_status(resp)
+            declared = resp.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise DownloadFailed(
+                    f"too large: Content-Length {declared} > {max_bytes} bytes", transient=False
+                )
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            digest = hashlib.sha256()
+            size = 0
+            async for chunk in resp.aiter_bytes(CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise DownloadFailed(f"too large: over {max_bytes} bytes", transient=False)
+                digest.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+        done_fd, fd = fd, None
+        await asyncio.to_thread(_finish, done_fd, tmp, target)
+        return size, digest.hexdigest()
+    except TimeoutError:
+        raise DownloadFailed(f"timed out after {timeout:g}s", transient=True) from None
+    except httpx.TimeoutException as exc:
+        raise DownloadFailed(f"timeout: {type(exc).__name__}", transient=True) from None
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.TooManyRedirects) as exc:
+        raise DownloadFailed(f"{type(exc).__name__}: {exc}", transient=False) from None
+    except httpx.TransportError as exc:
+        raise DownloadFailed(f"{type(exc).__name__}: {exc}", transient=True) from None
+    except httpx.HTTPError as exc:
+        raise DownloadFailed(f"{type(exc).__name__}: {exc}", transient=False) from None
+    finally:
+        if fd is not None:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _check_status(resp: httpx.Response) -> None:
+    status = resp.status_code
+    if 200 <= status < 300:
+        return
+    transient = status in TRANSIENT_STATUSES or status >= 500
+    raise DownloadFailed(
+        f"HTTP {status}",
+        transient=transient,
+        retry_after=retry_after(resp.headers.get("retry-after")) if transient else None,
+    )

@@ -1,0 +1,58 @@
+"""`DownloaderService`: one pooled HTTP client and the handler subscribed on a bus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from gpt4batch.common.bus import Bus
+from gpt4batch.common.messages import DownloadJob
+from gpt4batch.common.topics import Channels
+from gpt4batch.services.downloader.downloader import Downloader
+from gpt4batch.services.downloader.settings import DownloaderSettings
+
+USER_AGENT = "gpt4batch-downloader"
+
+
+def make_client(settings: DownloaderSettings) -> httpx.AsyncClient:
+    """The process's client: no Authorization header ever (URLs are signed), redirects followed."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.download_timeout),
+        follow_redirects=True,
+        max_redirects=5,
+        limits=httpx.Limits(max_connections=settings.max_in_flight),
+        headers={"User-Agent": USER_AGENT},
+    )
+
+
+class DownloaderService:
+    name = "downloader"
+
+    def __init__(self, settings: DownloaderSettings) -> None:
+        self.settings = settings
+        self.downloader = Downloader(
+            Path(settings.download_dir),
+            max_bytes=settings.max_download_bytes,
+            timeout=settings.download_timeout,
+            attempts=settings.download_attempts,
+        )
+
+    def register(self, bus: Bus) -> None:
+        self.downloader.bus = bus
+        bus.subscribe(
+            bus.topics.downloads,
+            Channels.DOWNLOADER,
+            DownloadJob,
+            self.downloader.handle,
+            max_in_flight=self.settings.max_in_flight,
+        )
+
+    async def start(self) -> None:
+        Path(self.settings.download_dir).mkdir(parents=True, exist_ok=True)
+        self.downloader.client = make_client(self.settings)
+
+    async def close(self) -> None:
+        if self.downloader.client is not None:
+            await self.downloader.client.aclose()
+            self.downloader.client = None

@@ -1,0 +1,23 @@
+"""Options of `gpt4batch downloader`."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from gpt4batch.common.settings import BaseServiceSettings
+
+MIB = 1024 * 1024
+
+
+class DownloaderSettings(BaseServiceSettings):
+    """Where files go and the limits on fetching them."""
+
+    download_dir: str = Field(description="Folder the files are written to (created if missing).")
+    max_download_bytes: int = Field(100 * MIB, ge=1, description="Largest file accepted, in bytes.")
+    download_timeout: float = Field(
+        300.0, gt=0, description="Seconds allowed to connect, between reads, and in total."
+    )
+    download_attempts: int = Field(
+        5, ge=1, description="Deliveries of a job before a transient failure becomes final."
+    )
+    max_in_flight: int = Field(20, ge=1, le=2500, description="Downloads at once.")
