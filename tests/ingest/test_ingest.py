@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
+from gpt4batch.common.errors import PublishError
 from gpt4batch.common.memory_bus import MemoryBus
 from gpt4batch.common.messages import AskMessage, BatchManifest, ResultMessage
 from gpt4batch.services.ingest.ingest import IngestSummary, ingest
@@ -206,3 +208,33 @@ def test_progress_is_reported_and_bad_batch_id_refused(tmp_path: Path) -> None:
     assert seen[-1][1] == summary.seconds > 0
     with pytest.raises(ValueError, match="batch id"):
         run_ingest(path, MemoryBus(), batch="")
+
+
+def test_publish_failure_stops_ingest_without_a_manifest(tmp_path: Path) -> None:
+    class FailingBus(MemoryBus):
+        async def _publish(self, topic: str, bodies: list[bytes]) -> None:
+            if topic == self.topics.asks:
+                raise PublishError("nsqd went away")
+            await super()._publish(topic, bodies)
+
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(jl({"id": f"r{i}", "asks": [ask(0)]}) + "\n" for i in range(50)))
+    bus = FailingBus(record=True)
+
+    with pytest.raises(PublishError, match="went away"):
+        run_ingest(path, bus, publish_batch_size=10)
+
+    assert bus.topics.batches not in bus.published
+
+
+def test_metrics_count_lines_and_rejects(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text(jl({"id": "a", "asks": [ask(0)]}) + "\nnope\n")
+    before_lines = REGISTRY.get_sample_value("gpt4batch_ingest_lines_total") or 0
+    label = {"reason": "invalid_json"}
+    before_bad = REGISTRY.get_sample_value("gpt4batch_ingest_rejected_total", label) or 0
+
+    run_ingest(path, MemoryBus())
+
+    assert REGISTRY.get_sample_value("gpt4batch_ingest_lines_total") == before_lines + 2
+    assert REGISTRY.get_sample_value("gpt4batch_ingest_rejected_total", label) == before_bad + 1
