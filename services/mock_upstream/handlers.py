@@ -36,6 +36,8 @@ class Base(RequestHandler):
 
     endpoint = "?"
     needs_token = True
+    #: API calls: subject to --qps and counted in max_calls_in_1s (downloads and console not).
+    api_call = True
     sim: SimState
 
     def initialize(self, sim: SimState) -> None:
@@ -86,13 +88,13 @@ class Base(RequestHandler):
         sim = self.sim
         stats = sim.stats
         t = now()
-        stats.started(self.endpoint, t)
+        stats.started(self.endpoint, t, window=self.api_call)
         self._live = True
         if self.needs_token and not self.authorized():
             stats.unauthorized += 1
             self.send_json(401, {"detail": "invalid or missing access token"})
             return None
-        wait = sim.over_qps(t)
+        wait = sim.over_qps(t) if self.api_call else None
         if wait is not None:
             stats.rate_limited += 1
             self.set_header("Retry-After", str(max(1, math.ceil(wait))))
@@ -177,6 +179,7 @@ class FilesHandler(Base):
 
     endpoint = "files"
     needs_token = False
+    api_call = False
 
     def get(self, file_id: str) -> None:
         if not self.get_query_argument("sig", ""):
@@ -191,6 +194,7 @@ class ConsoleHandler(Base):
 
     endpoint = "access_token"
     needs_token = False
+    api_call = False
 
     def post(self) -> None:
         body = self.body_json()

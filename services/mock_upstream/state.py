@@ -27,11 +27,13 @@ class Stats:
     faults: Counter[str] = field(default_factory=Counter)
     window: deque[float] = field(default_factory=deque)
 
-    def started(self, endpoint: str, now: float) -> None:
-        """Count a call and keep the exact max number of call starts in any 1 s window."""
+    def started(self, endpoint: str, now: float, *, window: bool = True) -> None:
+        """Count a call; API calls (`window`) also feed the exact max calls in any 1 s window."""
         self.calls[endpoint] += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        if not window:
+            return
         window = self.window
         while window and window[0] <= now - 1.0:
             window.popleft()

@@ -173,7 +173,9 @@ def test_qps_limit_answers_429_with_retry_after() -> None:
             )
 
         results = run(go)
+        downloads = [httpx.get(f"{m.url}/files/file-x?sig=s").status_code for _ in range(4)]
         stats = m.stats()
+    assert downloads == [200] * 4  # downloads are not API calls: no QPS limit
     limited = [r for r in results if isinstance(r, RetryableError)]
     assert len(limited) == 5
     assert all(r.status == 429 and r.retry_after == 1.0 for r in limited)
