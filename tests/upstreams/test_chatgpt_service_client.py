@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from gpt4batch.common.errors import FinalError, RetryableError
-from gpt4batch.common.messages import Ask
+from gpt4batch.common.messages import Ask, ChatResponse
 from gpt4batch.common.upstreams import ChatgptServiceClient, ConversationState, make_client
 
 from ._helpers import MockUpstream, fault, run, service_config
@@ -25,6 +25,7 @@ def test_two_turns_carry_history(mock: MockUpstream) -> None:
     assert answer["code"] == 0 and answer["msg"] == "ok"
     assert "讲个故事" in answer["data"]["response"] and "turns=3" in answer["data"]["response"]
     assert answer["message_id"].startswith("local-")
+    assert ChatResponse.model_validate(answer).message_id == answer["message_id"]
     assert len(state.messages) == 4 and state.messages[-1]["role"] == "assistant"
 
 

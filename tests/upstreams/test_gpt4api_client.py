@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from gpt4batch.common.errors import FinalError, RetryableError
-from gpt4batch.common.messages import Ask, AskOverrides
+from gpt4batch.common.messages import Ask, AskOverrides, ChatResponse
 from gpt4batch.common.upstreams import ConversationState, Gpt4ApiClient, UpstreamConfig
 from gpt4batch.common.upstreams import gpt4api as gpt4api_module
 
@@ -57,6 +57,7 @@ def test_three_asks_chain_with_uploads_of_both_types(mock: MockUpstream, data_di
     conv_ids = {answer["conversation_id"] for answer, _ in results}
     assert len(conv_ids) == 1 and not next(iter(conv_ids)).startswith("internal-")
     for answer, state in results:
+        assert ChatResponse.model_validate(answer).message_id == answer["message_id"]
         assert state.parent_message_id == answer["message_id"]
         assert state.conversation_id == answer["conversation_id"]
     first_text = results[0][0]["contents"][-1]["message"]["content"]["parts"][0]

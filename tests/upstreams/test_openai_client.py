@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from gpt4batch.common.errors import FinalError, RetryableError
-from gpt4batch.common.messages import Ask
+from gpt4batch.common.messages import Ask, ChatResponse
 from gpt4batch.common.upstreams import ConversationState, OpenAIClient, Sampling
 
 from ._helpers import MockUpstream, delta, fault, openai_config, run
@@ -39,6 +39,7 @@ def test_plain_completion_grows_the_messages_list(mock: MockUpstream) -> None:
     assert s2.messages[1]["content"] == content(first)
     assert "turns=1" in content(first) and "turns=3" in content(second)
     assert s2.parent_message_id == second["id"]
+    assert ChatResponse.model_validate(second).message_id == second["id"]
 
 
 def test_streamed_answer_is_assembled_like_the_plain_one(mock: MockUpstream) -> None:
