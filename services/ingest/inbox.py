@@ -1,0 +1,177 @@
+"""Inbox mode of ingest: publish every `.jsonl` dropped into a folder, then move it away.
+
+    python -m gpt4batch.services.ingest.inbox --inbox ./data/inbox \
+        --lookupd-http-address 127.0.0.1:4161
+
+A file is taken once its size and mtime have not changed for one poll (so a
+file still being copied in is left alone; writing `x.jsonl.part` and renaming
+it is safer still). After its records and manifest are acknowledged by nsqd it
+moves to `processed/`; a file that cannot be read or parsed moves to `failed/`;
+on a bus error it stays and is tried again, landing in the same batch (the
+batch id is derived from the file, and the sink drops duplicates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from gpt4batch.common import logging as glog
+from gpt4batch.common.errors import BusError, ConfigError
+from gpt4batch.common.metrics import serve_metrics
+from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.service import EXIT_FAILED, EXIT_OK, EXIT_USAGE, install_stop_signals
+from gpt4batch.common.settings import add_flags, load
+from gpt4batch.services.ingest.settings import IngestSettings
+
+PROG = "python -m gpt4batch.services.ingest.inbox"
+SUFFIX = ".jsonl"
+
+log = glog.get_logger("gpt4batch.ingest.inbox")
+
+IngestFile = Callable[[Path], Awaitable[Any]]
+
+
+class InboxSettings(IngestSettings):
+    """Ingest's options, with a watched folder instead of one input file."""
+
+    input: str = Field("-", description="Unused in inbox mode.")
+    inbox: str = Field(description="Folder to watch for .jsonl files.")
+    processed_dir: str | None = Field(
+        None, description="Where published files move (default: <inbox>/processed)."
+    )
+    failed_dir: str | None = Field(
+        None, description="Where unreadable files move (default: <inbox>/failed)."
+    )
+    poll_interval: float = Field(1.0, gt=0, description="Seconds between scans of the inbox.")
+
+
+def _unique_target(folder: Path, name: str) -> Path:
+    target = folder / name
+    n = 1
+    while target.exists():
+        target = folder / f"{Path(name).stem}.{n}{Path(name).suffix}"
+        n += 1
+    return target
+
+
+def _move(path: Path, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = _unique_target(folder, path.name)
+    path.rename(target)
+    return target
+
+
+def _candidates(inbox: Path) -> dict[Path, tuple[int, int]]:
+    found: dict[Path, tuple[int, int]] = {}
+    for path in sorted(inbox.glob(f"*{SUFFIX}")):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        if path.is_file() and not path.name.startswith("."):
+            found[path] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+async def watch_inbox(
+    inbox: Path,
+    processed: Path,
+    ingest_file: IngestFile,
+    stop: asyncio.Event,
+    poll: float,
+    failed: Path | None = None,
+) -> None:
+    """Ingest each settled `.jsonl` in `inbox` with `ingest_file`, until `stop` is set."""
+    failed = failed or inbox / "failed"
+    inbox.mkdir(parents=True, exist_ok=True)
+    seen: dict[Path, tuple[int, int]] = {}
+    while not stop.is_set():
+        current = _candidates(inbox)
+        for path, signature in current.items():
+            if stop.is_set():
+                break
+            if seen.get(path) != signature:
+                continue  # new or still growing: look again next poll
+            await _take(path, processed, failed, ingest_file)
+        seen = current
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=poll)
+
+
+async def _take(path: Path, processed: Path, failed: Path, ingest_file: IngestFile) -> None:
+    log.info("ingesting inbox file", file=str(path))
+    try:
+        await ingest_file(path)
+    except BusError as exc:
+        log.error("publishing failed; will retry", file=str(path), error=str(exc))
+        return
+    except Exception as exc:
+        target = _move(path, failed)
+        log.error("cannot ingest file", file=str(path), moved_to=str(target), error=str(exc))
+        return
+    target = _move(path, processed)
+    log.info("inbox file published", file=str(path), moved_to=str(target))
+
+
+def parse(argv: Sequence[str] | None) -> InboxSettings:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Watch a folder and publish every .jsonl batch dropped into it."
+    )
+    add_flags(parser, InboxSettings, skip={"input"})
+    try:
+        return load(InboxSettings, parser.parse_args(argv))
+    except ConfigError as exc:
+        parser.exit(EXIT_USAGE, f"{PROG}: error: {exc}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse(argv)
+    glog.configure(settings.log_format, settings.log_level, service="ingest")
+    try:
+        return asyncio.run(_run(settings))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _run(settings: InboxSettings) -> int:
+    from gpt4batch.services.ingest.cli import _ingest  # one code path with `ingest -i FILE`
+
+    try:
+        bus = NsqBus(settings, service="ingest")
+    except ConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    serve_metrics(settings.metrics_port, settings.metrics_host)
+    try:
+        await bus.start()
+    except BusError as exc:
+        log.error("cannot connect to NSQ", error=str(exc))
+        return EXIT_FAILED
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+
+    async def ingest_file(path: Path) -> None:
+        summary = await _ingest(settings.model_copy(update={"input": str(path)}), bus)
+        log.info("batch published", summary=summary.line())
+
+    inbox = Path(settings.inbox)
+    processed = Path(settings.processed_dir) if settings.processed_dir else inbox / "processed"
+    failed = Path(settings.failed_dir) if settings.failed_dir else inbox / "failed"
+    log.info("watching inbox", inbox=str(inbox), processed=str(processed))
+    try:
+        await watch_inbox(inbox, processed, ingest_file, stop, settings.poll_interval, failed)
+    finally:
+        await bus.stop(grace=0)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
