@@ -53,6 +53,10 @@ class Downloader:
             metrics.DOWNLOADS.labels("refused").inc()
             await self._publish(job, ok=False, error=str(exc))
             return
+        if target.exists() and not target.is_file():
+            metrics.DOWNLOADS.labels("refused").inc()
+            await self._publish(job, ok=False, error=f"{job.local!r} exists and is not a file")
+            return
         if target.exists():
             size, sha = await asyncio.to_thread(file_digest, target)
             metrics.DOWNLOADS.labels("skipped").inc()

@@ -42,7 +42,14 @@ class SyncedAppender:
     def _open(self) -> int:
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            created = not self.path.exists()
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            if created:  # make the new directory entry durable too
+                dir_fd = os.open(self.path.parent, os.O_RDONLY)
+                try:
+                    self._fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
         return self._fd
 
     def submit(self, line: bytes) -> asyncio.Future[None]:

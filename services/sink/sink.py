@@ -62,11 +62,15 @@ class Sink:
             task = asyncio.get_running_loop().create_task(asyncio.to_thread(state.load))
             self._files[path] = task
         try:
-            return await asyncio.shield(task)
+            state = await asyncio.shield(task)
         except Exception:
             if self._files.get(path) is task:
                 del self._files[path]  # let the next delivery try again
             raise
+        if state.manifest is not None and not state.completed:
+            metrics.BATCH_TOTAL.labels(state.manifest.batch).set(state.manifest.total)
+            metrics.BATCH_WRITTEN.labels(state.manifest.batch).set(state.written)
+        return state
 
     # --- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:

@@ -15,6 +15,7 @@ from tests.sink.helpers import DELIVERY, ids, make_sink, result, run
 
 def test_handler_returns_only_after_fsync(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
+    out.touch()  # so the only fsync is the one of the line (not the folder's)
     gate = threading.Event()
     fsynced: list[int] = []
 
