@@ -46,6 +46,14 @@ class _Writer(nsq.Writer):
         for conn in list(self.conns.values()):
             conn.close()
 
+    def _on_connection_error(self, conn: Any, error: Any, **kwargs: Any) -> None:
+        if not self.closing:
+            super()._on_connection_error(conn, error, **kwargs)
+            return
+        # A deliberate close makes pynsq report "failed to unpack size": not an error.
+        while conn.callback_queue:
+            conn.callback_queue.pop(0)(conn, error)
+
 
 class _Reader(nsq.Reader):
     closing = False
@@ -62,6 +70,10 @@ class _Reader(nsq.Reader):
     def close(self) -> None:
         self.closing = True
         super().close()
+
+    def _on_connection_error(self, conn: Any, error: Any, **kwargs: Any) -> None:
+        if not self.closing:  # see _Writer._on_connection_error
+            super()._on_connection_error(conn, error, **kwargs)
 
 
 class _NsqDelivery:

@@ -19,7 +19,7 @@ from gpt4batch.services.ingest.ingest import IngestSummary, ingest
 from gpt4batch.services.ingest.reader import open_input, read_lines
 from gpt4batch.services.ingest.validate import MIB
 
-EXAMPLES = Path("/work/shared/examples")
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def jl(obj: Any) -> str:

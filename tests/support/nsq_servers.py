@@ -114,7 +114,7 @@ class Nsqd:
 
     def depth(self, topic: str, channel: str | None = None) -> int:
         """Messages waiting (depth + in-flight + deferred) in a topic or one of its channels."""
-        for t in self.stats(topic).get("topics", []):
+        for t in self.stats(topic).get("topics") or []:  # null before any topic exists
             if t["topic_name"] != topic:
                 continue
             if channel is None:
