@@ -129,3 +129,23 @@ def test_out_dir_completion_per_batch(tmp_path: Path) -> None:
     assert (tmp_path / "x.done").exists()
     assert not (tmp_path / "y.done").exists()
     assert len((tmp_path / "x.jsonl").read_text().splitlines()) == 1
+
+
+def test_out_dir_restart_finishes_batches_left_complete(tmp_path: Path) -> None:
+    (tmp_path / "x.jsonl").write_text(result("r1", batch="x").record.to_line() + "\n")
+    (tmp_path / "x.manifest.json").write_text(manifest(1, batch="x").model_dump_json())
+    (tmp_path / "y.manifest.json").write_text(manifest(5, batch="y").model_dump_json())
+
+    async def scenario() -> None:
+        sink, bus = make_sink(out_dir=tmp_path)
+        await sink.start()
+        for _ in range(50):
+            if completions(bus):
+                break
+            await asyncio.sleep(0.05)
+        assert [m.batch for m in completions(bus)] == ["x"]
+        await sink.close()
+
+    run(scenario())
+    assert done_of(tmp_path / "x.jsonl")["written"] == 1
+    assert not (tmp_path / "y.done").exists()
