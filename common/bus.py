@@ -156,6 +156,10 @@ class Bus(abc.ABC):
     async def stop(self, grace: float = 30.0) -> None:
         """Stop taking messages, let in-flight ones finish for `grace` s, requeue the rest."""
 
+    @abc.abstractmethod
+    async def stop_consuming(self, topic: str, grace: float = 30.0) -> None:
+        """Like `stop`, for the subscriptions of one topic only (staged shutdowns)."""
+
     def dispatcher(self, sub: Subscription[Any]) -> Dispatcher:
         return Dispatcher(self, sub)
 

@@ -74,6 +74,13 @@ class _Channel:
 
 
 @dataclass
+class _Consumer:
+    dispatcher: Dispatcher
+    workers: list[asyncio.Task[None]] = field(default_factory=list)
+    stopping: bool = False
+
+
+@dataclass
 class _Topic:
     channels: dict[str, _Channel] = field(default_factory=dict)
     backlog: list[tuple[str, bytes]] = field(default_factory=list)
@@ -103,9 +110,7 @@ class MemoryBus(Bus):
         self.published: dict[str, list[bytes]] = {}
         self._topics: dict[str, _Topic] = {}
         self._ids = itertools.count(1)
-        self._workers: list[asyncio.Task[None]] = []
-        self._dispatchers: list[Dispatcher] = []
-        self._stopping = asyncio.Event()
+        self._consumers: list[_Consumer] = []
 
     def _topic_state(self, name: str) -> _Topic:
         return self._topics.setdefault(name, _Topic())
@@ -141,17 +146,22 @@ class MemoryBus(Bus):
         return len(chan.ready) if chan else 0
 
     async def start(self) -> None:
+        started = {id(c.dispatcher.sub) for c in self._consumers}
         for sub in self._subscriptions:
-            dispatcher = self.dispatcher(sub)
-            self._dispatchers.append(dispatcher)
+            if id(sub) in started:
+                continue
+            consumer = _Consumer(self.dispatcher(sub))
             chan = self.channel(sub.topic, sub.channel)
-            for _ in range(sub.max_in_flight):
-                self._workers.append(asyncio.create_task(self._work(chan, dispatcher)))
+            consumer.workers = [
+                asyncio.create_task(self._work(chan, consumer)) for _ in range(sub.max_in_flight)
+            ]
+            self._consumers.append(consumer)
 
-    async def _work(self, chan: _Channel, dispatcher: Dispatcher) -> None:
-        while not self._stopping.is_set():
+    async def _work(self, chan: _Channel, consumer: _Consumer) -> None:
+        dispatcher = consumer.dispatcher
+        while not consumer.stopping:
             msg = await chan.get()
-            if self._stopping.is_set():
+            if consumer.stopping:
                 chan.put_back(msg)
                 return
             msg.attempts += 1
@@ -163,11 +173,17 @@ class MemoryBus(Bus):
                 return
 
     async def stop(self, grace: float = 30.0) -> None:
-        self._stopping.set()
-        workers = [w for w in self._workers if not w.done()]
+        await self._stop([c for c in self._consumers], grace)
+
+    async def stop_consuming(self, topic: str, grace: float = 30.0) -> None:
+        await self._stop([c for c in self._consumers if c.dispatcher.sub.topic == topic], grace)
+
+    async def _stop(self, consumers: list[_Consumer], grace: float) -> None:
+        for consumer in consumers:
+            consumer.stopping = True
+        workers = [w for c in consumers for w in c.workers if not w.done()]
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-        await asyncio.gather(*(d.drain(grace) for d in self._dispatchers))
-        self._workers.clear()
-        self._dispatchers.clear()
+        await asyncio.gather(*(c.dispatcher.drain(grace) for c in consumers))
+        self._consumers = [c for c in self._consumers if c not in consumers]

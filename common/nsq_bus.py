@@ -226,6 +226,16 @@ class NsqBus(Bus):
             self._writer = None
         self._started = False
 
+    async def stop_consuming(self, topic: str, grace: float = 30.0) -> None:
+        chosen = [(r, d) for r, d in self._readers if r.topic == topic]
+        for reader, _ in chosen:
+            reader.set_max_in_flight(0)
+        await asyncio.gather(*(d.drain(grace) for _, d in chosen))
+        await asyncio.sleep(0.05)
+        for reader, _ in chosen:
+            reader.close()
+        self._readers = [pair for pair in self._readers if pair not in chosen]
+
     @property
     def in_flight(self) -> int:
         return sum(len(d.in_flight) for _, d in self._readers)

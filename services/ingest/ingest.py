@@ -50,6 +50,8 @@ class IngestSummary:
     passed_through: int = 0
     """--fix: already successful records sent straight to results."""
     rejected: int = 0
+    skipped: int = 0
+    """Lines that already had a result (resumed `gpt4batch run`)."""
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
@@ -86,6 +88,7 @@ async def ingest(
     max_outstanding: int = 4,
     max_message_bytes: int | None = None,
     progress: ProgressFn | None = None,
+    skip: Callable[[int], bool] | None = None,
 ) -> IngestSummary:
     """Validate and publish every line, then the BatchManifest; returns the counts.
 
@@ -93,6 +96,8 @@ async def ingest(
     them from 0. `base_dir` is where relative image/file paths resolve and is
     carried in each AskMessage. `max_message_bytes` defaults to the bus's
     limit (NsqBus.max_msg_size): a bigger message is rejected, not published.
+    `skip(seq)` true means the record already has a result (a resumed `run`):
+    it is counted in the total but not validated or published again.
     """
     try:
         BatchManifest(batch=batch, total=0)
@@ -121,6 +126,9 @@ async def ingest(
     try:
         for seq, line in enumerate(lines):
             summary.total += 1
+            if skip is not None and skip(seq):
+                summary.skipped += 1
+                continue
             topic, body, outcome = encoder.encode(seq, line)
             await publisher.add(topic, body)
             if isinstance(outcome, Rejected):

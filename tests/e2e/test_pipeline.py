@@ -50,7 +50,7 @@ def caller_flags(mock: MockUpstream, *extra: str) -> list[str]:
 def write_jsonl(path: Path, lines: list[Any]) -> Path:
     with path.open("w", encoding="utf-8") as fh:
         for line in lines:
-            fh.write((line if isinstance(line, str) else json.dumps(line, ensure_ascii=False)))
+            fh.write(line if isinstance(line, str) else json.dumps(line, ensure_ascii=False))
             fh.write("\n")
     return path
 
@@ -103,9 +103,11 @@ def test_mixed_batch_end_to_end(procs: ServiceProcs, mock: MockUpstream, tmp_pat
     wait_for(done.exists, 90, "the batch to complete", procs.assert_alive)
 
     records = read_jsonl(out)
-    assert len(records) == expected
-    by_id = {r["id"]: r for r in records}
-    assert len(by_id) == expected  # one line per input line, no duplicates
+    assert len(records) == expected  # one line per input line, no duplicates
+    ids = [r["id"] for r in records]
+    assert ids.count("mixed-0") == 2  # the record, and the refused line repeating its id
+    assert len(set(ids)) == expected - 1
+    by_id = {r["id"]: r for r in records if r["iErr"] is None or r["id"] != "mixed-0"}
 
     for i in range(40):
         record = by_id[f"mixed-{i}"]
@@ -144,9 +146,7 @@ def test_mixed_batch_end_to_end(procs: ServiceProcs, mock: MockUpstream, tmp_pat
         served = httpx.get(spec["origin"], timeout=10).content
         assert (downloads / spec["local"]).read_bytes() == served
     assert all(p.parent == downloads for p in downloads.rglob("*"))
-    outside = [
-        p for p in tmp_path.rglob("*") if p.is_file() and "passwd" in p.name.lower()
-    ]
+    outside = [p for p in tmp_path.rglob("*") if p.is_file() and "passwd" in p.name.lower()]
     assert all(p.parent == downloads for p in outside)
     wait_for(
         lambda: count_lines(out.with_name("result.downloads.jsonl")) >= len(planned),
@@ -200,7 +200,10 @@ def test_gizmo_caller_and_redelivery_after_kill(
         gizmo = ("--gizmo-id", "g-HMNcP6w7d", "--model", "gpt-4-gizmo", "--concurrency", "20")
         procs.start("caller", "caller", *caller_flags(slow, *gizmo))
         records = [
-            {"id": f"g{i}", "asks": [{"id": "a", "content": f"q{i}"}, {"id": "b", "content": "more"}]}
+            {
+                "id": f"g{i}",
+                "asks": [{"id": "a", "content": f"q{i}"}, {"id": "b", "content": "more"}],
+            }
             for i in range(300)
         ]
         source = write_jsonl(tmp_path / "g-in.jsonl", records)
