@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shutil
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -65,7 +66,7 @@ def _unique_target(folder: Path, name: str) -> Path:
 def _move(path: Path, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     target = _unique_target(folder, path.name)
-    path.rename(target)
+    shutil.move(path, target)  # a rename on one filesystem, copy + delete across mounts
     return target
 
 
