@@ -51,9 +51,7 @@ class ServiceProcs:
 
     def run_once(self, name: str, service: str, *args: str, timeout: float = 120) -> str:
         cmd = self.command(service, *args)
-        result = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, env=self.env
-        )
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.env)
         (self.logs / f"{name}.log").write_text(result.stdout + result.stderr)
         if result.returncode != 0:
             raise AssertionError(f"{name} exited {result.returncode}:\n{result.stderr[-3000:]}")
