@@ -1,0 +1,76 @@
+"""The ingest inbox watcher: settled files are ingested once, then moved away."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from gpt4batch.common.errors import PublishError
+from gpt4batch.services.ingest.inbox import watch_inbox
+
+POLL = 0.02
+
+
+async def _watch(inbox: Path, ingest_file, until) -> None:  # type: ignore[no-untyped-def]
+    stop = asyncio.Event()
+    task = asyncio.create_task(watch_inbox(inbox, inbox / "processed", ingest_file, stop, POLL))
+    for _ in range(200):
+        if until():
+            break
+        await asyncio.sleep(POLL)
+    stop.set()
+    await asyncio.wait_for(task, 2)
+
+
+def test_a_dropped_file_is_ingested_once_and_moved_to_processed(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.jsonl").write_text('{"id": "1", "asks": []}\n')
+    (inbox / "notes.txt").write_text("not a batch")
+    seen: list[str] = []
+
+    async def ingest_file(path: Path) -> None:
+        seen.append(path.read_text())
+
+    asyncio.run(_watch(inbox, ingest_file, lambda: (inbox / "processed/a.jsonl").exists()))
+
+    assert seen == ['{"id": "1", "asks": []}\n']
+    assert not (inbox / "a.jsonl").exists()
+    assert (inbox / "notes.txt").exists()
+
+
+def test_a_bus_error_leaves_the_file_to_retry_and_a_bad_file_moves_to_failed(
+    tmp_path: Path,
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "retry.jsonl").write_text("x\n")
+    (inbox / "bad.jsonl").write_text("y\n")
+    attempts: dict[str, int] = {}
+
+    async def ingest_file(path: Path) -> None:
+        attempts[path.name] = attempts.get(path.name, 0) + 1
+        if path.name == "bad.jsonl":
+            raise UnicodeDecodeError("utf-8", b"", 0, 1, "bad")
+        if attempts[path.name] < 3:
+            raise PublishError("nsqd went away")
+
+    asyncio.run(_watch(inbox, ingest_file, lambda: (inbox / "processed/retry.jsonl").exists()))
+
+    assert attempts == {"bad.jsonl": 1, "retry.jsonl": 3}
+    assert (inbox / "failed/bad.jsonl").exists()
+
+
+def test_a_second_file_with_the_same_name_does_not_overwrite_the_first(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    (inbox / "processed").mkdir(parents=True)
+    (inbox / "processed/a.jsonl").write_text("old\n")
+    (inbox / "a.jsonl").write_text("new\n")
+
+    async def ingest_file(path: Path) -> None:
+        return None
+
+    asyncio.run(_watch(inbox, ingest_file, lambda: not (inbox / "a.jsonl").exists()))
+
+    assert (inbox / "processed/a.jsonl").read_text() == "old\n"
+    assert (inbox / "processed/a.1.jsonl").read_text() == "new\n"
