@@ -116,7 +116,7 @@ def _literal_choices(annotation: Any) -> list[str] | None:
     return None
 
 
-def _parse_bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
@@ -160,7 +160,7 @@ def add_flags(
         if choices:
             kwargs["choices"] = choices
         if scalar is bool:
-            kwargs.update(nargs="?", const=True, type=_parse_bool, metavar="BOOL")
+            kwargs.update(nargs="?", const=True, type=parse_bool, metavar="BOOL")
         elif repeat:
             kwargs.update(action="append", type=scalar)
         else:

@@ -1,0 +1,313 @@
+"""`gpt4batch run` (alias `batchsvc`): the whole pipeline in one command.
+
+Without `-n` the same services as in production (ingest, caller, downloader,
+and a journaling sink) run in this process over the in-memory bus; with `-n`
+they go through NSQ, so caller replicas elsewhere share the work.
+
+Life of a run:
+1. check options and the token (exit 2 before any work when wrong);
+2. load the journal `<out>.journal.jsonl`: records it holds are not run again,
+   so re-running the same command after a crash continues where it stopped;
+3. ingest publishes the records while the caller works and the journal
+   fsyncs each result as it arrives;
+4. at the end, or on Ctrl-C (stop taking work, let in-flight calls finish for
+   `--grace` s), the output is written in input order from the journal;
+5. a summary, and the resume command if anything failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from gpt4batch.cli.finalize import FinalCounts, write_final
+from gpt4batch.cli.journal import Journal
+from gpt4batch.cli.run_options import RunOptions, parse
+from gpt4batch.cli.run_progress import RunProgress, clock, upstream_calls
+from gpt4batch.common import logging as glog
+from gpt4batch.common.bus import Bus
+from gpt4batch.common.credentials import DEFAULT_CREDENTIALS
+from gpt4batch.common.errors import ConfigError
+from gpt4batch.common.filenames import sibling
+from gpt4batch.common.memory_bus import MemoryBus
+from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.settings import BaseServiceSettings
+from gpt4batch.common.upstreams.config import DEFAULT_GPT4API_BASE
+from gpt4batch.services.caller.service import CallerService
+from gpt4batch.services.caller.settings import CallerSettings
+from gpt4batch.services.downloader.service import DownloaderService
+from gpt4batch.services.downloader.settings import DownloaderSettings
+from gpt4batch.services.ingest.batch_id import default_batch_id
+from gpt4batch.services.ingest.ingest import IngestSummary, ingest
+from gpt4batch.services.ingest.reader import open_input, read_lines
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 130
+MAX_LINE_BYTES = 10 * 1024 * 1024
+
+log = glog.get_logger("gpt4batch.run")
+
+
+@dataclass
+class RunResult:
+    final: FinalCounts
+    seconds: float
+    calls: float
+    interrupted: bool
+    ingest: IngestSummary | None
+
+
+def caller_settings(opts: RunOptions, bus_settings: BaseServiceSettings) -> CallerSettings:
+    model = opts.model or ("gpt-4-gizmo" if opts.upstream == "gpt4api" else None)
+    values = dict(
+        bus_settings.model_dump(),
+        upstream=opts.upstream,
+        base_url=opts.base_url or DEFAULT_GPT4API_BASE,
+        tier=opts.tier,
+        chat_url=opts.url,
+        upload_url=opts.upload_url,
+        credentials=opts.credentials or DEFAULT_CREDENTIALS,
+        model=model,
+        gizmo_id=opts.gizmo_id,
+        history_and_training_disabled=opts.history_and_training_disabled,
+        concurrency=opts.concurrency,
+        qps=opts.qps,
+        retries=opts.retries,
+        read_timeout=opts.read_timeout,
+        enable_download=opts.enable_download,
+        download_prefix=opts.download_prefix,
+    )
+    if opts.access_token:
+        values["access_token"] = SecretStr(opts.access_token)
+    return CallerSettings(**values)
+
+
+def make_bus(opts: RunOptions, settings: BaseServiceSettings) -> Bus:
+    if opts.enable_nsq:
+        return NsqBus(settings, service="run")
+    # Bounded channels: ingest waits while the caller is busy (flat memory).
+    capacity = max(1000, 4 * opts.concurrency)
+    return MemoryBus(service="run", topics=settings.topics, channel_capacity=capacity)
+
+
+class Run:
+    """One batch run; `execute()` returns the counts for the summary."""
+
+    def __init__(self, opts: RunOptions) -> None:
+        self.opts = opts
+        self.input = Path(opts.input)
+        self.out = Path(opts.out)
+        if not self.input.is_file():
+            raise ConfigError(f"-i/--in: no such input file: {self.input}")
+        if self.out.resolve() == self.input.resolve():
+            raise ConfigError("-o/--out must differ from -i/--in (the input is read again)")
+        self.batch = opts.batch or default_batch_id(self.input)
+        self.bus_settings = BaseServiceSettings(
+            topic_prefix=opts.topic_prefix,
+            nsqd_tcp_address=opts.nsqd_tcp_address,
+            lookupd_http_address=opts.lookupd_http_address,
+            shutdown_grace=opts.grace,
+        )
+        # Builds the upstream config: a missing or expired token fails here, before work.
+        self.caller = CallerService(caller_settings(opts, self.bus_settings))
+        download_dir = Path(opts.download_dir or self.input.parent).resolve()
+        self.downloader = (
+            DownloaderService(DownloaderSettings(download_dir=str(download_dir)))
+            if opts.enable_download
+            else None
+        )
+        self.download_dir = download_dir
+        self.journal = Journal(self.out, batch=self.batch, input_path=str(self.input.resolve()))
+        self.progress = RunProgress(opts.progress, self.journal.counts)
+        self.journal.on_record = self.progress.on_record
+        self.stop = asyncio.Event()
+        self.ingest_summary: IngestSummary | None = None
+
+    async def execute(self) -> RunResult:
+        started = time.monotonic()
+        already = await asyncio.to_thread(self.journal.load)
+        if already:
+            log.info("continuing from the journal", records_done=already, batch=self.batch)
+        self.progress.done_at_start = already
+        bus = make_bus(self.opts, self.bus_settings)
+        services = [s for s in (self.caller, self.downloader) if s is not None]
+        for service in services:
+            await service.start()
+            service.register(bus)
+        self.journal.register(bus)
+        await bus.start()
+        ingest_task = asyncio.create_task(self._ingest(bus))
+        interrupted = False
+        try:
+            interrupted = await self._wait(ingest_task)
+        finally:
+            await self._shutdown(bus, ingest_task, interrupted)
+            for service in services:
+                await service.close()
+            await self.journal.close()
+        self.progress.draw(final=True)
+        final = await asyncio.to_thread(self._write_output)
+        if final.not_run == 0 and not interrupted:
+            self.journal.path.unlink(missing_ok=True)  # the output is the record now
+        return RunResult(
+            final, time.monotonic() - started, upstream_calls(), interrupted, self.ingest_summary
+        )
+
+    async def _ingest(self, bus: Bus) -> IngestSummary:
+        with open_input(str(self.input)) as source:
+            summary = await ingest(
+                read_lines(source.stream, MAX_LINE_BYTES),
+                bus,
+                batch=self.batch,
+                source=source.name,
+                base_dir=source.base_dir,
+                fix=self.opts.fix,
+                input_path=source.name,
+                max_line_bytes=MAX_LINE_BYTES,
+                skip=self.journal.seen.__contains__,
+            )
+        self.ingest_summary = summary
+        self.progress.total = summary.total
+        return summary
+
+    async def _wait(self, ingest_task: asyncio.Task[IngestSummary]) -> bool:
+        """Until every record has a result (False) or a stop was asked for (True)."""
+        stop_wait = asyncio.create_task(self.stop.wait())
+        try:
+            while True:
+                if self.stop.is_set():
+                    return True
+                if ingest_task.done():
+                    summary = ingest_task.result()  # raises if ingest failed
+                    if self.journal.counts.done >= summary.total:
+                        return False
+                self.progress.draw()
+                await asyncio.wait({stop_wait, ingest_task}, timeout=0.2)
+        finally:
+            stop_wait.cancel()
+
+    async def _shutdown(
+        self, bus: Bus, ingest_task: asyncio.Task[IngestSummary], interrupted: bool
+    ) -> None:
+        """Stop in stages so nothing paid for is dropped: callers, downloads, then results."""
+        grace = self.opts.grace
+        if not ingest_task.done():
+            ingest_task.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await ingest_task
+        await bus.stop_consuming(bus.topics.asks, grace)
+        if self.downloader is not None:
+            await self._let_downloads_finish(bus, grace if not interrupted else 0)
+            await bus.stop_consuming(bus.topics.downloads, grace)
+        await self._let_results_drain(bus, 10.0)
+        await bus.stop(grace)
+
+    async def _let_downloads_finish(self, bus: Bus, timeout: float) -> None:
+        if isinstance(bus, MemoryBus):
+            await _until(lambda: bus.depth(bus.topics.downloads, "downloader") == 0, timeout)
+        await asyncio.sleep(0.1)
+
+    async def _let_results_drain(self, bus: Bus, timeout: float) -> None:
+        if isinstance(bus, MemoryBus):
+            await _until(lambda: bus.depth(bus.topics.results, "run") == 0, timeout)
+            await _until(lambda: bus.depth(bus.topics.downloaded, "run") == 0, timeout)
+
+    def _write_output(self) -> FinalCounts:
+        with open_input(str(self.input)) as source:
+            return write_final(
+                read_lines(source.stream, MAX_LINE_BYTES), self.journal.path, self.out
+            )
+
+
+async def _until(predicate: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:  # type: ignore[operator]
+        await asyncio.sleep(0.05)
+
+
+def print_summary(run: Run, result: RunResult, stream: object = None) -> None:
+    out = stream or sys.stderr
+    f = result.final
+    rate = result.calls / result.seconds if result.seconds else 0.0
+    lines = [
+        "",
+        f"gpt4batch run: {'stopped' if result.interrupted else 'finished'} "
+        f"batch {run.batch} in {clock(result.seconds)}",
+        f"  records   {f.total:,}: {f.ok:,} ok, {f.failed:,} failed, {f.not_run:,} not run",
+        f"  upstream  {int(result.calls):,} calls ({rate:,.1f}/s)",
+        f"  output    {run.out}",
+    ]
+    rejects = sibling(run.out, "rejects.jsonl")
+    if rejects.exists() and rejects.stat().st_size:
+        lines.append(f"  rejects   {rejects}")
+    downloads = sibling(run.out, "downloads.jsonl")
+    if downloads.exists() and downloads.stat().st_size:
+        c = run.journal.counts
+        lines.append(
+            f"  downloads {run.download_dir} ({c.downloads_ok} ok, {c.downloads_failed} failed;"
+            f" list in {downloads})"
+        )
+    if f.failed or f.not_run:
+        again = sibling(run.out, "fix.jsonl")
+        command = f"gpt4batch run -i {run.out} -f -o {again} {resume_flags(run.opts)}"
+        lines.append(f"  resume    {command.rstrip()}")
+    print("\n".join(lines), file=out)  # type: ignore[arg-type]
+
+
+def resume_flags(opts: RunOptions) -> str:
+    """The flags of this run that matter for a resume (never the token)."""
+    parts = [f"-g {opts.concurrency}", f"-q {opts.qps:g}"]
+    if opts.upstream != "gpt4api":
+        parts.append(f"--upstream {opts.upstream}")
+    if opts.base_url:
+        parts.append(f"--base-url {opts.base_url}")
+    for flag, value in (("-m", opts.model), ("-z", opts.gizmo_id), ("-u", opts.url),
+                        ("-l", opts.upload_url), ("-d", opts.download_dir)):  # fmt: skip
+        if value:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse(list(sys.argv[1:] if argv is None else argv))
+    glog.configure("console" if sys.stderr.isatty() else "json", "info", service="run")
+
+    async def go() -> int:
+        try:
+            run = Run(opts)
+        except ConfigError as exc:
+            print(f"gpt4batch run: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            if run.stop.is_set():
+                print("\ngpt4batch run: aborted", file=sys.stderr)
+                os._exit(EXIT_ABORTED)  # journal lines are fsynced; output is atomic
+            print(
+                f"\ngpt4batch run: stopping; in-flight calls get {opts.grace:g}s "
+                "(Ctrl-C again to abort at once)",
+                file=sys.stderr,
+            )
+            run.stop.set()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            result = await run.execute()
+        except ConfigError as exc:
+            print(f"gpt4batch run: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print_summary(run, result)
+        ok = result.final.failed == 0 and result.final.not_run == 0
+        return EXIT_OK if ok else EXIT_FAILED
+
+    return asyncio.run(go())
