@@ -1,0 +1,24 @@
+"""`gpt4batch demo` (the README's first command) works from a clean folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_runs_the_bundled_example(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "gpt4batch.cli", "demo", "--workdir", str(workdir),
+         "--latency-ms", "0"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(x) for x in (workdir / "out.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == [f"demo-{i}" for i in range(1, 6)]
+    assert [len(r["answers"] or []) for r in records] == [2, 1, 2, 3, 0]
+    assert records[4]["iErr"]["code"] == 422
+    assert len(list(workdir.glob("GPT4API_demo-3_*"))) == 2
+    assert "4 ok, 1 failed" in result.stdout
