@@ -20,11 +20,17 @@ from gpt4batch.services.ingest.settings import IngestSettings
 PROG = "gpt4batch ingest"
 DESCRIPTION = (
     "Validate a JSONL batch and publish one AskMessage per record, then a BatchManifest. "
-    "Blank lines are skipped and not counted; bad lines become rejected result records."
+    "Blank lines are skipped and not counted; bad lines become rejected result records. "
+    "With --inbox DIR it watches a folder instead (--inbox DIR --help lists those options)."
 )
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--inbox" or a.startswith("--inbox=") for a in args):
+        from gpt4batch.services.ingest.inbox import main as watch_main
+
+        return watch_main(args)
     settings = parse_settings(PROG, DESCRIPTION, IngestSettings, argv, short={"input": "-i"})
     problem = _check_input(settings.input)
     if problem:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from gpt4batch.common.errors import PublishError
+from gpt4batch.services.ingest import cli
 from gpt4batch.services.ingest.inbox import watch_inbox
 
 POLL = 0.02
@@ -74,3 +77,10 @@ def test_a_second_file_with_the_same_name_does_not_overwrite_the_first(tmp_path:
 
     assert (inbox / "processed/a.jsonl").read_text() == "old\n"
     assert (inbox / "processed/a.1.jsonl").read_text() == "new\n"
+
+
+def test_gpt4batch_ingest_with_inbox_runs_the_watcher(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--inbox", "/nonexistent", "--help"])
+    assert exit_.value.code == 0
+    assert "--poll-interval" in capsys.readouterr().out
