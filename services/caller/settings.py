@@ -42,6 +42,11 @@ class CallerSettings(BaseServiceSettings):
     retry_max_delay: float = Field(60.0, gt=0, description="Longest retry wait (s).")
     connect_timeout: float = Field(10.0, gt=0, description="Upstream connect timeout (s).")
     read_timeout: float = Field(480.0, gt=0, description="Upstream chat read timeout (s).")
+    http_transport: Literal["aiohttp", "httpx"] = Field(
+        "aiohttp",
+        description="HTTP engine under the httpx API: aiohttp (fast at high concurrency) or "
+        "httpx's own.",
+    )
     enable_download: bool = Field(True, description="Publish download jobs for produced files.")
     download_prefix: str = Field("GPT4API", description="Prefix of downloaded file names.")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.support.nsq_servers import free_port
+from tests.support.nsq_servers import free_port, wait_http
 
 
 class ServiceProcs:
@@ -47,6 +47,8 @@ class ServiceProcs:
         log = (self.logs / f"{name}.log").open("ab")
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         self.procs[name] = proc
+        # Ready once /metrics answers: signal handlers are in place by then.
+        wait_http(f"http://127.0.0.1:{port}/metrics", timeout=30, proc=proc)
         return proc
 
     def run_once(self, name: str, service: str, *args: str, timeout: float = 120) -> str:
