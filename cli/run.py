@@ -22,7 +22,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,12 +213,19 @@ class Run:
     async def _let_downloads_finish(self, bus: Bus, timeout: float) -> None:
         if isinstance(bus, MemoryBus):
             await _until(lambda: bus.depth(bus.topics.downloads, "downloader") == 0, timeout)
-        await asyncio.sleep(0.1)
+        else:  # NSQ: no queue depth here; wait until download results stop arriving
+            await _until_quiet(self._downloads_seen, 1.0, timeout)
 
     async def _let_results_drain(self, bus: Bus, timeout: float) -> None:
         if isinstance(bus, MemoryBus):
             await _until(lambda: bus.depth(bus.topics.results, "run") == 0, timeout)
             await _until(lambda: bus.depth(bus.topics.downloaded, "run") == 0, timeout)
+        else:
+            await _until_quiet(lambda: self.journal.counts.done, 1.0, timeout)
+
+    def _downloads_seen(self) -> int:
+        c = self.journal.counts
+        return c.downloads_ok + c.downloads_failed
 
     def _write_output(self) -> FinalCounts:
         with open_input(str(self.input)) as source:
@@ -227,10 +234,20 @@ class Run:
             )
 
 
-async def _until(predicate: object, timeout: float) -> None:
+async def _until(predicate: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:  # type: ignore[operator]
+    while not predicate() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
+
+
+async def _until_quiet(value: Callable[[], int], quiet: float, timeout: float) -> None:
+    """Until `value()` has not changed for `quiet` seconds (or `timeout`)."""
+    deadline = time.monotonic() + timeout
+    last, since = value(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet:
+        await asyncio.sleep(0.1)
+        if value() != last:
+            last, since = value(), time.monotonic()
 
 
 def print_summary(run: Run, result: RunResult, stream: object = None) -> None:

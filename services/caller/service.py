@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Sequence
 
 import httpx
 from httpx_aiohttp import AiohttpTransport
+from pydantic import BaseModel
 
 from gpt4batch.common.bus import Bus, Delivery
-from gpt4batch.common.errors import MessageTooLarge
+from gpt4batch.common.errors import MessageTooLarge, PublishError
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import AskMessage, IErr, ResultMessage
 from gpt4batch.common.topics import Channels
@@ -115,22 +118,48 @@ class CallerService:
 
     async def handle(self, msg: AskMessage, delivery: Delivery) -> None:
         """Run the conversation, then publish downloads and the result; FIN follows."""
-        assert self._bus is not None
-        bus = self._bus
         outcome = await self.runner.run(msg)
+        topics = self.bus.topics
         if outcome.downloads:
-            await bus.publish_many(bus.topics.downloads, outcome.downloads)
+            await self._publish_paid(topics.downloads, outcome.downloads)
         result = ResultMessage(batch=msg.batch, seq=msg.seq, record=outcome.record)
         try:
-            await bus.publish(bus.topics.results, result)
+            await self._publish_paid(topics.results, [result])
         except MessageTooLarge as exc:
             # Keep "one output line per input line": publish the record without answers.
             log.error("result too large for NSQ", record=msg.record.id, size=exc.size)
             record = outcome.record.model_copy(deep=True)
             record.answers = None
             record.iErr = IErr(code=413, message=str(exc))
-            await bus.publish(bus.topics.results, result.model_copy(update={"record": record}))
+            await self._publish_paid(topics.results, [result.model_copy(update={"record": record})])
         log.debug("record done", record=msg.record.id, ok=outcome.ok, attempts=delivery.attempts)
+
+    @property
+    def bus(self) -> Bus:
+        if self._bus is None:
+            raise RuntimeError("CallerService.register() was not called")
+        return self._bus
+
+    async def _publish_paid(self, topic: str, bodies: Sequence[BaseModel]) -> None:
+        """Publish what cost upstream calls, retrying while nsqd is unreachable.
+
+        Failing the handler instead would requeue the ask and pay for the whole
+        conversation again; the bus keeps touching the message while we wait.
+        """
+        wait = 0.2
+        deadline = time.monotonic() + self.settings.publish_patience
+        while True:
+            try:
+                await self.bus.publish_many(topic, bodies)
+                return
+            except MessageTooLarge:
+                raise
+            except PublishError as exc:
+                if time.monotonic() + wait > deadline:
+                    raise
+                log.warning("publish failed, retrying", topic=topic, error=str(exc), wait=wait)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 10.0)
 
     async def close(self) -> None:
         if self._own_http and self._http is not None:

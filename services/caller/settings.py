@@ -47,6 +47,12 @@ class CallerSettings(BaseServiceSettings):
         description="HTTP engine under the httpx API: aiohttp (fast at high concurrency) or "
         "httpx's own.",
     )
+    publish_patience: float = Field(
+        600.0,
+        ge=0,
+        description="Seconds to keep retrying the publish of a paid-for result while nsqd "
+        "is unreachable, before giving the ask back to NSQ.",
+    )
     enable_download: bool = Field(True, description="Publish download jobs for produced files.")
     download_prefix: str = Field("GPT4API", description="Prefix of downloaded file names.")
 

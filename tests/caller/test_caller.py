@@ -217,3 +217,40 @@ def test_http_client_is_shared_per_process(mock: MockUpstream) -> None:
         await service.close()
 
     asyncio.run(scenario())
+
+
+def test_a_paid_result_is_republished_not_paid_again_while_nsqd_is_down(
+    mock: MockUpstream,
+) -> None:
+    """Publishing fails twice (nsqd away): the caller retries the publish, not the calls."""
+    from gpt4batch.common.errors import PublishError
+
+    class FlakyBus(MemoryBus):
+        failures = 2
+
+        async def _publish(self, topic: str, bodies: list[bytes]) -> None:
+            if topic == self.topics.results and self.failures:
+                self.failures -= 1
+                raise PublishError("nsqd went away")
+            await super()._publish(topic, bodies)
+
+    async def scenario() -> tuple[list[bytes], int]:
+        bus = FlakyBus(topics=Topics("t"), record=True)
+        service = CallerService(settings_for(mock))
+        await service.start()
+        service.register(bus)
+        before = mock.stats()["total_calls"]
+        msg = ask_message({"id": "p", "asks": [{"id": "a", "content": "hi"}]})
+
+        class Once:
+            id, attempts = "m1", 1
+
+            def touch(self) -> None: ...
+
+        await service.handle(msg, Once())
+        await service.close()
+        return bus.published[bus.topics.results], mock.stats()["total_calls"] - before
+
+    published, calls = asyncio.run(scenario())
+    assert len(published) == 1
+    assert calls == 1

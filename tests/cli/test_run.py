@@ -297,3 +297,19 @@ def test_kill_9_then_the_same_command_continues_from_the_journal(tmp_path: Path)
     assert all(r["iErr"] is None for r in records)
     # Journaled records were not paid for twice.
     assert calls_after - calls_before <= 60 - journaled
+
+
+def test_enable_nsq_runs_the_same_pipeline_through_real_nsqd(
+    mock: MockUpstream, tmp_path: Path, nsqd: Any, topic_prefix: str
+) -> None:
+    write_input(tmp_path, 40)
+    result = run_cmd(
+        tmp_path,
+        "-i", "in.jsonl", "-o", "out.jsonl", "-n", "--nsqd-tcp-address", nsqd.tcp_address,
+        "--topic-prefix", topic_prefix, *upstream(mock),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [r["id"] for r in read_jsonl(tmp_path / "out.jsonl")] == [f"r{i}" for i in range(40)]
+    # The work went through nsqd: the asks topic saw every record.
+    asks = [t for t in nsqd.stats()["topics"] if t["topic_name"] == f"{topic_prefix}.asks"]
+    assert asks and asks[0]["message_count"] == 40
