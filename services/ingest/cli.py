@@ -59,21 +59,29 @@ def _check_input(path: str) -> str | None:
     return None
 
 
-async def _run(settings: IngestSettings) -> int:
-    log = glog.get_logger("gpt4batch.ingest")
+async def connect(settings: IngestSettings, prog: str = PROG) -> NsqBus | int:
+    """A started bus (and the metrics endpoint), or the exit code saying why not."""
     try:
         bus = NsqBus(settings, service="ingest")
     except ConfigError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     serve_metrics(settings.metrics_port, settings.metrics_host)
     try:
         await bus.start()
     except BusError as exc:
-        log.error("cannot connect to NSQ", error=str(exc))
+        glog.get_logger("gpt4batch.ingest").error("cannot connect to NSQ", error=str(exc))
         return EXIT_FAILED
+    return bus
+
+
+async def _run(settings: IngestSettings) -> int:
+    log = glog.get_logger("gpt4batch.ingest")
+    bus = await connect(settings)
+    if isinstance(bus, int):
+        return bus
     try:
-        summary = await _ingest(settings, bus)
+        summary = await ingest_file(settings, bus)
     except BusError as exc:
         log.error("publishing failed; re-run to finish the same batch", error=str(exc))
         return EXIT_FAILED
@@ -83,7 +91,8 @@ async def _run(settings: IngestSettings) -> int:
     return EXIT_OK
 
 
-async def _ingest(settings: IngestSettings, bus: NsqBus) -> IngestSummary:
+async def ingest_file(settings: IngestSettings, bus: NsqBus) -> IngestSummary:
+    """Ingest `settings.input` on a started bus (shared by `-i FILE` and the inbox)."""
     with open_input(settings.input) as source:
         batch = settings.batch or default_batch_id(source.path)
         glog.get_logger("gpt4batch.ingest").info(

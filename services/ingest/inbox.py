@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import shutil
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,7 @@ from pydantic import Field
 
 from gpt4batch.common import logging as glog
 from gpt4batch.common.errors import BusError, ConfigError
-from gpt4batch.common.metrics import serve_metrics
-from gpt4batch.common.nsq_bus import NsqBus
-from gpt4batch.common.service import EXIT_FAILED, EXIT_OK, EXIT_USAGE, install_stop_signals
+from gpt4batch.common.service import EXIT_OK, EXIT_USAGE, install_stop_signals
 from gpt4batch.common.settings import add_flags, load
 from gpt4batch.services.ingest.settings import IngestSettings
 
@@ -143,24 +140,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(settings: InboxSettings) -> int:
-    from gpt4batch.services.ingest.cli import _ingest  # one code path with `ingest -i FILE`
+    from gpt4batch.services.ingest.cli import connect, ingest_file
 
-    try:
-        bus = NsqBus(settings, service="ingest")
-    except ConfigError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    serve_metrics(settings.metrics_port, settings.metrics_host)
-    try:
-        await bus.start()
-    except BusError as exc:
-        log.error("cannot connect to NSQ", error=str(exc))
-        return EXIT_FAILED
+    bus = await connect(settings, PROG)
+    if isinstance(bus, int):
+        return bus
     stop = asyncio.Event()
     install_stop_signals(stop)
 
-    async def ingest_file(path: Path) -> None:
-        summary = await _ingest(settings.model_copy(update={"input": str(path)}), bus)
+    async def ingest_one(path: Path) -> None:
+        summary = await ingest_file(settings.model_copy(update={"input": str(path)}), bus)
         log.info("batch published", summary=summary.line())
 
     inbox = Path(settings.inbox)
@@ -168,7 +157,7 @@ async def _run(settings: InboxSettings) -> int:
     failed = Path(settings.failed_dir) if settings.failed_dir else inbox / "failed"
     log.info("watching inbox", inbox=str(inbox), processed=str(processed))
     try:
-        await watch_inbox(inbox, processed, ingest_file, stop, settings.poll_interval, failed)
+        await watch_inbox(inbox, processed, ingest_one, stop, settings.poll_interval, failed)
     finally:
         await bus.stop(grace=0)
     return EXIT_OK

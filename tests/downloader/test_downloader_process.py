@@ -16,20 +16,9 @@ from gpt4batch.common.messages import DownloadJob, DownloadResult
 from gpt4batch.common.nsq_bus import NsqBus
 from gpt4batch.common.settings import BaseServiceSettings
 from tests.downloader.fileserver import serve_files
-from tests.support.nsq_servers import Nsqd
+from tests.support.nsq_servers import Nsqd, wait_channel
 
 PAYLOAD = os.urandom(200_000)
-
-
-async def wait_channel(nsqd: Nsqd, topic: str, channel: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not any(
-        c["channel_name"] == channel
-        for t in nsqd.stats(topic).get("topics") or []
-        for c in t.get("channels") or []
-    ):
-        assert time.monotonic() < deadline, f"channel {channel} of {topic} never appeared"
-        await asyncio.sleep(0.05)
 
 
 def test_downloader_process_fetches_and_reports(

@@ -16,7 +16,7 @@ from gpt4batch.common.messages import BatchManifest
 from gpt4batch.common.nsq_bus import NsqBus
 from gpt4batch.common.settings import BaseServiceSettings
 from tests.sink.helpers import manifest, result, run
-from tests.support.nsq_servers import Nsqd
+from tests.support.nsq_servers import Nsqd, wait_channel
 
 
 def wait_for(predicate, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:  # type: ignore[no-untyped-def]
@@ -27,17 +27,6 @@ def wait_for(predicate, timeout: float = 30.0, proc: subprocess.Popen[bytes] | N
         if time.monotonic() > deadline:
             raise AssertionError("timed out")
         time.sleep(0.05)
-
-
-async def wait_channel(nsqd: Nsqd, topic: str, channel: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not any(
-        c["channel_name"] == channel
-        for t in nsqd.stats(topic).get("topics") or []
-        for c in t.get("channels") or []
-    ):
-        assert time.monotonic() < deadline, f"channel {channel} of {topic} never appeared"
-        await asyncio.sleep(0.05)
 
 
 def test_sink_process_writes_each_record_once_and_marks_done(

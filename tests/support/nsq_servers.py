@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -123,6 +124,18 @@ class Nsqd:
                 if c["channel_name"] == channel:
                     return int(c["depth"]) + int(c["in_flight_count"]) + int(c["deferred_count"])
         return 0
+
+
+async def wait_channel(nsqd: Nsqd, topic: str, channel: str, timeout: float = 20) -> None:
+    """Until nsqd has `channel` on `topic`: nsqd copies messages only to existing channels."""
+    deadline = time.monotonic() + timeout
+    while not any(
+        c["channel_name"] == channel
+        for t in nsqd.stats(topic).get("topics") or []
+        for c in t.get("channels") or []
+    ):
+        assert time.monotonic() < deadline, f"channel {channel} of {topic} never appeared"
+        await asyncio.sleep(0.05)
 
 
 @contextmanager
