@@ -36,6 +36,12 @@ def write_input(path: Path, records: int, asks: int) -> None:
             fh.write(json.dumps({"id": f"r{i}", "asks": asks_list}) + "\n")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_nsq(work: Path, source: Path, records: int, callers: int, concurrency: int) -> float:
     with run_nsqd(work, None, "--mem-queue-size=1000000") as nsqd, MockUpstream() as mock:
         flags = ["--nsqd-tcp-address", nsqd.tcp_address, "--topic-prefix", "bench"]
@@ -52,7 +58,11 @@ def bench_nsq(work: Path, source: Path, records: int, callers: int, concurrency:
             procs.run_once("ingest", "ingest", "-i", str(source), "--batch", "bench")
             done = out.with_name("nsq-out.done")
             wait_for(done.exists, 600, "the batch", procs.assert_alive)
-            return time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            pids = {name: p.pid for name, p in procs.procs.items()}
+            pids.update(nsqd=nsqd.proc.pid, simulator=mock.pid)  # type: ignore[union-attr]
+            print("cpu seconds: " + ", ".join(f"{n}={cpu_seconds(p):.1f}" for n, p in pids.items()))
+            return elapsed
 
 
 def bench_embedded(work: Path, source: Path, concurrency: int) -> float:

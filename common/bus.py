@@ -190,6 +190,8 @@ class Dispatcher:
         self.bus = bus
         self.sub = sub
         self.in_flight: set[asyncio.Task[None]] = set()
+        self._working: dict[int, TransportMessage] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         self._labels = (bus.service, sub.topic)
         self._in_flight_gauge = metrics.IN_FLIGHT.labels(*self._labels)
 
@@ -211,7 +213,9 @@ class Dispatcher:
             return
         self._in_flight_gauge.inc()
         started = time.perf_counter()
-        toucher = asyncio.get_running_loop().create_task(self._keep_touching(msg))
+        self._working[id(msg)] = msg
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._keep_touching())
         try:
             await sub.handler(model, msg)
         except asyncio.CancelledError:
@@ -244,7 +248,7 @@ class Dispatcher:
             msg.finish()
             self._count("finish")
         finally:
-            toucher.cancel()
+            self._working.pop(id(msg), None)
             self._in_flight_gauge.dec()
             metrics.HANDLER_SECONDS.labels(*self._labels).observe(time.perf_counter() - started)
 
@@ -260,11 +264,16 @@ class Dispatcher:
         msg.finish()
         self._count("dead")
 
-    async def _keep_touching(self, msg: TransportMessage) -> None:
-        interval = self.bus.touch_interval
-        while True:
-            await asyncio.sleep(interval)
-            msg.touch()
+    async def _keep_touching(self) -> None:
+        """One loop per subscription TOUCHes every message still being handled.
+
+        (A timer task per message would cost more than the handling of a fast one.)
+        Touching a message that arrived a moment ago only resets its timeout early.
+        """
+        while self._working:
+            await asyncio.sleep(self.bus.touch_interval)
+            for msg in list(self._working.values()):
+                msg.touch()
 
     async def drain(self, grace: float) -> None:
         """Wait up to `grace` s for in-flight handlers, then cancel (→ requeue) the rest."""
