@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -313,3 +314,29 @@ def test_enable_nsq_runs_the_same_pipeline_through_real_nsqd(
     # The work went through nsqd: the asks topic saw every record.
     asks = [t for t in nsqd.stats()["topics"] if t["topic_name"] == f"{topic_prefix}.asks"]
     assert asks and asks[0]["message_count"] == 40
+
+
+def test_second_ctrl_c_aborts_at_once_and_leaves_valid_files(tmp_path: Path) -> None:
+    write_input(tmp_path, 10, asks=1)
+    err = tmp_path / "stderr.txt"
+    with MockUpstream("--latency-ms", "3000") as sim:
+        args = ["-i", "in.jsonl", "-o", "out.jsonl", *upstream(sim, "-g", "5", "--grace", "60")]
+        with err.open("w") as fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "gpt4batch.cli", "run", *args],
+                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=fh,
+            )  # fmt: skip
+            wait_for(lambda: sim.stats()["in_flight"] >= 5, 30, "calls in flight")
+            os.kill(proc.pid, signal.SIGINT)
+            wait_for(lambda: "stopping" in err.read_text(), 10, "the first stop")
+            started = time.monotonic()
+            os.kill(proc.pid, signal.SIGINT)
+            proc.wait(10)
+        assert proc.returncode == 130
+        assert time.monotonic() - started < 5  # did not wait for the 3 s calls or the grace
+        journal = tmp_path / "out.journal.jsonl"
+        assert all(json.loads(line) for line in journal.read_text().splitlines())
+        assert not list(tmp_path.glob(".out.jsonl.*.tmp"))  # no half-written output
+        again = run_cmd(tmp_path, *args)
+    assert again.returncode == 0, again.stderr[-1500:]
+    assert [r["id"] for r in read_jsonl(tmp_path / "out.jsonl")] == [f"r{i}" for i in range(10)]
