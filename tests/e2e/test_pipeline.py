@@ -220,3 +220,23 @@ def test_gizmo_caller_and_redelivery_after_kill(
     assert stats["calls"].get("gizmos", 0) >= 600
     assert stats["calls"].get("all-tools", 0) == 0
     assert stats["chain_errors"] == 0
+
+
+def test_sink_killed_mid_batch_loses_and_duplicates_nothing(
+    procs: ServiceProcs, tmp_path: Path
+) -> None:
+    """kill -9 of the sink: unfinished results are redelivered, the restarted sink dedupes."""
+    with MockUpstream("--latency-ms", "10") as sim:
+        out = tmp_path / "k.jsonl"
+        procs.start("sink", "sink", "-o", str(out), "--fsync-interval-ms", "200")
+        procs.start("caller", "caller", *caller_flags(sim, "--concurrency", "20"))
+        records = [{"id": f"k{i}", "asks": [{"id": "a", "content": f"q{i}"}]} for i in range(400)]
+        procs.run_once("ingest", "ingest", "-i", str(write_jsonl(tmp_path / "k-in.jsonl", records)))
+        wait_for(lambda: count_lines(out) >= 60, 60, "some results", procs.assert_alive)
+        procs.kill("sink")
+        at_kill = count_lines(out)
+        procs.start("sink2", "sink", "-o", str(out))
+        wait_for(out.with_name("k.done").exists, 90, "the batch after a kill", procs.assert_alive)
+    assert at_kill < 400  # the kill really was mid-batch
+    lines = read_jsonl(out)  # every line parses: no torn write survived
+    assert sorted(r["id"] for r in lines) == sorted(f"k{i}" for i in range(400))
