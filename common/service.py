@@ -43,10 +43,11 @@ def parse_settings(
     settings_cls: type[S],
     argv: Sequence[str] | None,
     short: dict[str, str] | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> S:
     """Flags → settings; exits 2 with the flag named when something is wrong."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    add_flags(parser, settings_cls, short=short)
+    add_flags(parser, settings_cls, short=short, skip=skip)
     args = parser.parse_args(argv)
     try:
         return load(settings_cls, args)
@@ -88,9 +89,10 @@ def run_consumer_main(
     build: Callable[[S], Service],
     argv: Sequence[str] | None = None,
     short: dict[str, str] | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> int:
-    """Entry point of `gpt4batch <name>`: a long-running NSQ consumer."""
-    settings = parse_settings(f"gpt4batch {name}", description, settings_cls, argv, short)
+    """Entry point of `gpt4batch <name>`: a long-running NSQ consumer (`skip`: flags it lacks)."""
+    settings = parse_settings(f"gpt4batch {name}", description, settings_cls, argv, short, skip)
     glog.configure(settings.log_format, settings.log_level, service=name)
     log = glog.get_logger("gpt4batch")
 

@@ -17,4 +17,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         CallerService,
         argv,
         short={"concurrency": "-g", "qps": "-q", "model": "-m", "gizmo_id": "-z"},
+        skip=frozenset({"max_in_flight"}),  # --concurrency is the caller's in-flight limit
     )
