@@ -49,7 +49,7 @@ def prepare(workdir: Path, examples: Path) -> Path:
 
 
 def show(out: Path, workdir: Path) -> None:
-    print("\nWhat came back (first answer text per record):")
+    print("\nWhat came back (the last answer of each record):")
     for line in out.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         if record.get("iErr"):
@@ -82,7 +82,7 @@ async def demo(args: argparse.Namespace) -> int:
     run = Run(opts)
     result = await run.execute()
     server.stop()
-    print_summary(run, result, sys.stdout)
+    print_summary(run, result, sys.stdout, show_resume=False)
     show(out, args.workdir)
     return 0 if result.final.ok + 1 == result.final.total else 1  # the one bad line is on purpose
 

@@ -250,7 +250,9 @@ async def _until_quiet(value: Callable[[], int], quiet: float, timeout: float) -
             last, since = value(), time.monotonic()
 
 
-def print_summary(run: Run, result: RunResult, stream: object = None) -> None:
+def print_summary(
+    run: Run, result: RunResult, stream: object = None, *, show_resume: bool = True
+) -> None:
     out = stream or sys.stderr
     f = result.final
     rate = result.calls / result.seconds if result.seconds else 0.0
@@ -272,7 +274,7 @@ def print_summary(run: Run, result: RunResult, stream: object = None) -> None:
             f"  downloads {run.download_dir} ({c.downloads_ok} ok, {c.downloads_failed} failed;"
             f" list in {downloads})"
         )
-    if f.failed or f.not_run:
+    if show_resume and (f.failed or f.not_run):
         again = sibling(run.out, "fix.jsonl")
         command = f"gpt4batch run -i {run.out} -f -o {again} {resume_flags(run.opts)}"
         lines.append(f"  resume    {command.rstrip()}")
