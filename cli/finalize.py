@@ -21,7 +21,8 @@ from gpt4batch.cli.journal import parse_entry
 from gpt4batch.services.ingest.reader import RawLine
 from gpt4batch.services.sink.index import iter_lines
 
-CHUNK_RECORDS = 50_000
+#: Journal bytes sorted in memory at once before spilling a sorted run to disk.
+CHUNK_BYTES = 64 * 1024 * 1024
 
 #: iErr code of a record the run did not get to (client closed request, like nginx's 499).
 NOT_RUN = 499
@@ -55,19 +56,22 @@ def _read_run(path: Path) -> Iterator[Entry]:
             yield int(seq), ok == b"1", record
 
 
-def sorted_results(journal: Path, folder: Path, chunk: int = CHUNK_RECORDS) -> Iterator[Entry]:
+def sorted_results(journal: Path, folder: Path, chunk_bytes: int | None = None) -> Iterator[Entry]:
     """Journal entries in seq order, the first occurrence of each seq only."""
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
     runs: list[Path] = []
     buffer: list[Entry] = []
+    buffered = 0
     try:
         for line in iter_lines(journal):
             entry = parse_entry(line)
             if entry is None:
                 continue
             buffer.append(entry)
-            if len(buffer) >= chunk:
+            buffered += len(line)
+            if buffered >= chunk_bytes:
                 runs.append(_spill(buffer, folder))
-                buffer = []
+                buffer, buffered = [], 0
         buffer.sort(key=lambda e: e[0])
         streams: list[Iterable[Entry]] = [_read_run(p) for p in runs]
         streams.append(iter(buffer))
