@@ -192,10 +192,16 @@ class Dispatcher:
         self.in_flight: set[asyncio.Task[None]] = set()
         self._working: dict[int, TransportMessage] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self.stopping = False
         self._labels = (bus.service, sub.topic)
         self._in_flight_gauge = metrics.IN_FLIGHT.labels(*self._labels)
 
-    def spawn(self, msg: TransportMessage) -> asyncio.Task[None]:
+    def spawn(self, msg: TransportMessage) -> asyncio.Task[None] | None:
+        """Handle `msg` in a task; once draining, give it straight back to NSQ instead."""
+        if self.stopping:  # already on the wire when RDY 0 was sent
+            msg.requeue(0)
+            self._count("requeue")
+            return None
         task = asyncio.get_running_loop().create_task(self.run(msg))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
@@ -276,7 +282,9 @@ class Dispatcher:
                 msg.touch()
 
     async def drain(self, grace: float) -> None:
-        """Wait up to `grace` s for in-flight handlers, then cancel (→ requeue) the rest."""
+        """Take no more messages; wait up to `grace` s for in-flight handlers, then cancel
+        (→ requeue) the rest."""
+        self.stopping = True
         if not self.in_flight:
             return
         _, pending = await asyncio.wait(set(self.in_flight), timeout=grace)

@@ -89,8 +89,9 @@ def configure(
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    if fmt == "json":
-        processors.append(structlog.processors.format_exc_info)
+    # Tracebacks become text before redaction, in every format: a console
+    # renderer formatting `exc_info` itself would print secrets unmasked.
+    processors.append(structlog.processors.format_exc_info)
     processors.append(redact_event)
     if fmt == "json":
         processors.append(structlog.processors.JSONRenderer())

@@ -165,10 +165,13 @@ class MemoryBus(Bus):
                 chan.put_back(msg)
                 return
             msg.attempts += 1
+            task = dispatcher.spawn(msg)
+            if task is None:
+                return
             try:
                 # Shielded: stopping the worker must not cut a handler short;
                 # `stop()` drains the dispatcher with its own grace period.
-                await asyncio.shield(dispatcher.spawn(msg))
+                await asyncio.shield(task)
             except asyncio.CancelledError:
                 return
 

@@ -68,3 +68,17 @@ def test_harmless_values_are_left_alone(captured: io.StringIO) -> None:
     assert event["record_id"] == "id: 0"
     assert event["rate"] == 2.5
     assert event["tokens_used"] == 12
+
+
+def test_console_tracebacks_are_masked_too() -> None:
+    stream = io.StringIO()
+    glog.configure("console", "debug", stream=stream)
+    glog.register_secret("console-secret-value")
+    try:
+        raise RuntimeError("token console-secret-value and Bearer abc123secret")
+    except RuntimeError:
+        glog.get_logger("t").warning("failed", exc_info=True)
+    structlog.reset_defaults()
+    text = stream.getvalue()
+    assert "RuntimeError" in text
+    assert "console-secret-value" not in text and "abc123secret" not in text
