@@ -90,12 +90,15 @@ def not_run_record(line: RawLine) -> bytes:
     ierr = {"code": NOT_RUN, "message": NOT_RUN_MESSAGE}
     try:
         obj = json.loads(line.data) if line.data is not None else None
-    except ValueError:
+    except (ValueError, RecursionError):
         obj = None
     if not isinstance(obj, dict):
         obj = {"id": f"line:{line.number}", "asks": [], "answers": None}
     obj["iErr"] = ierr
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    try:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:  # a lone surrogate: escaped output is still the same JSON
+        return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def write_final(input_lines: Iterable[RawLine], journal: Path, out: Path) -> FinalCounts:
@@ -125,7 +128,16 @@ def write_final(input_lines: Iterable[RawLine], journal: Path, out: Path) -> Fin
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, out)
+        _fsync_dir(out.parent)  # the rename is durable before the journal may go
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return counts
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import pydantic_core
 from pydantic import ValidationError
 
 from gpt4batch.common.messages import Record, Reject
@@ -138,11 +139,11 @@ class Validator:
                 f"line of {line.size} bytes is over the {self.max_line_bytes}-byte limit",
             )
         try:
-            obj = json.loads(line.data, parse_constant=_no_constant)
-        except UnicodeDecodeError as exc:
-            raise _Fail(RejectKind.INVALID_JSON, None, f"not UTF-8 text: {exc}") from None
-        except ValueError as exc:
-            raise _Fail(RejectKind.INVALID_JSON, None, f"invalid JSON: {exc}") from None
+            # The parser the consumers use (pydantic's): a line they could not
+            # decode (a lone surrogate escape, absurd nesting, NaN) is refused here.
+            obj = pydantic_core.from_json(line.data, allow_inf_nan=False)
+        except (ValueError, RecursionError) as exc:
+            raise _Fail(RejectKind.INVALID_JSON, None, _explain(line.data, exc)) from None
         if not isinstance(obj, dict):
             raise _Fail(
                 RejectKind.NOT_OBJECT, None, f"expected a JSON object, got {json_type(obj)}"
@@ -219,6 +220,19 @@ class _Fail(Exception):
         self.problem = Problem(kind, field, reason)
         self.obj: Any = None
         """The decoded line, once it is known to be an object."""
+
+
+def _explain(data: bytes, exc: Exception) -> str:
+    """The clearest reason a line is not JSON we can carry (only on the failure path)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return f"not UTF-8 text: {err}"
+    try:
+        json.loads(data, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as err:
+        return f"invalid JSON: {err}"
+    return f"invalid JSON: {exc}"  # valid to Python's parser, not to the consumers'
 
 
 def _no_constant(name: str) -> Any:

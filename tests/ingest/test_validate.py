@@ -228,3 +228,24 @@ def test_paths_are_checked_with_stat_once_per_path(tmp_path: Path) -> None:
         v.check(line({"id": f"r{n}", "asks": [{**GOOD_ASK, "images": ["i.png"]}]}))
 
     assert calls == [str(tmp_path / "i.png")]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"id":"s","asks":[{"id":"a","content":"\\ud800"}]}',  # lone surrogate escape
+        b'{"id":"d","asks":[{"id":"a","content":"x"}],"extra":'
+        + b"[" * 3000
+        + b"]" * 3000
+        + b"}",  # nesting the consumers' parser refuses
+    ],
+)
+def test_lines_consumers_could_not_decode_are_refused_here(line: bytes) -> None:
+    """Python's json accepts these; pydantic (what every consumer uses) does not."""
+    validator = Validator(
+        source="in.jsonl", base_dir=Path("/tmp"), fix=False, max_line_bytes=1 << 20,
+        max_file_bytes=1 << 20,
+    )  # fmt: skip
+    verdict = validator.check(RawLine(1, line, len(line)))
+    assert isinstance(verdict, Rejected)
+    assert verdict.kind == RejectKind.INVALID_JSON
