@@ -140,7 +140,11 @@ class _Body(BaseModel):
 
 
 class AskOverrides(BaseModel):
-    """Per-message settings that win over the caller's own configuration."""
+    """Per-message settings that win over the caller's own configuration.
+
+    No URLs: whoever can publish to the asks topic must not be able to send
+    the caller's access token to a host of their choosing.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -148,8 +152,6 @@ class AskOverrides(BaseModel):
     model: str | None = None
     gizmo_id: str | None = None
     history_and_training_disabled: bool | None = None
-    chat_url: str | None = None
-    upload_url: str | None = None
 
 
 class AskMessage(_Body):

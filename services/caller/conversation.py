@@ -16,6 +16,7 @@ from gpt4batch.common.messages import AskMessage, ChatResponse, DownloadJob, IEr
 from gpt4batch.common.upstreams import ConversationClient, ConversationState
 from gpt4batch.services.caller import metrics
 from gpt4batch.services.caller.downloads import plan_downloads
+from gpt4batch.services.caller.paths import FORBIDDEN_PATH, PathPolicy
 from gpt4batch.services.caller.retry import RetryPolicy, with_retries
 
 log = get_logger("gpt4batch.caller")
@@ -43,9 +44,17 @@ class ConversationRunner:
     policy: RetryPolicy
     download_prefix: str = "GPT4API"
     enable_download: bool = True
+    paths: PathPolicy = field(default_factory=PathPolicy)
 
     async def run(self, msg: AskMessage) -> Outcome:
         record = msg.record.model_copy(deep=True)
+        refusal = self.paths.refusal(msg)
+        if refusal is not None:
+            log.warning("ask refused", record=record.id, reason=refusal)
+            record.answers = []
+            record.iErr = IErr(code=FORBIDDEN_PATH, message=refusal)
+            metrics.RECORDS.labels("failed").inc()
+            return Outcome(record)
         overrides = msg.overrides
         client = self.client_for((overrides and overrides.upstream) or self.default_kind)
         answers: list[ChatResponse] = []

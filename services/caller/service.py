@@ -19,6 +19,7 @@ from gpt4batch.common.upstreams import ConversationClient, UpstreamConfig, make_
 from gpt4batch.services.caller import metrics
 from gpt4batch.services.caller.conversation import ConversationRunner
 from gpt4batch.services.caller.pacer import Pacer
+from gpt4batch.services.caller.paths import PathPolicy
 from gpt4batch.services.caller.settings import CallerSettings
 
 log = get_logger("gpt4batch.caller")
@@ -83,6 +84,7 @@ class CallerService:
             policy=settings.retry_policy(),
             download_prefix=settings.download_prefix,
             enable_download=settings.enable_download,
+            paths=PathPolicy.build(settings.allowed_dirs, [settings.credentials]),
         )
         metrics.QPS_LIMIT.set(self.pacer.effective_qps)
         metrics.CONCURRENCY_LIMIT.set(settings.concurrency)

@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr
 
 from gpt4batch.common.credentials import DEFAULT_CREDENTIALS, resolve_token
 from gpt4batch.common.messages import UpstreamKind
-from gpt4batch.common.settings import BaseServiceSettings
+from gpt4batch.common.settings import BaseServiceSettings, CommaList
 from gpt4batch.common.upstreams import Sampling, UpstreamConfig
 from gpt4batch.common.upstreams.config import DEFAULT_GPT4API_BASE
 from gpt4batch.services.caller.retry import RetryPolicy
@@ -52,6 +52,11 @@ class CallerSettings(BaseServiceSettings):
         ge=0,
         description="Seconds to keep retrying the publish of a paid-for result while nsqd "
         "is unreachable, before giving the ask back to NSQ.",
+    )
+    allowed_dirs: CommaList = Field(
+        default_factory=list,
+        description="Folders an ask's images/files must be in (repeatable; empty: any). "
+        "Set it when other systems publish asks: a path outside is refused, not uploaded.",
     )
     enable_download: bool = Field(True, description="Publish download jobs for produced files.")
     download_prefix: str = Field("GPT4API", description="Prefix of downloaded file names.")

@@ -254,3 +254,34 @@ def test_a_paid_result_is_republished_not_paid_again_while_nsqd_is_down(
     published, calls = asyncio.run(scenario())
     assert len(published) == 1
     assert calls == 1
+
+
+def test_paths_outside_the_allowed_folders_are_refused_before_any_call(
+    mock: MockUpstream, tmp_path: Path
+) -> None:
+    secret = tmp_path / "creds.pub"
+    secret.write_text('{"access_token": "x"}')
+    settings = settings_for(mock, allowed_dirs=[str(DATA)], credentials=secret)
+    inside = ask_message({"id": "in", "asks": [{"id": "a", "content": "c", "images": ["1.jpeg"]}]})
+    outside = ask_message(
+        {"id": "out", "asks": [{"id": "a", "content": "c", "files": ["/etc/hostname"]}]}, seq=1
+    )
+    sneaky = ask_message(
+        {"id": "up", "asks": [{"id": "a", "content": "c", "files": ["../../../etc/hostname"]}]},
+        seq=2,
+    )
+    before = mock.stats()["total_calls"]
+    results = results_of(run_service(settings, [inside, outside, sneaky]))
+    assert results["in"].record.iErr is None
+    for rid in ("out", "up"):
+        err = results[rid].record.iErr
+        assert err is not None and err.code == 403 and "outside the allowed folders" in err.message
+    assert mock.stats()["total_calls"] - before == 2  # the allowed record's upload + chat only
+
+    # The credentials file never leaves, even with no folder restriction.
+    open_settings = settings_for(mock, credentials=secret)
+    leak = ask_message(
+        {"id": "leak", "asks": [{"id": "a", "content": "c", "files": [str(secret)]}]}
+    )
+    err = results_of(run_service(open_settings, [leak]))["leak"].record.iErr
+    assert err is not None and "credentials file" in err.message

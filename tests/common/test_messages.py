@@ -75,3 +75,15 @@ def test_bodies_carry_version_and_batch() -> None:
     assert json.loads(job.model_dump_json())["v"] == 1
     with pytest.raises(ValidationError):
         DownloadJob.model_validate({"record_id": "r", "ask_id": "a", "url": "u", "local": "n"})
+
+
+def test_a_message_cannot_redirect_the_token_to_another_host() -> None:
+    """URL overrides would let any publisher send the caller's token anywhere."""
+    body = {
+        "batch": "b",
+        "seq": 0,
+        "record": {"id": "r", "asks": []},
+        "overrides": {"chat_url": "http://evil.example/steal"},
+    }
+    with pytest.raises(ValidationError, match="chat_url"):
+        AskMessage.model_validate(body)
