@@ -23,15 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpt4batch.common.bus import Bus, Delivery
+from gpt4batch.common.errors import Requeue
 from gpt4batch.common.filenames import sibling
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.messages import DownloadResult, ResultMessage
+from gpt4batch.common.messages import DeadLetter, DownloadResult, Record, ResultMessage
 from gpt4batch.services.sink.appender import SyncedAppender
 from gpt4batch.services.sink.index import iter_lines, repair_tail
 
 log = get_logger("gpt4batch.run")
 
 JOURNAL_VERSION = 1
+#: iErr code of a record whose message could never be handled (see `…dead`).
+DEAD_LETTERED = 500
 _ENTRY = re.compile(rb'^\{"seq":(\d+),"ok":(true|false),"record":')
 
 
@@ -115,7 +118,7 @@ class Journal:
         self.seen = SeqSet()
         self.counts = JournalCounts()
         self.on_record = on_record
-        self._every, self._interval = every, interval
+        self._download_keys: set[tuple[bool, str]] = set()
         self._entries = SyncedAppender(self.path, every=every, interval=interval)
         self._rejects = SyncedAppender(
             sibling(out, "rejects.jsonl"), every=every, interval=interval
@@ -153,6 +156,15 @@ class Journal:
             seq, ok, _ = entry
             if self.seen.add(seq):
                 self._count(ok)
+        downloads = sibling(self.out, "downloads.jsonl")
+        if downloads.exists():
+            repair_tail(downloads)
+            for line in iter_lines(downloads):
+                try:
+                    row = json.loads(line)
+                    self._download_keys.add((bool(row["ok"]), str(row["local"])))
+                except (ValueError, KeyError, TypeError):
+                    continue
         return self.counts.done
 
     def _write_header(self) -> None:
@@ -174,12 +186,40 @@ class Journal:
     def register(self, bus: Bus, channel: str = "run") -> None:
         bus.subscribe(bus.topics.results, channel, ResultMessage, self.handle_result)
         bus.subscribe(bus.topics.downloaded, channel, DownloadResult, self.handle_download)
+        bus.subscribe(bus.topics.dead, channel, DeadLetter, self.handle_dead)
 
     async def handle_result(self, msg: ResultMessage, delivery: Delivery) -> None:
         """Append the result; return (→ FIN) only once it is fsynced."""
         if msg.batch != self.batch:
-            log.warning("result of another batch ignored", batch=msg.batch, id=msg.record.id)
+            # Another run's (on the same topics, with -n): give it back, never drop it.
+            raise Requeue(f"result of batch {msg.batch}, not {self.batch}", delay=5)
+        await self._append(msg)
+
+    async def handle_dead(self, letter: DeadLetter, delivery: Delivery) -> None:
+        """A dead-lettered ask or result of this batch still gets its output line (failed).
+
+        Without this the run would wait forever for a result that never comes.
+        """
+        try:
+            body = json.loads(letter.body or "")
+        except (ValueError, RecursionError):
             return
+        if not isinstance(body, dict) or body.get("batch") != self.batch:
+            return
+        seq, record = body.get("seq"), body.get("record")
+        if not isinstance(seq, int) or seq < 0 or seq in self.seen:
+            return
+        if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+            record = {"id": f"seq:{seq}", "asks": []}
+        record["iErr"] = {"code": DEAD_LETTERED, "message": f"dead-lettered: {letter.reason}"}
+        try:
+            record_model = Record.model_validate(record)
+        except ValueError:
+            record_model = Record(id=f"seq:{seq}", asks=[], iErr=record["iErr"])
+        log.error("record dead-lettered", seq=seq, id=record_model.id, reason=letter.reason)
+        await self._append(ResultMessage(batch=self.batch, seq=seq, record=record_model))
+
+    async def _append(self, msg: ResultMessage) -> None:
         if not self.seen.add(msg.seq):
             self.counts.duplicates += 1
             return
@@ -197,7 +237,11 @@ class Journal:
 
     async def handle_download(self, msg: DownloadResult, delivery: Delivery) -> None:
         if msg.batch != self.batch:
+            raise Requeue(f"download of batch {msg.batch}, not {self.batch}", delay=5)
+        key = (msg.ok, msg.local)
+        if key in self._download_keys:  # a redelivery
             return
+        self._download_keys.add(key)
         await self._downloads.submit(msg.model_dump_json().encode() + b"\n")
         if msg.ok:
             self.counts.downloads_ok += 1

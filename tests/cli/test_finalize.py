@@ -76,3 +76,42 @@ def test_a_journal_of_another_batch_is_moved_aside(tmp_path: Path) -> None:
     other = Journal(tmp_path / "out.jsonl", batch="two", input_path="b")
     assert other.load() == 0
     assert list(tmp_path.glob("out.journal.jsonl.*.old"))
+
+
+def test_a_dead_lettered_ask_of_the_batch_still_gets_a_failed_line(tmp_path: Path) -> None:
+    """Otherwise the run would wait forever for its result."""
+    import asyncio
+
+    from gpt4batch.common.bus import Delivery
+    from gpt4batch.common.memory_bus import MemoryBus
+    from gpt4batch.common.messages import AskMessage, Record
+
+    async def scenario() -> Journal:
+        bus = MemoryBus(max_attempts=1)
+        journal = Journal(tmp_path / "out.jsonl", batch="b", input_path="in")
+        journal.load()
+        journal.register(bus)
+
+        async def always_fails(msg: AskMessage, delivery: Delivery) -> None:
+            raise RuntimeError("boom")
+
+        bus.subscribe(bus.topics.asks, "caller", AskMessage, always_fails)
+        await bus.start()
+        record = Record.model_validate({"id": "r7", "asks": [{"id": "a", "content": "q"}]})
+        await bus.publish(bus.topics.asks, AskMessage(batch="b", seq=7, record=record))
+        await bus.publish(bus.topics.asks, AskMessage(batch="other", seq=8, record=record))
+        for _ in range(200):
+            if journal.counts.done:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        await bus.stop(1)
+        await journal.close()
+        return journal
+
+    journal = asyncio.run(scenario())
+    assert journal.counts.done == 1 and journal.counts.failed == 1
+    entries = [parse_entry(x) for x in journal.path.read_bytes().splitlines(keepends=True)]
+    ((seq, ok, record),) = [e for e in entries if e is not None]
+    assert (seq, ok) == (7, False)
+    assert json.loads(record)["iErr"]["message"].startswith("dead-lettered: gave up after 1")
