@@ -8,6 +8,7 @@ error instead of being half-understood.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -165,6 +166,29 @@ class AskMessage(_Body):
         description="Absolute folder that relative image/file paths are resolved against.",
     )
     overrides: AskOverrides | None = None
+
+
+#: iErr code of an input line ingest refused.
+REJECT_CODE = 422
+_REJECTED_LINE = re.compile(r"^rejected by ingest: line (\d+)\b")
+
+
+def reject_message(line: int, field: str | None, reason: str) -> str:
+    """The iErr message of a refused line; `rejected_line` reads the line number back."""
+    where = f"line {line}" + (f", field {field}" if field else "")
+    return f"rejected by ingest: {where}: {reason}"
+
+
+def rejected_line(ierr: Any) -> int | None:
+    """The input line number of an output record ingest refused (from its iErr), else None.
+
+    The sink rebuilds its duplicate keys from the output file with this: the
+    output line itself says it is the refused line N, whatever its id.
+    """
+    if not isinstance(ierr, dict) or ierr.get("code") != REJECT_CODE:
+        return None
+    match = _REJECTED_LINE.match(str(ierr.get("message", "")))
+    return int(match.group(1)) if match else None
 
 
 class Reject(BaseModel):

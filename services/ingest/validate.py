@@ -20,10 +20,10 @@ from typing import Any
 import pydantic_core
 from pydantic import ValidationError
 
-from gpt4batch.common.messages import Record, Reject
+from gpt4batch.common.messages import REJECT_CODE, Record, Reject, reject_message
 from gpt4batch.services.ingest.reader import RawLine
 
-REJECT_CODE = 422
+# REJECT_CODE (422) and the message format are the sink's contract: common/messages.py
 PATH_KEYS = ("images", "image", "files")
 MIB = 1024 * 1024
 
@@ -120,8 +120,10 @@ class Validator:
         record_id = obj.get("id") if isinstance(obj, dict) else None
         if not _usable_id(record_id):
             record_id = None
-        where = f"line {number}" + (f", field {problem.field}" if problem.field else "")
-        ierr = {"code": REJECT_CODE, "message": f"rejected by ingest: {where}: {problem.reason}"}
+        ierr = {
+            "code": REJECT_CODE,
+            "message": reject_message(number, problem.field, problem.reason),
+        }
         reject = Reject(
             line=number,
             id=record_id,

@@ -7,7 +7,9 @@ Files beside `<stem>.jsonl`:
 - `<stem>.done`            written once the output holds `total` lines
 
 Dedupe keys: a record's id; for a refused line (whose id may repeat a valid
-record's id) its input line number, rebuilt from the rejects file.
+record's id) its input line number. Both are rebuilt from the output file
+alone (a refused line's iErr names its line), which is written before the
+reject row: a crash in between loses nothing, and the row is restored.
 """
 
 from __future__ import annotations
@@ -16,14 +18,19 @@ import asyncio
 import json
 import os
 import time
-from collections import Counter
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from gpt4batch.common.filenames import sibling
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.messages import BatchManifest, DownloadResult, ResultMessage
+from gpt4batch.common.messages import (
+    BatchManifest,
+    DownloadResult,
+    Reject,
+    ResultMessage,
+    rejected_line,
+)
 from gpt4batch.services.sink import metrics
 from gpt4batch.services.sink.appender import Fsync, SyncedAppender
 from gpt4batch.services.sink.index import iter_lines, json_object, repair_tail
@@ -66,6 +73,7 @@ class OutputFile:
         self.manifest_path = sibling(out, "manifest.json")
         self.done_path = sibling(out, "done")
         self.keys: set[str] = set()
+        self.reject_rows: set[int] = set()
         self.download_keys: set[str] = set()
         self.written = 0
         self.manifest: BatchManifest | None = None
@@ -87,22 +95,24 @@ class OutputFile:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         for path in (self.out, self.rejects_path, self.downloads_path):
             repair_tail(path)
-        reject_ids: Counter[str] = Counter()
         for line in iter_lines(self.rejects_path):
             row = json_object(line)
             if isinstance(row.get("line"), int):
-                self.keys.add(reject_key(row["line"]))
-            if isinstance(row.get("id"), str):
-                reject_ids[row["id"]] += 1
+                self.reject_rows.add(row["line"])
+        missing_rows: list[tuple[int, dict[str, Any]]] = []
         for line in iter_lines(self.out):
             self.written += 1
-            record_id = json_object(line).get("id")
-            if not isinstance(record_id, str):
-                log.warning("output line without an id", path=str(self.out), line=self.written)
-            elif reject_ids[record_id] > 0:
-                reject_ids[record_id] -= 1  # the refused line's record, keyed by line number
+            obj = json_object(line)
+            refused = rejected_line(obj.get("iErr"))
+            if refused is not None:  # keyed by its input line: its id may repeat a record's
+                self.keys.add(reject_key(refused))
+                if refused not in self.reject_rows:
+                    missing_rows.append((refused, obj))
+            elif isinstance(obj.get("id"), str):
+                self.keys.add(obj["id"])
             else:
-                self.keys.add(record_id)
+                log.warning("output line without an id", path=str(self.out), line=self.written)
+        self._restore_reject_rows(missing_rows)
         for line in iter_lines(self.downloads_path):
             row = json_object(line)
             if isinstance(row.get("local"), str):
@@ -114,6 +124,21 @@ class OutputFile:
         if self.written:
             log.info("resumed output", path=str(self.out), lines=self.written)
         return self
+
+    def _restore_reject_rows(self, missing: list[tuple[int, dict[str, Any]]]) -> None:
+        """Rows a crash lost between the output line and its reject row (output goes first)."""
+        if not missing:
+            return
+        with self.rejects_path.open("ab") as fh:
+            for number, obj in missing:
+                record_id = obj.get("id") if isinstance(obj.get("id"), str) else None
+                reason = str((obj.get("iErr") or {}).get("message", "rejected by ingest"))
+                row = Reject(line=number, id=record_id, reason=reason)
+                fh.write((row.model_dump_json() + "\n").encode())
+                self.reject_rows.add(number)
+            fh.flush()
+            self._fsync(fh.fileno())
+        log.warning("restored reject rows lost in a crash", path=str(self.rejects_path))
 
     # --- appending ---------------------------------------------------------------
     async def add_result(self, msg: ResultMessage) -> bool:
@@ -127,20 +152,16 @@ class OutputFile:
         return written
 
     async def _write_result(self, key: str, msg: ResultMessage) -> None:
-        futures = [self._output.submit((msg.record.to_line() + "\n").encode())]
-        if msg.reject is not None:
-            futures.append(self._rejects.submit((msg.reject.model_dump_json() + "\n").encode()))
-        outcomes = await asyncio.gather(*futures, return_exceptions=True)
-        if isinstance(outcomes[0], BaseException):
-            raise outcomes[0]
+        """The output line first, then the reject row: the output line is what counts,
+        and `load()` restores a reject row a crash lost in between."""
+        await self._output.submit((msg.record.to_line() + "\n").encode())
         self.keys.add(key)
         self.written += 1
         metrics.LINES_WRITTEN.labels("output").inc()
-        if len(outcomes) > 1:
-            if isinstance(outcomes[1], BaseException):
-                # The output line is durable, so a redelivery will be a duplicate; say so.
-                log.error("reject row lost", path=str(self.rejects_path), key=key)
-                raise outcomes[1]
+        reject = msg.reject
+        if reject is not None and reject.line not in self.reject_rows:
+            await self._rejects.submit((reject.model_dump_json() + "\n").encode())
+            self.reject_rows.add(reject.line)
             metrics.LINES_WRITTEN.labels("rejects").inc()
 
     async def add_download(self, msg: DownloadResult) -> bool:

@@ -8,6 +8,7 @@ line is fsynced; a write error propagates (→ REQ).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from pathlib import Path
 
@@ -22,6 +23,15 @@ from gpt4batch.services.sink.output import OutputFile
 log = get_logger("gpt4batch.sink")
 
 RETRY_COMPLETION_SECONDS = 0.5
+
+
+def batch_file_stem(batch: str) -> str:
+    """The batch id when it is a safe file name, else a safe form plus a hash of the id,
+    so that two ids never share a file (`a/x` and `b/x` would both be `x`)."""
+    safe = safe_component(batch, "batch")
+    if safe == batch:
+        return safe
+    return f"{safe[:100]}-{hashlib.sha1(batch.encode()).hexdigest()[:8]}"
 
 
 class Sink:
@@ -51,7 +61,7 @@ class Sink:
         if self.out is not None:
             return self.out
         assert self.out_dir is not None
-        return self.out_dir / f"{safe_component(batch, 'batch')}.jsonl"
+        return self.out_dir / f"{batch_file_stem(batch)}.jsonl"
 
     async def output_for(self, batch: str) -> OutputFile:
         """The loaded output file of `batch` (loading it from disk at first use)."""

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from gpt4batch.common.memory_bus import MemoryBus
-from gpt4batch.common.messages import BatchManifest, Record, Reject, ResultMessage
+from gpt4batch.common.messages import (
+    REJECT_CODE,
+    BatchManifest,
+    Record,
+    Reject,
+    ResultMessage,
+    reject_message,
+)
 from gpt4batch.common.topics import Topics
 from gpt4batch.services.sink.appender import Fsync
 from gpt4batch.services.sink.sink import Sink
@@ -39,7 +46,8 @@ def result(
     reject = None
     if reject_line is not None:
         reject = Reject(line=reject_line, id=rid, reason="duplicate id")
-        fields["iErr"] = {"code": 1001, "message": "duplicate id"}
+        message = reject_message(reject_line, None, "duplicate id")
+        fields["iErr"] = {"code": REJECT_CODE, "message": message}
     record = Record.model_validate(fields)
     return ResultMessage(batch=batch, seq=seq, record=record, reject=reject)
 

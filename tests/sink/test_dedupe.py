@@ -80,3 +80,53 @@ def test_output_line_is_the_record_round_trip(tmp_path: Path) -> None:
 
     run(scenario())
     assert out.read_text() == msg.record.to_line() + "\n"
+
+
+def test_crash_between_output_line_and_reject_row_loses_and_repeats_nothing(
+    tmp_path: Path,
+) -> None:
+    """The output line is durable, the reject row never made it: restart restores the row,
+    and the redelivered result is a duplicate (not a second output line)."""
+    out = tmp_path / "out.jsonl"
+    refused = result("dup-id", seq=3, reject_line=4)
+    out.write_text(refused.record.to_line() + "\n")  # as left by the crash
+
+    async def scenario() -> bool:
+        sink, _ = make_sink(out)
+        await sink.start()
+        written = await (await sink.output_for("b1")).add_result(refused)
+        await sink.close()
+        return written
+
+    assert run(scenario()) is False
+    assert ids(out) == ["dup-id"]
+    rows = [json.loads(x) for x in out.with_name("out.rejects.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rows] == [4]
+
+
+def test_reject_row_without_its_output_line_is_written_on_redelivery(tmp_path: Path) -> None:
+    """The reject row alone is not proof of the output: the redelivery writes the line."""
+    out = tmp_path / "out.jsonl"
+    refused = result("dup-id", seq=3, reject_line=4)
+    assert refused.reject is not None
+    out.with_name("out.rejects.jsonl").write_text(refused.reject.model_dump_json() + "\n")
+
+    async def scenario() -> bool:
+        sink, _ = make_sink(out)
+        await sink.start()
+        written = await (await sink.output_for("b1")).add_result(refused)
+        await sink.close()
+        return written
+
+    assert run(scenario()) is True
+    assert ids(out) == ["dup-id"]
+    assert len(out.with_name("out.rejects.jsonl").read_text().splitlines()) == 1
+
+
+def test_out_dir_never_puts_two_batches_in_one_file() -> None:
+    from gpt4batch.services.sink.sink import batch_file_stem
+
+    assert batch_file_stem("input-1a2b3c4d") == "input-1a2b3c4d"
+    stems = {batch_file_stem(b) for b in ("a/x", "b/x", "x", "a b", "a_b")}
+    assert len(stems) == 5
+    assert all("/" not in s and " " not in s for s in stems)
