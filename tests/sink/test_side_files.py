@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from gpt4batch.common.messages import DownloadResult
+from gpt4batch.services.sink.sink import batch_file_stem
 from tests.sink.helpers import DELIVERY, ids, make_sink, result, run
 
 
@@ -95,5 +96,7 @@ def test_out_dir_writes_one_file_per_batch(tmp_path: Path) -> None:
 
     run(scenario())
     assert ids(tmp_path / "alpha.jsonl") == ["r1"]
-    assert ids(tmp_path / "beta.jsonl") == ["r1"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["alpha.jsonl", "beta.jsonl"]
+    beta = f"{batch_file_stem('../beta')}.jsonl"  # made safe, and never shared
+    assert beta.startswith("beta-")
+    assert ids(tmp_path / beta) == ["r1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["alpha.jsonl", beta])
