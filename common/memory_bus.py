@@ -36,7 +36,8 @@ class _MemoryMessage:
         self.responded = True
         loop = asyncio.get_running_loop()
         if delay > 0:
-            loop.call_later(delay, self.channel.put_back, self)
+            self.channel.delayed += 1
+            loop.call_later(delay, self.channel.put_back_delayed, self)
         else:
             self.channel.put_back(self)
 
@@ -49,6 +50,8 @@ class _Channel:
     capacity: int
     ready: deque[_MemoryMessage] = field(default_factory=deque)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    delayed: int = 0
+    """Requeued messages waiting out their delay (part of the depth, like nsqd's deferred)."""
 
     async def put(self, msg: _MemoryMessage) -> None:
         async with self.changed:
@@ -60,6 +63,10 @@ class _Channel:
         msg.responded = False
         self.ready.appendleft(msg)
         asyncio.get_running_loop().create_task(self._notify())
+
+    def put_back_delayed(self, msg: _MemoryMessage) -> None:
+        self.delayed -= 1
+        self.put_back(msg)
 
     async def _notify(self) -> None:
         async with self.changed:
@@ -143,7 +150,7 @@ class MemoryBus(Bus):
         if channel is None:
             return len(state.backlog)
         chan = state.channels.get(channel)
-        return len(chan.ready) if chan else 0
+        return len(chan.ready) + chan.delayed if chan else 0
 
     async def start(self) -> None:
         started = {id(c.dispatcher.sub) for c in self._consumers}
