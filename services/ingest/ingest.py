@@ -128,6 +128,7 @@ async def ingest(
             summary.total += 1
             if skip is not None and skip(seq):
                 summary.skipped += 1
+                validator.remember(line)
                 continue
             topic, body, outcome = encoder.encode(seq, line)
             await publisher.add(topic, body)

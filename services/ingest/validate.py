@@ -172,6 +172,19 @@ class Validator:
                 raise _Fail(problem.kind, field, problem.reason)
         return Accepted(record, data)
 
+    def remember(self, line: RawLine) -> None:
+        """Note the id of a line that is not checked again (a resumed run skips it), so a
+        later line repeating that id is still refused as a duplicate."""
+        if line.data is None:
+            return
+        try:
+            obj = pydantic_core.from_json(line.data, allow_inf_nan=False)
+        except (ValueError, RecursionError):
+            return
+        record_id = obj.get("id") if isinstance(obj, dict) else None
+        if isinstance(record_id, str) and record_id.strip():
+            self._seen.setdefault(record_id, line.number)
+
     def _check_id(self, number: int, obj: dict[str, Any]) -> None:
         if "id" not in obj:
             raise _Fail(RejectKind.BAD_ID, "id", "missing id")

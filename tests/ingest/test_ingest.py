@@ -238,3 +238,16 @@ def test_metrics_count_lines_and_rejects(tmp_path: Path) -> None:
 
     assert REGISTRY.get_sample_value("gpt4batch_ingest_lines_total") == before_lines + 2
     assert REGISTRY.get_sample_value("gpt4batch_ingest_rejected_total", label) == before_bad + 1
+
+
+def test_skipped_lines_still_count_for_duplicate_ids(tmp_path: Path) -> None:
+    """A resumed run skips done lines; a later line repeating a skipped id is still refused."""
+    path = tmp_path / "in.jsonl"
+    path.write_text(
+        '{"id": "a", "asks": [{"id": "x", "content": "q"}]}\n'
+        '{"id": "a", "asks": [{"id": "x", "content": "again"}]}\n'
+    )
+    bus = MemoryBus(record=True)
+    summary = run_ingest(path, bus, skip=lambda seq: seq == 0)
+    assert (summary.skipped, summary.rejected) == (1, 1)
+    assert bus.topics.asks not in bus.published
