@@ -42,8 +42,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bench_nsq(work: Path, source: Path, records: int, callers: int, concurrency: int) -> float:
-    with run_nsqd(work, None, "--mem-queue-size=1000000") as nsqd, MockUpstream() as mock:
+def bench_nsq(
+    work: Path, source: Path, callers: int, concurrency: int, nsqd_flags: list[str]
+) -> float:
+    with run_nsqd(work, None, *nsqd_flags) as nsqd, MockUpstream() as mock:
         flags = ["--nsqd-tcp-address", nsqd.tcp_address, "--topic-prefix", "bench"]
         out = work / "nsq-out.jsonl"
         with ServiceProcs(work / "nsq", flags) as procs:
@@ -85,12 +87,15 @@ def main() -> None:
     parser.add_argument("--callers", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--skip-embedded", action="store_true")
+    parser.add_argument(
+        "--nsqd-flag", action="append", default=[], help="extra nsqd flag, e.g. --mem-queue-size=0"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         source = work / "input.jsonl"
         write_input(source, args.records, args.asks)
-        nsq_s = bench_nsq(work, source, args.records, args.callers, args.concurrency)
+        nsq_s = bench_nsq(work, source, args.callers, args.concurrency, args.nsqd_flag)
         print(
             f"nsq      records={args.records} asks={args.asks} callers={args.callers} "
             f"seconds={nsq_s:.2f} records/s={args.records / nsq_s:,.0f}"

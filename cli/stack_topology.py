@@ -60,6 +60,7 @@ NSQD = Component(
         "--max-msg-size",
         "--max-msg-timeout",
         "--msg-timeout",
+        "--mem-queue-size",
     ),
 )
 NSQADMIN = Component("nsqadmin", "nsqadmin", flags=("--lookupd-http-address", "--http-address"))
