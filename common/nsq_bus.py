@@ -314,6 +314,19 @@ def _chunks(bodies: list[bytes]) -> list[list[bytes]]:
     return chunks
 
 
+def node_addresses(nodes: object, port: str, into: list[str]) -> list[str]:
+    """Add `host:<port>` of every producer in an nsqlookupd `/nodes` answer to `into`.
+
+    `port` is `tcp_port` (to publish) or `http_port` (for /stats).
+    """
+    producers = nodes.get("producers") if isinstance(nodes, dict) else None
+    for p in producers or []:
+        address = f"{p.get('broadcast_address') or p.get('hostname')}:{p[port]}"
+        if address not in into:
+            into.append(address)
+    return into
+
+
 async def discover_nsqd(lookupd_addresses: list[str], timeout: float = 5.0) -> list[str]:
     """TCP addresses of the nsqd nodes nsqlookupd knows (for publishing)."""
     found: list[str] = []
@@ -323,13 +336,7 @@ async def discover_nsqd(lookupd_addresses: list[str], timeout: float = 5.0) -> l
             try:
                 resp = await client.get(f"{url}/nodes", headers={"Accept": "application/json"})
                 resp.raise_for_status()
-                producers = resp.json().get("producers", [])
-            except (httpx.HTTPError, ValueError) as exc:
+                node_addresses(resp.json(), "tcp_port", found)
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
                 log.warning("nsqlookupd query failed", address=addr, error=str(exc))
-                continue
-            for p in producers:
-                host = p.get("broadcast_address") or p.get("hostname")
-                tcp = f"{host}:{p['tcp_port']}"
-                if tcp not in found:
-                    found.append(tcp)
     return found

@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gpt4batch.common import logging as glog
 from gpt4batch.common.errors import ConfigError
+from gpt4batch.common.nsq_bus import node_addresses
 from gpt4batch.common.settings import ENV_PREFIX, CommaList, add_flags, load
 
 PREFIX = "gpt4batch_nsq"
@@ -83,15 +84,9 @@ class NsqdStatsCollector(Collector):
             try:
                 resp = client.get(_url(lookupd, "/nodes"))
                 resp.raise_for_status()
-                producers = resp.json().get("producers", [])
-            except (httpx.HTTPError, ValueError) as exc:
+                node_addresses(resp.json(), "http_port", found)
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
                 self.log.warning("nsqlookupd query failed", address=lookupd, error=str(exc))
-                continue
-            for p in producers:
-                host = p.get("broadcast_address") or p.get("hostname")
-                node = f"{host}:{p['http_port']}"
-                if node not in found:
-                    found.append(node)
         return found
 
     def collect(self) -> Iterator[Metric]:

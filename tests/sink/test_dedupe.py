@@ -6,6 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
+from gpt4batch.common.messages import ResultMessage
 from tests.sink.helpers import DELIVERY, ids, make_sink, result, run
 
 
@@ -82,6 +83,15 @@ def test_output_line_is_the_record_round_trip(tmp_path: Path) -> None:
     assert out.read_text() == msg.record.to_line() + "\n"
 
 
+async def add_after_restart(out: Path, msg: ResultMessage) -> bool:
+    """Start a sink on `out` as after a crash, deliver `msg` again; True if it was written."""
+    sink, _ = make_sink(out)
+    await sink.start()
+    written = await (await sink.output_for(msg.batch)).add_result(msg)
+    await sink.close()
+    return written
+
+
 def test_crash_between_output_line_and_reject_row_loses_and_repeats_nothing(
     tmp_path: Path,
 ) -> None:
@@ -91,14 +101,7 @@ def test_crash_between_output_line_and_reject_row_loses_and_repeats_nothing(
     refused = result("dup-id", seq=3, reject_line=4)
     out.write_text(refused.record.to_line() + "\n")  # as left by the crash
 
-    async def scenario() -> bool:
-        sink, _ = make_sink(out)
-        await sink.start()
-        written = await (await sink.output_for("b1")).add_result(refused)
-        await sink.close()
-        return written
-
-    assert run(scenario()) is False
+    assert run(add_after_restart(out, refused)) is False
     assert ids(out) == ["dup-id"]
     rows = [json.loads(x) for x in out.with_name("out.rejects.jsonl").read_text().splitlines()]
     assert [r["line"] for r in rows] == [4]
@@ -111,14 +114,7 @@ def test_reject_row_without_its_output_line_is_written_on_redelivery(tmp_path: P
     assert refused.reject is not None
     out.with_name("out.rejects.jsonl").write_text(refused.reject.model_dump_json() + "\n")
 
-    async def scenario() -> bool:
-        sink, _ = make_sink(out)
-        await sink.start()
-        written = await (await sink.output_for("b1")).add_result(refused)
-        await sink.close()
-        return written
-
-    assert run(scenario()) is True
+    assert run(add_after_restart(out, refused)) is True
     assert ids(out) == ["dup-id"]
     assert len(out.with_name("out.rejects.jsonl").read_text().splitlines()) == 1
 
