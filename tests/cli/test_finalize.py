@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gpt4batch.cli import finalize
-from gpt4batch.cli.journal import Journal, SeqSet, entry_line, parse_entry
+from gpt4batch.cli.run import finalize
+from gpt4batch.cli.run.journal import Journal, SeqSet, entry_line, parse_entry
 from gpt4batch.services.ingest.reader import read_lines
 
 

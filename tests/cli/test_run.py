@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gpt4batch.cli.run_options import normalize_argv, parse
+from gpt4batch.cli.run.options import normalize_argv, parse
 from tests.support.mock_upstream import MockUpstream
 from tests.support.pipeline import count_lines, read_jsonl, wait_for
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from gpt4batch.cli.stack_procs import pid_alive
+from gpt4batch.cli.stack.procs import pid_alive
 
 STACK = [sys.executable, "-m", "gpt4batch.cli", "stack"]
 

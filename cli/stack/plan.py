@@ -8,8 +8,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpt4batch.cli.stack_procs import Proc, free_port
-from gpt4batch.cli.stack_topology import NSQ_PROGRAMS, Component, components
+from gpt4batch.cli.stack.procs import Proc, free_port
+from gpt4batch.cli.stack.topology import NSQ_PROGRAMS, Component, components
 
 HOST = "127.0.0.1"
 SIMULATOR_TOKEN = "sk-mock"

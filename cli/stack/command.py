@@ -23,8 +23,8 @@ from typing import Any
 
 import httpx
 
-from gpt4batch.cli.stack_plan import Plan, StackOptions
-from gpt4batch.cli.stack_procs import Proc, pid_alive, pid_runs, stop_pids
+from gpt4batch.cli.stack.plan import Plan, StackOptions
+from gpt4batch.cli.stack.procs import Proc, pid_alive, pid_runs, stop_pids
 from gpt4batch.common.topics import Channels, Topics
 
 STATE = "stack.json"

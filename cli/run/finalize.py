@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpt4batch.cli.journal import parse_entry
+from gpt4batch.cli.run.journal import parse_entry
 from gpt4batch.services.ingest.reader import RawLine
 from gpt4batch.services.sink.index import iter_lines
 

@@ -29,10 +29,10 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from gpt4batch.cli.finalize import FinalCounts, write_final
-from gpt4batch.cli.journal import Journal
-from gpt4batch.cli.run_options import RunOptions, parse
-from gpt4batch.cli.run_progress import RunProgress, clock, upstream_calls
+from gpt4batch.cli.run.finalize import FinalCounts, write_final
+from gpt4batch.cli.run.journal import Journal
+from gpt4batch.cli.run.options import RunOptions, parse
+from gpt4batch.cli.run.progress import RunProgress, clock, upstream_calls
 from gpt4batch.common import logging as glog
 from gpt4batch.common.bus import Bus
 from gpt4batch.common.credentials import DEFAULT_CREDENTIALS

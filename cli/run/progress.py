@@ -8,7 +8,7 @@ from typing import TextIO
 
 from prometheus_client import REGISTRY
 
-from gpt4batch.cli.journal import JournalCounts
+from gpt4batch.cli.run.journal import JournalCounts
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import ResultMessage
 
