@@ -29,6 +29,8 @@ INTERNAL_ERROR = 599
 class Outcome:
     record: Record
     downloads: list[DownloadJob] = field(default_factory=list)
+    #: HTTP status of the upstream's failing answer (None: no upstream failure).
+    upstream_status: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -61,6 +63,7 @@ class ConversationRunner:
         jobs: list[DownloadJob] = []
         state = ConversationState()
         error: IErr | None = None
+        status: int | None = None
         for ask in record.asks:
             call = partial(client.run_ask, state, ask, base_dir=msg.base_dir, overrides=overrides)
             try:
@@ -69,6 +72,7 @@ class ConversationRunner:
                 if exc.status >= 590:  # no HTTP answer: not seen by the response hook
                     metrics.UPSTREAM_CALLS.labels("any", str(exc.status)).inc()
                 error = IErr(code=exc.status, message=f"ask {ask.id}: {exc.message}")
+                status = exc.status
                 break
             except Exception as exc:  # a bug of ours: record it, keep the batch going
                 log.exception("conversation failed unexpectedly", record=record.id, ask=ask.id)
@@ -87,7 +91,7 @@ class ConversationRunner:
         record.answers = answers
         record.iErr = error
         metrics.RECORDS.labels("ok" if error is None else "failed").inc()
-        return Outcome(record, jobs)
+        return Outcome(record, jobs, status)
 
 
 def _count_retry(record_id: str) -> Callable[[RetryableError, int, float], None]:

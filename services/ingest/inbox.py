@@ -13,7 +13,6 @@ batch id is derived from the file, and the sink drops duplicates).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import shutil
@@ -26,7 +25,7 @@ from pydantic import Field
 from gpt4batch.common import logging as glog
 from gpt4batch.common.errors import BusError, ConfigError
 from gpt4batch.common.service import EXIT_OK, EXIT_USAGE, install_stop_signals
-from gpt4batch.common.settings import add_flags, load
+from gpt4batch.common.settings import CliParser, add_flags, load
 from gpt4batch.services.ingest.settings import IngestSettings
 
 PROG = "python -m gpt4batch.services.ingest.inbox"
@@ -120,7 +119,7 @@ async def _take(path: Path, processed: Path, failed: Path, ingest_file: IngestFi
 
 
 def parse(argv: Sequence[str] | None) -> InboxSettings:
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog=PROG, description="Watch a folder and publish every .jsonl batch dropped into it."
     )
     add_flags(parser, InboxSettings, skip={"input"})
