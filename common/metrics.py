@@ -70,8 +70,9 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def serve_metrics(port: int, host: str = "0.0.0.0") -> None:
-    """Expose /metrics and /ready (200, or 503 with the reasons) on `port` (0 disables it)."""
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Expose /metrics and /ready (200, or 503 with the reasons) on `host:port` (0 disables
+    it); local only unless asked."""
     if not port:
         return
     server = make_server(host, port, _app(), ThreadingWSGIServer, handler_class=_QuietHandler)

@@ -55,8 +55,8 @@ class CallerSettings(BaseServiceSettings):
     )
     allowed_dirs: CommaList = Field(
         default_factory=list,
-        description="Folders an ask's images/files must be in (repeatable; empty: any). "
-        "Set it when other systems publish asks: a path outside is refused, not uploaded.",
+        description="Folders an ask's images/files may be uploaded from (repeatable; default "
+        "none: no file is uploaded). Symlinks are resolved first; a path outside is refused.",
     )
     auth_retry_interval: float = Field(
         60.0,
