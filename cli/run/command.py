@@ -84,6 +84,8 @@ def caller_settings(opts: RunOptions, bus_settings: BaseServiceSettings) -> Call
         read_timeout=opts.read_timeout,
         enable_download=opts.enable_download,
         download_prefix=opts.download_prefix,
+        # Asks upload only files in the input's folder (symlinks resolved first).
+        allowed_dirs=[str(Path(opts.input).resolve().parent)],
     )
     if opts.access_token:
         values["access_token"] = SecretStr(opts.access_token)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mimetypes
 import os
 from dataclasses import replace
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from gpt4batch.common.messages import Ask, AskOverrides
 from gpt4batch.common.upstreams import errors
@@ -13,17 +13,12 @@ from gpt4batch.common.upstreams.base import (
     Answer,
     ConversationState,
     HttpBase,
-    checked_size,
+    open_local,
     resolve,
 )
 from gpt4batch.common.upstreams.config import UpstreamConfig
 
 UploadType = Literal["multimodal", "my_files"]
-
-
-def _open_upload(path: str) -> IO[bytes]:
-    """Opened here so tests can watch the reads: httpx streams it in 64 KiB chunks."""
-    return open(path, "rb")
 
 
 class Gpt4ApiClient(HttpBase):
@@ -52,10 +47,9 @@ class Gpt4ApiClient(HttpBase):
         Files over the limit are refused with FinalError(413) before any request.
         """
         config = config or self.config
-        checked_size(path, config.max_upload_bytes)
         name = os.path.basename(path)
         mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        with _open_upload(path) as fh:
+        with open_local(path, config.max_upload_bytes) as fh:
             answer = await self.request_json(
                 "upload",
                 "POST",

@@ -55,8 +55,8 @@ class CallerSettings(BaseServiceSettings):
     )
     allowed_dirs: CommaList = Field(
         default_factory=list,
-        description="Folders an ask's images/files must be in (repeatable; empty: any). "
-        "Set it when other systems publish asks: a path outside is refused, not uploaded.",
+        description="Folders an ask's images/files may be uploaded from (repeatable; default "
+        "none: no file is uploaded). Symlinks are resolved first; a path outside is refused.",
     )
     enable_download: bool = Field(True, description="Publish download jobs for produced files.")
     download_prefix: str = Field("GPT4API", description="Prefix of downloaded file names.")
