@@ -90,6 +90,7 @@ class CallerService:
             download_prefix=settings.download_prefix,
             enable_download=settings.enable_download,
             paths=PathPolicy.build(settings.allowed_dirs, [settings.credentials]),
+            deadline=settings.conversation_deadline or None,
         )
         self.auth = auth_gate or AuthGate(
             token_source(
