@@ -13,11 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpt4batch.common.errors import IErrCode
 from gpt4batch.services.ingest.reader import RawLine
 from gpt4batch.services.sink.ordered import atomic_output, sorted_results
 
 #: iErr code of a record the run did not get to (client closed request, like nginx's 499).
-NOT_RUN = 499
+NOT_RUN = int(IErrCode.NOT_RUN)
 NOT_RUN_MESSAGE = "not run: the run was stopped before this record finished"
 
 

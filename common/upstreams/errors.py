@@ -5,15 +5,9 @@ Every client raises only `RetryableError` or `FinalError` (from
 received, otherwise one of our own codes below. Messages are short, name the
 endpoint, and have the access token scrubbed out.
 
-Our codes for failures without a usable HTTP status:
-
-    598 TIMEOUT          no answer within the connect/read/write timeout  (retryable)
-    597 CONNECTION       connect refused, connection reset or dropped     (retryable)
-    596 BAD_RESPONSE     invalid JSON, wrong shape, truncated SSE stream   (retryable)
-    594 CODE_NOT_ZERO    a 200 answer whose `code` field is not 0         (final)
-    590 LOCAL_FILE       an ask's image/file cannot be read from disk      (final)
-    415 UNSUPPORTED_FILE a file this upstream kind cannot take            (final)
-    413 TOO_LARGE        a file over the 100 MB upload limit, never sent   (final)
+Our own codes for failures without a usable HTTP status are the `IErrCode`
+table in `gpt4batch.common.errors` (docs/errors.md); the names below are
+the ones the clients use.
 """
 
 from __future__ import annotations
@@ -23,15 +17,16 @@ import time
 
 import httpx
 
-from gpt4batch.common.errors import FinalError, RetryableError, UpstreamError
+from gpt4batch.common.errors import FinalError, IErrCode, RetryableError, UpstreamError
 
-TIMEOUT = 598
-CONNECTION = 597
-BAD_RESPONSE = 596
-CODE_NOT_ZERO = 594
-LOCAL_FILE = 590
-UNSUPPORTED_FILE = 415
-TOO_LARGE = 413
+TIMEOUT = IErrCode.TIMEOUT
+CONNECTION = IErrCode.CONNECTION
+BAD_RESPONSE = IErrCode.BAD_RESPONSE
+CODE_NOT_ZERO = IErrCode.CODE_NOT_ZERO
+LOCAL_FILE = IErrCode.LOCAL_FILE
+UNSUPPORTED_FILE = IErrCode.UNSUPPORTED_FILE
+TOO_LARGE = IErrCode.FILE_TOO_LARGE
+UNTRUSTED_HOST = IErrCode.UNTRUSTED_HOST
 
 #: HTTP statuses worth retrying besides every 5xx.
 RETRYABLE_STATUSES = frozenset({408, 425, 429})

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from gpt4batch.common.errors import RetryableError, UpstreamError
+from gpt4batch.common.errors import IErrCode, RetryableError, UpstreamError
 from gpt4batch.common.logging import get_logger, redact_text
 from gpt4batch.common.messages import AskMessage, ChatResponse, DownloadJob, IErr, Record
 from gpt4batch.common.upstreams import ConversationClient, ConversationState
@@ -22,7 +22,7 @@ from gpt4batch.services.caller.retry import RetryPolicy, with_retries
 log = get_logger("gpt4batch.caller")
 
 #: iErr code for a failure of our own making (a bug), not the upstream's.
-INTERNAL_ERROR = 599
+INTERNAL_ERROR = IErrCode.INTERNAL
 
 
 @dataclass
@@ -52,7 +52,7 @@ class ConversationRunner:
         if refusal is not None:
             log.warning("ask refused", record=record.id, reason=refusal)
             record.answers = []
-            record.iErr = IErr(code=FORBIDDEN_PATH, message=refusal)
+            record.iErr = IErr(code=int(FORBIDDEN_PATH), message=refusal)
             metrics.RECORDS.labels("failed").inc()
             return Outcome(record)
         overrides = msg.overrides
@@ -68,12 +68,14 @@ class ConversationRunner:
             except UpstreamError as exc:
                 if exc.status >= 590:  # no HTTP answer: not seen by the response hook
                     metrics.UPSTREAM_CALLS.labels("any", str(exc.status)).inc()
-                error = IErr(code=exc.status, message=f"ask {ask.id}: {exc.message}")
+                error = IErr(code=int(exc.status), message=f"ask {ask.id}: {exc.message}")
                 break
             except Exception as exc:  # a bug of ours: record it, keep the batch going
                 log.exception("conversation failed unexpectedly", record=record.id, ask=ask.id)
                 text = redact_text(f"{type(exc).__name__}: {exc}")[:300]
-                error = IErr(code=INTERNAL_ERROR, message=f"ask {ask.id}: internal error: {text}")
+                error = IErr(
+                    code=int(INTERNAL_ERROR), message=f"ask {ask.id}: internal error: {text}"
+                )
                 break
             if self.enable_download:
                 jobs += plan_downloads(

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from gpt4batch.common.errors import IErrCode
 from gpt4batch.common.filenames import sibling
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import (
@@ -64,7 +65,7 @@ log = get_logger("gpt4batch.sink")
 
 LEDGER_VERSION = 2
 #: iErr code of a record whose message was dead-lettered (it could never be handled).
-DEAD_LETTERED = 500
+DEAD_LETTERED = int(IErrCode.DEAD_LETTERED)
 _ENTRY = re.compile(rb'^\{"seq":(\d+),"ok":(true|false),"files":')
 _DECODER = json.JSONDecoder()
 

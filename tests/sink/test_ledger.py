@@ -288,6 +288,6 @@ def test_a_dead_lettered_ask_still_lets_the_service_complete_the_batch(tmp_path:
     run(scenario())
     records = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["id"] for r in records] == ["r0", "r1", "r2"]
-    assert records[1]["iErr"]["code"] == 500
+    assert records[1]["iErr"]["code"] == 589
     assert records[1]["iErr"]["message"].startswith("dead-lettered: gave up after 1")
     assert done_of(out)["failed"] == 1
