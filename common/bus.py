@@ -169,6 +169,14 @@ class Bus(abc.ABC):
         None restores each subscription's own limit. The memory bus ignores it."""
         return None
 
+    @abc.abstractmethod
+    async def backlog(self, topic: str, channel: str) -> int:
+        """Messages of `channel` not yet finished: queued, deferred or in flight."""
+
+    @abc.abstractmethod
+    async def delete_channel(self, topic: str, channel: str) -> None:
+        """Remove `channel` (and what it still holds) from `topic`."""
+
     def dispatcher(self, sub: Subscription[Any]) -> Dispatcher:
         return Dispatcher(self, sub)
 
