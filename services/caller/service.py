@@ -20,6 +20,7 @@ from gpt4batch.common.topics import Channels
 from gpt4batch.common.upstreams import ConversationClient, UpstreamConfig, make_client
 from gpt4batch.services.caller import metrics
 from gpt4batch.services.caller.auth_gate import AuthGate, token_source
+from gpt4batch.services.caller.call_stats import CallStats
 from gpt4batch.services.caller.conversation import ConversationRunner
 from gpt4batch.services.caller.pacer import Pacer
 from gpt4batch.services.caller.paths import PathPolicy
@@ -102,6 +103,7 @@ class CallerService:
             on_open=lambda: self._throttle_asks(None),
         )
         READINESS.append(self.auth.readiness)
+        self.calls = CallStats()  # this service's own counts (a run's progress and summary)
         metrics.QPS_LIMIT.set(self.pacer.effective_qps)
         metrics.CONCURRENCY_LIMIT.set(settings.concurrency)
 
@@ -123,6 +125,7 @@ class CallerService:
     async def start(self) -> None:
         if self._http is None:
             self._http = make_http_client(self.settings.concurrency, self.settings.http_transport)
+            self._http.event_hooks["response"].append(self.calls.observe)
 
     def register(self, bus: Bus) -> None:
         self._bus = bus
@@ -141,6 +144,7 @@ class CallerService:
         """
         if not self.auth.admits():
             raise Requeue("the upstream refuses the token", delay=self.auth.retry_interval or 1.0)
+        self.calls.conversation(len(msg.record.asks))
         outcome = await self.runner.run(msg)
         if self.auth.observe(outcome.upstream_status, outcome.record.iErr):
             raise Requeue("the upstream refused the token", delay=self.auth.retry_interval or 1.0)
