@@ -74,3 +74,4 @@ class Channels:
     DOWNLOADER = "downloader"
     SINK = "sink"
     SINK_DOWNLOADS = "sink"
+    GATEWAY = "gateway"  # the Batch API gateway's own results/downloaded channel

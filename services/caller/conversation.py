@@ -59,7 +59,7 @@ class ConversationRunner:
         client = self.client_for((overrides and overrides.upstream) or self.default_kind)
         answers: list[ChatResponse] = []
         jobs: list[DownloadJob] = []
-        state = ConversationState()
+        state = ConversationState(messages=tuple(msg.history or ()))
         error: IErr | None = None
         for ask in record.asks:
             call = partial(client.run_ask, state, ask, base_dir=msg.base_dir, overrides=overrides)
