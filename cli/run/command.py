@@ -41,7 +41,6 @@ from gpt4batch.common.filenames import sibling
 from gpt4batch.common.memory_bus import MemoryBus
 from gpt4batch.common.nsq_bus import NsqBus
 from gpt4batch.common.settings import BaseServiceSettings
-from gpt4batch.common.upstreams.config import DEFAULT_GPT4API_BASE
 from gpt4batch.services.caller.service import CallerService
 from gpt4batch.services.caller.settings import CallerSettings
 from gpt4batch.services.downloader.service import DownloaderService
@@ -70,7 +69,7 @@ def caller_settings(opts: RunOptions, bus_settings: BaseServiceSettings) -> Call
     values = dict(
         bus_settings.model_dump(),
         upstream=opts.upstream,
-        base_url=opts.base_url or DEFAULT_GPT4API_BASE,
+        base_url=opts.base_url,
         tier=opts.tier,
         chat_url=opts.url,
         upload_url=opts.upload_url,

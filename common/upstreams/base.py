@@ -19,13 +19,14 @@ import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
 from gpt4batch.common.errors import FinalError
 from gpt4batch.common.messages import Ask, AskOverrides
 from gpt4batch.common.upstreams import errors
-from gpt4batch.common.upstreams.config import UpstreamConfig
+from gpt4batch.common.upstreams.config import UpstreamConfig, origin
 
 #: Awaited right before every upstream HTTP request, with the endpoint name
 #: (`upload`, `chat`, `completions`, `models`); a rate limiter's `acquire`.
@@ -98,6 +99,7 @@ class HttpBase:
         **kwargs: Any,
     ) -> Any:
         """One request whose 2xx answer must be JSON; everything else becomes our errors."""
+        check_host(endpoint, url, config)
         await self.before_call(endpoint)
         try:
             response = await self.http.request(
@@ -115,6 +117,17 @@ class HttpBase:
             return response.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise errors.bad_response(endpoint, "answer is not valid JSON") from None
+
+
+def check_host(endpoint: str, url: str, config: UpstreamConfig) -> None:
+    """FinalError unless `url` is on a host the operator configured (the token goes along)."""
+    if origin(url) not in config.token_origins():
+        host = urlsplit(url).hostname
+        raise FinalError(
+            errors.UNTRUSTED_HOST,
+            f"{endpoint}: {host} is not a configured upstream host; not sending the token "
+            "there (configure the URL for this call, e.g. --gizmo-url)",
+        )
 
 
 def resolve(path: str, base_dir: str | None) -> str:

@@ -25,7 +25,7 @@ class ChatgptServiceClient(HttpBase):
     kind = "chatgpt-service"
 
     def chat_url(self, config: UpstreamConfig) -> str:
-        return config.chat_url or config.base_url
+        return config.chat_url or config.base()
 
     async def chat_messages(
         self, messages: list[dict[str, Any]], *, config: UpstreamConfig | None = None

@@ -21,18 +21,26 @@ from gpt4batch.common.upstreams.config import UpstreamConfig
 UploadType = Literal["multimodal", "my_files"]
 
 
+def _endpoint(config: UpstreamConfig, name: str) -> str:
+    """An endpoint nobody gave a URL for: beside `--chat-url` when only that was
+    configured (same host, same tier), else under the base URL."""
+    if config.chat_url and not config.base_url:
+        return config.chat_url.rstrip("/").rsplit("/", 1)[0] + "/" + name
+    return config.url(f"{config.tier}/{name}")
+
+
 class Gpt4ApiClient(HttpBase):
     """Client of gpt4api.plus; tiers `standard`/`concurrent`, explicit URLs win."""
 
     kind = "gpt4api"
 
     def upload_url(self, config: UpstreamConfig) -> str:
-        return config.upload_url or config.url(f"{config.tier}/uploaded")
+        return config.upload_url or _endpoint(config, "uploaded")
 
     def chat_url(self, config: UpstreamConfig) -> str:
         if config.gizmo_id:
-            return config.gizmo_url or config.url(f"{config.tier}/gizmos")
-        return config.chat_url or config.url(f"{config.tier}/all-tools")
+            return config.gizmo_url or _endpoint(config, "gizmos")
+        return config.chat_url or _endpoint(config, "all-tools")
 
     async def upload(
         self,

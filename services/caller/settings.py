@@ -17,7 +17,11 @@ from gpt4batch.services.caller.retry import RetryPolicy
 
 class CallerSettings(BaseServiceSettings):
     upstream: UpstreamKind = Field("gpt4api", description="Upstream kind.")
-    base_url: str = Field(DEFAULT_GPT4API_BASE, description="Upstream base URL.")
+    base_url: str | None = Field(
+        None,
+        description=f"Upstream base URL (default {DEFAULT_GPT4API_BASE}, unless only full "
+        "URLs are given: the token goes only to the hosts configured).",
+    )
     tier: Literal["standard", "concurrent"] = Field("standard", description="gpt4api tier.")
     chat_url: str | None = Field(None, description="Full chat URL (wins over base URL + tier).")
     gizmo_url: str | None = Field(None, description="Full gizmos URL (gpt4api).")
@@ -63,6 +67,14 @@ class CallerSettings(BaseServiceSettings):
 
     def upstream_config(self) -> UpstreamConfig:
         """The upstream configuration, with the token resolved (ConfigError if none)."""
+        config = UpstreamConfig(
+            kind=self.upstream,
+            base_url=self.base_url,
+            chat_url=self.chat_url,
+            gizmo_url=self.gizmo_url,
+            upload_url=self.upload_url,
+        )
+        config.check_urls()  # a bad URL is a usage error now, not a transient one later
         token = resolve_token(
             self.access_token.get_secret_value() if self.access_token else None, self.credentials
         )

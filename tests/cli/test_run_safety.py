@@ -1,4 +1,4 @@
-"""`gpt4batch run` uploads only files inside its input's folder."""
+"""`gpt4batch run` uploads only from its input's folder and refuses bad URLs at start."""
 
 from __future__ import annotations
 
@@ -46,3 +46,24 @@ def test_run_uploads_from_the_input_folder_only(mock: MockUpstream, tmp_path: Pa
     for rid in ("abs", "link"):
         assert out[rid]["iErr"]["code"] == 591
     assert mock.stats()["calls"].get("uploaded", 0) - before == 1
+
+
+def test_an_unknown_url_scheme_is_a_usage_error_not_a_transient_one(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text('{"id": "r", "asks": [{"id": "a", "content": "c"}]}\n')
+    result = run_cmd(
+        tmp_path,
+        "-i",
+        "in.jsonl",
+        "-o",
+        "out.jsonl",
+        "--base-url",
+        "ftp://h",
+        "--access-token",
+        "t",
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "gpt4batch run: error: --base-url: unsupported URL scheme 'ftp' in 'ftp://h' "
+        "(use http:// or https://)"
+    ]
+    assert not (tmp_path / "out.jsonl").exists()
