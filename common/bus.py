@@ -21,7 +21,6 @@ import abc
 import asyncio
 import base64
 import hashlib
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -33,13 +32,14 @@ from gpt4batch.common import metrics
 from gpt4batch.common.errors import Poison, Requeue
 from gpt4batch.common.logging import get_logger, redact_text
 from gpt4batch.common.messages import DeadLetter
+from gpt4batch.common.retry import REQUEUE
 from gpt4batch.common.topics import Topics, check_name
 
 M = TypeVar("M", bound=BaseModel)
 
 log = get_logger("gpt4batch.bus")
 
-MAX_REQUEUE_DELAY = 60.0
+MAX_REQUEUE_DELAY = REQUEUE.max_delay
 
 
 class Delivery(Protocol):
@@ -89,9 +89,9 @@ def encode(body: BaseModel | bytes) -> bytes:
     return body if isinstance(body, bytes) else body.model_dump_json().encode()
 
 
-def backoff_delay(attempts: int, base: float = 1.0, cap: float = MAX_REQUEUE_DELAY) -> float:
-    """Exponential backoff with full jitter for the n-th failed attempt."""
-    return random.uniform(0, min(cap, base * 2 ** max(0, attempts - 1)))
+def backoff_delay(attempts: int) -> float:
+    """Requeue delay after the n-th failed attempt (the one retry model: `REQUEUE`)."""
+    return REQUEUE.delay(attempts)
 
 
 class Bus(abc.ABC):

@@ -85,6 +85,10 @@ def caller_settings(opts: RunOptions, bus_settings: BaseServiceSettings) -> Call
         download_prefix=opts.download_prefix,
         # Asks upload only files in the input's folder (symlinks resolved first).
         allowed_dirs=[str(Path(opts.input).resolve().parent)],
+        # In-process (no -n) no message can time out, so no conversation deadline.
+        conversation_deadline=CallerSettings.model_fields["conversation_deadline"].default
+        if opts.enable_nsq
+        else 0,
     )
     if opts.access_token:
         values["access_token"] = SecretStr(opts.access_token)

@@ -60,8 +60,14 @@ class ConversationClient(Protocol):
         *,
         base_dir: str | None = None,
         overrides: AskOverrides | None = None,
+        uploaded: dict[str, Any] | None = None,
     ) -> tuple[Answer, ConversationState]:
-        """Upload the ask's own images/files, chat, and return (answer, next state)."""
+        """Upload the ask's own images/files, chat, and return (answer, next state).
+
+        `uploaded` is kept by the caller across retries of this one ask: a client
+        that uploads records each upload's answer there and reuses it on the next
+        try, so a failed chat does not pay for its uploads again.
+        """
         ...
 
 

@@ -61,6 +61,7 @@ class ChatgptServiceClient(HttpBase):
         *,
         base_dir: str | None = None,
         overrides: AskOverrides | None = None,
+        uploaded: dict[str, Any] | None = None,
     ) -> tuple[Answer, ConversationState]:
         """Send the history plus this ask; images and files are refused (FinalError 415)."""
         if ask.image_paths() or ask.files:

@@ -12,12 +12,12 @@ the ones the clients use.
 
 from __future__ import annotations
 
-import email.utils
-import time
-
 import httpx
 
 from gpt4batch.common.errors import FinalError, IErrCode, RetryableError, UpstreamError
+from gpt4batch.common.retry import RETRYABLE_STATUSES, is_retryable_status, parse_retry_after
+
+__all__ = ["RETRYABLE_STATUSES", "parse_retry_after"]  # the one retry model, re-exported
 
 TIMEOUT = IErrCode.TIMEOUT
 CONNECTION = IErrCode.CONNECTION
@@ -28,9 +28,6 @@ UNSUPPORTED_FILE = IErrCode.UNSUPPORTED_FILE
 TOO_LARGE = IErrCode.FILE_TOO_LARGE
 UNTRUSTED_HOST = IErrCode.UNTRUSTED_HOST
 
-#: HTTP statuses worth retrying besides every 5xx.
-RETRYABLE_STATUSES = frozenset({408, 425, 429})
-
 _MAX_MESSAGE = 200
 
 
@@ -40,24 +37,6 @@ def scrub(text: str, secret: str | None) -> str:
         text = text.replace(secret, "***")
     text = " ".join(text.split())
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def from_status(
@@ -71,7 +50,7 @@ def from_status(
     """The error for a non-2xx answer: 429/408/5xx retryable, every other status final."""
     detail = scrub(body, secret)
     message = f"{endpoint}: HTTP {status}" + (f" {detail}" if detail else "")
-    if status >= 500 or status in RETRYABLE_STATUSES:
+    if is_retryable_status(status):
         return RetryableError(status, message, retry_after=parse_retry_after(retry_after))
     return FinalError(status, message)
 

@@ -110,24 +110,31 @@ class Gpt4ApiClient(HttpBase):
         *,
         base_dir: str | None = None,
         overrides: AskOverrides | None = None,
+        uploaded: dict[str, Any] | None = None,
     ) -> tuple[Answer, ConversationState]:
         """Upload this ask's images (parts) and files (attachments), then chat."""
         config = self.config.with_overrides(overrides)
         conversation_id = state.conversation_id
         parts: list[dict[str, Any]] = []
         attachments: list[dict[str, Any]] = []
-        for path in ask.image_paths():
-            up = await self.upload(
-                resolve(path, base_dir), "multimodal", conversation_id, config=config
-            )
+        done = {} if uploaded is None else uploaded
+        wanted: list[tuple[UploadType, str]] = [
+            *(("multimodal", p) for p in ask.image_paths()),
+            *(("my_files", p) for p in ask.files),
+        ]
+        for n, (kind, path) in enumerate(wanted):
+            key = f"{n}:{kind}:{path}"
+            up = done.get(key)
+            if up is None:
+                up = await self.upload(
+                    resolve(path, base_dir), kind, conversation_id, config=config
+                )
+                done[key] = up
             conversation_id = up.get("conversation_id") or conversation_id
-            parts.append(up["part"])
-        for path in ask.files:
-            up = await self.upload(
-                resolve(path, base_dir), "my_files", conversation_id, config=config
-            )
-            conversation_id = up.get("conversation_id") or conversation_id
-            attachments.append(up["attachment"])
+            if kind == "multimodal":
+                parts.append(up["part"])
+            else:
+                attachments.append(up["attachment"])
         chat_state = replace(state, conversation_id=conversation_id)
         answer = await self.chat(
             ask.content, chat_state, parts=parts, attachments=attachments, config=config

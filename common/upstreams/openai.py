@@ -78,6 +78,7 @@ class OpenAIClient(HttpBase):
         *,
         base_dir: str | None = None,
         overrides: AskOverrides | None = None,
+        uploaded: dict[str, Any] | None = None,
     ) -> tuple[Answer, ConversationState]:
         """Append the ask (images/text files inline) to the history and complete it."""
         config = self.config.with_overrides(overrides)

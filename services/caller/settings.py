@@ -9,10 +9,10 @@ from pydantic import Field, SecretStr
 
 from gpt4batch.common.credentials import DEFAULT_CREDENTIALS, resolve_token
 from gpt4batch.common.messages import UpstreamKind
+from gpt4batch.common.retry import RetryPolicy
 from gpt4batch.common.settings import BaseServiceSettings, CommaList
 from gpt4batch.common.upstreams import Sampling, UpstreamConfig
 from gpt4batch.common.upstreams.config import DEFAULT_GPT4API_BASE
-from gpt4batch.services.caller.retry import RetryPolicy
 
 
 class CallerSettings(BaseServiceSettings):
@@ -44,6 +44,14 @@ class CallerSettings(BaseServiceSettings):
     retries: int = Field(5, ge=0, description="Retries of a transient upstream failure.")
     retry_base_delay: float = Field(1.0, gt=0, description="First retry wait (s), doubling.")
     retry_max_delay: float = Field(60.0, gt=0, description="Longest retry wait (s).")
+    conversation_deadline: float = Field(
+        840.0,
+        ge=0,
+        description="Seconds one conversation may take, all its asks and retries included "
+        "(0: no limit). Keep it below nsqd's --max-msg-timeout (nsqd's default 15m; compose "
+        "and the stack use 30m): past that nsqd hands the ask to another caller while this "
+        "one is still running it, and it is paid twice.",
+    )
     connect_timeout: float = Field(10.0, gt=0, description="Upstream connect timeout (s).")
     read_timeout: float = Field(480.0, gt=0, description="Upstream chat read timeout (s).")
     http_transport: Literal["aiohttp", "httpx"] = Field(

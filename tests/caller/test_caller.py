@@ -22,10 +22,10 @@ from gpt4batch.common.messages import (
     Record,
     ResultMessage,
 )
+from gpt4batch.common.retry import RetryPolicy
 from gpt4batch.common.topics import Topics
 from gpt4batch.common.upstreams import ConversationState
 from gpt4batch.services.caller.conversation import ConversationRunner
-from gpt4batch.services.caller.retry import RetryPolicy
 from gpt4batch.services.caller.service import CallerService
 from gpt4batch.services.caller.settings import CallerSettings
 from tests.support.mock_upstream import MockUpstream
