@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from openai import OpenAI
@@ -62,7 +63,16 @@ class Gateway:
             "--port", str(self.port), "--host", "127.0.0.1",
             "--data-dir", str(self.data_dir), "--api-key", KEY, *self.flags,
         )  # fmt: skip
+        # /metrics answers before the API listens: wait for the API itself.
+        wait_for(self._answers, 30, "the gateway's API", self.procs.assert_alive)
         return self
+
+    def _answers(self) -> bool:
+        try:
+            httpx.get(f"http://127.0.0.1:{self.port}/v1/batches", timeout=2)
+        except httpx.TransportError:
+            return False
+        return True
 
     def client(self, key: str = KEY) -> OpenAI:
         return OpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key=key, max_retries=0)
