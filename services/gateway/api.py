@@ -156,7 +156,7 @@ class FileContentHandler(Base):
 class BatchesHandler(Base):
     route = "batches"
 
-    def post(self) -> None:
+    async def post(self) -> None:
         body = self.json_body()
         file_id = body.get("input_file_id")
         if not isinstance(file_id, str) or not file_id:
@@ -193,9 +193,9 @@ class BatchesHandler(Base):
                 param="input_file_id",
             )
         batch = self.batches.create(file_id, endpoint, window, metadata)
-        self.send(self.batches.view(batch))
+        self.send(await self.batches.view(batch))
 
-    def get(self) -> None:
+    async def get(self) -> None:
         after = self.get_query_argument("after", None)
         try:
             limit = int(self.get_query_argument("limit", "20"))
@@ -203,7 +203,7 @@ class BatchesHandler(Base):
             raise ApiError(400, "limit must be an integer.", param="limit") from None
         limit = max(1, min(MAX_PAGE, limit))
         found, more = self.store.list_batches(after, limit)
-        data = [self.batches.view(b) for b in found]
+        data = [await self.batches.view(b) for b in found]
         self.send(
             {
                 "object": "list",
@@ -218,8 +218,8 @@ class BatchesHandler(Base):
 class BatchHandler(Base):
     route = "batch"
 
-    def get(self, batch_id: str) -> None:
-        self.send(self.batches.view(self.batch_or_404(batch_id)))
+    async def get(self, batch_id: str) -> None:
+        self.send(await self.batches.view(self.batch_or_404(batch_id)))
 
 
 class BatchCancelHandler(Base):
@@ -232,7 +232,7 @@ class BatchCancelHandler(Base):
                 400, f"Cannot cancel a batch with status '{batch.status}'.", param="batch_id"
             )
         batch = await self.batches.cancel(batch_id)
-        self.send(self.batches.view(batch))
+        self.send(await self.batches.view(batch))
 
 
 class NotFound(Base):

@@ -25,10 +25,10 @@ from typing import Any
 
 from gpt4batch.common.bus import Bus, Delivery
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.messages import BatchManifest, DownloadResult, ResultMessage
+from gpt4batch.common.messages import BatchManifest, DeadLetter, DownloadResult, ResultMessage
 from gpt4batch.services.gateway import metrics
 from gpt4batch.services.gateway.convert import convert_file, output_line
-from gpt4batch.services.gateway.ledger import Ledger
+from gpt4batch.services.gateway.ledger import Ledger, records_in_order
 from gpt4batch.services.gateway.store import BatchRecord, Store, new_id
 
 log = get_logger("gpt4batch.gateway")
@@ -116,14 +116,14 @@ class Batches:
         self._nudge(batch_id)
         return batch
 
-    def view(self, batch: BatchRecord) -> dict[str, Any]:
+    async def view(self, batch: BatchRecord) -> dict[str, Any]:
         """The Batch object of the API, its counts read from the ledger."""
         if batch.final_counts is not None:
             counts = batch.final_counts
         elif batch.status in ("validating", "failed"):
             counts = {"total": batch.total, "completed": 0, "failed": 0}
         else:
-            c = self.ledger.counts(batch.id)
+            c = await self.ledger.counts(batch.id)
             counts = {"total": batch.total, "completed": c.ok, "failed": c.failed}
         errors = None
         if batch.errors:
@@ -165,6 +165,13 @@ class Batches:
         if self.owns(msg.batch):
             await self.ledger.add_download(msg, delivery)
             self._nudge(msg.batch)
+
+    async def handle_dead(self, letter: DeadLetter, delivery: Delivery) -> None:
+        """An ask of ours that could never be handled still counts, as failed."""
+        batch = self.ledger.batch_of(letter)
+        if batch is not None and self.owns(batch):
+            await self.ledger.add_dead_letter(letter, delivery)
+            self._nudge(batch)
 
     def _nudge(self, batch_id: str) -> None:
         event = self._wake.get(batch_id)
@@ -214,20 +221,18 @@ class Batches:
         if batch.status == "finalizing":
             await self._finalize(batch)
             return True
-        written = self.ledger.counts(batch.id).written
+        written = (await self.ledger.counts(batch.id)).done
         if batch.status == "cancelling":
             if written >= batch.published:
                 await self._finalize(batch, cancelled=True)
                 return True
             return False
         # in_progress
-        if self.ledger.complete(batch.id) or written >= batch.total:
-            if self.ledger.complete(batch.id):
-                batch.status = "finalizing"
-                batch.finalizing_at = int(time.time())
-                self._save(batch)
-                return True
-            return False
+        if await self.ledger.complete(batch.id):
+            batch.status = "finalizing"
+            batch.finalizing_at = int(time.time())
+            self._save(batch)
+            return True
         room = self.window - (batch.published - written)
         if batch.published >= batch.total or room <= 0:
             return False
@@ -289,7 +294,8 @@ class Batches:
         if batch.status != "finalizing":
             batch.status = "finalizing"
             batch.finalizing_at = int(time.time())
-        written, counts = await asyncio.to_thread(self._write_files, batch)
+        journal = await self.ledger.journal(batch.id)
+        written, counts = await asyncio.to_thread(self._write_files, batch, journal)
         for kind, (tmp, n) in written.items():
             if n:
                 name = f"{batch.id}_{kind}.jsonl"
@@ -308,29 +314,27 @@ class Batches:
         log.info("batch finished", batch=batch.id, status=batch.status, **counts)
 
     def _write_files(
-        self, batch: BatchRecord
+        self, batch: BatchRecord, journal: Path
     ) -> tuple[dict[str, tuple[Path, int]], dict[str, int]]:
-        """Output and error files from the ledger (blocking): each id exactly once."""
+        """Output and error files from the ledger, in input order, each id exactly once
+        (blocking)."""
         folder = self.store.batch_dir(batch.id)
         out_tmp, err_tmp = folder / "output.jsonl.tmp", folder / "errors.jsonl.tmp"
         ok = failed = 0
         with out_tmp.open("wb") as out, err_tmp.open("wb") as err:
-            for record in self.ledger.records(batch.id):
-                failed_line = record.get("iErr") is not None
+            for good, record in records_in_order(journal, folder):
                 if batch.format == "gpt4batch":
-                    line = json.dumps(record, ensure_ascii=False)
-                    out.write(line.encode() + b"\n")  # one output line per input record
-                    if failed_line:
-                        err.write(line.encode() + b"\n")
+                    out.write(record + b"\n")  # one output line per input record
+                    if not good:
+                        err.write(record + b"\n")
                 else:
-                    converted, good = output_line(batch.id, record)
-                    failed_line = not good
+                    converted, good = output_line(batch.id, json.loads(record))
                     data = json.dumps(converted, ensure_ascii=False).encode() + b"\n"
                     (out if good else err).write(data)
-                if failed_line:
-                    failed += 1
-                else:
+                if good:
                     ok += 1
+                else:
+                    failed += 1
             for fh in (out, err):
                 fh.flush()
                 os.fsync(fh.fileno())

@@ -1,43 +1,28 @@
-"""The gateway's view of the batch ledger: the sink's per-batch output and its counts.
+"""The gateway's use of the batch ledger (services/sink/ledger.py), its one source of state.
 
-The gateway consumes results of its own batches on its own channel and hands
-them to the same ledger code the file sink runs (services/sink): fsynced before
-FIN, duplicates dropped by id, completion decided by counts (`.done` once the
-output holds the manifest's total). Progress (`request_counts`) is read from
-that output, never kept a second time.
+The gateway consumes the results, download results and dead letters of its
+own batches on its own channel and hands them to the same `Sink` the file sink
+runs: each result fsynced before FIN, duplicates dropped by seq, completion
+decided by the ledger's counts (every seq has an entry and every planned file
+a result), the output written in input order at completion. `request_counts`
+and every status decision are read from the ledger's `LedgerCounts`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from gpt4batch.common.bus import Bus, Delivery
-from gpt4batch.common.filenames import sibling
-from gpt4batch.common.messages import BatchManifest, DownloadResult, ResultMessage
-from gpt4batch.services.sink.sink import Sink
-
-
-@dataclass
-class Counts:
-    """Results in the ledger so far: `ok` answered, `failed` with an iErr."""
-
-    offset: int = 0
-    ok: int = 0
-    failed: int = 0
-
-    @property
-    def written(self) -> int:
-        return self.ok + self.failed
+from gpt4batch.common.messages import BatchManifest, DeadLetter, DownloadResult, ResultMessage
+from gpt4batch.services.sink.ledger import LedgerCounts
+from gpt4batch.services.sink.ordered import sorted_results
+from gpt4batch.services.sink.sink import Sink, dead_letter_body
 
 
 class Ledger:
     def __init__(self, folder: Path) -> None:
         self.sink = Sink(out_dir=folder)
-        self._counts: dict[str, Counts] = {}
 
     def bind(self, bus: Bus) -> None:
         self.sink.bus = bus
@@ -48,14 +33,11 @@ class Ledger:
     async def close(self) -> None:
         await self.sink.close()
 
-    def path(self, batch: str) -> Path:
-        return self.sink.path_for(batch)
-
     async def announce(self, manifest: BatchManifest) -> None:
-        """Tell the ledger how many results make the batch complete."""
-        state = await self.sink.output_for(manifest.batch)
-        await state.set_manifest(manifest)
-        await self.sink.maybe_complete(state)
+        """Tell the ledger how many records make the batch."""
+        ledger = await self.sink.ledger(manifest.batch)
+        await ledger.set_manifest(manifest)
+        await self.sink.maybe_complete(ledger)
 
     async def add_result(self, msg: ResultMessage, delivery: Delivery) -> None:
         await self.sink.handle_result(msg, delivery)
@@ -63,45 +45,30 @@ class Ledger:
     async def add_download(self, msg: DownloadResult, delivery: Delivery) -> None:
         await self.sink.handle_download(msg, delivery)
 
-    def complete(self, batch: str) -> bool:
-        """The ledger decided the batch is complete (every result is written)."""
-        return sibling(self.path(batch), "done").exists()
+    async def add_dead_letter(self, letter: DeadLetter, delivery: Delivery) -> None:
+        await self.sink.handle_dead(letter, delivery)
 
-    def counts(self, batch: str) -> Counts:
-        """Counts read from the ledger's output, scanning only what was appended since."""
-        counts = self._counts.setdefault(batch, Counts())
-        path = self.path(batch)
-        if not path.exists():
-            return counts
-        with path.open("rb") as fh:
-            fh.seek(counts.offset)
-            data = fh.read()
-        end = data.rfind(b"\n") + 1
-        for line in data[:end].splitlines():
-            if not line.strip():
-                continue
-            if _failed(line):
-                counts.failed += 1
-            else:
-                counts.ok += 1
-        counts.offset += end
-        return counts
+    @staticmethod
+    def batch_of(letter: DeadLetter) -> str | None:
+        body = dead_letter_body(letter)
+        return body["batch"] if body else None
 
-    def records(self, batch: str) -> Iterator[dict[str, Any]]:
-        """Every output line of the batch as a dict (blocking; for finalizing)."""
-        path = self.path(batch)
-        if not path.exists():
-            return
-        with path.open("rb") as fh:
-            for line in fh:
-                if line.strip():
-                    yield json.loads(line)
+    async def counts(self, batch: str) -> LedgerCounts:
+        return (await self.sink.ledger(batch)).counts
+
+    async def complete(self, batch: str) -> bool:
+        """The ledger decided the batch is complete (and wrote its output in input order)."""
+        return (await self.sink.ledger(batch)).completed
+
+    async def journal(self, batch: str) -> Path:
+        return (await self.sink.ledger(batch)).journal_path
+
+    def output_path(self, batch: str) -> Path:
+        return self.sink.path_for(batch)
 
 
-def _failed(line: bytes) -> bool:
-    if b'"iErr"' not in line:
-        return False
-    try:
-        return json.loads(line).get("iErr") is not None
-    except ValueError:
-        return True
+def records_in_order(journal: Path, scratch: Path) -> Iterator[tuple[bool, bytes]]:
+    """(ok, record JSON) per seq in input order, one per seq — also for a batch the
+    ledger has not completed (a cancelled one). Blocking."""
+    for _, ok, record in sorted_results(journal, scratch):
+        yield ok, record

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gpt4batch.common.bus import Bus
-from gpt4batch.common.messages import DownloadResult, ResultMessage
+from gpt4batch.common.messages import DeadLetter, DownloadResult, ResultMessage
 from gpt4batch.common.service import App, HttpServer
 from gpt4batch.common.topics import Channels
 from gpt4batch.services.gateway.api import make_app
@@ -52,6 +52,13 @@ class GatewayService:
             Channels.GATEWAY,
             DownloadResult,
             self.batches.handle_download,
+            max_in_flight=mif,
+        )
+        bus.subscribe(
+            bus.topics.dead,
+            Channels.GATEWAY,
+            DeadLetter,
+            self.batches.handle_dead,
             max_in_flight=mif,
         )
         self.batches.resume()  # drivers retry until the bus is up

@@ -191,7 +191,8 @@ def test_list_with_pagination_and_wrong_key(
     assert [b.id for b in page.data] == created[::-1][:2] and page.has_more
     listed = [b.id for b in client.batches.list(limit=2)]  # auto-pagination: `after`
     assert listed == created[::-1]
-    assert client.batches.retrieve(created[0]).request_counts.total == 1
+    first = wait_status(client, created[0], ("in_progress",), procs, 30)
+    assert first.request_counts.total == 1 and first.in_progress_at
 
     wrong = gateway.client("sk-wrong")
     with pytest.raises(openai.AuthenticationError) as info:
