@@ -92,6 +92,7 @@ class CallerService:
             download_prefix=settings.download_prefix,
             enable_download=settings.enable_download,
             paths=PathPolicy.build(settings.allowed_dirs, [settings.credentials]),
+            deadline=settings.conversation_deadline or None,
         )
         metrics.QPS_LIMIT.set(self.pacer.effective_qps)
         metrics.CONCURRENCY_LIMIT.set(settings.concurrency)
@@ -131,7 +132,12 @@ class CallerService:
         topics = self.bus.topics
         if outcome.downloads:
             await self._publish_paid(topics.downloads, outcome.downloads)
-        result = ResultMessage(batch=msg.batch, seq=msg.seq, record=outcome.record)
+        result = ResultMessage(
+            batch=msg.batch,
+            seq=msg.seq,
+            record=outcome.record,
+            planned_downloads=[job.local for job in outcome.downloads],
+        )
         try:
             await self._publish_paid(topics.results, [result])
         except MessageTooLarge as exc:
