@@ -366,6 +366,12 @@ class NsqBus(Bus):
             reader.close()
         self._readers = [pair for pair in self._readers if pair not in chosen]
 
+    def throttle(self, topic: str, max_in_flight: int | None) -> None:
+        for reader, dispatcher in self._readers:
+            if reader.topic == topic:
+                limit = dispatcher.sub.max_in_flight if max_in_flight is None else max_in_flight
+                reader.set_max_in_flight(limit)
+
     @property
     def in_flight(self) -> int:
         return sum(len(d.in_flight) for _, d in self._readers)

@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 
 import httpx
 from pydantic import BaseModel
 
 from gpt4batch.common.bus import Bus, Delivery
-from gpt4batch.common.errors import MessageTooLarge, PublishError
+from gpt4batch.common.errors import ConfigError, MessageTooLarge, PublishError, Requeue
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import AskMessage, IErr, ResultMessage
+from gpt4batch.common.metrics import READINESS
 from gpt4batch.common.topics import Channels
 from gpt4batch.common.upstreams import ConversationClient, UpstreamConfig, make_client
 from gpt4batch.common.upstreams.transport import UpstreamHttp
 from gpt4batch.services.caller import metrics
+from gpt4batch.services.caller.auth_gate import AuthGate, token_source
 from gpt4batch.services.caller.conversation import ConversationRunner
 from gpt4batch.services.caller.pacer import Pacer
 from gpt4batch.services.caller.paths import PathPolicy
@@ -77,8 +80,10 @@ class CallerService:
         *,
         config: UpstreamConfig | None = None,
         http: httpx.AsyncClient | None = None,
+        auth_gate: AuthGate | None = None,
     ) -> None:
         self.settings = settings
+        self._own_config = config is None
         self.config = config or settings.upstream_config()
         self.pacer = Pacer(settings.qps)
         self._http = http
@@ -94,6 +99,16 @@ class CallerService:
             paths=PathPolicy.build(settings.allowed_dirs, [settings.credentials]),
             deadline=settings.conversation_deadline or None,
         )
+        self.auth = auth_gate or AuthGate(
+            token_source(
+                settings.access_token, settings.credentials, "--access-token/GPT4BATCH_ACCESS_TOKEN"
+            ),
+            retry_interval=settings.auth_retry_interval,
+            on_close=lambda _error: self._throttle_asks(0),
+            on_probe=self._probe_token,
+            on_open=lambda: self._throttle_asks(None),
+        )
+        READINESS.append(self.auth.readiness)
         metrics.QPS_LIMIT.set(self.pacer.effective_qps)
         metrics.CONCURRENCY_LIMIT.set(settings.concurrency)
 
@@ -127,8 +142,15 @@ class CallerService:
         )
 
     async def handle(self, msg: AskMessage, delivery: Delivery) -> None:
-        """Run the conversation, then publish downloads and the result; FIN follows."""
+        """Run the conversation, then publish downloads and the result; FIN follows.
+
+        A refused token (401/403) is no result: the ask goes back (see `auth_gate`).
+        """
+        if not self.auth.admits():
+            raise Requeue("the upstream refuses the token", delay=self.auth.retry_interval or 1.0)
         outcome = await self.runner.run(msg)
+        if self.auth.observe(outcome.upstream_status, outcome.record.iErr):
+            raise Requeue("the upstream refused the token", delay=self.auth.retry_interval or 1.0)
         topics = self.bus.topics
         if outcome.downloads:
             await self._publish_paid(topics.downloads, outcome.downloads)
@@ -148,6 +170,20 @@ class CallerService:
             record.iErr = IErr(code=413, message=str(exc))
             await self._publish_paid(topics.results, [result.model_copy(update={"record": record})])
         log.debug("record done", record=msg.record.id, ok=outcome.ok, attempts=delivery.attempts)
+
+    def _throttle_asks(self, max_in_flight: int | None) -> None:
+        if self._bus is not None:
+            self._bus.throttle(self._bus.topics.asks, max_in_flight)
+
+    def _probe_token(self) -> None:
+        """Reload the token (a new `gpt4batch auth` or secret counts) and let one ask in."""
+        if self._own_config:
+            try:
+                self.config = self.settings.upstream_config()
+                self._clients.clear()
+            except ConfigError as exc:
+                log.warning("cannot reload the token", error=str(exc))
+        self._throttle_asks(1)
 
     @property
     def bus(self) -> Bus:
@@ -177,6 +213,8 @@ class CallerService:
                 wait = min(wait * 2, 10.0)
 
     async def close(self) -> None:
+        with suppress(ValueError):
+            READINESS.remove(self.auth.readiness)
         if self._own_http and self._http is not None:
             await self._http.aclose()
             self._http = None
