@@ -7,10 +7,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-import httpx
-
-_UPLOAD_SUFFIXES = ("/uploaded", "/upload", "/files")
-
 
 @dataclass
 class CallStats:
@@ -24,17 +20,14 @@ class CallStats:
     asks_started: int = 0
     by_status: Counter[int] = field(default_factory=Counter)
 
-    async def observe(self, response: httpx.Response) -> None:
-        """An httpx response hook: one call answered."""
+    def record(self, endpoint: str, status: int) -> None:
+        """One upstream call answered (`endpoint`: chat, upload, ...)."""
         self.calls += 1
-        status = response.status_code
         self.by_status[status] += 1
         if status == 429:
             self.rate_limited += 1
-        elif status < 300 and response.request.method == "POST":
-            path = response.request.url.path.rstrip("/")
-            if not path.endswith(_UPLOAD_SUFFIXES):
-                self.asks_answered += 1
+        elif status < 300 and endpoint == "chat":
+            self.asks_answered += 1
 
     def conversation(self, asks: int) -> None:
         self.conversations += 1
