@@ -21,6 +21,8 @@ from pydantic import (
     model_serializer,
 )
 
+from gpt4batch.common.errors import IErrCode
+
 SCHEMA_VERSION = 1
 
 UpstreamKind = Literal["gpt4api", "openai", "chatgpt-service"]
@@ -169,7 +171,7 @@ class AskMessage(_Body):
 
 
 #: iErr code of an input line ingest refused.
-REJECT_CODE = 422
+REJECT_CODE = int(IErrCode.REJECTED)
 _REJECTED_LINE = re.compile(r"^rejected by ingest: line (\d+)\b")
 
 
@@ -258,8 +260,15 @@ class DeadLetter(BaseModel):
     attempts: int
     reason: str
     at: float = Field(description="Unix time it was dead-lettered.")
-    body: str | None = Field(description="The original body, when it is UTF-8 text.")
+    body: str | None = Field(
+        description="The original body (its first bytes if `body_truncated`), when UTF-8 text."
+    )
     body_b64: str | None = Field(default=None, description="The original body otherwise.")
+    body_size: int | None = Field(default=None, description="Size of the whole original body.")
+    body_sha256: str | None = Field(default=None, description="sha256 of the whole body (hex).")
+    body_truncated: bool = Field(
+        default=False, description="Only the body's first bytes are kept, so the letter fits."
+    )
 
 
 MESSAGE_MODELS: tuple[type[BaseModel], ...] = (

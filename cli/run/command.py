@@ -41,7 +41,6 @@ from gpt4batch.common.filenames import sibling
 from gpt4batch.common.memory_bus import MemoryBus
 from gpt4batch.common.nsq_bus import NsqBus
 from gpt4batch.common.settings import BaseServiceSettings
-from gpt4batch.common.upstreams.config import DEFAULT_GPT4API_BASE
 from gpt4batch.services.caller.service import CallerService
 from gpt4batch.services.caller.settings import CallerSettings
 from gpt4batch.services.downloader.service import DownloaderService
@@ -70,7 +69,7 @@ def caller_settings(opts: RunOptions, bus_settings: BaseServiceSettings) -> Call
     values = dict(
         bus_settings.model_dump(),
         upstream=opts.upstream,
-        base_url=opts.base_url or DEFAULT_GPT4API_BASE,
+        base_url=opts.base_url,
         tier=opts.tier,
         chat_url=opts.url,
         upload_url=opts.upload_url,
@@ -84,6 +83,12 @@ def caller_settings(opts: RunOptions, bus_settings: BaseServiceSettings) -> Call
         read_timeout=opts.read_timeout,
         enable_download=opts.enable_download,
         download_prefix=opts.download_prefix,
+        # Asks upload only files in the input's folder (symlinks resolved first).
+        allowed_dirs=[str(Path(opts.input).resolve().parent)],
+        # In-process (no -n) no message can time out, so no conversation deadline.
+        conversation_deadline=CallerSettings.model_fields["conversation_deadline"].default
+        if opts.enable_nsq
+        else 0,
     )
     if opts.access_token:
         values["access_token"] = SecretStr(opts.access_token)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpt4batch.cli.run.journal import parse_entry
+from gpt4batch.common.errors import IErrCode
 from gpt4batch.services.ingest.reader import RawLine
 from gpt4batch.services.sink.index import iter_lines
 
@@ -25,7 +26,7 @@ from gpt4batch.services.sink.index import iter_lines
 CHUNK_BYTES = 64 * 1024 * 1024
 
 #: iErr code of a record the run did not get to (client closed request, like nginx's 499).
-NOT_RUN = 499
+NOT_RUN = int(IErrCode.NOT_RUN)
 NOT_RUN_MESSAGE = "not run: the run was stopped before this record finished"
 
 

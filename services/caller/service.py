@@ -85,6 +85,7 @@ class CallerService:
             download_prefix=settings.download_prefix,
             enable_download=settings.enable_download,
             paths=PathPolicy.build(settings.allowed_dirs, [settings.credentials]),
+            deadline=settings.conversation_deadline or None,
         )
         metrics.QPS_LIMIT.set(self.pacer.effective_qps)
         metrics.CONCURRENCY_LIMIT.set(settings.concurrency)

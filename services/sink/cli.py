@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpt4batch.common.service import run_consumer_main
+from gpt4batch.common.service import run_app
 from gpt4batch.services.sink.service import SinkService
 from gpt4batch.services.sink.settings import SinkSettings
 
@@ -13,6 +13,4 @@ DESCRIPTION = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_consumer_main(
-        "sink", DESCRIPTION, SinkSettings, SinkService, argv, short={"out": "-o"}
-    )
+    return run_app("sink", DESCRIPTION, SinkSettings, SinkService, argv, short={"out": "-o"})

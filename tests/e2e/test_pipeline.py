@@ -97,7 +97,7 @@ def test_mixed_batch_end_to_end(procs: ServiceProcs, mock: MockUpstream, tmp_pat
 
     procs.start("sink", "sink", "-o", str(out))
     procs.start("downloader", "downloader", "--download-dir", str(downloads))
-    procs.start("caller", "caller", *caller_flags(mock))
+    procs.start("caller", "caller", *caller_flags(mock, "--allowed-dirs", str(inputs)))
     procs.run_once("ingest", "ingest", "-i", str(source), "--batch", "mixed")
     done = out.with_name("result.done")
     wait_for(done.exists, 90, "the batch to complete", procs.assert_alive)
