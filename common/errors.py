@@ -30,6 +30,7 @@ class IErrCode(IntEnum):
     REJECTED = 422  #: ingest refused the input line (message: file, line, field, reason)
     NOT_RUN = 499  #: the run stopped before the record was run (resume to run it)
     DEADLINE = 588  #: the conversation ran past its deadline (--conversation-deadline)
+    DEAD_LETTERED = 589  #: the record's message could never be handled (see `…dead`)
     LOCAL_FILE = 590  #: an ask's file cannot be read, or is not a regular file
     FORBIDDEN_PATH = 591  #: an ask's file is outside the allowed folders (or a secret)
     UNSUPPORTED_FILE = 592  #: a file this upstream kind cannot take
