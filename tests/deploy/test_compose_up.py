@@ -36,6 +36,8 @@ import httpx
 import pytest
 import yaml
 
+from gpt4batch.common.filenames import sibling
+from gpt4batch.services.sink.ledger import read_ledger
 from tests.deploy.test_stack import dashboard_expressions, output_lines, query, records
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -260,10 +262,14 @@ def test_a_caller_killed_mid_batch_restarts_and_the_batch_completes_once(stack: 
     caller is killed the way a crash or the OOM killer does: SIGKILL to its process."""
     n = 40
     publish_batch(stack, "killed", n, draw_at=7)
-    outbox = stack.data / "outbox"
-    stack.wait("the batch under way", lambda: output_lines(outbox, "killed"), 90)
+    out = stack.data / "outbox/killed.jsonl"
+
+    def results() -> int:  # the sink's ledger: records with a result so far
+        return read_ledger(out).counts.done if sibling(out, "journal.jsonl").exists() else 0
+
+    stack.wait("the batch under way", results, 90)
     (caller,) = stack.containers("caller")
-    assert len(output_lines(outbox, "killed")) < n, "the batch finished before the kill"
+    assert results() < n, "the batch finished before the kill"
     os.kill(caller["State"]["Pid"], signal.SIGKILL)
 
     def restarted() -> bool:
