@@ -26,7 +26,14 @@ from gpt4batch.common.bus import Bus, Delivery
 from gpt4batch.common.errors import Requeue
 from gpt4batch.common.filenames import sibling
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.messages import DeadLetter, DownloadResult, Record, ResultMessage
+from gpt4batch.common.messages import (
+    DeadLetter,
+    DownloadResult,
+    Record,
+    ResultMessage,
+    ResultPart,
+)
+from gpt4batch.common.result_parts import PartAssembler
 from gpt4batch.services.sink.appender import SyncedAppender
 from gpt4batch.services.sink.index import iter_lines, repair_tail
 
@@ -187,6 +194,8 @@ class Journal:
         bus.subscribe(bus.topics.results, channel, ResultMessage, self.handle_result)
         bus.subscribe(bus.topics.downloaded, channel, DownloadResult, self.handle_download)
         bus.subscribe(bus.topics.dead, channel, DeadLetter, self.handle_dead)
+        pieces = PartAssembler(self.handle_result)  # results over one message's size
+        bus.subscribe(bus.topics.result_parts, channel, ResultPart, pieces.handle)
 
     async def handle_result(self, msg: ResultMessage, delivery: Delivery) -> None:
         """Append the result; return (→ FIN) only once it is fsynced."""

@@ -11,9 +11,10 @@ from httpx_aiohttp import AiohttpTransport
 from pydantic import BaseModel
 
 from gpt4batch.common.bus import Bus, Delivery
-from gpt4batch.common.errors import MessageTooLarge, PublishError
+from gpt4batch.common.errors import IErrCode, MessageTooLarge, PublishError
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import AskMessage, IErr, ResultMessage
+from gpt4batch.common.result_parts import TooLarge, split_result
 from gpt4batch.common.topics import Channels
 from gpt4batch.common.upstreams import ConversationClient, UpstreamConfig, make_client
 from gpt4batch.services.caller import metrics
@@ -129,12 +130,7 @@ class CallerService:
         try:
             await self._publish_paid(topics.results, [result])
         except MessageTooLarge as exc:
-            # Keep "one output line per input line": publish the record without answers.
-            log.error("result too large for NSQ", record=msg.record.id, size=exc.size)
-            record = outcome.record.model_copy(deep=True)
-            record.answers = None
-            record.iErr = IErr(code=413, message=str(exc))
-            await self._publish_paid(topics.results, [result.model_copy(update={"record": record})])
+            await self._publish_large(result, exc)
         log.debug("record done", record=msg.record.id, ok=outcome.ok, attempts=delivery.attempts)
 
     @property
@@ -163,6 +159,24 @@ class CallerService:
                 log.warning("publish failed, retrying", topic=topic, error=str(exc), wait=wait)
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, 10.0)
+
+    async def _publish_large(self, result: ResultMessage, exc: MessageTooLarge) -> None:
+        """A result over the message limit travels in pieces the sink puts back together."""
+        body = result.model_dump_json().encode()
+        try:
+            parts = split_result(result, body, exc.limit)
+        except TooLarge as too_large:
+            # Keep "one output line per input line": the record without its answers.
+            log.error("result too large even in pieces", record=result.record.id, size=exc.size)
+            record = result.record.model_copy(deep=True)
+            record.answers = None
+            record.iErr = IErr(code=int(IErrCode.RESULT_TOO_LARGE), message=str(too_large))
+            await self._publish_paid(
+                self.bus.topics.results, [result.model_copy(update={"record": record})]
+            )
+            return
+        log.info("result sent in pieces", record=result.record.id, size=len(body), parts=len(parts))
+        await self._publish_paid(self.bus.topics.result_parts, parts)
 
     async def close(self) -> None:
         if self._own_http and self._http is not None:
