@@ -164,6 +164,14 @@ class Bus(abc.ABC):
     async def stop_consuming(self, topic: str, grace: float = 30.0) -> None:
         """Like `stop`, for the subscriptions of one topic only (staged shutdowns)."""
 
+    @abc.abstractmethod
+    async def backlog(self, topic: str, channel: str) -> int:
+        """Messages of `channel` not yet finished: queued, deferred or in flight."""
+
+    @abc.abstractmethod
+    async def delete_channel(self, topic: str, channel: str) -> None:
+        """Remove `channel` (and what it still holds) from `topic`."""
+
     def dispatcher(self, sub: Subscription[Any]) -> Dispatcher:
         return Dispatcher(self, sub)
 

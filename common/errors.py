@@ -31,6 +31,7 @@ class IErrCode(IntEnum):
     NOT_RUN = 499  #: the run stopped before the record was run (resume to run it)
     RESULT_TOO_LARGE = 587  #: the answers would not fit even in 64 message-sized pieces
     DEADLINE = 588  #: the conversation ran past its deadline (--conversation-deadline)
+    DEAD_LETTERED = 589  #: the record's message could never be handled (see `…dead`)
     LOCAL_FILE = 590  #: an ask's file cannot be read, or is not a regular file
     FORBIDDEN_PATH = 591  #: an ask's file is outside the allowed folders (or a secret)
     UNSUPPORTED_FILE = 592  #: a file this upstream kind cannot take

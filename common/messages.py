@@ -212,6 +212,11 @@ class ResultMessage(_Body):
     reject: Reject | None = Field(
         default=None, description="Set when ingest refused the line; the sink logs it to rejects."
     )
+    planned_downloads: list[str] = Field(
+        default_factory=list,
+        description="Local names of the files this record's answers will be downloaded to; "
+        "the batch is complete only once each has a DownloadResult.",
+    )
 
 
 class DownloadJob(_Body):
@@ -243,7 +248,11 @@ class BatchManifest(_Body):
 
     kind: ClassVar[str] = "BatchManifest"
     total: int = Field(ge=0)
-    input: str | None = Field(default=None, description="Path of the input file, if any.")
+    input: str | None = Field(
+        default=None, description="Final location of the input file, if any (after any move)."
+    )
+    input_sha256: str | None = Field(default=None, description="sha256 of the input's bytes.")
+    input_size: int | None = Field(default=None, ge=0, description="Size of the input in bytes.")
     status: Literal["published", "complete"] = "published"
 
 

@@ -253,7 +253,8 @@ def test_touch_keeps_a_slow_message_from_timing_out(nsqd: Nsqd, topic_prefix: st
         await asyncio.sleep(6)
         await bus.stop(grace=1)
         assert attempts == [1]
-        stats = nsqd.stats(bus.topics.batches)["topics"][0]["channels"][0]
+        channels = nsqd.stats(bus.topics.batches)["topics"][0]["channels"]
+        (stats,) = [c for c in channels if c["channel_name"] == "slow"]
         assert stats["timeout_count"] == 0
         assert stats["depth"] == 0
 

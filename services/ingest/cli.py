@@ -13,7 +13,7 @@ from gpt4batch.common.service import EXIT_FAILED, EXIT_OK, App, run_app
 from gpt4batch.services.ingest.batch_id import default_batch_id
 from gpt4batch.services.ingest.ingest import IngestSummary, ingest
 from gpt4batch.services.ingest.progress import Progress
-from gpt4batch.services.ingest.reader import STDIN, open_input, read_lines
+from gpt4batch.services.ingest.reader import STDIN, file_sha256, open_input, read_lines
 from gpt4batch.services.ingest.settings import IngestSettings
 
 PROG = "gpt4batch ingest"
@@ -87,6 +87,8 @@ async def ingest_file(settings: IngestSettings, bus: Bus) -> IngestSummary:
             base_dir=source.base_dir,
             fix=settings.fix,
             input_path=str(source.path) if source.path else None,
+            input_sha256=file_sha256(source.path) if source.path else None,
+            input_size=source.path.stat().st_size if source.path else None,
             max_line_bytes=settings.max_line_bytes,
             max_file_bytes=settings.max_file_bytes,
             publish_batch_size=settings.publish_batch_size,

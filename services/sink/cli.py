@@ -7,8 +7,10 @@ from gpt4batch.services.sink.service import SinkService
 from gpt4batch.services.sink.settings import SinkSettings
 
 DESCRIPTION = (
-    "Append every result as one output line (fsynced before the message is finished), "
-    "drop duplicates, and mark a batch complete (.done + a message) when its total is reached."
+    "Keep each batch's ledger (every result fsynced before its message is finished, "
+    "duplicates dropped, dead letters counted as failed lines); once every record has a line "
+    "and every planned download a result, write the output in input order and mark the "
+    "batch complete (.done + a message)."
 )
 
 

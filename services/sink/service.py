@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from gpt4batch.common.bus import Bus
-from gpt4batch.common.messages import BatchManifest, DownloadResult, ResultMessage, ResultPart
+from gpt4batch.common.messages import (
+    BatchManifest,
+    DeadLetter,
+    DownloadResult,
+    ResultMessage,
+    ResultPart,
+)
 from gpt4batch.common.result_parts import PartAssembler
 from gpt4batch.common.topics import Channels
 from gpt4batch.services.sink.settings import SinkSettings
@@ -38,6 +44,7 @@ class SinkService:
             max_in_flight=mif,
         )
         bus.subscribe(topics.batches, Channels.SINK, BatchManifest, self.sink.handle_manifest)
+        bus.subscribe(topics.dead, Channels.SINK, DeadLetter, self.sink.handle_dead)
         # Results over one message's size arrive in pieces (common/result_parts.py).
         pieces = PartAssembler(self.sink.handle_result)
         bus.subscribe(
