@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from gpt4batch.common.bus import Delivery
 from gpt4batch.common.errors import Requeue
-from gpt4batch.common.messages import Ask, AskMessage, Record, ResultMessage
+from gpt4batch.common.messages import Ask, AskMessage, BatchManifest, Record, ResultMessage
 from gpt4batch.common.nsq_bus import NsqBus
 from gpt4batch.common.result_parts import MAX_PARTS, PartAssembler, TooLarge, split_result
 from gpt4batch.common.settings import BaseServiceSettings, load
@@ -133,10 +133,9 @@ def test_a_result_over_the_message_limit_reaches_the_sink_output(
                 AskMessage(batch="b", seq=1, record=Record.model_validate(small)),
             ],
         )
+        await caller_bus.publish(caller_bus.topics.batches, BatchManifest(batch="b", total=2))
         end = time.monotonic() + 30
-        while time.monotonic() < end:
-            if out.exists() and len(out.read_bytes().splitlines()) >= 2:
-                break
+        while time.monotonic() < end and not out.with_name("out.done").exists():
             await asyncio.sleep(0.1)
         await caller_bus.stop(grace=1)
         await sink_bus.stop(grace=1)
