@@ -18,7 +18,7 @@ from gpt4batch.common.topics import Channels
 from gpt4batch.common.upstreams import ConversationClient, UpstreamConfig, make_client
 from gpt4batch.services.caller import metrics
 from gpt4batch.services.caller.conversation import ConversationRunner
-from gpt4batch.services.caller.pacer import Pacer
+from gpt4batch.services.caller.limits import Limiter, ProcessLimiter
 from gpt4batch.services.caller.paths import PathPolicy
 from gpt4batch.services.caller.settings import CallerSettings
 
@@ -70,10 +70,11 @@ class CallerService:
         *,
         config: UpstreamConfig | None = None,
         http: httpx.AsyncClient | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.settings = settings
         self.config = config or settings.upstream_config()
-        self.pacer = Pacer(settings.qps)
+        self.limiter = limiter or ProcessLimiter(settings.qps, settings.concurrency)
         self._http = http
         self._own_http = http is None
         self._clients: dict[str, ConversationClient] = {}
@@ -86,8 +87,6 @@ class CallerService:
             enable_download=settings.enable_download,
             paths=PathPolicy.build(settings.allowed_dirs, [settings.credentials]),
         )
-        metrics.QPS_LIMIT.set(self.pacer.effective_qps)
-        metrics.CONCURRENCY_LIMIT.set(settings.concurrency)
 
     def client_for(self, kind: str) -> ConversationClient:
         client = self._clients.get(kind)
@@ -100,11 +99,12 @@ class CallerService:
                 else self.config.model_copy(update={"kind": kind})
             )
             client = self._clients[kind] = make_client(
-                config, self._http, before_call=self.pacer.acquire
+                config, self._http, before_call=self.limiter.acquire
             )
         return client
 
     async def start(self) -> None:
+        await self.limiter.start()
         if self._http is None:
             self._http = make_http_client(self.settings.concurrency, self.settings.http_transport)
 
@@ -120,7 +120,8 @@ class CallerService:
 
     async def handle(self, msg: AskMessage, delivery: Delivery) -> None:
         """Run the conversation, then publish downloads and the result; FIN follows."""
-        outcome = await self.runner.run(msg)
+        async with self.limiter.conversation():
+            outcome = await self.runner.run(msg)
         topics = self.bus.topics
         if outcome.downloads:
             await self._publish_paid(topics.downloads, outcome.downloads)
@@ -164,6 +165,7 @@ class CallerService:
                 wait = min(wait * 2, 10.0)
 
     async def close(self) -> None:
+        await self.limiter.close()
         if self._own_http and self._http is not None:
             await self._http.aclose()
             self._http = None
