@@ -20,7 +20,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import base64
-import random
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -32,13 +32,14 @@ from gpt4batch.common import metrics
 from gpt4batch.common.errors import Poison, Requeue
 from gpt4batch.common.logging import get_logger, redact_text
 from gpt4batch.common.messages import DeadLetter
+from gpt4batch.common.retry import REQUEUE
 from gpt4batch.common.topics import Topics, check_name
 
 M = TypeVar("M", bound=BaseModel)
 
 log = get_logger("gpt4batch.bus")
 
-MAX_REQUEUE_DELAY = 60.0
+MAX_REQUEUE_DELAY = REQUEUE.max_delay
 
 
 class Delivery(Protocol):
@@ -88,13 +89,16 @@ def encode(body: BaseModel | bytes) -> bytes:
     return body if isinstance(body, bytes) else body.model_dump_json().encode()
 
 
-def backoff_delay(attempts: int, base: float = 1.0, cap: float = MAX_REQUEUE_DELAY) -> float:
-    """Exponential backoff with full jitter for the n-th failed attempt."""
-    return random.uniform(0, min(cap, base * 2 ** max(0, attempts - 1)))
+def backoff_delay(attempts: int) -> float:
+    """Requeue delay after the n-th failed attempt (the one retry model: `REQUEUE`)."""
+    return REQUEUE.delay(attempts)
 
 
 class Bus(abc.ABC):
     """Publish and consume gpt4batch messages."""
+
+    #: Largest body the transport accepts (None: no limit); NsqBus sets nsqd's.
+    max_msg_size: int | None = None
 
     def __init__(
         self,
@@ -160,27 +164,64 @@ class Bus(abc.ABC):
     async def stop_consuming(self, topic: str, grace: float = 30.0) -> None:
         """Like `stop`, for the subscriptions of one topic only (staged shutdowns)."""
 
+    @abc.abstractmethod
+    async def backlog(self, topic: str, channel: str) -> int:
+        """Messages of `channel` not yet finished: queued, deferred or in flight."""
+
+    @abc.abstractmethod
+    async def delete_channel(self, topic: str, channel: str) -> None:
+        """Remove `channel` (and what it still holds) from `topic`."""
+
     def dispatcher(self, sub: Subscription[Any]) -> Dispatcher:
         return Dispatcher(self, sub)
 
     async def dead_letter(self, sub: Subscription[Any], msg: TransportMessage, reason: str) -> None:
+        await self.publish(self.topics.dead, self.letter_for(sub, msg, reason))
+
+    def letter_for(self, sub: Subscription[Any], msg: TransportMessage, reason: str) -> bytes:
+        """The dead letter of `msg`, always small enough to publish.
+
+        A poison body can be as large as the biggest message nsqd takes, so the
+        letter keeps at most `DEAD_BODY_KEEP` bytes of it (less if the bus's limit
+        is smaller) plus the whole body's size and sha256; were the letter too big
+        to publish, the message would be requeued forever instead.
+        """
         body = msg.body
-        try:
-            text: str | None = body.decode()
-        except UnicodeDecodeError:
-            text = None
-        letter = DeadLetter(
-            topic=sub.topic,
-            channel=sub.channel,
-            service=self.service,
-            id=msg.id,
-            attempts=msg.attempts,
-            reason=redact_text(reason)[:2000],
-            at=time.time(),
-            body=text,
-            body_b64=None if text is not None else base64.b64encode(body).decode(),
-        )
-        await self.publish(self.topics.dead, letter)
+        limit = self.max_msg_size or DEAD_BODY_KEEP * 16
+        keep = min(DEAD_BODY_KEEP, limit // 16)
+        reason = redact_text(reason)[:2000]
+        while True:
+            letter = encode(_letter(self.service, sub, msg, body[:keep], reason, len(body)))
+            if len(letter) <= limit or (keep == 0 and len(reason) <= 100):
+                return letter
+            keep //= 2
+            if keep == 0:
+                reason = reason[:100]
+
+
+#: Bytes of a poison body a dead letter keeps (the rest is summed up by size and sha256).
+DEAD_BODY_KEEP = 16 * 1024
+
+
+def _letter(
+    service: str, sub: Subscription[Any], msg: TransportMessage, kept: bytes, reason: str, size: int
+) -> DeadLetter:
+    text = _utf8(kept, cut=len(kept) < size)
+    body = msg.body
+    return DeadLetter(
+        topic=sub.topic,
+        channel=sub.channel,
+        service=service,
+        id=msg.id,
+        attempts=msg.attempts,
+        reason=reason,
+        at=time.time(),
+        body=text,
+        body_b64=None if text is not None else base64.b64encode(kept).decode(),
+        body_size=size,
+        body_sha256=hashlib.sha256(body).hexdigest(),
+        body_truncated=len(kept) < size,
+    )
 
 
 class Dispatcher:
@@ -292,6 +333,16 @@ class Dispatcher:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=5)
+
+
+def _utf8(data: bytes, *, cut: bool) -> str | None:
+    """`data` as text if it is UTF-8 (a cut body may end inside a character)."""
+    for end in range(len(data), max(-1, len(data) - (4 if cut else 1)), -1):
+        try:
+            return data[:end].decode()
+        except UnicodeDecodeError:
+            continue
+    return None
 
 
 def _short_errors(exc: ValidationError) -> str:

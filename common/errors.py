@@ -15,6 +15,33 @@ Gpt4BatchError
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class IErrCode(IntEnum):
+    """Every `iErr.code` gpt4batch writes; each means one thing (docs/errors.md).
+
+    A record failed by the upstream carries the upstream's HTTP status as is
+    (400, 401, 403, 404, 429, 5xx…). Our own codes are 422, 499 and 588–599;
+    an upstream answering one of those is not something the upstreams we
+    speak to do.
+    """
+
+    REJECTED = 422  #: ingest refused the input line (message: file, line, field, reason)
+    NOT_RUN = 499  #: the run stopped before the record was run (resume to run it)
+    DEADLINE = 588  #: the conversation ran past its deadline (--conversation-deadline)
+    DEAD_LETTERED = 589  #: the record's message could never be handled (see `…dead`)
+    LOCAL_FILE = 590  #: an ask's file cannot be read, or is not a regular file
+    FORBIDDEN_PATH = 591  #: an ask's file is outside the allowed folders (or a secret)
+    UNSUPPORTED_FILE = 592  #: a file this upstream kind cannot take
+    FILE_TOO_LARGE = 593  #: a file over the upload limit; never sent
+    CODE_NOT_ZERO = 594  #: a 200 answer whose `code` field is not 0 (chatgpt-service)
+    UNTRUSTED_HOST = 595  #: the call would send the token to a host nobody configured
+    BAD_RESPONSE = 596  #: invalid JSON, wrong shape, truncated SSE stream (retried first)
+    CONNECTION = 597  #: connect refused, connection reset or dropped (retried first)
+    TIMEOUT = 598  #: no answer within the connect/read/write timeout (retried first)
+    INTERNAL = 599  #: a bug of ours; the message says what failed
+
 
 class Gpt4BatchError(Exception):
     """Root of every error gpt4batch raises on purpose."""

@@ -7,6 +7,7 @@ parameter); they are untrusted. A local name is one path component of
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from pathlib import Path
@@ -44,16 +45,25 @@ def filename_from_url(url: str) -> str:
     return unquote(urlsplit(url).path.rsplit("/", 1)[-1])
 
 
-def download_name(prefix: str, record_id: str, ask_id: str, n: int, url: str) -> str:
-    """`{prefix}_{record id}_{ask id}_{n}_{file name}`: deterministic, unique per answer URL."""
-    parts = [
-        safe_component(prefix, "GPT4API"),
-        safe_component(record_id, "record"),
-        safe_component(ask_id, "ask"),
-        str(n),
-        safe_component(filename_from_url(url), "file"),
-    ]
-    return "_".join(parts)[:MAX_NAME]
+def download_name(prefix: str, batch: str, record_id: str, ask_id: str, n: int, url: str) -> str:
+    """`{prefix}_{record}_{ask}_{n}_{key}_{file name}`: deterministic and unique.
+
+    Cleaning makes different ids look alike (`x/r6` and `y/r6` both become
+    `r6`), so `key`, a short hash of the raw (batch, record, ask, n), keeps the
+    name unique per file; a redelivered job gets the same name again.
+    """
+    raw = "\0".join((batch, record_id, ask_id, str(n))).encode()
+    key = hashlib.sha256(raw).hexdigest()[:10]
+    head = "_".join(
+        [
+            safe_component(prefix, "GPT4API")[:40],
+            safe_component(record_id, "record")[:50],
+            safe_component(ask_id, "ask")[:30],
+            str(n),
+            key,
+        ]
+    )
+    return f"{head}_{safe_component(filename_from_url(url), 'file')}"[:MAX_NAME]
 
 
 def inside(folder: Path, name: str) -> Path:

@@ -152,6 +152,17 @@ class MemoryBus(Bus):
         chan = state.channels.get(channel)
         return len(chan.ready) + chan.delayed if chan else 0
 
+    async def backlog(self, topic: str, channel: str) -> int:
+        working = sum(
+            len(c.dispatcher.in_flight)
+            for c in self._consumers
+            if (c.dispatcher.sub.topic, c.dispatcher.sub.channel) == (topic, channel)
+        )
+        return self.depth(topic, channel) + working
+
+    async def delete_channel(self, topic: str, channel: str) -> None:
+        self._topic_state(topic).channels.pop(channel, None)
+
     async def start(self) -> None:
         started = {id(c.dispatcher.sub) for c in self._consumers}
         for sub in self._subscriptions:

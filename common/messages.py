@@ -21,6 +21,8 @@ from pydantic import (
     model_serializer,
 )
 
+from gpt4batch.common.errors import IErrCode
+
 SCHEMA_VERSION = 1
 
 UpstreamKind = Literal["gpt4api", "openai", "chatgpt-service"]
@@ -169,7 +171,7 @@ class AskMessage(_Body):
 
 
 #: iErr code of an input line ingest refused.
-REJECT_CODE = 422
+REJECT_CODE = int(IErrCode.REJECTED)
 _REJECTED_LINE = re.compile(r"^rejected by ingest: line (\d+)\b")
 
 
@@ -210,6 +212,11 @@ class ResultMessage(_Body):
     reject: Reject | None = Field(
         default=None, description="Set when ingest refused the line; the sink logs it to rejects."
     )
+    planned_downloads: list[str] = Field(
+        default_factory=list,
+        description="Local names of the files this record's answers will be downloaded to; "
+        "the batch is complete only once each has a DownloadResult.",
+    )
 
 
 class DownloadJob(_Body):
@@ -241,7 +248,11 @@ class BatchManifest(_Body):
 
     kind: ClassVar[str] = "BatchManifest"
     total: int = Field(ge=0)
-    input: str | None = Field(default=None, description="Path of the input file, if any.")
+    input: str | None = Field(
+        default=None, description="Final location of the input file, if any (after any move)."
+    )
+    input_sha256: str | None = Field(default=None, description="sha256 of the input's bytes.")
+    input_size: int | None = Field(default=None, ge=0, description="Size of the input in bytes.")
     status: Literal["published", "complete"] = "published"
 
 
@@ -258,8 +269,15 @@ class DeadLetter(BaseModel):
     attempts: int
     reason: str
     at: float = Field(description="Unix time it was dead-lettered.")
-    body: str | None = Field(description="The original body, when it is UTF-8 text.")
+    body: str | None = Field(
+        description="The original body (its first bytes if `body_truncated`), when UTF-8 text."
+    )
     body_b64: str | None = Field(default=None, description="The original body otherwise.")
+    body_size: int | None = Field(default=None, description="Size of the whole original body.")
+    body_sha256: str | None = Field(default=None, description="sha256 of the whole body (hex).")
+    body_truncated: bool = Field(
+        default=False, description="Only the body's first bytes are kept, so the letter fits."
+    )
 
 
 MESSAGE_MODELS: tuple[type[BaseModel], ...] = (

@@ -37,7 +37,7 @@ PUBLISHED = Counter(
 )
 
 
-def serve_metrics(port: int, host: str = "0.0.0.0") -> None:
-    """Expose /metrics on `port` (0 disables it)."""
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Expose /metrics on `host:port` (0 disables it); local only unless asked."""
     if port:
         start_http_server(port, addr=host)

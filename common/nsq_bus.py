@@ -12,6 +12,7 @@ pynsq facts this module is built around (see shared/NSQ-NOTES.md):
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -27,6 +28,7 @@ from gpt4batch.common.errors import (
 )
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.settings import BaseServiceSettings
+from gpt4batch.common.topics import standard_channels
 
 log = get_logger("gpt4batch.nsq")
 
@@ -123,6 +125,7 @@ class NsqBus(Bus):
         max_msg_size: int | None = None,
         lookupd_poll_interval: int = 10,
         reconnect_interval: float = 2.0,
+        prepare: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         super().__init__(
             service=service,
@@ -141,6 +144,8 @@ class NsqBus(Bus):
         self.max_msg_size = max_msg_size or settings.max_msg_size
         self.lookupd_poll_interval = lookupd_poll_interval
         self.reconnect_interval = reconnect_interval
+        self.prepare = standard_channels(self.topics) if prepare is None else prepare
+        """Topics and channels created on every nsqd at start (besides the subscriptions')."""
         secret = settings.nsq_auth_secret
         self._conn_kwargs: dict[str, Any] = {"heartbeat_interval": 30}
         if secret is not None:
@@ -154,6 +159,7 @@ class NsqBus(Bus):
         if self._started:
             return
         self._started = True
+        await self._create_channels()
         await self._start_writer()
         for sub in self._subscriptions:
             self._readers.append(self._start_reader(sub))
@@ -184,6 +190,77 @@ class NsqBus(Bus):
                 )
             await asyncio.sleep(0.02)
         log.info("connected to nsqd", addresses=addresses, service=self.service)
+
+    async def nsqd_http_addresses(self) -> list[str]:
+        """HTTP addresses of every nsqd this bus knows: from nsqlookupd's /nodes, and for
+        each --nsqd-tcp-address the node with that TCP address (else nsqd's default
+        pairing, HTTP port = TCP port + 1)."""
+        found: list[str] = []
+        by_tcp: dict[str, str] = {}
+        if self.settings.lookupd_http_address:
+            for node in await lookupd_producers(self.settings.lookupd_http_address):
+                host = node.get("broadcast_address") or node.get("hostname")
+                http = f"{host}:{node['http_port']}"
+                by_tcp[f"{host}:{node['tcp_port']}"] = http
+                if http not in found:
+                    found.append(http)
+        for addr in self.settings.nsqd_tcp_address:
+            host, _, port = addr.rpartition(":")
+            http = by_tcp.get(addr) or f"{host}:{int(port) + 1}"
+            if http not in found:
+                found.append(http)
+        return found
+
+    async def _create_channels(self) -> None:
+        """Create every topic and channel this bus uses on each nsqd before any message
+        flows: nsqd copies a message only to the channels that exist at that moment."""
+        wanted: dict[str, list[str]] = {t: list(c) for t, c in self.prepare.items()}
+        for sub in self._subscriptions:
+            channels = wanted.setdefault(sub.topic, [])
+            if sub.channel not in channels:
+                channels.append(sub.channel)
+        if not wanted:
+            return
+        addresses = await self.nsqd_http_addresses()
+        async with httpx.AsyncClient(timeout=self.connect_timeout) as client:
+            for http in addresses:
+                try:
+                    for topic, channels in wanted.items():
+                        await _nsqd_post(client, http, "topic/create", topic=topic)
+                        for channel in channels:
+                            await _nsqd_post(
+                                client, http, "channel/create", topic=topic, channel=channel
+                            )
+                except httpx.HTTPError as exc:
+                    raise BusConnectError(
+                        f"cannot create topics/channels on nsqd {http}: {exc} (its HTTP "
+                        "address is taken from nsqlookupd, else TCP port + 1)"
+                    ) from None
+
+    async def delete_channel(self, topic: str, channel: str) -> None:
+        async with httpx.AsyncClient(timeout=self.connect_timeout) as client:
+            for http in await self.nsqd_http_addresses():
+                try:
+                    await _nsqd_post(client, http, "channel/delete", topic=topic, channel=channel)
+                except httpx.HTTPStatusError as exc:
+                    if exc.response.status_code != 404:
+                        raise
+
+    async def backlog(self, topic: str, channel: str) -> int:
+        total = 0
+        async with httpx.AsyncClient(timeout=self.connect_timeout) as client:
+            for http in await self.nsqd_http_addresses():
+                url = http if "://" in http else f"http://{http}"
+                resp = await client.get(
+                    f"{url}/stats", params={"format": "json", "topic": topic, "channel": channel}
+                )
+                resp.raise_for_status()
+                for t in resp.json().get("topics") or []:
+                    for c in t.get("channels") or [] if t.get("topic_name") == topic else []:
+                        if c.get("channel_name") == channel:
+                            total += int(c["depth"]) + int(c["in_flight_count"])
+                            total += int(c["deferred_count"])
+        return total
 
     def _open_conns(self) -> list[Any]:
         assert self._writer is not None
@@ -327,16 +404,29 @@ def node_addresses(nodes: object, port: str, into: list[str]) -> list[str]:
     return into
 
 
-async def discover_nsqd(lookupd_addresses: list[str], timeout: float = 5.0) -> list[str]:
-    """TCP addresses of the nsqd nodes nsqlookupd knows (for publishing)."""
-    found: list[str] = []
+async def _nsqd_post(client: httpx.AsyncClient, http: str, path: str, **params: str) -> None:
+    url = http if "://" in http else f"http://{http}"
+    resp = await client.post(f"{url}/{path}", params=params)
+    resp.raise_for_status()
+
+
+async def lookupd_producers(lookupd_addresses: list[str], timeout: float = 5.0) -> list[dict]:
+    """The nsqd nodes (producers) of nsqlookupd's /nodes answers."""
+    nodes: list[dict] = []
     async with httpx.AsyncClient(timeout=timeout) as client:
         for addr in lookupd_addresses:
             url = addr if "://" in addr else f"http://{addr}"
             try:
                 resp = await client.get(f"{url}/nodes", headers={"Accept": "application/json"})
                 resp.raise_for_status()
-                node_addresses(resp.json(), "tcp_port", found)
-            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                body = resp.json()
+                nodes.extend(p for p in body.get("producers") or [] if isinstance(p, dict))
+            except (httpx.HTTPError, ValueError, AttributeError) as exc:
                 log.warning("nsqlookupd query failed", address=addr, error=str(exc))
-    return found
+    return nodes
+
+
+async def discover_nsqd(lookupd_addresses: list[str], timeout: float = 5.0) -> list[str]:
+    """TCP addresses of the nsqd nodes nsqlookupd knows (for publishing)."""
+    nodes = await lookupd_producers(lookupd_addresses, timeout)
+    return node_addresses({"producers": nodes}, "tcp_port", [])

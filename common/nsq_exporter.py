@@ -50,7 +50,9 @@ class ExporterSettings(BaseSettings):
         description="nsqlookupd HTTP address host:port (repeatable); its nodes are scraped.",
     )
     metrics_port: int = Field(DEFAULT_PORT, ge=1, le=65535, description="Port of /metrics.")
-    metrics_host: str = Field("0.0.0.0", description="Address /metrics listens on.")
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address /metrics listens on (0.0.0.0: other hosts too)."
+    )
     scrape_timeout: float = Field(3.0, gt=0, description="HTTP timeout per nsqd (s).")
     log_format: str = Field("auto", description="Log format: json, console or auto.")
     log_level: str = Field("info", description="Log level.")

@@ -1,19 +1,28 @@
-"""Running a consumer service as a process: flags, logging, metrics, bus, signals.
+"""The one app runner: every gpt4batch process is parts hosted on one bus.
 
-A service is an object with `register(bus)` (subscribe its handlers), and
-async `start()` / `close()`. Its logic never touches pynsq: `register` gets a
-`Bus`, so the same service runs on NSQ (`run_consumer_main`) or in-process on
-a `MemoryBus` (the embedded `gpt4batch run`).
+A process is an `App`: *parts* (consumers that `register(bus)` their handlers,
+HTTP servers, anything with async `start()` / `close()`) and optionally a
+*main* job (a producer such as ingest) whose return value is the exit code.
+`run_app` does what every process needs exactly once: flags → settings (exit
+2 naming the flag), logging, the metrics endpoint, the NSQ bus (exit 1 when it
+cannot connect), SIGTERM/SIGINT (stop taking work, drain for the grace, a
+second signal exits at once) and the exit code.
+
+Parts never touch pynsq: `register` gets a `Bus`, so the same service runs on
+NSQ or in-process on a `MemoryBus` (the embedded `gpt4batch run`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
+import socket
 import sys
-from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from gpt4batch.common import logging as glog
 from gpt4batch.common.bus import Bus
@@ -24,10 +33,23 @@ from gpt4batch.common.settings import BaseServiceSettings, add_flags, load
 
 S = TypeVar("S", bound=BaseServiceSettings)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 130
+
+log = glog.get_logger("gpt4batch")
 
 
+class Part(Protocol):
+    """Something an app hosts for its lifetime."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
 class Service(Protocol):
+    """A part that consumes: it subscribes its handlers when given the bus."""
+
     name: str
 
     def register(self, bus: Bus) -> None: ...
@@ -35,6 +57,50 @@ class Service(Protocol):
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+#: A producer's job: runs on the started bus until done (or until `stop` is set);
+#: its return value is the process's exit code.
+MainJob = Callable[[Bus, asyncio.Event], Awaitable[int]]
+
+
+@dataclass
+class App:
+    """What one process runs: its parts and, for producers, a main job."""
+
+    parts: list[Any] = field(default_factory=list)
+    main: MainJob | None = None
+    #: Seconds a signalled main job may take to end by itself before it is cancelled
+    #: (None: the settings' shutdown grace). 0 suits jobs that resume where they stopped.
+    main_grace: float | None = None
+
+
+class HttpServer:
+    """A tornado application as an app part; `port` 0 picks a free one (see `.port`)."""
+
+    def __init__(self, app: Any, port: int, host: str = "0.0.0.0", **server_kwargs: Any) -> None:
+        self.app = app
+        self.port = port
+        self.host = host
+        self.server_kwargs = server_kwargs
+        self._server: Any = None
+
+    async def start(self) -> None:
+        from tornado.httpserver import HTTPServer
+        from tornado.netutil import bind_sockets
+
+        sockets = bind_sockets(self.port, self.host, family=socket.AF_INET)
+        self.port = sockets[0].getsockname()[1]
+        self._server = HTTPServer(self.app, **self.server_kwargs)
+        self._server.add_sockets(sockets)
+        log.info("listening", url=f"http://{self.host}:{self.port}")
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.close_all_connections(), 5)
+            self._server = None
 
 
 def parse_settings(
@@ -61,58 +127,99 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 
     def on_signal(signum: int) -> None:
         if stop.is_set():
-            glog.get_logger("gpt4batch").warning("second signal, exiting now", signal=signum)
-            sys.exit(130)
-        glog.get_logger("gpt4batch").info("stopping", signal=signal.Signals(signum).name)
+            log.warning("second signal, exiting now", signal=signum)
+            sys.exit(EXIT_ABORTED)
+        log.info("stopping", signal=signal.Signals(signum).name)
         stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
 
 
-async def serve(service: Service, bus: Bus, stop: asyncio.Event, grace: float) -> None:
-    """Run `service` on `bus` until `stop` is set, then drain and close."""
-    await service.start()
-    service.register(bus)
-    await bus.start()
+async def host(app: App, bus: Bus, stop: asyncio.Event, grace: float) -> int:
+    """Start `app`'s parts on `bus`, run until its main job ends or `stop` is set,
+    then drain the bus for `grace` s and close the parts (last started, first closed)."""
+    started: list[Any] = []
     try:
-        await stop.wait()
+        for part in app.parts:
+            await part.start()
+            started.append(part)
+            if isinstance(part, Service):
+                part.register(bus)
+        await bus.start()
+        if app.main is None:
+            await stop.wait()
+            return EXIT_OK
+        main_grace = grace if app.main_grace is None else app.main_grace
+        return await _run_main(app.main(bus, stop), stop, main_grace)
     finally:
         await bus.stop(grace)
-        await service.close()
+        for part in reversed(started):
+            await part.close()
 
 
-def run_consumer_main(
+async def _run_main(job: Awaitable[int], stop: asyncio.Event, grace: float) -> int:
+    task = asyncio.ensure_future(job)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():  # signalled: a job that watches `stop` ends by itself
+            await asyncio.wait({task}, timeout=grace)
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return EXIT_ABORTED
+        return task.result()
+    finally:
+        stopped.cancel()
+
+
+def run_app(
     name: str,
     description: str,
     settings_cls: type[S],
-    build: Callable[[S], Service],
+    build: Callable[[S], App | Service],
     argv: Sequence[str] | None = None,
+    *,
     short: dict[str, str] | None = None,
     skip: frozenset[str] = frozenset(),
+    prog: str | None = None,
+    make_bus: Callable[[S], Bus] | None = None,
 ) -> int:
-    """Entry point of `gpt4batch <name>`: a long-running NSQ consumer (`skip`: flags it lacks)."""
-    settings = parse_settings(f"gpt4batch {name}", description, settings_cls, argv, short, skip)
+    """Entry point of `gpt4batch <name>`: settings, logging, metrics, bus, signals, exit code.
+
+    `build` returns the `App` (or a lone consumer `Service`); a `ConfigError` it raises
+    is the user's mistake: one line and exit 2.
+    """
+    prog = prog or f"gpt4batch {name}"
+    settings = parse_settings(prog, description, settings_cls, argv, short, skip)
     glog.configure(settings.log_format, settings.log_level, service=name)
-    log = glog.get_logger("gpt4batch")
 
     async def main() -> int:
         try:
-            service = build(settings)
-            bus = NsqBus(settings, service=name)
+            built = build(settings)
+            app = built if isinstance(built, App) else App(parts=[built])
+            bus = make_bus(settings) if make_bus else NsqBus(settings, service=name)
         except ConfigError as exc:
-            print(f"gpt4batch {name}: error: {exc}", file=sys.stderr)
+            print(f"{prog}: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         stop = asyncio.Event()
         install_stop_signals(stop)
         serve_metrics(settings.metrics_port, settings.metrics_host)
         log.info("starting", metrics_port=settings.metrics_port or None)
         try:
-            await serve(service, bus, stop, settings.shutdown_grace)
+            code = await host(app, bus, stop, settings.shutdown_grace)
         except BusError as exc:
             log.error("bus failure", error=str(exc))
             return EXIT_FAILED
-        log.info("stopped")
-        return EXIT_OK
+        except ConfigError as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        log.info("stopped", exit_code=code)
+        return code
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:
+        return EXIT_ABORTED

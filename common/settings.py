@@ -47,7 +47,11 @@ class BaseServiceSettings(BaseSettings):
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint (0: off)."
     )
-    metrics_host: str = Field("0.0.0.0", description="Address the metrics endpoint listens on.")
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address the metrics endpoint listens on (0.0.0.0 to let other hosts "
+        "scrape it, as compose does).",
+    )
     topic_prefix: str = Field(DEFAULT_PREFIX, description="Prefix of every NSQ topic name.")
     nsqd_tcp_address: CommaList = Field(
         default_factory=list,

@@ -74,3 +74,21 @@ class Channels:
     DOWNLOADER = "downloader"
     SINK = "sink"
     SINK_DOWNLOADS = "sink"
+
+
+def standard_channels(topics: Topics) -> dict[str, list[str]]:
+    """Each topic and the channels of the services that consume it.
+
+    Every NSQ client creates these on each nsqd at start, before it publishes
+    or subscribes: nsqd copies a message only to channels that exist when it
+    is published, so a channel created later (at a consumer's first nsqlookupd
+    poll, after e.g. an `nsq_tail` channel appeared) would miss messages.
+    """
+    return {
+        topics.asks: [Channels.CALLER],
+        topics.results: [Channels.SINK],
+        topics.downloads: [Channels.DOWNLOADER],
+        topics.downloaded: [Channels.SINK_DOWNLOADS],
+        topics.batches: [Channels.SINK],
+        topics.dead: [Channels.SINK],
+    }

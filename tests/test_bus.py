@@ -164,6 +164,47 @@ def test_invalid_body_goes_to_dead_letter_with_reason(make_bus: BusFactory) -> N
     run(scenario())
 
 
+def test_oversized_poison_bodies_are_dead_lettered_with_size_and_sha256(
+    make_bus: BusFactory,
+) -> None:
+    """A poison body as large as nsqd takes (1 MiB by default) still gets a letter that fits."""
+    import hashlib
+    import random
+
+    limit = 1024 * 1024
+    text = b'{"v": 1, "batch": "b", "seq": -1, "pad": "' + b"\xc3\xa9" * 400_000 + b'"}'
+    garbage = random.Random(5).randbytes(limit - 64)
+
+    async def scenario() -> None:
+        bus = make_bus()
+        dead: list[DeadLetter] = []
+
+        async def handle(msg: AskMessage, delivery: Delivery) -> None:
+            raise AssertionError("an invalid body reached the handler")
+
+        async def on_dead(letter: DeadLetter, delivery: Delivery) -> None:
+            dead.append(letter)
+
+        bus.subscribe(bus.topics.asks, "caller", AskMessage, handle)
+        bus.subscribe(bus.topics.dead, "inspect", DeadLetter, on_dead)
+        await bus.start()
+        await bus.publish(bus.topics.asks, text)
+        await bus.publish(bus.topics.asks, garbage)
+        await collect_until(dead, 2)
+        await bus.stop(grace=1)
+        by_size = {d.body_size: d for d in dead}
+        assert set(by_size) == {len(text), len(garbage)}
+        for body in (text, garbage):
+            letter = by_size[len(body)]
+            assert letter.body_sha256 == hashlib.sha256(body).hexdigest()
+            assert letter.body_truncated
+            assert len(letter.model_dump_json()) <= limit // 8
+        assert by_size[len(text)].body and by_size[len(text)].body.startswith('{"v": 1')
+        assert by_size[len(garbage)].body_b64
+
+    run(scenario())
+
+
 def test_poison_and_exhausted_retries_are_dead_lettered(make_bus: BusFactory) -> None:
     async def scenario() -> None:
         bus = make_bus(max_attempts=2)
@@ -212,7 +253,8 @@ def test_touch_keeps_a_slow_message_from_timing_out(nsqd: Nsqd, topic_prefix: st
         await asyncio.sleep(6)
         await bus.stop(grace=1)
         assert attempts == [1]
-        stats = nsqd.stats(bus.topics.batches)["topics"][0]["channels"][0]
+        channels = nsqd.stats(bus.topics.batches)["topics"][0]["channels"]
+        (stats,) = [c for c in channels if c["channel_name"] == "slow"]
         assert stats["timeout_count"] == 0
         assert stats["depth"] == 0
 

@@ -1,28 +1,34 @@
 """`gpt4batch run` (alias `batchsvc`): the whole pipeline in one command.
 
-Without `-n` the same services as in production (ingest, caller, downloader,
-and a journaling sink) run in this process over the in-memory bus; with `-n`
-they go through NSQ, so caller replicas elsewhere share the work.
+Without `-n` the same services as in production (ingest, caller, downloader
+and the sink, for this one batch) run in this process over the in-memory bus;
+with `-n` they go through NSQ, so caller replicas elsewhere share the work.
+The run consumes results on a channel of its own (`run-<hash of the batch>`),
+finishes other batches' copies there, and deletes the channel when done.
 
 Life of a run:
 1. check options and the token (exit 2 before any work when wrong);
-2. load the journal `<out>.journal.jsonl`: records it holds are not run again,
-   so re-running the same command after a crash continues where it stopped;
-3. ingest publishes the records while the caller works and the journal
-   fsyncs each result as it arrives;
-4. at the end, or on Ctrl-C (stop taking work, let in-flight calls finish for
-   `--grace` s), the output is written in input order from the journal;
-5. a summary, and the resume command if anything failed.
+2. load the batch ledger (`<out>.journal.jsonl`, see services/sink/ledger.py):
+   records it holds are not run again, so re-running the same command after a
+   crash continues where it stopped;
+3. ingest publishes the records while the caller works and the embedded sink
+   fsyncs each result into the ledger as it arrives;
+4. the run is complete when the ledger's counts say so: every record has a
+   line and every planned download a result. On Ctrl-C: stop taking work, let
+   in-flight calls finish for `--grace` s and their results reach the ledger;
+5. the output is written in input order from the ledger (the finalizer), then
+   a summary, and the resume command if anything failed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +36,6 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from gpt4batch.cli.run.finalize import FinalCounts, write_final
-from gpt4batch.cli.run.journal import Journal
 from gpt4batch.cli.run.options import RunOptions, parse
 from gpt4batch.cli.run.progress import RunProgress, clock, upstream_calls
 from gpt4batch.common import logging as glog
@@ -39,19 +44,23 @@ from gpt4batch.common.credentials import DEFAULT_CREDENTIALS
 from gpt4batch.common.errors import ConfigError
 from gpt4batch.common.filenames import sibling
 from gpt4batch.common.memory_bus import MemoryBus
+from gpt4batch.common.messages import BatchManifest, DeadLetter, DownloadResult, ResultMessage
 from gpt4batch.common.nsq_bus import NsqBus
 from gpt4batch.common.settings import BaseServiceSettings
-from gpt4batch.common.upstreams.config import DEFAULT_GPT4API_BASE
 from gpt4batch.services.caller.service import CallerService
 from gpt4batch.services.caller.settings import CallerSettings
 from gpt4batch.services.downloader.service import DownloaderService
 from gpt4batch.services.downloader.settings import DownloaderSettings
 from gpt4batch.services.ingest.batch_id import default_batch_id
 from gpt4batch.services.ingest.ingest import IngestSummary, ingest
-from gpt4batch.services.ingest.reader import open_input, read_lines
+from gpt4batch.services.ingest.reader import file_sha256, open_input, read_lines
+from gpt4batch.services.sink.ledger import BatchLedger
+from gpt4batch.services.sink.sink import Sink
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 130
 MAX_LINE_BYTES = 10 * 1024 * 1024
+#: Longest wait, after a stop, for results already published to reach the ledger.
+DRAIN_TIMEOUT = 10.0
 
 log = glog.get_logger("gpt4batch.run")
 
@@ -70,7 +79,7 @@ def caller_settings(opts: RunOptions, bus_settings: BaseServiceSettings) -> Call
     values = dict(
         bus_settings.model_dump(),
         upstream=opts.upstream,
-        base_url=opts.base_url or DEFAULT_GPT4API_BASE,
+        base_url=opts.base_url,
         tier=opts.tier,
         chat_url=opts.url,
         upload_url=opts.upload_url,
@@ -84,15 +93,27 @@ def caller_settings(opts: RunOptions, bus_settings: BaseServiceSettings) -> Call
         read_timeout=opts.read_timeout,
         enable_download=opts.enable_download,
         download_prefix=opts.download_prefix,
+        # Asks upload only files in the input's folder (symlinks resolved first).
+        allowed_dirs=[str(Path(opts.input).resolve().parent)],
+        # In-process (no -n) no message can time out, so no conversation deadline.
+        conversation_deadline=CallerSettings.model_fields["conversation_deadline"].default
+        if opts.enable_nsq
+        else 0,
     )
     if opts.access_token:
         values["access_token"] = SecretStr(opts.access_token)
     return CallerSettings(**values)
 
 
+def run_channel(batch: str) -> str:
+    """The run's own channel on the results topics: one per batch, deleted when done."""
+    return f"run-{hashlib.sha1(batch.encode()).hexdigest()[:12]}"
+
+
 def make_bus(opts: RunOptions, settings: BaseServiceSettings) -> Bus:
     if opts.enable_nsq:
-        return NsqBus(settings, service="run")
+        # Only the run's own channels: a `sink` channel nobody reads would fill nsqd's disk.
+        return NsqBus(settings, service="run", prepare={})
     # Bounded channels: ingest waits while the caller is busy (flat memory).
     capacity = max(1000, 4 * opts.concurrency)
     return MemoryBus(service="run", topics=settings.topics, channel_capacity=capacity)
@@ -125,43 +146,61 @@ class Run:
             else None
         )
         self.download_dir = download_dir
-        self.journal = Journal(self.out, batch=self.batch, input_path=str(self.input.resolve()))
-        self.progress = RunProgress(opts.progress, self.journal.counts)
-        self.journal.on_record = self.progress.on_record
+        self.channel = run_channel(self.batch)
+        self.sink = Sink(out=self.out, only_batch=self.batch, finish=False)
+        self.ledger: BatchLedger | None = None
+        self.progress: RunProgress | None = None
         self.stop = asyncio.Event()
         self.ingest_summary: IngestSummary | None = None
 
     async def execute(self) -> RunResult:
         started = time.monotonic()
-        already = await asyncio.to_thread(self.journal.load)
-        if already:
-            log.info("continuing from the journal", records_done=already, batch=self.batch)
-        self.progress.done_at_start = already
+        await self.sink.start()
+        ledger = self.ledger = await self.sink.ledger(self.batch)
+        self.progress = RunProgress(self.opts.progress, ledger.counts)
+        self.sink.on_record = self.progress.on_record
+        if ledger.counts.done:
+            log.info(
+                "continuing from the ledger", records_done=ledger.counts.done, batch=self.batch
+            )
         bus = make_bus(self.opts, self.bus_settings)
         services = [s for s in (self.caller, self.downloader) if s is not None]
         for service in services:
             await service.start()
             service.register(bus)
-        self.journal.register(bus)
-        await bus.start()
-        ingest_task = asyncio.create_task(self._ingest(bus))
-        interrupted = False
+        self._register_sink(bus)
+        interrupted = True
         try:
-            interrupted = await self._wait(ingest_task)
+            await bus.start()
+            ingest_task = asyncio.create_task(self._ingest(bus))
+            try:
+                interrupted = await self._wait(ingest_task, ledger)
+            finally:
+                await self._shutdown(bus, ingest_task, interrupted)
         finally:
-            await self._shutdown(bus, ingest_task, interrupted)
             for service in services:
                 await service.close()
-            await self.journal.close()
+            await self.sink.close()
         self.progress.draw(final=True)
         final = await asyncio.to_thread(self._write_output)
         if final.not_run == 0 and not interrupted:
-            self.journal.path.unlink(missing_ok=True)  # the output is the record now
+            ledger.journal_path.unlink(missing_ok=True)  # the output is the record now
         return RunResult(
             final, time.monotonic() - started, upstream_calls(), interrupted, self.ingest_summary
         )
 
+    def _register_sink(self, bus: Bus) -> None:
+        """The embedded sink on the run's own channel of each topic it reads."""
+        t, sink = bus.topics, self.sink
+        bus.subscribe(t.results, self.channel, ResultMessage, sink.handle_result)
+        bus.subscribe(t.downloaded, self.channel, DownloadResult, sink.handle_download)
+        bus.subscribe(t.dead, self.channel, DeadLetter, sink.handle_dead)
+        bus.subscribe(t.batches, self.channel, BatchManifest, sink.handle_manifest)
+        sink.bus = bus
+
     async def _ingest(self, bus: Bus) -> IngestSummary:
+        assert self.ledger is not None
+        digest = await asyncio.to_thread(file_sha256, self.input)
         with open_input(str(self.input)) as source:
             summary = await ingest(
                 read_lines(source.stream, MAX_LINE_BYTES),
@@ -170,24 +209,27 @@ class Run:
                 source=source.name,
                 base_dir=source.base_dir,
                 fix=self.opts.fix,
-                input_path=source.name,
+                input_path=str(self.input.resolve()),
+                input_sha256=digest,
                 max_line_bytes=MAX_LINE_BYTES,
-                skip=self.journal.seen.__contains__,
+                skip=self.ledger.seen.__contains__,
             )
         self.ingest_summary = summary
+        assert self.progress is not None
         self.progress.total = summary.total
         return summary
 
-    async def _wait(self, ingest_task: asyncio.Task[IngestSummary]) -> bool:
-        """Until every record has a result (False) or a stop was asked for (True)."""
+    async def _wait(self, ingest_task: asyncio.Task[IngestSummary], ledger: BatchLedger) -> bool:
+        """Until the ledger says the batch is complete (False) or a stop was asked for (True)."""
+        assert self.progress is not None
         stop_wait = asyncio.create_task(self.stop.wait())
         try:
             while True:
                 if self.stop.is_set():
                     return True
                 if ingest_task.done():
-                    summary = ingest_task.result()  # raises if ingest failed
-                    if self.journal.counts.done >= summary.total:
+                    ingest_task.result()  # raises if ingest failed
+                    if ledger.ready_to_complete:
                         return False
                 self.progress.draw()
                 await asyncio.wait({stop_wait, ingest_task}, timeout=0.2)
@@ -197,7 +239,8 @@ class Run:
     async def _shutdown(
         self, bus: Bus, ingest_task: asyncio.Task[IngestSummary], interrupted: bool
     ) -> None:
-        """Stop in stages so nothing paid for is dropped: callers, downloads, then results."""
+        """Stop in stages so nothing paid for is dropped: callers first, then downloads,
+        then the results they published, each counted down on the bus."""
         grace = self.opts.grace
         if not ingest_task.done():
             ingest_task.cancel()
@@ -205,49 +248,43 @@ class Run:
                 await ingest_task
         await bus.stop_consuming(bus.topics.asks, grace)
         if self.downloader is not None:
-            await self._let_downloads_finish(bus, grace if not interrupted else 0)
-            await bus.stop_consuming(bus.topics.downloads, grace)
-        await self._let_results_drain(bus, 10.0)
+            await bus.stop_consuming(bus.topics.downloads, 0 if interrupted else grace)
+        if interrupted:  # results of the calls that just finished: into the ledger
+            await _until_drained(bus, [bus.topics.results, bus.topics.downloaded], self.channel)
+        else:  # complete: nothing of this batch is left on the run's channels
+            for topic in (bus.topics.results, bus.topics.downloaded, bus.topics.dead):
+                with suppress(Exception):
+                    await bus.delete_channel(topic, self.channel)
+            with suppress(Exception):
+                await bus.delete_channel(bus.topics.batches, self.channel)
         await bus.stop(grace)
-
-    async def _let_downloads_finish(self, bus: Bus, timeout: float) -> None:
-        if isinstance(bus, MemoryBus):
-            await _until(lambda: bus.depth(bus.topics.downloads, "downloader") == 0, timeout)
-        else:  # NSQ: no queue depth here; wait until download results stop arriving
-            await _until_quiet(self._downloads_seen, 1.0, timeout)
-
-    async def _let_results_drain(self, bus: Bus, timeout: float) -> None:
-        if isinstance(bus, MemoryBus):
-            await _until(lambda: bus.depth(bus.topics.results, "run") == 0, timeout)
-            await _until(lambda: bus.depth(bus.topics.downloaded, "run") == 0, timeout)
-        else:
-            await _until_quiet(lambda: self.journal.counts.done, 1.0, timeout)
-
-    def _downloads_seen(self) -> int:
-        c = self.journal.counts
-        return c.downloads_ok + c.downloads_failed
 
     def _write_output(self) -> FinalCounts:
         with open_input(str(self.input)) as source:
             return write_final(
-                read_lines(source.stream, MAX_LINE_BYTES), self.journal.path, self.out
+                read_lines(source.stream, MAX_LINE_BYTES), self.sink_journal, self.out
             )
 
+    @property
+    def sink_journal(self) -> Path:
+        assert self.ledger is not None
+        return self.ledger.journal_path
 
-async def _until(predicate: Callable[[], bool], timeout: float) -> None:
+
+async def _until_drained(
+    bus: Bus, topics: list[str], channel: str, timeout: float = DRAIN_TIMEOUT
+) -> None:
+    """Until the run's channel of each topic holds nothing (queued, deferred, in flight)."""
     deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        try:
+            backlog = sum([await bus.backlog(topic, channel) for topic in topics])
+        except Exception as exc:  # nsqd gone: what it holds stays for the next run
+            log.warning("cannot read the run's backlog", error=str(exc))
+            return
+        if backlog == 0:
+            return
         await asyncio.sleep(0.05)
-
-
-async def _until_quiet(value: Callable[[], int], quiet: float, timeout: float) -> None:
-    """Until `value()` has not changed for `quiet` seconds (or `timeout`)."""
-    deadline = time.monotonic() + timeout
-    last, since = value(), time.monotonic()
-    while time.monotonic() < deadline and time.monotonic() - since < quiet:
-        await asyncio.sleep(0.1)
-        if value() != last:
-            last, since = value(), time.monotonic()
 
 
 def print_summary(
@@ -269,7 +306,8 @@ def print_summary(
         lines.append(f"  rejects   {rejects}")
     downloads = sibling(run.out, "downloads.jsonl")
     if downloads.exists() and downloads.stat().st_size:
-        c = run.journal.counts
+        assert run.ledger is not None
+        c = run.ledger.counts
         lines.append(
             f"  downloads {run.download_dir} ({c.downloads_ok} ok, {c.downloads_failed} failed;"
             f" list in {downloads})"
@@ -310,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         def on_signal(signum: int) -> None:
             if run.stop.is_set():
                 print("\ngpt4batch run: aborted", file=sys.stderr)
-                os._exit(EXIT_ABORTED)  # journal lines are fsynced; output is atomic
+                os._exit(EXIT_ABORTED)  # ledger lines are fsynced; output is atomic
             print(
                 f"\ngpt4batch run: stopping; in-flight calls get {opts.grace:g}s "
                 "(Ctrl-C again to abort at once)",

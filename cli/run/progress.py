@@ -8,9 +8,9 @@ from typing import TextIO
 
 from prometheus_client import REGISTRY
 
-from gpt4batch.cli.run.journal import JournalCounts
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import ResultMessage
+from gpt4batch.services.sink.ledger import LedgerCounts
 
 log = get_logger("gpt4batch.run")
 
@@ -45,7 +45,7 @@ def clock(seconds: float) -> str:
 class RunProgress:
     """Draws the bar (throttled) and logs records when there is no terminal."""
 
-    def __init__(self, mode: str, counts: JournalCounts, stream: TextIO | None = None) -> None:
+    def __init__(self, mode: str, counts: LedgerCounts, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.bar = mode == "bar" or (mode == "auto" and tty)

@@ -98,6 +98,8 @@ class Plan:
             "GPT4BATCH_OUT_DIR": str(self.outbox),
             "GPT4BATCH_DOWNLOAD_DIR": str(self.downloads),
             "GPT4BATCH_INBOX": str(self.inbox),
+            # Asks may come from other systems: upload only what the inbox files name.
+            "GPT4BATCH_ALLOWED_DIRS": str(self.inbox),
             "GPT4BATCH_PROCESSED_DIR": str(self.processed),
             "GPT4BATCH_UPSTREAM": o.upstream or ("gpt4api" if a.simulator else None),
             "GPT4BATCH_BASE_URL": o.base_url or a.simulator,

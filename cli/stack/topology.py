@@ -85,7 +85,7 @@ CALLER = Component(
     "caller",
     "gpt4batch",
     ("caller",),
-    env=(*COMMON_ENV, "GPT4BATCH_UPSTREAM", "GPT4BATCH_BASE_URL"),
+    env=(*COMMON_ENV, "GPT4BATCH_UPSTREAM", "GPT4BATCH_BASE_URL", "GPT4BATCH_ALLOWED_DIRS"),
     metrics=True,
     scalable=True,
 )

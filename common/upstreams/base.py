@@ -12,18 +12,21 @@ and each retry the caller makes), so the caller can rate-limit all of them.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
 from gpt4batch.common.errors import FinalError
 from gpt4batch.common.messages import Ask, AskOverrides
 from gpt4batch.common.upstreams import errors
-from gpt4batch.common.upstreams.config import UpstreamConfig
+from gpt4batch.common.upstreams.config import UpstreamConfig, origin
 
 #: Awaited right before every upstream HTTP request, with the endpoint name
 #: (`upload`, `chat`, `completions`, `models`); a rate limiter's `acquire`.
@@ -57,8 +60,14 @@ class ConversationClient(Protocol):
         *,
         base_dir: str | None = None,
         overrides: AskOverrides | None = None,
+        uploaded: dict[str, Any] | None = None,
     ) -> tuple[Answer, ConversationState]:
-        """Upload the ask's own images/files, chat, and return (answer, next state)."""
+        """Upload the ask's own images/files, chat, and return (answer, next state).
+
+        `uploaded` is kept by the caller across retries of this one ask: a client
+        that uploads records each upload's answer there and reuses it on the next
+        try, so a failed chat does not pay for its uploads again.
+        """
         ...
 
 
@@ -96,6 +105,7 @@ class HttpBase:
         **kwargs: Any,
     ) -> Any:
         """One request whose 2xx answer must be JSON; everything else becomes our errors."""
+        check_host(endpoint, url, config)
         await self.before_call(endpoint)
         try:
             response = await self.http.request(
@@ -115,6 +125,17 @@ class HttpBase:
             raise errors.bad_response(endpoint, "answer is not valid JSON") from None
 
 
+def check_host(endpoint: str, url: str, config: UpstreamConfig) -> None:
+    """FinalError unless `url` is on a host the operator configured (the token goes along)."""
+    if origin(url) not in config.token_origins():
+        host = urlsplit(url).hostname
+        raise FinalError(
+            errors.UNTRUSTED_HOST,
+            f"{endpoint}: {host} is not a configured upstream host; not sending the token "
+            "there (configure the URL for this call, e.g. --gizmo-url)",
+        )
+
+
 def resolve(path: str, base_dir: str | None) -> str:
     """An ask's path, relative ones taken from the input file's folder."""
     if base_dir and not os.path.isabs(path):
@@ -122,16 +143,74 @@ def resolve(path: str, base_dir: str | None) -> str:
     return path
 
 
-def checked_size(path: str, limit: int) -> int:
-    """The file's size; FinalError if it is missing or over `limit` (checked before sending)."""
+class LocalFile(io.RawIOBase):
+    """An open regular file that reads no further than the size it had when opened.
+
+    httpx sizes a multipart upload with tell/seek and streams it with read, so
+    a file that grows while it is sent (or a /proc file whose size says 0) can
+    never make the upload longer than what was checked.
+    """
+
+    def __init__(self, fd: int, size: int, name: str) -> None:
+        super().__init__()
+        self.fd = fd
+        self.size = size
+        self.name = name
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        want = min(len(buffer), self.size - self.pos)
+        if want <= 0:
+            return 0
+        data = os.pread(self.fd, want, self.pos)
+        buffer[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.pos, os.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self.fd)
+        super().close()
+
+
+def open_local(path: str, limit: int) -> LocalFile:
+    """Open an ask's file for upload: a regular file of at most `limit` bytes, or FinalError.
+
+    Opened with O_NONBLOCK (a FIFO cannot block the open), and the type and size
+    are checked on the open file (fstat), not on the path, so /dev/zero, a FIFO
+    or a file swapped after a check is refused instead of hanging the caller.
+    """
     name = os.path.basename(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     try:
-        size = os.stat(path).st_size
+        fd = os.open(path, flags)
     except OSError as exc:
         raise FinalError(errors.LOCAL_FILE, f"cannot read {name}: {exc.strerror}") from None
-    if size > limit:
-        raise FinalError(
-            errors.TOO_LARGE,
-            f"{name} is {size} bytes, over the {limit // (1024 * 1024)} MB upload limit",
-        )
-    return size
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise FinalError(errors.LOCAL_FILE, f"{name} is not a regular file; refusing it")
+        if info.st_size > limit:
+            raise FinalError(
+                errors.TOO_LARGE,
+                f"{name} is {info.st_size} bytes, over the {limit // (1024 * 1024)} MB "
+                "upload limit",
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    return LocalFile(fd, info.st_size, name)

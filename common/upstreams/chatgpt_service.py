@@ -25,7 +25,7 @@ class ChatgptServiceClient(HttpBase):
     kind = "chatgpt-service"
 
     def chat_url(self, config: UpstreamConfig) -> str:
-        return config.chat_url or config.base_url
+        return config.chat_url or config.base()
 
     async def chat_messages(
         self, messages: list[dict[str, Any]], *, config: UpstreamConfig | None = None
@@ -61,6 +61,7 @@ class ChatgptServiceClient(HttpBase):
         *,
         base_dir: str | None = None,
         overrides: AskOverrides | None = None,
+        uploaded: dict[str, Any] | None = None,
     ) -> tuple[Answer, ConversationState]:
         """Send the history plus this ask; images and files are refused (FinalError 415)."""
         if ask.image_paths() or ask.files:

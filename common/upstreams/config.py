@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from gpt4batch.common.errors import ConfigError
 from gpt4batch.common.messages import AskOverrides, UpstreamKind
 
 DEFAULT_GPT4API_BASE = "https://beta.gpt4api.plus"
@@ -37,7 +39,10 @@ class UpstreamConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: UpstreamKind = "gpt4api"
-    base_url: str = DEFAULT_GPT4API_BASE
+    base_url: str | None = Field(
+        default=None,
+        description="None: the default host, unless explicit URLs are given (then only those).",
+    )
     tier: Literal["standard", "concurrent"] = "standard"
     chat_url: str | None = Field(
         default=None, description="Full chat URL; wins over base_url/tier (the original's --url)."
@@ -82,5 +87,47 @@ class UpstreamConfig(BaseModel):
     def secret(self) -> str | None:
         return self.access_token.get_secret_value() if self.access_token else None
 
+    def base(self) -> str:
+        """The base URL paths are joined to: `base_url`, else the default host."""
+        return self.base_url or DEFAULT_GPT4API_BASE
+
     def url(self, path: str) -> str:
-        return self.base_url.rstrip("/") + "/" + path.lstrip("/")
+        return self.base().rstrip("/") + "/" + path.lstrip("/")
+
+    def explicit_urls(self) -> dict[str, str]:
+        """The URLs the operator gave, by flag."""
+        given = {
+            "--base-url": self.base_url,
+            "--chat-url": self.chat_url,
+            "--gizmo-url": self.gizmo_url,
+            "--upload-url": self.upload_url,
+        }
+        return {flag: url for flag, url in given.items() if url}
+
+    def token_origins(self) -> frozenset[str]:
+        """The origins the token may go to: those of the configured URLs.
+
+        The default host counts only when no URL at all was configured, so a
+        caller set up with `--chat-url` alone never sends its token elsewhere.
+        """
+        urls = list(self.explicit_urls().values()) or [DEFAULT_GPT4API_BASE]
+        return frozenset(origin(u) for u in urls)
+
+    def check_urls(self) -> None:
+        """ConfigError naming the flag of a URL that is not http(s)://host."""
+        for flag, url in self.explicit_urls().items():
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https"):
+                shown = parts.scheme or "none"
+                raise ConfigError(
+                    f"{flag}: unsupported URL scheme {shown!r} in {url!r} (use http:// or https://)"
+                )
+            if not parts.hostname:
+                raise ConfigError(f"{flag}: no host in {url!r}")
+
+
+def origin(url: str) -> str:
+    """`scheme://host:port` of a URL, with the scheme's default port made explicit."""
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme, 0)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"

@@ -5,36 +5,28 @@ Every client raises only `RetryableError` or `FinalError` (from
 received, otherwise one of our own codes below. Messages are short, name the
 endpoint, and have the access token scrubbed out.
 
-Our codes for failures without a usable HTTP status:
-
-    598 TIMEOUT          no answer within the connect/read/write timeout  (retryable)
-    597 CONNECTION       connect refused, connection reset or dropped     (retryable)
-    596 BAD_RESPONSE     invalid JSON, wrong shape, truncated SSE stream   (retryable)
-    594 CODE_NOT_ZERO    a 200 answer whose `code` field is not 0         (final)
-    590 LOCAL_FILE       an ask's image/file cannot be read from disk      (final)
-    415 UNSUPPORTED_FILE a file this upstream kind cannot take            (final)
-    413 TOO_LARGE        a file over the 100 MB upload limit, never sent   (final)
+Our own codes for failures without a usable HTTP status are the `IErrCode`
+table in `gpt4batch.common.errors` (docs/errors.md); the names below are
+the ones the clients use.
 """
 
 from __future__ import annotations
 
-import email.utils
-import time
-
 import httpx
 
-from gpt4batch.common.errors import FinalError, RetryableError, UpstreamError
+from gpt4batch.common.errors import FinalError, IErrCode, RetryableError, UpstreamError
+from gpt4batch.common.retry import RETRYABLE_STATUSES, is_retryable_status, parse_retry_after
 
-TIMEOUT = 598
-CONNECTION = 597
-BAD_RESPONSE = 596
-CODE_NOT_ZERO = 594
-LOCAL_FILE = 590
-UNSUPPORTED_FILE = 415
-TOO_LARGE = 413
+__all__ = ["RETRYABLE_STATUSES", "parse_retry_after"]  # the one retry model, re-exported
 
-#: HTTP statuses worth retrying besides every 5xx.
-RETRYABLE_STATUSES = frozenset({408, 425, 429})
+TIMEOUT = IErrCode.TIMEOUT
+CONNECTION = IErrCode.CONNECTION
+BAD_RESPONSE = IErrCode.BAD_RESPONSE
+CODE_NOT_ZERO = IErrCode.CODE_NOT_ZERO
+LOCAL_FILE = IErrCode.LOCAL_FILE
+UNSUPPORTED_FILE = IErrCode.UNSUPPORTED_FILE
+TOO_LARGE = IErrCode.FILE_TOO_LARGE
+UNTRUSTED_HOST = IErrCode.UNTRUSTED_HOST
 
 _MAX_MESSAGE = 200
 
@@ -45,24 +37,6 @@ def scrub(text: str, secret: str | None) -> str:
         text = text.replace(secret, "***")
     text = " ".join(text.split())
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def from_status(
@@ -76,7 +50,7 @@ def from_status(
     """The error for a non-2xx answer: 429/408/5xx retryable, every other status final."""
     detail = scrub(body, secret)
     message = f"{endpoint}: HTTP {status}" + (f" {detail}" if detail else "")
-    if status >= 500 or status in RETRYABLE_STATUSES:
+    if is_retryable_status(status):
         return RetryableError(status, message, retry_after=parse_retry_after(retry_after))
     return FinalError(status, message)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mimetypes
 import os
 from dataclasses import replace
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from gpt4batch.common.messages import Ask, AskOverrides
 from gpt4batch.common.upstreams import errors
@@ -13,7 +13,7 @@ from gpt4batch.common.upstreams.base import (
     Answer,
     ConversationState,
     HttpBase,
-    checked_size,
+    open_local,
     resolve,
 )
 from gpt4batch.common.upstreams.config import UpstreamConfig
@@ -21,9 +21,12 @@ from gpt4batch.common.upstreams.config import UpstreamConfig
 UploadType = Literal["multimodal", "my_files"]
 
 
-def _open_upload(path: str) -> IO[bytes]:
-    """Opened here so tests can watch the reads: httpx streams it in 64 KiB chunks."""
-    return open(path, "rb")
+def _endpoint(config: UpstreamConfig, name: str) -> str:
+    """An endpoint nobody gave a URL for: beside `--chat-url` when only that was
+    configured (same host, same tier), else under the base URL."""
+    if config.chat_url and not config.base_url:
+        return config.chat_url.rstrip("/").rsplit("/", 1)[0] + "/" + name
+    return config.url(f"{config.tier}/{name}")
 
 
 class Gpt4ApiClient(HttpBase):
@@ -32,12 +35,12 @@ class Gpt4ApiClient(HttpBase):
     kind = "gpt4api"
 
     def upload_url(self, config: UpstreamConfig) -> str:
-        return config.upload_url or config.url(f"{config.tier}/uploaded")
+        return config.upload_url or _endpoint(config, "uploaded")
 
     def chat_url(self, config: UpstreamConfig) -> str:
         if config.gizmo_id:
-            return config.gizmo_url or config.url(f"{config.tier}/gizmos")
-        return config.chat_url or config.url(f"{config.tier}/all-tools")
+            return config.gizmo_url or _endpoint(config, "gizmos")
+        return config.chat_url or _endpoint(config, "all-tools")
 
     async def upload(
         self,
@@ -52,10 +55,9 @@ class Gpt4ApiClient(HttpBase):
         Files over the limit are refused with FinalError(413) before any request.
         """
         config = config or self.config
-        checked_size(path, config.max_upload_bytes)
         name = os.path.basename(path)
         mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        with _open_upload(path) as fh:
+        with open_local(path, config.max_upload_bytes) as fh:
             answer = await self.request_json(
                 "upload",
                 "POST",
@@ -108,24 +110,31 @@ class Gpt4ApiClient(HttpBase):
         *,
         base_dir: str | None = None,
         overrides: AskOverrides | None = None,
+        uploaded: dict[str, Any] | None = None,
     ) -> tuple[Answer, ConversationState]:
         """Upload this ask's images (parts) and files (attachments), then chat."""
         config = self.config.with_overrides(overrides)
         conversation_id = state.conversation_id
         parts: list[dict[str, Any]] = []
         attachments: list[dict[str, Any]] = []
-        for path in ask.image_paths():
-            up = await self.upload(
-                resolve(path, base_dir), "multimodal", conversation_id, config=config
-            )
+        done = {} if uploaded is None else uploaded
+        wanted: list[tuple[UploadType, str]] = [
+            *(("multimodal", p) for p in ask.image_paths()),
+            *(("my_files", p) for p in ask.files),
+        ]
+        for n, (kind, path) in enumerate(wanted):
+            key = f"{n}:{kind}:{path}"
+            up = done.get(key)
+            if up is None:
+                up = await self.upload(
+                    resolve(path, base_dir), kind, conversation_id, config=config
+                )
+                done[key] = up
             conversation_id = up.get("conversation_id") or conversation_id
-            parts.append(up["part"])
-        for path in ask.files:
-            up = await self.upload(
-                resolve(path, base_dir), "my_files", conversation_id, config=config
-            )
-            conversation_id = up.get("conversation_id") or conversation_id
-            attachments.append(up["attachment"])
+            if kind == "multimodal":
+                parts.append(up["part"])
+            else:
+                attachments.append(up["attachment"])
         chat_state = replace(state, conversation_id=conversation_id)
         answer = await self.chat(
             ask.content, chat_state, parts=parts, attachments=attachments, config=config

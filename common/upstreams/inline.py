@@ -10,7 +10,7 @@ from typing import Any
 from gpt4batch.common.errors import FinalError
 from gpt4batch.common.messages import Ask
 from gpt4batch.common.upstreams import errors
-from gpt4batch.common.upstreams.base import checked_size, resolve
+from gpt4batch.common.upstreams.base import open_local, resolve
 
 #: Extensions read as text although `mimetypes` does not say text/*.
 TEXT_EXTENSIONS = frozenset(
@@ -21,13 +21,8 @@ TEXT_EXTENSIONS = frozenset(
 
 
 def _read(path: str, limit: int) -> bytes:
-    checked_size(path, limit)
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError as exc:
-        name = os.path.basename(path)
-        raise FinalError(errors.LOCAL_FILE, f"cannot read {name}: {exc.strerror}") from None
+    with open_local(path, limit) as fh:
+        return fh.read()
 
 
 def image_part(path: str, limit: int) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import httpx
 
 from gpt4batch.common.messages import Ask, AskOverrides
 from gpt4batch.common.upstreams import errors
-from gpt4batch.common.upstreams.base import Answer, ConversationState, HttpBase
+from gpt4batch.common.upstreams.base import Answer, ConversationState, HttpBase, check_host
 from gpt4batch.common.upstreams.config import UpstreamConfig
 from gpt4batch.common.upstreams.inline import user_message
 
@@ -57,6 +57,7 @@ class OpenAIClient(HttpBase):
         return answer
 
     async def _stream(self, body: dict[str, Any], config: UpstreamConfig) -> Answer:
+        check_host("chat", self.chat_url(config), config)
         await self.before_call("chat")
         headers = {**config.headers(), "Accept": "text/event-stream"}
         try:
@@ -77,6 +78,7 @@ class OpenAIClient(HttpBase):
         *,
         base_dir: str | None = None,
         overrides: AskOverrides | None = None,
+        uploaded: dict[str, Any] | None = None,
     ) -> tuple[Answer, ConversationState]:
         """Append the ask (images/text files inline) to the history and complete it."""
         config = self.config.with_overrides(overrides)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gpt4batch.common.service import run_consumer_main
+from gpt4batch.common.service import run_app
 from gpt4batch.services.caller.limits import build_limiter
 from gpt4batch.services.caller.service import CallerService
 from gpt4batch.services.caller.settings import CallerSettings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_consumer_main(
+    return run_app(
         "caller",
         "Consume AskMessages, run each conversation against the upstream, publish results.",
         CallerSettings,

@@ -6,23 +6,26 @@ simulator or a fake client.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
-from gpt4batch.common.errors import RetryableError, UpstreamError
+from gpt4batch.common.errors import IErrCode, RetryableError, UpstreamError
 from gpt4batch.common.logging import get_logger, redact_text
 from gpt4batch.common.messages import AskMessage, ChatResponse, DownloadJob, IErr, Record
+from gpt4batch.common.retry import RetryPolicy, with_retries
 from gpt4batch.common.upstreams import ConversationClient, ConversationState
 from gpt4batch.services.caller import metrics
 from gpt4batch.services.caller.downloads import plan_downloads
 from gpt4batch.services.caller.paths import FORBIDDEN_PATH, PathPolicy
-from gpt4batch.services.caller.retry import RetryPolicy, with_retries
 
 log = get_logger("gpt4batch.caller")
 
 #: iErr code for a failure of our own making (a bug), not the upstream's.
-INTERNAL_ERROR = 599
+INTERNAL_ERROR = IErrCode.INTERNAL
 
 
 @dataclass
@@ -45,14 +48,22 @@ class ConversationRunner:
     download_prefix: str = "GPT4API"
     enable_download: bool = True
     paths: PathPolicy = field(default_factory=PathPolicy)
+    deadline: float | None = None
+    """Seconds one conversation may take (None: no limit); see `run`."""
 
     async def run(self, msg: AskMessage) -> Outcome:
+        """The record with its answers (or iErr) and the downloads its answers planned.
+
+        With a `deadline` the whole conversation, retries included, ends by then
+        (iErr 588, the answers so far kept): past nsqd's --max-msg-timeout the
+        message would be given to another caller while this one still runs it.
+        """
         record = msg.record.model_copy(deep=True)
         refusal = self.paths.refusal(msg)
         if refusal is not None:
             log.warning("ask refused", record=record.id, reason=refusal)
             record.answers = []
-            record.iErr = IErr(code=FORBIDDEN_PATH, message=refusal)
+            record.iErr = IErr(code=int(FORBIDDEN_PATH), message=refusal)
             metrics.RECORDS.labels("failed").inc()
             return Outcome(record)
         overrides = msg.overrides
@@ -61,33 +72,65 @@ class ConversationRunner:
         jobs: list[DownloadJob] = []
         state = ConversationState()
         error: IErr | None = None
-        for ask in record.asks:
-            call = partial(client.run_ask, state, ask, base_dir=msg.base_dir, overrides=overrides)
-            try:
-                answer, state = await with_retries(call, self.policy, _count_retry(record.id))
-            except UpstreamError as exc:
-                if exc.status >= 590:  # no HTTP answer: not seen by the response hook
-                    metrics.UPSTREAM_CALLS.labels("any", str(exc.status)).inc()
-                error = IErr(code=exc.status, message=f"ask {ask.id}: {exc.message}")
-                break
-            except Exception as exc:  # a bug of ours: record it, keep the batch going
-                log.exception("conversation failed unexpectedly", record=record.id, ask=ask.id)
-                text = redact_text(f"{type(exc).__name__}: {exc}")[:300]
-                error = IErr(code=INTERNAL_ERROR, message=f"ask {ask.id}: internal error: {text}")
-                break
-            if self.enable_download:
-                jobs += plan_downloads(
-                    answer,
-                    batch=msg.batch,
-                    prefix=self.download_prefix,
-                    record_id=record.id,
-                    ask_id=ask.id,
-                )
-            answers.append(ChatResponse.model_validate(answer))
+        ends = None if self.deadline is None else time.monotonic() + self.deadline
+        try:
+            async with asyncio.timeout_at(None if ends is None else _loop_time(ends)):
+                for ask in record.asks:
+                    # What this ask uploaded survives its retries: only the failed call repeats.
+                    uploaded: dict[str, Any] = {}
+                    call = partial(
+                        client.run_ask,
+                        state,
+                        ask,
+                        base_dir=msg.base_dir,
+                        overrides=overrides,
+                        uploaded=uploaded,
+                    )
+                    try:
+                        answer, state = await with_retries(
+                            call, self.policy, _count_retry(record.id), deadline=ends
+                        )
+                    except UpstreamError as exc:
+                        if exc.status >= 590:  # no HTTP answer: not seen by the response hook
+                            metrics.UPSTREAM_CALLS.labels("any", str(exc.status)).inc()
+                        error = IErr(code=int(exc.status), message=f"ask {ask.id}: {exc.message}")
+                        break
+                    except Exception as exc:  # a bug of ours: record it, keep the batch going
+                        log.exception(
+                            "conversation failed unexpectedly", record=record.id, ask=ask.id
+                        )
+                        text = redact_text(f"{type(exc).__name__}: {exc}")[:300]
+                        message = f"ask {ask.id}: internal error: {text}"
+                        error = IErr(code=int(INTERNAL_ERROR), message=message)
+                        break
+                    if self.enable_download:
+                        jobs += plan_downloads(
+                            answer,
+                            batch=msg.batch,
+                            prefix=self.download_prefix,
+                            record_id=record.id,
+                            ask_id=ask.id,
+                        )
+                    answers.append(ChatResponse.model_validate(answer))
+        except TimeoutError:
+            done = len(answers)
+            stopped = record.asks[min(done, len(record.asks) - 1)]
+            error = IErr(
+                code=int(IErrCode.DEADLINE),
+                message=f"ask {stopped.id}: the conversation ran past its "
+                f"{self.deadline:g} s deadline (--conversation-deadline, kept below nsqd's "
+                f"--max-msg-timeout); {done} of {len(record.asks)} asks answered",
+            )
         record.answers = answers
         record.iErr = error
         metrics.RECORDS.labels("ok" if error is None else "failed").inc()
         return Outcome(record, jobs)
+
+
+def _loop_time(monotonic_deadline: float) -> float:
+    """A `time.monotonic()` instant on the running loop's clock."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (monotonic_deadline - time.monotonic())
 
 
 def _count_retry(record_id: str) -> Callable[[RetryableError, int, float], None]:

@@ -21,7 +21,7 @@ def plan_downloads(
             record_id=record_id,
             ask_id=ask_id,
             url=url,
-            local=download_name(prefix, record_id, ask_id, n, url),
+            local=download_name(prefix, batch, record_id, ask_id, n, url),
         )
         for n, url in enumerate(urls)
     ]

@@ -86,6 +86,7 @@ class CallerService:
             download_prefix=settings.download_prefix,
             enable_download=settings.enable_download,
             paths=PathPolicy.build(settings.allowed_dirs, [settings.credentials]),
+            deadline=settings.conversation_deadline or None,
         )
 
     def client_for(self, kind: str) -> ConversationClient:
@@ -125,7 +126,12 @@ class CallerService:
         topics = self.bus.topics
         if outcome.downloads:
             await self._publish_paid(topics.downloads, outcome.downloads)
-        result = ResultMessage(batch=msg.batch, seq=msg.seq, record=outcome.record)
+        result = ResultMessage(
+            batch=msg.batch,
+            seq=msg.seq,
+            record=outcome.record,
+            planned_downloads=[job.local for job in outcome.downloads],
+        )
         try:
             await self._publish_paid(topics.results, [result])
         except MessageTooLarge as exc:

@@ -9,15 +9,19 @@ from pydantic import Field, SecretStr
 
 from gpt4batch.common.credentials import DEFAULT_CREDENTIALS, resolve_token
 from gpt4batch.common.messages import UpstreamKind
+from gpt4batch.common.retry import RetryPolicy
 from gpt4batch.common.settings import BaseServiceSettings, CommaList
 from gpt4batch.common.upstreams import Sampling, UpstreamConfig
 from gpt4batch.common.upstreams.config import DEFAULT_GPT4API_BASE
-from gpt4batch.services.caller.retry import RetryPolicy
 
 
 class CallerSettings(BaseServiceSettings):
     upstream: UpstreamKind = Field("gpt4api", description="Upstream kind.")
-    base_url: str = Field(DEFAULT_GPT4API_BASE, description="Upstream base URL.")
+    base_url: str | None = Field(
+        None,
+        description=f"Upstream base URL (default {DEFAULT_GPT4API_BASE}, unless only full "
+        "URLs are given: the token goes only to the hosts configured).",
+    )
     tier: Literal["standard", "concurrent"] = Field("standard", description="gpt4api tier.")
     chat_url: str | None = Field(None, description="Full chat URL (wins over base URL + tier).")
     gizmo_url: str | None = Field(None, description="Full gizmos URL (gpt4api).")
@@ -48,6 +52,14 @@ class CallerSettings(BaseServiceSettings):
     retries: int = Field(5, ge=0, description="Retries of a transient upstream failure.")
     retry_base_delay: float = Field(1.0, gt=0, description="First retry wait (s), doubling.")
     retry_max_delay: float = Field(60.0, gt=0, description="Longest retry wait (s).")
+    conversation_deadline: float = Field(
+        840.0,
+        ge=0,
+        description="Seconds one conversation may take, all its asks and retries included "
+        "(0: no limit). Keep it below nsqd's --max-msg-timeout (nsqd's default 15m; compose "
+        "and the stack use 30m): past that nsqd hands the ask to another caller while this "
+        "one is still running it, and it is paid twice.",
+    )
     connect_timeout: float = Field(10.0, gt=0, description="Upstream connect timeout (s).")
     read_timeout: float = Field(480.0, gt=0, description="Upstream chat read timeout (s).")
     http_transport: Literal["aiohttp", "httpx"] = Field(
@@ -63,14 +75,22 @@ class CallerSettings(BaseServiceSettings):
     )
     allowed_dirs: CommaList = Field(
         default_factory=list,
-        description="Folders an ask's images/files must be in (repeatable; empty: any). "
-        "Set it when other systems publish asks: a path outside is refused, not uploaded.",
+        description="Folders an ask's images/files may be uploaded from (repeatable; default "
+        "none: no file is uploaded). Symlinks are resolved first; a path outside is refused.",
     )
     enable_download: bool = Field(True, description="Publish download jobs for produced files.")
     download_prefix: str = Field("GPT4API", description="Prefix of downloaded file names.")
 
     def upstream_config(self) -> UpstreamConfig:
         """The upstream configuration, with the token resolved (ConfigError if none)."""
+        config = UpstreamConfig(
+            kind=self.upstream,
+            base_url=self.base_url,
+            chat_url=self.chat_url,
+            gizmo_url=self.gizmo_url,
+            upload_url=self.upload_url,
+        )
+        config.check_urls()  # a bad URL is a usage error now, not a transient one later
         token = resolve_token(
             self.access_token.get_secret_value() if self.access_token else None, self.credentials
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpt4batch.common.service import run_consumer_main
+from gpt4batch.common.service import run_app
 from gpt4batch.services.downloader.service import DownloaderService
 from gpt4batch.services.downloader.settings import DownloaderSettings
 
@@ -13,4 +13,4 @@ DESCRIPTION = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_consumer_main("downloader", DESCRIPTION, DownloaderSettings, DownloaderService, argv)
+    return run_app("downloader", DESCRIPTION, DownloaderSettings, DownloaderService, argv)

@@ -12,17 +12,18 @@ from pathlib import Path
 
 import httpx
 
-from gpt4batch.common.bus import Bus, Delivery, backoff_delay
+from gpt4batch.common.bus import Bus, Delivery
 from gpt4batch.common.errors import Requeue
 from gpt4batch.common.filenames import UnsafeName, inside
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import DownloadJob, DownloadResult
+from gpt4batch.common.retry import REQUEUE
 from gpt4batch.services.downloader import metrics
 from gpt4batch.services.downloader.fetch import DownloadFailed, fetch_to, file_digest, where
 
 log = get_logger("gpt4batch.downloader")
 
-MAX_RETRY_AFTER = 600.0
+MAX_RETRY_AFTER = REQUEUE.max_retry_after
 
 
 class Downloader:
@@ -81,10 +82,7 @@ class Downloader:
 
     async def _failed(self, job: DownloadJob, delivery: Delivery, exc: DownloadFailed) -> None:
         if exc.transient and delivery.attempts < self.attempts:
-            delay = exc.retry_after
-            delay = (
-                backoff_delay(delivery.attempts) if delay is None else min(delay, MAX_RETRY_AFTER)
-            )
+            delay = REQUEUE.delay(delivery.attempts, exc.retry_after)
             metrics.DOWNLOADS.labels("retry").inc()
             log.warning(
                 "download failed, will retry",

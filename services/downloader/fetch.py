@@ -11,15 +11,14 @@ import contextlib
 import hashlib
 import os
 import secrets
-import time
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 
+from gpt4batch.common.retry import is_retryable_status, parse_retry_after
+
 CHUNK = 64 * 1024
-TRANSIENT_STATUSES = frozenset({408, 425, 429})
 
 
 class DownloadFailed(Exception):
@@ -38,20 +37,6 @@ def where(url: str) -> str:
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 def file_digest(path: Path) -> tuple[int, str]:
@@ -135,9 +120,9 @@ def _check_status(resp: httpx.Response) -> None:
     status = resp.status_code
     if 200 <= status < 300:
         return
-    transient = status in TRANSIENT_STATUSES or status >= 500
+    transient = is_retryable_status(status)
     raise DownloadFailed(
         f"HTTP {status}",
         transient=transient,
-        retry_after=retry_after(resp.headers.get("retry-after")) if transient else None,
+        retry_after=parse_retry_after(resp.headers.get("retry-after")) if transient else None,
     )

@@ -13,7 +13,6 @@ batch id is derived from the file, and the sink drops duplicates).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import shutil
@@ -24,9 +23,9 @@ from typing import Any
 from pydantic import Field
 
 from gpt4batch.common import logging as glog
-from gpt4batch.common.errors import BusError, ConfigError
-from gpt4batch.common.service import EXIT_OK, EXIT_USAGE, install_stop_signals
-from gpt4batch.common.settings import add_flags, load
+from gpt4batch.common.bus import Bus
+from gpt4batch.common.errors import BusError
+from gpt4batch.common.service import EXIT_OK, App, run_app
 from gpt4batch.services.ingest.settings import IngestSettings
 
 PROG = "python -m gpt4batch.services.ingest.inbox"
@@ -119,48 +118,36 @@ async def _take(path: Path, processed: Path, failed: Path, ingest_file: IngestFi
     log.info("inbox file published", file=str(path), moved_to=str(target))
 
 
-def parse(argv: Sequence[str] | None) -> InboxSettings:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="Watch a folder and publish every .jsonl batch dropped into it."
-    )
-    add_flags(parser, InboxSettings, skip={"input"})
-    try:
-        return load(InboxSettings, parser.parse_args(argv))
-    except ConfigError as exc:
-        parser.exit(EXIT_USAGE, f"{PROG}: error: {exc}\n")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = parse(argv)
-    glog.configure(settings.log_format, settings.log_level, service="ingest")
-    try:
-        return asyncio.run(_run(settings))
-    except KeyboardInterrupt:
-        return 130
+    return run_app(
+        "ingest",
+        "Watch a folder and publish every .jsonl batch dropped into it.",
+        InboxSettings,
+        build,
+        argv,
+        skip=frozenset({"input"}),
+        prog=PROG,
+    )
 
 
-async def _run(settings: InboxSettings) -> int:
-    from gpt4batch.services.ingest.cli import connect, ingest_file
-
-    bus = await connect(settings, PROG)
-    if isinstance(bus, int):
-        return bus
-    stop = asyncio.Event()
-    install_stop_signals(stop)
-
-    async def ingest_one(path: Path) -> None:
-        summary = await ingest_file(settings.model_copy(update={"input": str(path)}), bus)
-        log.info("batch published", summary=summary.line())
+def build(settings: InboxSettings) -> App:
+    """The inbox as a producer app that runs until it is signalled."""
+    from gpt4batch.services.ingest.cli import ingest_file
 
     inbox = Path(settings.inbox)
     processed = Path(settings.processed_dir) if settings.processed_dir else inbox / "processed"
     failed = Path(settings.failed_dir) if settings.failed_dir else inbox / "failed"
-    log.info("watching inbox", inbox=str(inbox), processed=str(processed))
-    try:
+
+    async def watch(bus: Bus, stop: asyncio.Event) -> int:
+        async def ingest_one(path: Path) -> None:
+            summary = await ingest_file(settings.model_copy(update={"input": str(path)}), bus)
+            log.info("batch published", summary=summary.line())
+
+        log.info("watching inbox", inbox=str(inbox), processed=str(processed))
         await watch_inbox(inbox, processed, ingest_one, stop, settings.poll_interval, failed)
-    finally:
-        await bus.stop(grace=0)
-    return EXIT_OK
+        return EXIT_OK
+
+    return App(main=watch)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,8 @@ async def ingest(
     base_dir: Path,
     fix: bool = False,
     input_path: str | None = None,
+    input_sha256: str | None = None,
+    input_size: int | None = None,
     max_line_bytes: int = 10 * MIB,
     max_file_bytes: int = 100 * MIB,
     publish_batch_size: int = 500,
@@ -150,7 +152,13 @@ async def ingest(
         raise
     summary.published = publisher.acked[bus.topics.asks]
     _count(summary, counted)
-    manifest = BatchManifest(batch=batch, total=summary.total, input=input_path)
+    manifest = BatchManifest(
+        batch=batch,
+        total=summary.total,
+        input=input_path,
+        input_sha256=input_sha256,
+        input_size=input_size,
+    )
     await bus.publish(bus.topics.batches, manifest)
     summary.seconds = time.monotonic() - summary.started
     if progress is not None:

@@ -7,6 +7,7 @@ neither exhaust memory nor stop the batch.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -82,3 +83,12 @@ def open_input(path: str) -> Iterator[InputSource]:
     resolved = Path(path).resolve()
     with resolved.open("rb", buffering=1 << 20) as stream:
         yield InputSource(stream, str(resolved), resolved.parent, resolved)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (the manifest keeps it: reconcile checks the input is the same)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

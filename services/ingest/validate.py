@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat as stat_mod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,19 @@ from gpt4batch.services.ingest.reader import RawLine
 PATH_KEYS = ("images", "image", "files")
 MIB = 1024 * 1024
 
+#: Most asks one record may hold. A record is one conversation run by one caller
+#: within one NSQ message's timeout, and its result travels as one message (or a
+#: few parts): thousands of asks are a mistake far more often than a conversation.
+MAX_ASKS = 100
+
+#: Prefix of the ids given to lines whose own id cannot be read (`line:17`);
+#: an input id of that form is refused so the two can never be confused.
+LINE_ID = re.compile(r"line:\d+")
+
+#: A number that may overflow a float (huge exponent or 309+ digits); only lines
+#: containing one are searched for the value that became infinite.
+_HUGE_NUMBER = re.compile(rb"\d[eE]\+?\d{3,}|\d{309,}")
+
 
 class RejectKind(StrEnum):
     """Reason classes, used as the metrics label."""
@@ -42,6 +56,8 @@ class RejectKind(StrEnum):
     MISSING_FILE = "missing_file"
     FILE_TOO_LARGE = "file_too_large"
     MESSAGE_TOO_LARGE = "message_too_large"
+    TOO_MANY_ASKS = "too_many_asks"
+    BAD_NUMBER = "bad_number"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +114,10 @@ class Validator:
         fix: bool = False,
         max_line_bytes: int = 10 * MIB,
         max_file_bytes: int = 100 * MIB,
+        max_asks: int = MAX_ASKS,
         stat: StatFn = os.stat,
     ) -> None:
+        self.max_asks = max_asks
         self.source = source
         self.base_dir = base_dir
         self.fix = fix
@@ -150,6 +168,14 @@ class Validator:
             raise _Fail(
                 RejectKind.NOT_OBJECT, None, f"expected a JSON object, got {json_type(obj)}"
             )
+        if _HUGE_NUMBER.search(line.data):
+            field = _non_finite(obj)
+            if field is not None:
+                raise _Fail(
+                    RejectKind.BAD_NUMBER,
+                    field,
+                    "number out of range (it would become null); write it as a string",
+                )
         try:
             return self._check_object(line.number, obj, line.data)
         except _Fail as fail:
@@ -164,6 +190,13 @@ class Validator:
             obj = {**obj, "answers": None, "iErr": None}
             data = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
         asks = _check_asks(obj)
+        if len(asks) > self.max_asks:
+            raise _Fail(
+                RejectKind.TOO_MANY_ASKS,
+                "asks",
+                f"{len(asks)} asks, over the limit of {self.max_asks} per record "
+                "(split the conversation into several records)",
+            )
         paths = [found for index, ask in enumerate(asks) for found in _ask_paths(index, ask)]
         record = _to_record(obj)
         for field, path in paths:
@@ -193,6 +226,12 @@ class Validator:
             raise _Fail(RejectKind.BAD_ID, "id", f"id must be a string, got {json_type(record_id)}")
         if not record_id.strip():
             raise _Fail(RejectKind.BAD_ID, "id", "empty id")
+        if LINE_ID.fullmatch(record_id):
+            raise _Fail(
+                RejectKind.BAD_ID,
+                "id",
+                f"id {record_id!r} is reserved: `line:N` names input lines without a usable id",
+            )
         first = self._seen.setdefault(record_id, number)
         if first != number:
             raise _Fail(
@@ -256,7 +295,24 @@ def _no_constant(name: str) -> Any:
 
 
 def _usable_id(value: Any) -> bool:
-    return isinstance(value, str) and bool(value.strip())
+    return isinstance(value, str) and bool(value.strip()) and not LINE_ID.fullmatch(value)
+
+
+def _non_finite(value: Any, where: str = "") -> str | None:
+    """The field holding an infinite number (a JSON number too big for a float), or None."""
+    if isinstance(value, float):
+        return where or "(line)" if value in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        items: Any = ((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{where}[{n}]", v) for n, v in enumerate(value))
+    else:
+        return None
+    for field, item in items:
+        found = _non_finite(item, field)
+        if found is not None:
+            return found
+    return None
 
 
 def _check_asks(obj: dict[str, Any]) -> list[dict[str, Any]]:

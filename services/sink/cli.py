@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from gpt4batch.common.service import run_consumer_main
+from gpt4batch.common.service import run_app
 from gpt4batch.services.sink.service import SinkService
 from gpt4batch.services.sink.settings import SinkSettings
 
 DESCRIPTION = (
-    "Append every result as one output line (fsynced before the message is finished), "
-    "drop duplicates, and mark a batch complete (.done + a message) when its total is reached."
+    "Keep each batch's ledger (every result fsynced before its message is finished, "
+    "duplicates dropped, dead letters counted as failed lines); once every record has a line "
+    "and every planned download a result, write the output in input order and mark the "
+    "batch complete (.done + a message)."
 )
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_consumer_main(
-        "sink", DESCRIPTION, SinkSettings, SinkService, argv, short={"out": "-o"}
-    )
+    return run_app("sink", DESCRIPTION, SinkSettings, SinkService, argv, short={"out": "-o"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gpt4batch.common.bus import Bus
-from gpt4batch.common.messages import BatchManifest, DownloadResult, ResultMessage
+from gpt4batch.common.messages import BatchManifest, DeadLetter, DownloadResult, ResultMessage
 from gpt4batch.common.topics import Channels
 from gpt4batch.services.sink.settings import SinkSettings
 from gpt4batch.services.sink.sink import Sink
@@ -37,6 +37,7 @@ class SinkService:
             max_in_flight=mif,
         )
         bus.subscribe(topics.batches, Channels.SINK, BatchManifest, self.sink.handle_manifest)
+        bus.subscribe(topics.dead, Channels.SINK, DeadLetter, self.sink.handle_dead)
 
     async def start(self) -> None:
         await self.sink.start()

@@ -11,7 +11,10 @@ class SinkSettings(BaseServiceSettings):
     """`-o FILE` (one output file) or `--out-dir DIR` (one file per batch)."""
 
     out: str | None = Field(
-        None, description="Output JSONL file; every batch is appended to it (one file = one batch)."
+        None,
+        description="Output JSONL file of the first batch seen; any other batch gets "
+        "<stem>.<batch>.jsonl "
+        "beside it, with its own count and .done.",
     )
     out_dir: str | None = Field(
         None, description="Folder for one output file per batch: <DIR>/<safe batch id>.jsonl."

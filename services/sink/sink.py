@@ -1,28 +1,43 @@
-"""The sink's handlers: results → output lines, downloads → rows, manifests → completion.
+"""The sink's handlers: results, download results, dead letters and manifests → batch ledgers.
 
 No pynsq here: handlers get messages and publish through a `Bus`, so they run
 the same on NSQ and on a `MemoryBus`. A handler returns (→ FIN) only after its
-line is fsynced; a write error propagates (→ REQ).
+ledger line is fsynced; a write error propagates (→ REQ). Each batch has its
+own `BatchLedger` (see `ledger.py` for the files and how to read them); when
+its counts say it is complete the sink writes the output in input order,
+publishes a `complete` manifest and writes `.done`.
+
+`gpt4batch run` embeds this same sink for its one batch (`only_batch`), with
+`finish=False`: its finalizer writes the output beside the input instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from gpt4batch.common.bus import Bus, Delivery
 from gpt4batch.common.filenames import safe_component
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.messages import BatchManifest, DownloadResult, ResultMessage
+from gpt4batch.common.messages import BatchManifest, DeadLetter, DownloadResult, ResultMessage
 from gpt4batch.services.sink import metrics
 from gpt4batch.services.sink.appender import Fsync
-from gpt4batch.services.sink.output import OutputFile
+from gpt4batch.services.sink.ledger import BatchLedger, journal_batch
+from gpt4batch.services.sink.ordered import write_in_order
 
 log = get_logger("gpt4batch.sink")
 
 RETRY_COMPLETION_SECONDS = 0.5
+_BATCH = re.compile(r'"batch":("(?:[^"\\]|\\.)*")')
+_SEQ = re.compile(r'"seq":(\d+)')
+
+OnRecord = Callable[[ResultMessage], None]
 
 
 def batch_file_stem(batch: str) -> str:
@@ -34,8 +49,26 @@ def batch_file_stem(batch: str) -> str:
     return f"{safe[:100]}-{hashlib.sha1(batch.encode()).hexdigest()[:8]}"
 
 
+def _stem(out: Path) -> str:
+    return out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
+
+
+def dead_letter_body(letter: DeadLetter) -> dict[str, Any] | None:
+    """The dead message's body as a dict; from a truncated body, at least batch and seq."""
+    text = letter.body or ""
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError):
+        batch, seq = _BATCH.search(text), _SEQ.search(text)
+        if batch is None or seq is None:
+            return None
+        return {"batch": json.loads(batch.group(1)), "seq": int(seq.group(1))}
+    return body if isinstance(body, dict) and isinstance(body.get("batch"), str) else None
+
+
 class Sink:
-    """Writes every batch to `out` (one file) or to `<out_dir>/<batch>.jsonl`."""
+    """Keeps every batch's ledger: `<out_dir>/<batch>.jsonl`, or with one file `out`
+    the first batch there owns it and any other batch gets `<out stem>.<batch>.jsonl`."""
 
     def __init__(
         self,
@@ -45,6 +78,9 @@ class Sink:
         every: int = 500,
         interval: float = 0.05,
         fsync: Fsync = os.fsync,
+        only_batch: str | None = None,
+        finish: bool = True,
+        on_record: OnRecord | None = None,
     ) -> None:
         if (out is None) == (out_dir is None):
             raise ValueError("give exactly one of out or out_dir")
@@ -53,65 +89,81 @@ class Sink:
         self.every = every
         self.interval = interval
         self.fsync = fsync
+        self.only_batch = only_batch
+        self.finish = finish
+        self.on_record = on_record
         self.bus: Bus | None = None
-        self._files: dict[Path, asyncio.Task[OutputFile]] = {}
+        self._owner: str | None = only_batch
+        self._ledgers: dict[Path, asyncio.Task[BatchLedger]] = {}
         self._completer: asyncio.Task[None] | None = None
 
     def path_for(self, batch: str) -> Path:
-        if self.out is not None:
+        """The output path of `batch` (its ledger files sit beside it)."""
+        if self.out_dir is not None:
+            return self.out_dir / f"{batch_file_stem(batch)}.jsonl"
+        assert self.out is not None
+        if self._owner is None:
+            self._owner = batch
+        if self._owner == batch:
             return self.out
-        assert self.out_dir is not None
-        return self.out_dir / f"{batch_file_stem(batch)}.jsonl"
+        return self.out.with_name(f"{_stem(self.out)}.{batch_file_stem(batch)}.jsonl")
 
-    async def output_for(self, batch: str) -> OutputFile:
-        """The loaded output file of `batch` (loading it from disk at first use)."""
+    async def ledger(self, batch: str) -> BatchLedger:
+        """The loaded ledger of `batch` (read from disk at first use)."""
         path = self.path_for(batch)
-        task = self._files.get(path)
+        task = self._ledgers.get(path)
         if task is None:
-            state = OutputFile(path, every=self.every, interval=self.interval, fsync=self.fsync)
-            task = asyncio.get_running_loop().create_task(asyncio.to_thread(state.load))
-            self._files[path] = task
+            ledger = BatchLedger(
+                path, batch, every=self.every, interval=self.interval, fsync=self.fsync
+            )
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(ledger.load))
+            self._ledgers[path] = task
         try:
-            state = await asyncio.shield(task)
+            return await asyncio.shield(task)
         except Exception:
-            if self._files.get(path) is task:
-                del self._files[path]  # let the next delivery try again
+            if self._ledgers.get(path) is task:
+                del self._ledgers[path]  # let the next delivery try again
             raise
-        if state.manifest is not None and not state.completed:
-            metrics.BATCH_TOTAL.labels(state.manifest.batch).set(state.manifest.total)
-            metrics.BATCH_WRITTEN.labels(state.manifest.batch).set(state.written)
-        return state
 
     # --- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
-        """Load the output(s) now and finish any batch that completed before a crash."""
+        """Load unfinished batches now and finish any that completed before a crash."""
         if self.out is not None:
-            await self.output_for("")
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            if self._owner is None:
+                self._owner = journal_batch(self.out)
+            stem = _stem(self.out)
+            manifests = [
+                *self.out.parent.glob(f"{glob_escape(stem)}.manifest.json"),
+                *self.out.parent.glob(f"{glob_escape(stem)}.*.manifest.json"),
+            ]
         else:
             assert self.out_dir is not None
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            for manifest_path in sorted(self.out_dir.glob("*.manifest.json")):
-                done = manifest_path.with_name(manifest_path.name[: -len("manifest.json")] + "done")
-                if not done.exists():
-                    manifest = BatchManifest.model_validate_json(manifest_path.read_bytes())
-                    await self.output_for(manifest.batch)
+            manifests = list(self.out_dir.glob("*.manifest.json"))
+        for manifest_path in sorted(manifests):
+            done = manifest_path.with_name(manifest_path.name[: -len("manifest.json")] + "done")
+            if done.exists():
+                continue
+            manifest = BatchManifest.model_validate_json(manifest_path.read_bytes())
+            if self.only_batch is None or manifest.batch == self.only_batch:
+                await self.ledger(manifest.batch)
+        if self.only_batch is not None:
+            await self.ledger(self.only_batch)
         self._completer = asyncio.get_running_loop().create_task(self._complete_leftovers())
 
     async def _complete_leftovers(self) -> None:
         """Retry completion of loaded batches until the bus is bound and publishing works."""
         while True:
             waiting = False
-            for task in list(self._files.values()):
+            for task in list(self._ledgers.values()):
                 if not task.done() or task.exception() is not None:
                     continue
-                state = task.result()
-                if not state.ready_to_complete:
-                    continue
                 try:
-                    await self.maybe_complete(state)
+                    await self.maybe_complete(task.result())
                 except Exception as exc:
                     waiting = True
-                    log.debug("completion not yet possible", path=str(state.out), error=str(exc))
+                    log.debug("completion not yet possible", error=str(exc))
             if not waiting:
                 return
             await asyncio.sleep(RETRY_COMPLETION_SECONDS)
@@ -120,56 +172,93 @@ class Sink:
         if self._completer is not None:
             self._completer.cancel()
             await asyncio.gather(self._completer, return_exceptions=True)
-        for task in list(self._files.values()):
+        for task in list(self._ledgers.values()):
             if task.done() and task.exception() is None:
                 await task.result().close()
-        self._files.clear()
+        self._ledgers.clear()
+
+    def _foreign(self, batch: str) -> bool:
+        """Another run's message on this run's own channel: a copy, finished and ignored."""
+        return self.only_batch is not None and batch != self.only_batch
 
     # --- handlers ----------------------------------------------------------------
     async def handle_result(self, msg: ResultMessage, delivery: Delivery) -> None:
-        state = await self.output_for(msg.batch)
-        if not await state.add_result(msg):
-            log.debug("duplicate result dropped", batch=msg.batch, id=msg.record.id)
-        await self.maybe_complete(state)
+        if self._foreign(msg.batch):
+            return
+        ledger = await self.ledger(msg.batch)
+        if await ledger.add_result(msg):
+            if ledger.completed:  # a success replacing a failure after completion
+                await ledger.reopen()
+            if self.on_record is not None:
+                self.on_record(msg)
+        await self.maybe_complete(ledger)
 
     async def handle_download(self, msg: DownloadResult, delivery: Delivery) -> None:
-        state = await self.output_for(msg.batch)
-        if not await state.add_download(msg):
-            log.debug("duplicate download result dropped", batch=msg.batch, local=msg.local)
+        if self._foreign(msg.batch):
+            return
+        ledger = await self.ledger(msg.batch)
+        if await ledger.add_download(msg) and ledger.completed:
+            await ledger.reopen()  # a file fetched after all (reconcile): rows changed
+        await self.maybe_complete(ledger)
+
+    async def handle_dead(self, letter: DeadLetter, delivery: Delivery) -> None:
+        """A dead-lettered ask, result or download job still counts (as failed)."""
+        if self.bus is None:
+            return
+        topics = self.bus.topics
+        if letter.topic not in (topics.asks, topics.results, topics.downloads):
+            return
+        body = dead_letter_body(letter)
+        if body is None or self._foreign(body["batch"]):
+            return
+        ledger = await self.ledger(body["batch"])
+        await ledger.add_dead_letter(letter, body)
+        await self.maybe_complete(ledger)
 
     async def handle_manifest(self, msg: BatchManifest, delivery: Delivery) -> None:
-        if msg.status != "published":
+        if msg.status != "published" or self._foreign(msg.batch):
             return  # our own (or another sink's) completion notice
-        state = await self.output_for(msg.batch)
-        await state.set_manifest(msg)
-        log.info("batch announced", batch=msg.batch, total=msg.total, written=state.written)
-        await self.maybe_complete(state)
+        ledger = await self.ledger(msg.batch)
+        await ledger.set_manifest(msg)
+        c = ledger.counts
+        log.info("batch announced", batch=msg.batch, total=msg.total, written=c.done)
+        await self.maybe_complete(ledger)
 
-    async def maybe_complete(self, state: OutputFile) -> None:
-        """Once the output holds `total` lines: publish `complete`, then write `.done`.
-
-        Publishing first means a crash in between republishes (harmless) rather
-        than leaving a `.done` whose notice was never sent.
-        """
-        if not state.ready_to_complete:
+    async def maybe_complete(self, ledger: BatchLedger) -> None:
+        """Once the counts say complete: the output in input order, a `complete`
+        notice, then `.done` (a crash in between repeats harmless steps)."""
+        if not self.finish or not ledger.ready_to_complete:
             return
-        async with state.complete_lock:
-            if not state.ready_to_complete:
+        async with ledger.complete_lock:
+            if not ledger.ready_to_complete:
                 return
             if self.bus is None:
                 raise RuntimeError("sink is not bound to a bus yet")
-            assert state.manifest is not None
-            done = state.manifest.model_copy(update={"status": "complete"})
+            assert ledger.manifest is not None
+            await ledger.close()  # every accepted line is on disk before it is read
+            await asyncio.to_thread(write_in_order, ledger.journal_path, ledger.out)
+            done = ledger.manifest.model_copy(update={"status": "complete"})
             await self.bus.publish(self.bus.topics.batches, done)
-            await state.write_done()
+            await ledger.write_done()
         metrics.BATCHES_COMPLETED.inc()
-        log.info("batch complete", batch=done.batch, total=done.total, written=state.written)
-        if self.out_dir is not None:
-            await self._forget(state)
+        c = ledger.counts
+        log.info(
+            "batch complete",
+            batch=ledger.batch,
+            total=c.total,
+            failed=c.failed,
+            downloads=c.downloads_planned,
+            downloads_failed=c.downloads_failed,
+        )
+        await self._forget(ledger)
 
-    async def _forget(self, state: OutputFile) -> None:
-        """Drop a completed batch's in-memory index (a late duplicate reloads it)."""
-        task = self._files.get(state.out)
-        if task is not None and task.done() and task.result() is state:
-            del self._files[state.out]
-            await state.close()
+    async def _forget(self, ledger: BatchLedger) -> None:
+        """Drop a completed batch's in-memory state (a late message reloads it)."""
+        task = self._ledgers.get(ledger.out)
+        if task is not None and task.done() and task.result() is ledger:
+            del self._ledgers[ledger.out]
+            await ledger.close()
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)

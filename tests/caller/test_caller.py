@@ -22,10 +22,10 @@ from gpt4batch.common.messages import (
     Record,
     ResultMessage,
 )
+from gpt4batch.common.retry import RetryPolicy
 from gpt4batch.common.topics import Topics
 from gpt4batch.common.upstreams import ConversationState
 from gpt4batch.services.caller.conversation import ConversationRunner
-from gpt4batch.services.caller.retry import RetryPolicy
 from gpt4batch.services.caller.service import CallerService
 from gpt4batch.services.caller.settings import CallerSettings
 from tests.support.mock_upstream import MockUpstream
@@ -46,6 +46,7 @@ def settings_for(mock: MockUpstream, **kw: Any) -> CallerSettings:
         qps=0,
         retry_base_delay=0.01,
         retry_max_delay=0.05,
+        allowed_dirs=[str(DATA)],
     )
     values.update(kw)
     return CallerSettings(**values)
@@ -275,13 +276,50 @@ def test_paths_outside_the_allowed_folders_are_refused_before_any_call(
     assert results["in"].record.iErr is None
     for rid in ("out", "up"):
         err = results[rid].record.iErr
-        assert err is not None and err.code == 403 and "outside the allowed folders" in err.message
+        assert err is not None and err.code == 591 and "outside the allowed folders" in err.message
     assert mock.stats()["total_calls"] - before == 2  # the allowed record's upload + chat only
 
-    # The credentials file never leaves, even with no folder restriction.
-    open_settings = settings_for(mock, credentials=secret)
+    # The credentials file never leaves, even from an allowed folder.
+    open_settings = settings_for(mock, credentials=secret, allowed_dirs=[str(tmp_path)])
     leak = ask_message(
         {"id": "leak", "asks": [{"id": "a", "content": "c", "files": [str(secret)]}]}
     )
     err = results_of(run_service(open_settings, [leak]))["leak"].record.iErr
     assert err is not None and "credentials file" in err.message
+
+
+def test_uploads_are_refused_by_default_and_symlinks_are_resolved_first(
+    mock: MockUpstream, tmp_path: Path
+) -> None:
+    """No --allowed-dirs: nothing is uploaded; a link inside an allowed folder that points
+    outside it is refused; /proc/self/environ (the caller's token) never leaves."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "ok.txt").write_text("fine")
+    (allowed / "link.txt").symlink_to("/etc/hostname")
+    (allowed / "env.txt").symlink_to("/proc/self/environ")
+
+    def files(rid: str, path: str, seq: int) -> AskMessage:
+        record = {"id": rid, "asks": [{"id": "a", "content": "c", "files": [path]}]}
+        return AskMessage(
+            batch="b", seq=seq, record=Record.model_validate(record), base_dir=str(allowed)
+        )
+
+    before = mock.stats()["total_calls"]
+    closed = results_of(
+        run_service(settings_for(mock, allowed_dirs=[]), [files("ok", "ok.txt", 0)])
+    )
+    err = closed["ok"].record.iErr
+    assert err is not None and err.code == 591 and "no folder is allowed" in err.message
+    assert mock.stats()["total_calls"] == before
+
+    wide = settings_for(mock, allowed_dirs=[str(allowed), "/"])
+    narrow = settings_for(mock, allowed_dirs=[str(allowed)])
+    got = results_of(run_service(narrow, [files("ok", "ok.txt", 0), files("link", "link.txt", 1)]))
+    assert got["ok"].record.iErr is None
+    link_err = got["link"].record.iErr
+    assert link_err is not None and "outside the allowed folders" in link_err.message
+    for path in ("/proc/self/environ", "env.txt"):
+        env_err = results_of(run_service(wide, [files("env", path, 0)]))["env"].record.iErr
+        assert env_err is not None and env_err.code == 591 and "system folder" in env_err.message
+    assert mock.stats()["total_calls"] - before == 2  # ok.txt: one upload, one chat

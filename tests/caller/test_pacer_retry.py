@@ -8,8 +8,8 @@ import itertools
 import pytest
 
 from gpt4batch.common.errors import FinalError, RetryableError
+from gpt4batch.common.retry import RetryPolicy, with_retries
 from gpt4batch.services.caller.pacer import Pacer
-from gpt4batch.services.caller.retry import RetryPolicy, with_retries
 
 
 def max_in_any_window(starts: list[float], window: float = 1.0) -> int:

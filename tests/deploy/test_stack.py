@@ -43,7 +43,8 @@ def records(n: int, draw_at: int | None = None) -> list[dict[str, Any]]:
 def output_lines(outbox: Path, batch_prefix: str) -> list[dict[str, Any]]:
     lines: list[dict[str, Any]] = []
     for path in outbox.glob(f"{batch_prefix}*.jsonl"):
-        if not path.name.endswith(".downloads.jsonl"):
+        side = (".downloads.jsonl", ".journal.jsonl", ".rejects.jsonl")
+        if not path.name.endswith(side):
             lines += [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
     return lines
 

@@ -14,9 +14,10 @@ import pytest
 from gpt4batch.common.errors import Requeue
 from gpt4batch.common.memory_bus import MemoryBus
 from gpt4batch.common.messages import DownloadJob, DownloadResult
+from gpt4batch.common.retry import parse_retry_after
 from gpt4batch.common.topics import Topics
 from gpt4batch.services.downloader.downloader import Downloader
-from gpt4batch.services.downloader.fetch import retry_after, where
+from gpt4batch.services.downloader.fetch import where
 from tests.downloader.fileserver import FileServer, serve_files
 
 PAYLOAD = bytes(range(256)) * 300  # 76,800 bytes
@@ -153,4 +154,4 @@ def test_logged_location_drops_the_signature() -> None:
     ("header", "expected"), [("3", 3.0), (None, None), ("soon", None), ("-4", 0.0)]
 )
 def test_retry_after_parsing(header: str | None, expected: float | None) -> None:
-    assert retry_after(header) == expected
+    assert parse_retry_after(header) == expected

@@ -97,7 +97,7 @@ def test_mixed_batch_end_to_end(procs: ServiceProcs, mock: MockUpstream, tmp_pat
 
     procs.start("sink", "sink", "-o", str(out))
     procs.start("downloader", "downloader", "--download-dir", str(downloads))
-    procs.start("caller", "caller", *caller_flags(mock))
+    procs.start("caller", "caller", *caller_flags(mock, "--allowed-dirs", str(inputs)))
     procs.run_once("ingest", "ingest", "-i", str(source), "--batch", "mixed")
     done = out.with_name("result.done")
     wait_for(done.exists, 90, "the batch to complete", procs.assert_alive)
@@ -190,6 +190,11 @@ def test_examples_and_fix_resume(procs: ServiceProcs, mock: MockUpstream, tmp_pa
         assert resumed[r["id"]] == r  # passed through untouched
 
 
+def ledger_of(out: Path) -> Path:
+    """The batch ledger's journal beside `out` (the output itself is written at the end)."""
+    return out.with_name(out.stem + ".journal.jsonl")
+
+
 def test_gizmo_caller_and_redelivery_after_kill(
     procs: ServiceProcs, tmp_path: Path, mock: MockUpstream
 ) -> None:
@@ -208,7 +213,7 @@ def test_gizmo_caller_and_redelivery_after_kill(
         ]
         source = write_jsonl(tmp_path / "g-in.jsonl", records)
         procs.run_once("ingest", "ingest", "-i", str(source), "--batch", "g")
-        wait_for(lambda: count_lines(out) >= 40, 60, "some results", procs.assert_alive)
+        wait_for(lambda: count_lines(ledger_of(out)) >= 41, 60, "some results", procs.assert_alive)
         procs.kill("caller")
         procs.start("caller2", "caller", *caller_flags(slow, *gizmo))
         wait_for(out.with_name("g.done").exists, 90, "the batch after a kill", procs.assert_alive)
@@ -232,9 +237,9 @@ def test_sink_killed_mid_batch_loses_and_duplicates_nothing(
         procs.start("caller", "caller", *caller_flags(sim, "--concurrency", "20"))
         records = [{"id": f"k{i}", "asks": [{"id": "a", "content": f"q{i}"}]} for i in range(400)]
         procs.run_once("ingest", "ingest", "-i", str(write_jsonl(tmp_path / "k-in.jsonl", records)))
-        wait_for(lambda: count_lines(out) >= 60, 60, "some results", procs.assert_alive)
+        wait_for(lambda: count_lines(ledger_of(out)) >= 61, 60, "some results", procs.assert_alive)
         procs.kill("sink")
-        at_kill = count_lines(out)
+        at_kill = count_lines(ledger_of(out)) - 1  # minus the header
         procs.start("sink2", "sink", "-o", str(out))
         wait_for(out.with_name("k.done").exists, 90, "the batch after a kill", procs.assert_alive)
     assert at_kill < 400  # the kill really was mid-batch

@@ -21,8 +21,10 @@ def run_cli(args: list[str], stdin: bytes | None = None) -> subprocess.Completed
 
 
 def depth(nsqd: Nsqd, topic: str) -> int:
-    """`Nsqd.depth`, but 0 for a topic nsqd has never seen (its /stats says `topics: null`)."""
-    return nsqd.depth(topic) if nsqd.stats(topic).get("topics") else 0
+    """Messages waiting for the callers (ingest created their channel before publishing);
+    0 for a topic nsqd has never seen (its /stats says `topics: null`)."""
+    channel = "caller" if topic.endswith(".asks") else "sink"
+    return nsqd.depth(topic, channel) if nsqd.stats(topic).get("topics") else 0
 
 
 def sample(tmp_path: Path) -> Path:

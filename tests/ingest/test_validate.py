@@ -249,3 +249,50 @@ def test_lines_consumers_could_not_decode_are_refused_here(line: bytes) -> None:
     verdict = validator.check(RawLine(1, line, len(line)))
     assert isinstance(verdict, Rejected)
     assert verdict.kind == RejectKind.INVALID_JSON
+
+
+def test_ids_of_the_form_line_n_are_reserved_so_they_never_clash(tmp_path: Path) -> None:
+    v = Validator(source="in.jsonl", base_dir=tmp_path)
+    unreadable = v.check(line(b"{broken", number=3))
+    real = v.check(line({"id": "line:3", "asks": [GOOD_ASK]}, number=9))
+    assert isinstance(unreadable, Rejected) and isinstance(real, Rejected)
+    assert real.kind == RejectKind.BAD_ID and "reserved" in real.reject.reason
+    assert real.reject.field == "id" and real.reject.id is None
+    ids = {unreadable.output.id, real.output.id}
+    assert ids == {"line:3", "line:9"}  # each names its own line
+    assert isinstance(v.check(line({"id": "line:x", "asks": [GOOD_ASK]}, 10)), Accepted)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"id": "r", "asks": [{"id": "a", "content": "c"}], "extra": 1e999}', "extra"),
+        (b'{"id": "r", "asks": [{"id": "a", "content": "c", "w": [1, -2E+400]}]}', "asks[0].w[1]"),
+        (b'{"id": "r", "asks": [{"id": "a", "content": "c"}], "n": ' + b"9" * 400 + b".5}", "n"),
+    ],
+)
+def test_numbers_too_big_for_a_float_are_refused_not_nulled(
+    tmp_path: Path, raw: bytes, field: str
+) -> None:
+    verdict = Validator(source="in.jsonl", base_dir=tmp_path).check(line(raw, number=4))
+    assert isinstance(verdict, Rejected), verdict
+    assert verdict.kind == RejectKind.BAD_NUMBER and verdict.reject.field == field
+    assert "out of range" in verdict.reject.reason
+
+
+def test_ordinary_exponents_and_text_that_looks_like_one_are_accepted(tmp_path: Path) -> None:
+    v = Validator(source="in.jsonl", base_dir=tmp_path)
+    ok = {"id": "r", "asks": [{"id": "a", "content": "is 1e999 big?"}], "extra": 1e300}
+    assert isinstance(v.check(line(ok)), Accepted)
+
+
+def test_records_over_the_asks_limit_are_refused_with_a_reason(tmp_path: Path) -> None:
+    from gpt4batch.services.ingest.validate import MAX_ASKS
+
+    v = Validator(source="in.jsonl", base_dir=tmp_path)
+    asks = [{"id": f"a{i}", "content": "q"} for i in range(MAX_ASKS + 1)]
+    verdict = v.check(line({"id": "big", "asks": asks}))
+    assert isinstance(verdict, Rejected) and verdict.kind == RejectKind.TOO_MANY_ASKS
+    assert verdict.reject.field == "asks"
+    assert f"{MAX_ASKS + 1} asks, over the limit of {MAX_ASKS}" in verdict.reject.reason
+    assert isinstance(v.check(line({"id": "max", "asks": asks[:MAX_ASKS]})), Accepted)

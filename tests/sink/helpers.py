@@ -13,6 +13,7 @@ from gpt4batch.common.memory_bus import MemoryBus
 from gpt4batch.common.messages import (
     REJECT_CODE,
     BatchManifest,
+    DownloadResult,
     Record,
     Reject,
     ResultMessage,
@@ -39,17 +40,41 @@ DELIVERY = FakeDelivery()
 
 
 def result(
-    rid: str, batch: str = "b1", seq: int = 0, reject_line: int | None = None
+    rid: str,
+    batch: str = "b1",
+    seq: int = 0,
+    reject_line: int | None = None,
+    *,
+    failed: bool = False,
+    files: list[str] | None = None,
 ) -> ResultMessage:
     fields: dict[str, Any] = {"id": rid, "asks": [{"id": "a1", "content": "hi"}], "answers": None}
-    fields["iErr"] = None
+    fields["iErr"] = {"code": 500, "message": "upstream failed"} if failed else None
     reject = None
     if reject_line is not None:
         reject = Reject(line=reject_line, id=rid, reason="duplicate id")
         message = reject_message(reject_line, None, "duplicate id")
         fields["iErr"] = {"code": REJECT_CODE, "message": message}
+    if files:
+        spec = [{"origin": f"http://x/{f}", "local": f} for f in files]
+        fields["answers"] = [{"downloads": [s["origin"] for s in spec], "spec_downloads": spec}]
     record = Record.model_validate(fields)
-    return ResultMessage(batch=batch, seq=seq, record=record, reject=reject)
+    return ResultMessage(
+        batch=batch, seq=seq, record=record, reject=reject, planned_downloads=files or []
+    )
+
+
+def download(local: str, *, ok: bool = True, batch: str = "b1") -> DownloadResult:
+    return DownloadResult(
+        batch=batch,
+        record_id="r",
+        ask_id="a1",
+        url=f"http://x/{local}",
+        local=local,
+        ok=ok,
+        size=1 if ok else None,
+        error=None if ok else "404",
+    )
 
 
 def manifest(total: int, batch: str = "b1") -> BatchManifest:
@@ -69,6 +94,10 @@ def make_sink(
     bus = MemoryBus(service="sink", topics=Topics("t"), record=True)
     sink.bus = bus
     return sink, bus
+
+
+def journal(out: Path) -> Path:
+    return out.with_name(out.stem + ".journal.jsonl")
 
 
 def ids(path: Path) -> list[str]:

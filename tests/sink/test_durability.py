@@ -1,4 +1,4 @@
-"""A result is FINished (its handler returns) only after its line is written and fsynced."""
+"""A result is FINished (its handler returns) only after its ledger line is written and fsynced."""
 
 from __future__ import annotations
 
@@ -10,12 +10,17 @@ from pathlib import Path
 import pytest
 
 from gpt4batch.services.sink.appender import SyncedAppender
-from tests.sink.helpers import DELIVERY, ids, make_sink, result, run
+from gpt4batch.services.sink.ledger import parse_entry
+from tests.sink.helpers import DELIVERY, journal, make_sink, result, run
+
+
+def seqs(out: Path) -> list[int]:
+    entries = [parse_entry(x) for x in journal(out).read_bytes().splitlines(keepends=True)]
+    return [e.seq for e in entries if e is not None]
 
 
 def test_handler_returns_only_after_fsync(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
-    out.touch()  # so the only fsync is the one of the line (not the folder's)
     gate = threading.Event()
     fsynced: list[int] = []
 
@@ -25,13 +30,17 @@ def test_handler_returns_only_after_fsync(tmp_path: Path) -> None:
         fsynced.append(fd)
 
     async def scenario() -> None:
+        sink, _ = make_sink(out)
+        await sink.start()
+        await sink.ledger("b1")  # the ledger's header, fsynced normally
+        await sink.close()
         sink, _ = make_sink(out, fsync=slow_fsync)
         await sink.start()
         # When a result is handled while fsync is stuck
         handler = asyncio.create_task(sink.handle_result(result("r1"), DELIVERY))
         await asyncio.sleep(0.3)
         # Then the line is written but the handler (→ FIN) waits for the fsync
-        assert out.read_text().count("\n") == 1
+        assert journal(out).read_text().count("\n") == 2  # header + entry
         assert not handler.done()
         assert fsynced == []
         gate.set()
@@ -57,7 +66,7 @@ def test_lines_are_fsynced_in_batches(tmp_path: Path) -> None:
         await sink.close()
 
     run(scenario())
-    assert len(ids(tmp_path / "out.jsonl")) == 200
+    assert sorted(seqs(tmp_path / "out.jsonl")) == list(range(200))
     assert len(calls) <= 8  # 200 lines / 50 per fsync, not one per line
 
 
@@ -71,18 +80,22 @@ def test_failed_write_raises_and_leaves_no_partial_line(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         sink, _ = make_sink(out, fsync=flaky_fsync)
+        fail["on"] = False
         await sink.start()
+        await sink.ledger("b1")
+        fail["on"] = True
+        header = journal(out).read_bytes()
         # When the fsync fails, the handler raises (→ the bus requeues)
         with pytest.raises(OSError):
             await sink.handle_result(result("r1"), DELIVERY)
-        assert out.read_bytes() == b""
+        assert journal(out).read_bytes() == header
         # And the redelivery is written, not taken for a duplicate
         fail["on"] = False
         await sink.handle_result(result("r1"), DELIVERY)
         await sink.close()
 
     run(scenario())
-    assert ids(out) == ["r1"]
+    assert seqs(out) == [0]
 
 
 def test_appender_close_flushes_pending_lines(tmp_path: Path) -> None:

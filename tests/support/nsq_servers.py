@@ -25,6 +25,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_pair() -> tuple[int, int]:
+    """Two free ports N, N+1: nsqd's default pairing (TCP 4150, HTTP 4151), which is how a
+    client given only --nsqd-tcp-address finds nsqd's HTTP API."""
+    for _ in range(100):
+        port = free_port()
+        if port >= 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port, port + 1
+    raise RuntimeError("no free pair of ports")
+
+
 def nsq_binary(name: str) -> str:
     path = BIN / name
     if not path.exists():
@@ -163,7 +179,7 @@ def run_nsqlookupd(workdir: Path) -> Iterator[Nsqlookupd]:
 def run_nsqd(
     workdir: Path, lookupd: Nsqlookupd | None = None, *extra: str, name: str = "nsqd"
 ) -> Iterator[Nsqd]:
-    tcp, http = free_port(), free_port()
+    tcp, http = free_port_pair()
     data = workdir / f"{name}-data"
     data.mkdir(parents=True, exist_ok=True)
     args = [

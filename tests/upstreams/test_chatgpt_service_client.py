@@ -47,7 +47,7 @@ def test_images_are_refused(mock: MockUpstream) -> None:
 
     with pytest.raises(FinalError) as info:
         run(go)
-    assert info.value.status == 415
+    assert info.value.status == 592
 
 
 @pytest.mark.parametrize(("kind", "status"), [("5xx", 503), ("bad-json", 596), ("drop", 597)])

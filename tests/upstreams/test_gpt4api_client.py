@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import io
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ import pytest
 from gpt4batch.common.errors import FinalError, RetryableError
 from gpt4batch.common.messages import Ask, AskOverrides, ChatResponse
 from gpt4batch.common.upstreams import ConversationState, Gpt4ApiClient, UpstreamConfig
-from gpt4batch.common.upstreams import gpt4api as gpt4api_module
+from gpt4batch.common.upstreams.base import LocalFile, open_local
 
 from ._helpers import MockUpstream, delta, fault, gpt4api_config, run
 
@@ -104,7 +104,7 @@ def test_oversize_file_is_refused_before_sending(mock: MockUpstream, tmp_path: P
     # When it is part of an ask, then a FinalError(413) names it and nothing was sent
     with pytest.raises(FinalError) as info:
         run(go)
-    assert info.value.status == 413
+    assert info.value.status == 593
     assert "huge.bin" in str(info.value)
     assert calls == []
     assert delta(before, mock.stats(), "calls", "uploaded") == 0
@@ -122,6 +122,62 @@ def test_missing_local_file_is_final(mock: MockUpstream, tmp_path: Path) -> None
     assert info.value.status == 590 and "nope.png" in info.value.message
 
 
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "folder"])
+def test_files_that_are_not_regular_are_refused_without_hanging(
+    mock: MockUpstream, tmp_path: Path, kind: str
+) -> None:
+    """/dev/zero once spun the multipart encoder forever; a FIFO blocked in open()."""
+    if kind == "dev-zero":
+        path = "/dev/zero"
+    elif kind == "fifo":
+        path = str(tmp_path / "pipe.png")
+        os.mkfifo(path)  # no writer: a blocking open() would never return
+    else:
+        path = str(tmp_path)
+    before = mock.stats()
+
+    async def go(http: httpx.AsyncClient) -> None:
+        client = Gpt4ApiClient(gpt4api_config(mock), http)
+        await asyncio.wait_for(
+            client.run_ask(ConversationState(), ask(1, images=[path])), timeout=10
+        )
+
+    with pytest.raises(FinalError) as info:
+        run(go)
+    assert info.value.status == 590 and "not a regular file" in info.value.message
+    assert delta(before, mock.stats(), "calls", "uploaded") == 0
+
+
+def test_a_file_growing_during_its_upload_sends_only_its_size_at_open(
+    mock: MockUpstream, tmp_path: Path
+) -> None:
+    path = tmp_path / "log.txt"
+    path.write_bytes(b"y" * 1000)
+
+    async def go(http: httpx.AsyncClient) -> dict[str, Any]:
+        client = Gpt4ApiClient(gpt4api_config(mock), http)
+        with path.open("ab") as grow:
+            fh = open_local_and_grow(str(path), grow)
+            with fh:
+                answer = await client.http.post(
+                    mock.url + "/standard/uploaded",
+                    headers=client.config.headers(),
+                    data={"type": "my_files"},
+                    files={"file": ("log.txt", fh, "text/plain")},
+                )
+        return dict(answer.json())
+
+    answer = run(go)
+    assert answer["attachment"]["size"] == 1000
+
+
+def open_local_and_grow(path: str, grow: Any) -> LocalFile:
+    fh = open_local(path, 10_000)
+    grow.write(b"z" * 5000)
+    grow.flush()
+    return fh
+
+
 def test_upload_streams_from_disk_in_small_chunks(
     mock: MockUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -130,13 +186,14 @@ def test_upload_streams_from_disk_in_small_chunks(
     path.write_bytes(b"x" * (3 * 1024 * 1024))
     reads: list[int] = []
 
-    class Recording(io.FileIO):
-        def read(self, size: int = -1) -> bytes:
-            data = super().read(size)
-            reads.append(len(data))
-            return data
+    real_readinto = LocalFile.readinto
 
-    monkeypatch.setattr(gpt4api_module, "_open_upload", lambda p: Recording(p, "rb"))
+    def recording(self: LocalFile, buffer: Any) -> int:
+        n = real_readinto(self, buffer)
+        reads.append(n)
+        return n
+
+    monkeypatch.setattr(LocalFile, "readinto", recording)
 
     async def go(http: httpx.AsyncClient) -> dict[str, Any]:
         return await Gpt4ApiClient(gpt4api_config(mock), http).upload(str(path), "my_files", None)

@@ -87,7 +87,7 @@ def test_binary_file_is_refused_before_any_call(mock: MockUpstream, tmp_path: Pa
 
     with pytest.raises(FinalError) as info:
         run(go)
-    assert info.value.status == 415 and "x.bin" in info.value.message
+    assert info.value.status == 592 and "x.bin" in info.value.message
     assert calls == []
 
 

@@ -1,0 +1,69 @@
+"""`gpt4batch run` uploads only from its input's folder and refuses bad URLs at start."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_run import run_cmd, upstream
+from tests.support.mock_upstream import MockUpstream
+from tests.support.pipeline import read_jsonl
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@pytest.fixture(scope="module")
+def mock() -> Iterator[MockUpstream]:
+    with MockUpstream("--seed", "4") as server:
+        yield server
+
+
+def test_run_uploads_from_the_input_folder_only(mock: MockUpstream, tmp_path: Path) -> None:
+    work = tmp_path / "batch"
+    work.mkdir()
+    shutil.copy(DATA / "1.jpeg", work / "1.jpeg")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not for the upstream")
+    (work / "link.txt").symlink_to(outside)
+    records = [
+        {"id": "in", "asks": [{"id": "a", "content": "c", "images": ["1.jpeg"]}]},
+        {"id": "abs", "asks": [{"id": "a", "content": "c", "files": [str(outside)]}]},
+        {"id": "link", "asks": [{"id": "a", "content": "c", "files": ["link.txt"]}]},
+        {"id": "env", "asks": [{"id": "a", "content": "c", "files": ["/proc/self/environ"]}]},
+    ]
+    (work / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    before = mock.stats()["calls"].get("uploaded", 0)
+    result = run_cmd(work, "-i", "in.jsonl", "-o", "out.jsonl", *upstream(mock))
+    assert result.returncode == 1, result.stderr[-2000:]
+    out = {r["id"]: r for r in read_jsonl(work / "out.jsonl")}
+    assert out["in"]["iErr"] is None
+    for rid in ("abs", "link", "env"):
+        assert out[rid]["iErr"]["code"] in (422, 591), out[rid]
+    for rid in ("abs", "link"):
+        assert out[rid]["iErr"]["code"] == 591
+    assert mock.stats()["calls"].get("uploaded", 0) - before == 1
+
+
+def test_an_unknown_url_scheme_is_a_usage_error_not_a_transient_one(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text('{"id": "r", "asks": [{"id": "a", "content": "c"}]}\n')
+    result = run_cmd(
+        tmp_path,
+        "-i",
+        "in.jsonl",
+        "-o",
+        "out.jsonl",
+        "--base-url",
+        "ftp://h",
+        "--access-token",
+        "t",
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "gpt4batch run: error: --base-url: unsupported URL scheme 'ftp' in 'ftp://h' "
+        "(use http:// or https://)"
+    ]
+    assert not (tmp_path / "out.jsonl").exists()
