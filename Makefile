@@ -56,3 +56,8 @@ lock:
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# The speed table of issue 11 (bench/table.py; BASE=<checkout with .venv> adds a side-by-side column).
+.PHONY: bench
+bench: setup
+	$(BIN)/python bench/table.py $(if $(BASE),--base $(BASE))

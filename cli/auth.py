@@ -18,13 +18,14 @@ import httpx
 
 from gpt4batch.common.credentials import DEFAULT_CREDENTIALS, parse_expiry, write_credentials
 from gpt4batch.common.logging import redact_text, register_secret
+from gpt4batch.common.settings import CliParser
 
 DEFAULT_CONSOLE_URL = "https://beta.gpt4api.shop/console/access_token"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="gpt4batch auth",
         description="Get an access token for batch runs and store it in the credentials file. "
         "The console keeps only one valid token per account: a new one replaces the old.",

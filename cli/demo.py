@@ -20,6 +20,7 @@ from gpt4batch.cli.run.command import Run, print_summary
 from gpt4batch.cli.run.options import parse as parse_run
 from gpt4batch.common import logging as glog
 from gpt4batch.common.filenames import sibling
+from gpt4batch.common.settings import CliParser
 from gpt4batch.services.mock_upstream.app import serve
 from gpt4batch.services.mock_upstream.options import Options
 
@@ -29,7 +30,7 @@ TOKEN = "sk-demo"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gpt4batch demo", description=__doc__.splitlines()[0])
+    p = CliParser(prog="gpt4batch demo", description=__doc__.splitlines()[0])
     p.add_argument("--workdir", type=Path, default=Path("demo-run"), help="where to put it all")
     p.add_argument("--examples", type=Path, default=EXAMPLES, help="folder with demo.jsonl")
     p.add_argument("--latency-ms", type=float, default=300, help="simulated upstream latency")

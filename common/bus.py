@@ -164,6 +164,11 @@ class Bus(abc.ABC):
     async def stop_consuming(self, topic: str, grace: float = 30.0) -> None:
         """Like `stop`, for the subscriptions of one topic only (staged shutdowns)."""
 
+    def throttle(self, topic: str, max_in_flight: int | None) -> None:
+        """Take at most `max_in_flight` messages of `topic` at once: 0 pauses (RDY 0 on NSQ),
+        None restores each subscription's own limit. The memory bus ignores it."""
+        return None
+
     @abc.abstractmethod
     async def backlog(self, topic: str, channel: str) -> int:
         """Messages of `channel` not yet finished: queued, deferred or in flight."""

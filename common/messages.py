@@ -168,6 +168,11 @@ class AskMessage(_Body):
         description="Absolute folder that relative image/file paths are resolved against.",
     )
     overrides: AskOverrides | None = None
+    history: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="OpenAI-style chat messages before the first ask (system prompt, earlier "
+        "turns), e.g. from a Batch API line; sent as they are by the openai upstream.",
+    )
 
 
 #: iErr code of an input line ingest refused.

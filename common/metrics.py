@@ -7,7 +7,13 @@ durations are histograms in `_seconds`; `service` labels the process role,
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 NAMESPACE = "gpt4batch"
 
@@ -37,7 +43,37 @@ PUBLISHED = Counter(
 )
 
 
+#: Readiness checks of this process: each returns None when ready, else why not.
+READINESS: list[Callable[[], str | None]] = []
+
+
+def not_ready() -> list[str]:
+    return [reason for check in READINESS if (reason := check()) is not None]
+
+
+def _app() -> Callable[..., Iterable[bytes]]:
+    metrics_app = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/ready":
+            problems = not_ready()
+            status = "503 Service Unavailable" if problems else "200 OK"
+            start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+            return [("\n".join(problems) if problems else "ready").encode() + b"\n"]
+        return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+
+    return app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
-    """Expose /metrics on `host:port` (0 disables it); local only unless asked."""
-    if port:
-        start_http_server(port, addr=host)
+    """Expose /metrics and /ready (200, or 503 with the reasons) on `host:port` (0 disables
+    it); local only unless asked."""
+    if not port:
+        return
+    server = make_server(host, port, _app(), ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()

@@ -12,7 +12,6 @@ added by scaling out is picked up without a restart.
 
 from __future__ import annotations
 
-import argparse
 import signal
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,7 +27,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from gpt4batch.common import logging as glog
 from gpt4batch.common.errors import ConfigError
 from gpt4batch.common.nsq_bus import node_addresses
-from gpt4batch.common.settings import ENV_PREFIX, CommaList, add_flags, load
+from gpt4batch.common.settings import ENV_PREFIX, CliParser, CommaList, add_flags, load
 
 PREFIX = "gpt4batch_nsq"
 DEFAULT_PORT = 9117
@@ -193,7 +192,7 @@ class _Families:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog="python -m gpt4batch.common.nsq_exporter",
         description="Serve nsqd queue depths per topic/channel as Prometheus metrics.",
     )

@@ -14,7 +14,6 @@ NSQ or in-process on a `MemoryBus` (the embedded `gpt4batch run`).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import signal
@@ -29,7 +28,7 @@ from gpt4batch.common.bus import Bus
 from gpt4batch.common.errors import BusError, ConfigError
 from gpt4batch.common.metrics import serve_metrics
 from gpt4batch.common.nsq_bus import NsqBus
-from gpt4batch.common.settings import BaseServiceSettings, add_flags, load
+from gpt4batch.common.settings import BaseServiceSettings, CliParser, add_flags, load
 
 S = TypeVar("S", bound=BaseServiceSettings)
 
@@ -112,7 +111,7 @@ def parse_settings(
     skip: frozenset[str] = frozenset(),
 ) -> S:
     """Flags → settings; exits 2 with the flag named when something is wrong."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = CliParser(prog=prog, description=description)
     add_flags(parser, settings_cls, short=short, skip=skip)
     args = parser.parse_args(argv)
     try:

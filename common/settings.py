@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import types
 import typing
-from typing import Annotated, Any, TypeVar, get_args, get_origin
+from typing import Annotated, Any, NoReturn, TypeVar, get_args, get_origin
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -90,6 +90,34 @@ class BaseServiceSettings(BaseSettings):
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default (unless it already names one)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or "default" in text.lower()
+            or default in (None, argparse.SUPPRESS, [], "")
+            or (isinstance(default, bool) and action.nargs == 0)
+        ):
+            return text
+        return text + " (default: %(default)s)"
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line and a hint (exit 2), not the usage block;
+    every --help shows the defaults."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n  (see `{self.prog} --help`)\n")
 
 
 def _field_type(annotation: Any) -> tuple[type, bool]:

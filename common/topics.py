@@ -74,6 +74,7 @@ class Channels:
     DOWNLOADER = "downloader"
     SINK = "sink"
     SINK_DOWNLOADS = "sink"
+    GATEWAY = "gateway"  # the Batch API gateway's own results/downloaded channel
 
 
 def standard_channels(topics: Topics) -> dict[str, list[str]]:

@@ -37,16 +37,23 @@ from pydantic import SecretStr
 
 from gpt4batch.cli.run.finalize import FinalCounts, write_final
 from gpt4batch.cli.run.options import RunOptions, parse
+from gpt4batch.cli.run.preflight import (
+    check_download_dir,
+    check_input,
+    check_output,
+    check_reachable,
+)
 from gpt4batch.cli.run.progress import RunProgress, clock, upstream_calls
 from gpt4batch.common import logging as glog
 from gpt4batch.common.bus import Bus
 from gpt4batch.common.credentials import DEFAULT_CREDENTIALS
-from gpt4batch.common.errors import ConfigError
+from gpt4batch.common.errors import BusConnectError, ConfigError
 from gpt4batch.common.filenames import sibling
 from gpt4batch.common.memory_bus import MemoryBus
-from gpt4batch.common.messages import BatchManifest, DeadLetter, DownloadResult, ResultMessage
+from gpt4batch.common.messages import BatchManifest, DeadLetter, DownloadResult, IErr, ResultMessage
 from gpt4batch.common.nsq_bus import NsqBus
-from gpt4batch.common.settings import BaseServiceSettings
+from gpt4batch.common.settings import BaseServiceSettings, load
+from gpt4batch.services.caller.auth_gate import AuthGate, token_source
 from gpt4batch.services.caller.service import CallerService
 from gpt4batch.services.caller.settings import CallerSettings
 from gpt4batch.services.downloader.service import DownloaderService
@@ -102,7 +109,7 @@ def caller_settings(opts: RunOptions, bus_settings: BaseServiceSettings) -> Call
     )
     if opts.access_token:
         values["access_token"] = SecretStr(opts.access_token)
-    return CallerSettings(**values)
+    return load(CallerSettings, **values)
 
 
 def run_channel(batch: str) -> str:
@@ -126,20 +133,28 @@ class Run:
         self.opts = opts
         self.input = Path(opts.input)
         self.out = Path(opts.out)
-        if not self.input.is_file():
-            raise ConfigError(f"-i/--in: no such input file: {self.input}")
+        check_input(opts.input)
         if self.out.resolve() == self.input.resolve():
             raise ConfigError("-o/--out must differ from -i/--in (the input is read again)")
+        check_output(opts.out)
         self.batch = opts.batch or default_batch_id(self.input)
-        self.bus_settings = BaseServiceSettings(
+        self.bus_settings = load(
+            BaseServiceSettings,
             topic_prefix=opts.topic_prefix,
             nsqd_tcp_address=opts.nsqd_tcp_address,
             lookupd_http_address=opts.lookupd_http_address,
             shutdown_grace=opts.grace,
         )
+        # A refused token stops the run (exit 2); the records not run keep iErr 499.
+        self.auth_refusal: IErr | None = None
+        settings = caller_settings(opts, self.bus_settings)
+        self.token_source = token_source(opts.access_token, settings.credentials)
+        gate = AuthGate(self.token_source, retry_interval=0, on_close=self._token_refused)
         # Builds the upstream config: a missing or expired token fails here, before work.
-        self.caller = CallerService(caller_settings(opts, self.bus_settings))
+        self.caller = CallerService(settings, auth_gate=gate)
         download_dir = Path(opts.download_dir or self.input.parent).resolve()
+        if opts.enable_download:
+            check_download_dir(download_dir)
         self.downloader = (
             DownloaderService(DownloaderSettings(download_dir=str(download_dir)))
             if opts.enable_download
@@ -153,8 +168,20 @@ class Run:
         self.stop = asyncio.Event()
         self.ingest_summary: IngestSummary | None = None
 
+    def _token_refused(self, error: IErr) -> None:
+        if self.auth_refusal is None:
+            self.auth_refusal = error
+        self.stop.set()
+
+    async def preflight(self) -> None:
+        """Checks that need the event loop: NSQ is reachable (-n), before any work."""
+        if self.opts.enable_nsq:
+            await check_reachable(self.opts.nsqd_tcp_address, "--nsqd-tcp-address")
+            await check_reachable(self.opts.lookupd_http_address, "--lookupd-http-address")
+
     async def execute(self) -> RunResult:
         started = time.monotonic()
+        await self.preflight()
         await self.sink.start()
         ledger = self.ledger = await self.sink.ledger(self.batch)
         self.progress = RunProgress(self.opts.progress, ledger.counts)
@@ -333,9 +360,30 @@ def resume_flags(opts: RunOptions) -> str:
     return " ".join(parts)
 
 
+def first_line(opts: RunOptions, argv: Sequence[str]) -> str:
+    """What the run reads and writes, said before anything else (the defaults overwrite)."""
+    given = {a.split("=", 1)[0] for a in argv}
+    source = "" if given & {"-i", "--in", "--input"} else " (default)"
+    target = "" if given & {"-o", "--out", "--output"} else " (default)"
+    mode = "through NSQ" if opts.enable_nsq else "in this process"
+    return f"gpt4batch run: input {opts.input}{source} -> output {opts.out}{target}, {mode}"
+
+
+def refused_line(run: Run, result: RunResult) -> str:
+    error = run.auth_refusal
+    assert error is not None
+    return (
+        f"gpt4batch run: error: the upstream refused the token from {run.token_source} "
+        f"({error.code}); stopped before paying for more: {result.final.not_run:,} records "
+        "not run keep iErr 499 - fix the token and run the same command again"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    opts = parse(list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
+    opts = parse(args)
     glog.configure("console" if sys.stderr.isatty() else "json", "info", service="run")
+    print(first_line(opts, args), file=sys.stderr, flush=True)
 
     async def go() -> int:
         try:
@@ -360,8 +408,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             loop.add_signal_handler(signum, on_signal, signum)
         try:
             result = await run.execute()
-        except ConfigError as exc:
+        except (ConfigError, BusConnectError) as exc:
             print(f"gpt4batch run: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if run.auth_refusal is not None:
+            print_summary(run, result, show_resume=False)
+            print(refused_line(run, result), file=sys.stderr)
             return EXIT_USAGE
         print_summary(run, result)
         ok = result.final.failed == 0 and result.final.not_run == 0

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpt4batch.common.settings import parse_bool
+from gpt4batch.common.settings import CliParser, parse_bool
 from gpt4batch.common.topics import DEFAULT_PREFIX
 
 _SHORT_WITH_VALUE = re.compile(r"^(-[a-zA-Z])=(.*)$", re.DOTALL)
@@ -46,7 +46,7 @@ def _bool_flag(parser: argparse.ArgumentParser, *names: str, default: bool, help
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="gpt4batch run",
         description="Run a JSONL batch of conversations through the upstream, in one command. "
         "Alias: batchsvc. The output has one line per input line, in input order.",

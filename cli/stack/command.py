@@ -25,6 +25,7 @@ import httpx
 
 from gpt4batch.cli.stack.plan import Plan, StackOptions
 from gpt4batch.cli.stack.procs import Proc, pid_alive, pid_runs, stop_pids
+from gpt4batch.common.settings import CliParser
 from gpt4batch.common.topics import Channels, Topics
 
 STATE = "stack.json"
@@ -56,7 +57,7 @@ def _channels(topics: Topics) -> list[tuple[str, str | None]]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gpt4batch stack", description=__doc__.split("\n\n")[0])
+    p = CliParser(prog="gpt4batch stack", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the stack and run until Ctrl-C/SIGTERM")
     up.add_argument("--workdir", type=Path, default=Path("stack"), help="folder (default ./stack)")

@@ -27,6 +27,7 @@ from gpt4batch.common.errors import FinalError
 from gpt4batch.common.messages import Ask, AskOverrides
 from gpt4batch.common.upstreams import errors
 from gpt4batch.common.upstreams.config import UpstreamConfig, origin
+from gpt4batch.common.upstreams.transport import JsonReply
 
 #: Awaited right before every upstream HTTP request, with the endpoint name
 #: (`upload`, `chat`, `completions`, `models`); a rate limiter's `acquire`.
@@ -107,20 +108,40 @@ class HttpBase:
         """One request whose 2xx answer must be JSON; everything else becomes our errors."""
         check_host(endpoint, url, config)
         await self.before_call(endpoint)
-        try:
-            response = await self.http.request(
+        json_call = getattr(self.http, "json_call", None)  # UpstreamHttp: plain aiohttp
+        if json_call is not None and kwargs.keys() <= {"json"}:
+            reply = await json_call(
+                endpoint,
                 method,
                 url,
                 headers=config.headers(),
                 timeout=config.timeout(upload=upload),
-                **kwargs,
+                body=kwargs.get("json"),
             )
-        except httpx.HTTPError as exc:
-            raise errors.from_transport(exc, endpoint) from None
-        if response.status_code >= 300:
-            raise errors.from_response(response, endpoint, secret=config.secret())
+        else:
+            try:
+                response = await self.http.request(
+                    method,
+                    url,
+                    headers=config.headers(),
+                    timeout=config.timeout(upload=upload),
+                    **kwargs,
+                )
+            except httpx.HTTPError as exc:
+                raise errors.from_transport(exc, endpoint) from None
+            reply = JsonReply(
+                response.status_code, response.headers.get("retry-after"), response.content
+            )
+        if reply.status >= 300:
+            raise errors.from_status(
+                reply.status,
+                endpoint,
+                reply.body.decode("utf-8", "replace"),
+                retry_after=reply.retry_after,
+                secret=config.secret(),
+            )
         try:
-            return response.json()
+            return json.loads(reply.body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise errors.bad_response(endpoint, "answer is not valid JSON") from None
 

@@ -32,6 +32,8 @@ INTERNAL_ERROR = IErrCode.INTERNAL
 class Outcome:
     record: Record
     downloads: list[DownloadJob] = field(default_factory=list)
+    #: HTTP status of the upstream's failing answer (None: no upstream failure).
+    upstream_status: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -70,8 +72,9 @@ class ConversationRunner:
         client = self.client_for((overrides and overrides.upstream) or self.default_kind)
         answers: list[ChatResponse] = []
         jobs: list[DownloadJob] = []
-        state = ConversationState()
+        state = ConversationState(messages=tuple(msg.history or ()))
         error: IErr | None = None
+        status: int | None = None
         ends = None if self.deadline is None else time.monotonic() + self.deadline
         try:
             async with asyncio.timeout_at(None if ends is None else _loop_time(ends)):
@@ -94,6 +97,7 @@ class ConversationRunner:
                         if exc.status >= 590:  # no HTTP answer: not seen by the response hook
                             metrics.UPSTREAM_CALLS.labels("any", str(exc.status)).inc()
                         error = IErr(code=int(exc.status), message=f"ask {ask.id}: {exc.message}")
+                        status = int(exc.status)
                         break
                     except Exception as exc:  # a bug of ours: record it, keep the batch going
                         log.exception(
@@ -124,7 +128,7 @@ class ConversationRunner:
         record.answers = answers
         record.iErr = error
         metrics.RECORDS.labels("ok" if error is None else "failed").inc()
-        return Outcome(record, jobs)
+        return Outcome(record, jobs, status)
 
 
 def _loop_time(monotonic_deadline: float) -> float:

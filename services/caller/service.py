@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 
 import httpx
-from httpx_aiohttp import AiohttpTransport
 from pydantic import BaseModel
 
 from gpt4batch.common.bus import Bus, Delivery
-from gpt4batch.common.errors import MessageTooLarge, PublishError
+from gpt4batch.common.errors import ConfigError, MessageTooLarge, PublishError, Requeue
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import AskMessage, IErr, ResultMessage
+from gpt4batch.common.metrics import READINESS
 from gpt4batch.common.topics import Channels
 from gpt4batch.common.upstreams import ConversationClient, UpstreamConfig, make_client
+from gpt4batch.common.upstreams.transport import UpstreamHttp
 from gpt4batch.services.caller import metrics
+from gpt4batch.services.caller.auth_gate import AuthGate, token_source
 from gpt4batch.services.caller.conversation import ConversationRunner
 from gpt4batch.services.caller.limits import Limiter, ProcessLimiter
 from gpt4batch.services.caller.paths import PathPolicy
@@ -42,21 +45,28 @@ async def _observe(response: httpx.Response) -> None:
         metrics.UPSTREAM_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
 
 
+def _observe_json_call(endpoint: str, status: int, seconds: float) -> None:
+    metrics.UPSTREAM_CALLS.labels(endpoint, str(status)).inc()
+    if status == 429:
+        metrics.RATE_LIMITED.inc()
+    metrics.UPSTREAM_SECONDS.labels(endpoint).observe(seconds)
+
+
 def make_http_client(concurrency: int, transport: str = "aiohttp") -> httpx.AsyncClient:
     """The process's one pooled HTTP client, instrumented for the upstream metrics.
 
     httpx's own connection pool slows down as concurrency grows (110 calls/s at
     64 in flight against 1,370 with aiohttp on this machine: bench/http_transport.py),
-    so by default aiohttp does the I/O under the same httpx API.
+    so by default aiohttp does the I/O: JSON calls straight through an aiohttp
+    session, the rest (uploads, streams) under the httpx API (`UpstreamHttp`).
     """
+    hooks = {"request": [_mark_start], "response": [_observe]}
+    if transport == "aiohttp":
+        return UpstreamHttp(
+            concurrency + 8, observe=_observe_json_call, event_hooks=hooks, follow_redirects=False
+        )
     limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency)
-    engine = AiohttpTransport(limits=limits) if transport == "aiohttp" else None
-    return httpx.AsyncClient(
-        limits=limits,
-        transport=engine,
-        event_hooks={"request": [_mark_start], "response": [_observe]},
-        follow_redirects=False,
-    )
+    return httpx.AsyncClient(limits=limits, event_hooks=hooks, follow_redirects=False)
 
 
 class CallerService:
@@ -71,8 +81,10 @@ class CallerService:
         config: UpstreamConfig | None = None,
         http: httpx.AsyncClient | None = None,
         limiter: Limiter | None = None,
+        auth_gate: AuthGate | None = None,
     ) -> None:
         self.settings = settings
+        self._own_config = config is None
         self.config = config or settings.upstream_config()
         self.limiter = limiter or ProcessLimiter(settings.qps, settings.concurrency)
         self._http = http
@@ -88,6 +100,16 @@ class CallerService:
             paths=PathPolicy.build(settings.allowed_dirs, [settings.credentials]),
             deadline=settings.conversation_deadline or None,
         )
+        self.auth = auth_gate or AuthGate(
+            token_source(
+                settings.access_token, settings.credentials, "--access-token/GPT4BATCH_ACCESS_TOKEN"
+            ),
+            retry_interval=settings.auth_retry_interval,
+            on_close=lambda _error: self._throttle_asks(0),
+            on_probe=self._probe_token,
+            on_open=lambda: self._throttle_asks(None),
+        )
+        READINESS.append(self.auth.readiness)
 
     def client_for(self, kind: str) -> ConversationClient:
         client = self._clients.get(kind)
@@ -120,9 +142,16 @@ class CallerService:
         )
 
     async def handle(self, msg: AskMessage, delivery: Delivery) -> None:
-        """Run the conversation, then publish downloads and the result; FIN follows."""
+        """Run the conversation, then publish downloads and the result; FIN follows.
+
+        A refused token (401/403) is no result: the ask goes back (see `auth_gate`).
+        """
+        if not self.auth.admits():
+            raise Requeue("the upstream refuses the token", delay=self.auth.retry_interval or 1.0)
         async with self.limiter.conversation():
             outcome = await self.runner.run(msg)
+        if self.auth.observe(outcome.upstream_status, outcome.record.iErr):
+            raise Requeue("the upstream refused the token", delay=self.auth.retry_interval or 1.0)
         topics = self.bus.topics
         if outcome.downloads:
             await self._publish_paid(topics.downloads, outcome.downloads)
@@ -142,6 +171,20 @@ class CallerService:
             record.iErr = IErr(code=413, message=str(exc))
             await self._publish_paid(topics.results, [result.model_copy(update={"record": record})])
         log.debug("record done", record=msg.record.id, ok=outcome.ok, attempts=delivery.attempts)
+
+    def _throttle_asks(self, max_in_flight: int | None) -> None:
+        if self._bus is not None:
+            self._bus.throttle(self._bus.topics.asks, max_in_flight)
+
+    def _probe_token(self) -> None:
+        """Reload the token (a new `gpt4batch auth` or secret counts) and let one ask in."""
+        if self._own_config:
+            try:
+                self.config = self.settings.upstream_config()
+                self._clients.clear()
+            except ConfigError as exc:
+                log.warning("cannot reload the token", error=str(exc))
+        self._throttle_asks(1)
 
     @property
     def bus(self) -> Bus:
@@ -172,6 +215,8 @@ class CallerService:
 
     async def close(self) -> None:
         await self.limiter.close()
+        with suppress(ValueError):
+            READINESS.remove(self.auth.readiness)
         if self._own_http and self._http is not None:
             await self._http.aclose()
             self._http = None

@@ -78,6 +78,12 @@ class CallerSettings(BaseServiceSettings):
         description="Folders an ask's images/files may be uploaded from (repeatable; default "
         "none: no file is uploaded). Symlinks are resolved first; a path outside is refused.",
     )
+    auth_retry_interval: float = Field(
+        60.0,
+        ge=0,
+        description="After the upstream refuses the token (401/403): seconds between retries "
+        "of it (the caller takes no asks meanwhile and /ready fails).",
+    )
     enable_download: bool = Field(True, description="Publish download jobs for produced files.")
     download_prefix: str = Field("GPT4API", description="Prefix of downloaded file names.")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields
 
+from gpt4batch.common.settings import CliParser
+
 FAULT_KINDS = ("5xx", "hang", "drop", "bad-json", "truncate")
 
 
@@ -43,7 +45,7 @@ class Options:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="gpt4batch mock-upstream",
         description="Simulator of gpt4api.plus, OpenAI-compatible APIs and chatgpt-service.",
     )

@@ -1,0 +1,425 @@
+"""`make bench`: every row of the speed table (issue 11), each figure beside its target.
+
+    .venv/bin/python bench/table.py                      # this tree, about 4 minutes
+    .venv/bin/python bench/table.py --base /tmp/old      # plus an older checkout, side by side
+
+Everything is measured in this one invocation on this machine: the raw pynsq
+consume ceiling in the same run as the pipeline, and with `--base DIR` (a
+checkout with its own `.venv`, e.g. `git worktree add /tmp/old main`) every
+row once for each tree, back to back, with the ratio. The machine is shared
+and noisy: compare ratios measured together, not figures across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import raw_nsq_consume
+from bench.support import (
+    ROOT,
+    Procs,
+    cpu_seconds,
+    peak_rss_mb,
+    timed_run,
+    write_records,
+)
+from tests.support.mock_upstream import MockUpstream
+from tests.support.nsq_servers import run_nsqd
+from tests.support.pipeline import wait_for
+
+#: Simulator flags of the QPS row: latency uniform in 0.5–1.5 s.
+SLOW_UPSTREAM = ("--latency-ms", "500", "--jitter-ms", "1000")
+
+
+@dataclass
+class Tree:
+    """One checkout being measured: its interpreter and its figures."""
+
+    name: str
+    root: Path
+    figures: dict[str, str] = field(default_factory=dict)
+    values: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def python(self) -> str:
+        return str(self.root / ".venv" / "bin" / "python")
+
+    def mock(self, *args: str) -> MockUpstream:
+        return MockUpstream(*args, python=self.python)
+
+    def run_cmd(self, source: Path, out: Path, *flags: str) -> list[str]:
+        return [
+            self.python, "-m", "gpt4batch.cli", "run", "-i", str(source), "-o", str(out),
+            "--progress", "off", "-e", "false", *flags,
+        ]  # fmt: skip
+
+
+def note(text: str) -> None:
+    print(f"  … {text}", file=sys.stderr, flush=True)
+
+
+# --- rows -------------------------------------------------------------------------------
+
+
+def qps_wall(tree: Tree, work: Path, records: int, q: int, g: int) -> None:
+    """wall ÷ ideal of `run -g G -q Q` against a 0.5–1.5 s upstream, embedded and with -n."""
+    source = write_records(work / "qps.jsonl", records)
+    for mode in ("embedded", "nsq"):
+        with tree.mock(*SLOW_UPSTREAM) as mock:
+            flags = ["-q", str(q), "-g", str(g), "--base-url", mock.url]
+            flags += ["--access-token", mock.token, "--batch", f"qps-{mode}"]
+            if mode == "nsq":
+                with run_nsqd(work / f"qps-{tree.name}", None) as nsqd:
+                    flags += ["-n", "--nsqd-tcp-address", nsqd.tcp_address]
+                    run = timed_run(tree.run_cmd(source, work / f"qps-{mode}.jsonl", *flags))
+            else:
+                run = timed_run(tree.run_cmd(source, work / f"qps-{mode}.jsonl", *flags))
+            stats = mock.stats()
+        ratio = run.seconds / (stats["total_calls"] / q)
+        tree.values[f"qps_{mode}"] = ratio
+        tree.figures[f"qps_{mode}"] = (
+            f"{ratio:.3f} ({run.seconds:.1f} s, max {stats['max_calls_in_1s']}/1 s)"
+        )
+        note(f"{tree.name}: qps {mode} {tree.figures[f'qps_{mode}']}")
+
+
+def one_record(tree: Tree, work: Path) -> None:
+    """`run` on a 1-record file against an instant upstream, embedded and with -n."""
+    source = write_records(work / "one.jsonl", 1)
+    with tree.mock() as mock:
+        base = ["-q", "0", "--base-url", mock.url, "--access-token", mock.token]
+        for mode in ("embedded", "nsq"):
+            out = work / f"one-{tree.name}-{mode}.jsonl"
+            if mode == "nsq":
+                with run_nsqd(work / f"one-{tree.name}", None) as nsqd:
+                    flags = [*base, "-n", "--nsqd-tcp-address", nsqd.tcp_address]
+                    run = timed_run(tree.run_cmd(source, out, *flags))
+            else:
+                run = timed_run(tree.run_cmd(source, out, *base))
+            tree.values[f"one_{mode}"] = run.seconds
+            tree.figures[f"one_{mode}"] = f"{run.seconds:.2f} s"
+    note(f"{tree.name}: one record {tree.figures['one_embedded']} / {tree.figures['one_nsq']}")
+
+
+def pipeline(
+    tree: Tree, work: Path, records: int, raw_rate: float, profile: Path | None = None
+) -> None:
+    """ingest → 1 caller → sink over nsqd, instant upstream: records/s, CPU, peak RSS.
+
+    With `profile`, py-spy records the caller and the sink during the batch
+    (collapsed stacks in `<profile>/<tree>-<service>.txt`; bench/profile_top.py reads them).
+    """
+    source = write_records(work / "pipeline.jsonl", records)
+    root = work / f"pipeline-{tree.name}"
+    with run_nsqd(root, None) as nsqd, tree.mock() as mock:
+        flags = ["--nsqd-tcp-address", nsqd.tcp_address, "--topic-prefix", "bench"]
+        out = root / "out.jsonl"
+        with Procs(tree.python, root, flags) as procs:
+            procs.start("sink", "sink", "-o", str(out), "--max-in-flight", "1000")
+            procs.start(
+                "caller", "caller", "--base-url", mock.url, "--access-token", mock.token,
+                "--qps", "0", "--concurrency", "64", "--enable-download", "false",
+            )  # fmt: skip
+            time.sleep(1.0)  # let the consumers connect
+            pids = {"caller": procs.procs["caller"].pid, "sink": procs.procs["sink"].pid}
+            pids["simulator"] = mock.pid
+            cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            spies = [] if profile is None else start_py_spy(tree, profile, pids)
+            started = time.perf_counter()
+            procs.run_once("ingest", "ingest", "-i", str(source), "--batch", "bench", timeout=600)
+            wait_for(out.with_name("out.done").exists, 600, "the batch", procs.assert_alive)
+            elapsed = time.perf_counter() - started
+            cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+            rss = {name: peak_rss_mb(pid) for name, pid in pids.items()}
+            stop_py_spy(spies)
+    rate = records / elapsed
+    per_k = {name: seconds * 1000 / records for name, seconds in cpu.items()}
+    tree.values.update(pipeline=rate, share=rate / raw_rate)
+    tree.values.update({f"cpu_{name}": v for name, v in per_k.items()})
+    tree.figures["pipeline"] = f"{rate:,.0f} rec/s"
+    tree.figures["share"] = f"{100 * rate / raw_rate:.1f}% of {raw_rate:,.0f} msg/s"
+    tree.figures["cpu"] = " / ".join(f"{per_k[n]:.2f}" for n in ("caller", "sink", "simulator"))
+    tree.figures["pipeline_rss"] = " / ".join(f"{rss[n]:.0f}" for n in ("caller", "sink"))
+    note(f"{tree.name}: pipeline {tree.figures['pipeline']}, cpu/1k {tree.figures['cpu']}")
+
+
+def start_py_spy(tree: Tree, profile: Path, pids: dict[str, int]) -> list[subprocess.Popen[bytes]]:
+    profile.mkdir(parents=True, exist_ok=True)
+    spy = str(Path(sys.executable).parent / "py-spy")
+    return [
+        subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pids[name]),
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--output",
+                str(profile / f"{tree.name}-{name}.txt"),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name in ("caller", "sink")
+    ]
+
+
+def stop_py_spy(spies: list[subprocess.Popen[bytes]]) -> None:
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
+    for spy in spies:
+        spy.wait(30)
+
+
+def run_memory(tree: Tree, work: Path, small: int, large: int) -> None:
+    """Peak RSS of embedded `run` (instant upstream) at two sizes, extrapolated to 1M records."""
+    peaks = {}
+    with tree.mock() as mock:
+        for n in (small, large):
+            source = write_records(work / f"mem-{n}.jsonl", n)
+            out = work / f"mem-{tree.name}-{n}.jsonl"
+            flags = ["-q", "0", "-g", "64", "--base-url", mock.url, "--access-token", mock.token]
+            peaks[n] = timed_run(tree.run_cmd(source, out, *flags)).peak_mb
+    per_record = max(0.0, (peaks[large] - peaks[small]) / (large - small))
+    at_million = peaks[small] + per_record * (1_000_000 - small)
+    tree.values.update(run_small=peaks[small], run_large=peaks[large], run_1m=at_million)
+    tree.values["run_growth"] = at_million / peaks[small]
+    tree.figures["run_rss"] = (
+        f"{peaks[small]:.0f} / {peaks[large]:.0f} MB at {small // 1000}k / {large // 1000}k "
+        f"→ 1M ≈ {at_million:.0f} MB ({at_million / peaks[small]:.2f}×)"
+    )
+    note(f"{tree.name}: run memory {tree.figures['run_rss']}")
+
+
+def ingest_memory(tree: Tree, work: Path, small: int, large: int) -> None:
+    """Peak RSS of `gpt4batch ingest` into a real nsqd at two input sizes."""
+    peaks = {}
+    seconds = {}
+    for n in (small, large):
+        source = work / f"ingest-{n}.jsonl"
+        if not source.exists():
+            write_records(source, n)
+        with run_nsqd(work / f"ingest-{tree.name}-{n}", None) as nsqd:
+            run = timed_run(
+                [tree.python, "-m", "gpt4batch.services.ingest", "-i", str(source),
+                 f"--nsqd-tcp-address={nsqd.tcp_address}", "--topic-prefix=bench",
+                 "--batch=bench", "--progress=false", "--log-level=warning"]
+            )  # fmt: skip
+        peaks[n], seconds[n] = run.peak_mb, run.seconds
+    tree.values.update(ingest_small=peaks[small], ingest_large=peaks[large])
+    tree.figures["ingest_rss"] = (
+        f"{peaks[small]:.0f} / {peaks[large]:.0f} MB at {small // 1000}k / {large // 1000}k "
+        f"({large / seconds[large]:,.0f} lines/s)"
+    )
+    note(f"{tree.name}: ingest memory {tree.figures['ingest_rss']}")
+
+
+def external(tree: Tree, script: str, key: str) -> None:
+    """A bench script owned elsewhere (bench/pacer.py, bench/scale_out.py): its last line."""
+    path = tree.root / "bench" / script
+    if not path.exists():
+        tree.figures[key] = f"(no bench/{script} in this tree)"
+        return
+    try:
+        result = subprocess.run(
+            [tree.python, str(path)], capture_output=True, text=True, timeout=120, cwd=tree.root
+        )
+        lines = [line for line in result.stdout.splitlines() if line.strip()]
+        tree.figures[key] = lines[-1].strip() if lines else f"(exit {result.returncode})"
+    except subprocess.TimeoutExpired:
+        tree.figures[key] = "(timed out after 120 s)"
+
+
+# --- the table ----------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    what: str
+    key: str
+    target: str
+    met: Callable[[dict[str, float]], bool | None] = lambda v: None
+    lower_is_better: bool = True
+    value: str | None = None
+
+
+def rows(args: argparse.Namespace) -> list[Row]:
+    return [
+        Row(
+            f"wall ÷ ideal, {args.qps_records:,} one-ask records, latency 0.5–1.5 s, "
+            f"`run -g {args.g} -q {args.q}`, embedded",
+            "qps_embedded",
+            "≤ 1.03",
+            lambda v: v["qps_embedded"] <= 1.03,
+            value="qps_embedded",
+        ),
+        Row(
+            "… the same with `-n`",
+            "qps_nsq",
+            "≤ 1.03",
+            lambda v: v["qps_nsq"] <= 1.03,
+            value="qps_nsq",
+        ),
+        Row(
+            "calls/s delivered at `-q 100` (bench/pacer.py, i12)",
+            "pacer",
+            "≥ 0.98·q, never above q in any 1 s",
+        ),
+        Row("fleet scale-out (bench/scale_out.py, i12)", "scale_out", "(issue 12)"),
+        Row(
+            "`run` on a 1-record file, instant upstream, embedded",
+            "one_embedded",
+            "≤ 0.6 s",
+            lambda v: v["one_embedded"] <= 0.6,
+            value="one_embedded",
+        ),
+        Row(
+            "… the same with `-n`",
+            "one_nsq",
+            "≤ 1.0 s",
+            lambda v: v["one_nsq"] <= 1.0,
+            value="one_nsq",
+        ),
+        Row(
+            f"end to end, {args.records:,} one-ask records, instant simulator, NSQ, 1 caller",
+            "pipeline",
+            "≥ 2,000 rec/s",
+            lambda v: v["pipeline"] >= 2000,
+            lower_is_better=False,
+            value="pipeline",
+        ),
+        Row(
+            "the same as a share of raw pynsq consume (same run)",
+            "share",
+            "≥ 8%",
+            lambda v: v["share"] >= 0.08,
+            lower_is_better=False,
+            value="share",
+        ),
+        Row(
+            "CPU s per 1,000 records: caller / sink / simulator",
+            "cpu",
+            "≤ 0.30 / ≤ 0.08 / ≤ 0.15",
+            lambda v: (
+                v["cpu_caller"] <= 0.30 and v["cpu_sink"] <= 0.08 and v["cpu_simulator"] <= 0.15
+            ),
+            value="cpu_caller",
+        ),
+        Row("peak RSS (MB) of the pipeline's caller / sink", "pipeline_rss", "≤ 100 each"),
+        Row(
+            "peak RSS of embedded `run` (extrapolated to 1M)",
+            "run_rss",
+            "1M ≤ 1.2 × 100k, ≤ 100 MB",
+            lambda v: v["run_growth"] <= 1.2 and v["run_1m"] <= 100,
+            value="run_1m",
+        ),
+        Row(
+            "peak RSS of `ingest`",
+            "ingest_rss",
+            "flat, ≤ 80 MB",
+            lambda v: v["ingest_large"] <= 80,
+            value="ingest_large",
+        ),
+    ]
+
+
+def measure(trees: list[Tree], args: argparse.Namespace, work: Path, raw_rate: float) -> None:
+    """Each step for every tree back to back, so a noisy minute hits both alike."""
+    steps: dict[str, Callable[[Tree], None]] = {
+        "one": lambda t: one_record(t, work),
+        "pipeline": lambda t: pipeline(t, work, args.records, raw_rate, args.profile),
+        "qps": lambda t: qps_wall(t, work, args.qps_records, args.q, args.g),
+        "run_rss": lambda t: run_memory(t, work, args.run_small, args.run_large),
+        "ingest_rss": lambda t: ingest_memory(t, work, args.ingest_small, args.ingest_large),
+        "pacer": lambda t: external(t, "pacer.py", "pacer"),
+        "scale_out": lambda t: external(t, "scale_out.py", "scale_out"),
+    }
+    for name, step in steps.items():
+        if args.only and name not in args.only:
+            continue
+        for tree in trees:
+            try:
+                step(tree)
+            except Exception as exc:  # one broken row must not hide the others
+                tree.figures.setdefault(name, f"(failed: {type(exc).__name__}: {str(exc)[:120]})")
+                note(f"{tree.name}: {name} failed: {exc}")
+
+
+def print_table(trees: list[Tree], table: list[Row], seconds: float, raw_rate: float) -> None:
+    head = ["what", *(t.name for t in trees)]
+    if len(trees) == 2:
+        head.append(f"{trees[0].name} ÷ {trees[1].name}")
+    head += ["target", "met"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + " --- |" * len(head))
+    for row in table:
+        cells = [row.what, *(t.figures.get(row.key, "—") for t in trees)]
+        if len(trees) == 2:
+            a, b = (t.values.get(row.value or "") for t in trees)
+            cells.append(f"{a / b:.2f}×" if a and b else "")
+        now = trees[0].values
+        try:
+            met = row.met(now)
+        except KeyError:
+            met = None
+        cells += [row.target, {True: "yes", False: "**no**", None: ""}[met]]
+        print("| " + " | ".join(cells) + " |")
+    print()
+    print(
+        f"Raw pynsq consume (same run): {raw_rate:,.0f} msg/s. "
+        f"Machine: {platform.machine()}, {_cpus()} CPUs, Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; table took {seconds:.0f} s."
+    )
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, help="an older checkout (with .venv) to compare")
+    parser.add_argument("--records", type=int, default=20_000, help="pipeline row records")
+    parser.add_argument("--qps-records", type=int, default=3000)
+    parser.add_argument("-q", type=int, default=100)
+    parser.add_argument("-g", type=int, default=200)
+    parser.add_argument("--run-small", type=int, default=10_000)
+    parser.add_argument("--run-large", type=int, default=40_000)
+    parser.add_argument("--ingest-small", type=int, default=100_000)
+    parser.add_argument("--ingest-large", type=int, default=1_000_000)
+    parser.add_argument("--raw-messages", type=int, default=100_000)
+    parser.add_argument("--profile", type=Path, help="py-spy the pipeline's caller and sink")
+    parser.add_argument("--only", nargs="*", help="measure only these steps (one, pipeline, …)")
+    args = parser.parse_args()
+    trees = [Tree("now", ROOT)]
+    if args.base is not None:
+        trees.append(Tree("base", args.base.resolve()))
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-table-") as tmp:
+        work = Path(tmp)
+        raw_rate = raw_nsq_consume.measure(args.raw_messages)
+        note(f"raw pynsq consume {raw_rate:,.0f} msg/s")
+        measure(trees, args, work, raw_rate)
+    print_table(trees, rows(args), time.perf_counter() - started, raw_rate)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""The auth gate: a refused token stops the caller instead of failing every ask.
+
+A 401/403 from the upstream is not a record's failure: every other ask would
+get the same answer (a 1,000-record batch would fail for 17 minutes). So the
+first refusal closes the gate: the ask goes back to the bus (never published
+as a result, never journaled as done), the service stops consuming (RDY 0),
+logs once, sets `gpt4batch_caller_auth_refused` to 1 and fails its readiness
+check. Every `retry_interval` s it reloads the token (a new `gpt4batch auth`
+or secret is picked up) and takes one ask as the probe; the first ask the
+upstream answers without a refusal opens the gate again.
+
+`gpt4batch run` uses the same gate with `on_close` stopping the run (exit 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from prometheus_client import Gauge
+
+from gpt4batch.common.logging import get_logger
+from gpt4batch.common.messages import IErr
+from gpt4batch.common.metrics import NAMESPACE
+
+log = get_logger("gpt4batch.caller")
+
+#: Upstream statuses that mean "this token is not accepted", not "this record is bad".
+AUTH_STATUSES = frozenset({401, 403})
+
+AUTH_REFUSED = Gauge(
+    f"{NAMESPACE}_caller_auth_refused",
+    "1 while the upstream refuses this caller's token (the caller takes no asks), else 0.",
+)
+
+
+def token_source(explicit: object, credentials: Path, flag: str = "--access-token") -> str:
+    """Where the token came from, for the one-line error (never the token itself)."""
+    if explicit:
+        return flag
+    if os.environ.get("GPT4BATCH_ACCESS_TOKEN"):
+        return "GPT4BATCH_ACCESS_TOKEN"
+    return f"the credentials file {credentials.expanduser()}"
+
+
+class AuthGate:
+    """Open while the token works; closed (no asks taken) after a 401/403."""
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        retry_interval: float = 60.0,
+        on_close: Callable[[IErr], None] | None = None,
+        on_probe: Callable[[], None] | None = None,
+        on_open: Callable[[], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.retry_interval = retry_interval
+        self.on_close = on_close
+        self.on_probe = on_probe
+        self.on_open = on_open
+        self.refusal: IErr | None = None
+        self.probing = False
+        self._timer: asyncio.TimerHandle | None = None
+        AUTH_REFUSED.set(0)
+
+    @property
+    def is_open(self) -> bool:
+        return self.refusal is None
+
+    def admits(self) -> bool:
+        """Whether an ask may call the upstream now (closed: only the probe, one at a time)."""
+        if self.refusal is None:
+            return True
+        if self.probing:
+            self.probing = False  # this ask is the probe; the next waits for its answer
+            return True
+        return False
+
+    def observe(self, status: int | None, error: IErr | None) -> bool:
+        """Record an ask's outcome (`status`: the upstream's failing HTTP status, if any);
+        True when the upstream refused the token (the ask must go back, unanswered)."""
+        if status in AUTH_STATUSES and error is not None:
+            self.close(error)
+            return True
+        if self.refusal is not None:
+            self.open()
+        return False
+
+    def close(self, error: IErr) -> None:
+        first = self.refusal is None
+        self.refusal = error
+        AUTH_REFUSED.set(1)
+        if first:
+            log.error(
+                "upstream refused the token; taking no asks until it is accepted",
+                status=error.code,
+                source=self.source,
+                retry_in=self.retry_interval,
+            )
+        if self.on_close is not None:
+            self.on_close(error)
+        self._schedule_probe()
+
+    def open(self) -> None:
+        self.refusal = None
+        self.probing = False
+        AUTH_REFUSED.set(0)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        log.info("upstream accepts the token again; taking asks")
+        if self.on_open is not None:
+            self.on_open()
+
+    def _schedule_probe(self) -> None:
+        if self._timer is not None or self.retry_interval <= 0:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._timer = loop.call_later(self.retry_interval, self._probe)
+
+    def _probe(self) -> None:
+        self._timer = None
+        if self.refusal is None:
+            return
+        self.probing = True
+        if self.on_probe is not None:
+            self.on_probe()
+
+    def readiness(self) -> str | None:
+        """None when ready; else why not (the readiness check's answer)."""
+        if self.refusal is None:
+            return None
+        return f"upstream refused the token from {self.source} ({self.refusal.code})"
