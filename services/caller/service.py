@@ -28,7 +28,7 @@ from gpt4batch.common.upstreams.transport import UpstreamHttp
 from gpt4batch.services.caller import metrics
 from gpt4batch.services.caller.auth_gate import AuthGate, token_source
 from gpt4batch.services.caller.conversation import ConversationRunner
-from gpt4batch.services.caller.pacer import Pacer
+from gpt4batch.services.caller.limits import Limiter, ProcessLimiter
 from gpt4batch.services.caller.paths import PathPolicy
 from gpt4batch.services.caller.settings import CallerSettings
 
@@ -87,12 +87,13 @@ class CallerService:
         *,
         config: UpstreamConfig | None = None,
         http: httpx.AsyncClient | None = None,
+        limiter: Limiter | None = None,
         auth_gate: AuthGate | None = None,
     ) -> None:
         self.settings = settings
         self._own_config = config is None
         self.config = config or settings.upstream_config()
-        self.pacer = Pacer(settings.qps)
+        self.limiter = limiter or ProcessLimiter(settings.qps, settings.concurrency)
         self._http = http
         self._own_http = http is None
         self._clients: dict[str, ConversationClient] = {}
@@ -116,8 +117,6 @@ class CallerService:
             on_open=lambda: self._throttle_asks(None),
         )
         READINESS.append(self.auth.readiness)
-        metrics.QPS_LIMIT.set(self.pacer.effective_qps)
-        metrics.CONCURRENCY_LIMIT.set(settings.concurrency)
 
     def client_for(self, kind: str) -> ConversationClient:
         client = self._clients.get(kind)
@@ -130,11 +129,12 @@ class CallerService:
                 else self.config.model_copy(update={"kind": kind})
             )
             client = self._clients[kind] = make_client(
-                config, self._http, before_call=self.pacer.acquire
+                config, self._http, before_call=self.limiter.acquire
             )
         return client
 
     async def start(self) -> None:
+        await self.limiter.start()
         if self._http is None:
             self._http = make_http_client(self.settings.concurrency, self.settings.http_transport)
 
@@ -155,7 +155,8 @@ class CallerService:
         """
         if not self.auth.admits():
             raise Requeue("the upstream refuses the token", delay=self.auth.retry_interval or 1.0)
-        outcome = await self.runner.run(msg)
+        async with self.limiter.conversation():
+            outcome = await self.runner.run(msg)
         if self.auth.observe(outcome.upstream_status, outcome.record.iErr):
             raise Requeue("the upstream refused the token", delay=self.auth.retry_interval or 1.0)
         topics = self.bus.topics
@@ -233,6 +234,7 @@ class CallerService:
         await self._publish_paid(self.bus.topics.result_parts, parts)
 
     async def close(self) -> None:
+        await self.limiter.close()
         with suppress(ValueError):
             READINESS.remove(self.auth.readiness)
         if self._own_http and self._http is not None:

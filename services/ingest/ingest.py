@@ -8,6 +8,7 @@ manifest knows the whole batch is on the bus.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
@@ -21,6 +22,7 @@ from gpt4batch.common.bus import Bus
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import SCHEMA_VERSION, BatchManifest, Record, ResultMessage
 from gpt4batch.services.ingest import metrics
+from gpt4batch.services.ingest.checkpoint import PublishedSeqs
 from gpt4batch.services.ingest.publisher import ChunkedPublisher
 from gpt4batch.services.ingest.reader import RawLine
 from gpt4batch.services.ingest.validate import (
@@ -91,6 +93,7 @@ async def ingest(
     max_message_bytes: int | None = None,
     progress: ProgressFn | None = None,
     skip: Callable[[int], bool] | None = None,
+    published: PublishedSeqs | None = None,
 ) -> IngestSummary:
     """Validate and publish every line, then the BatchManifest; returns the counts.
 
@@ -100,6 +103,9 @@ async def ingest(
     limit (NsqBus.max_msg_size): a bigger message is rejected, not published.
     `skip(seq)` true means the record already has a result (a resumed `run`):
     it is counted in the total but not validated or published again.
+    `published` is ingest's index of the seqs this (batch, input) already
+    published: they are skipped the same way and newly acknowledged ones are
+    added, so a re-run after a kill publishes only the rest.
     """
     try:
         BatchManifest(batch=batch, total=0)
@@ -112,8 +118,18 @@ async def ingest(
         max_line_bytes=max_line_bytes,
         max_file_bytes=max_file_bytes,
     )
+    on_acked = None
+    if published is not None:
+        resumed = await asyncio.to_thread(published.load)
+        if resumed:
+            log.info("resuming: seqs already published are skipped", batch=batch, seqs=resumed)
+        index = published
+
+        async def on_acked(seqs: list[int]) -> None:
+            await asyncio.to_thread(index.record, seqs)
+
     publisher = ChunkedPublisher(
-        bus, chunk_size=publish_batch_size, max_outstanding=max_outstanding
+        bus, chunk_size=publish_batch_size, max_outstanding=max_outstanding, on_acked=on_acked
     )
     encoder = _Encoder(
         validator,
@@ -123,17 +139,18 @@ async def ingest(
         asks_topic=bus.topics.asks,
         results_topic=bus.topics.results,
     )
+    sent = published.seqs if published is not None else None
     summary = IngestSummary(batch=batch, source=source)
     counted = IngestSummary(batch=batch, source=source)
     try:
         for seq, line in enumerate(lines):
             summary.total += 1
-            if skip is not None and skip(seq):
+            if (skip is not None and skip(seq)) or (sent is not None and seq in sent):
                 summary.skipped += 1
                 validator.remember(line)
                 continue
             topic, body, outcome = encoder.encode(seq, line)
-            await publisher.add(topic, body)
+            await publisher.add(topic, body, seq)
             if isinstance(outcome, Rejected):
                 summary.rejected += 1
                 summary.rejected_by_reason[outcome.kind] += 1
