@@ -38,7 +38,13 @@ import yaml
 
 from gpt4batch.common.filenames import sibling
 from gpt4batch.services.sink.ledger import read_ledger
-from tests.deploy.test_stack import dashboard_expressions, output_lines, query, records
+from tests.deploy.test_stack import (
+    batch_api_round_trip,
+    dashboard_expressions,
+    output_lines,
+    query,
+    records,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = os.environ.get("GPT4BATCH_COMPOSE", "docker-compose").split()
@@ -50,13 +56,16 @@ PORTS = (
     "NSQADMIN",
     "PROMETHEUS",
     "GRAFANA",
+    "GATEWAY",
 )
+API_KEY = f"sk-test-{uuid.uuid4().hex}"
 # A slow simulator and a small caller so that a batch of 40 takes long enough to kill
 # the caller in the middle of it; some 5xx so that the retry panels have data.
 TEST_ENV = {
     "GPT4BATCH_SIMULATOR_LATENCY_MS": "400",
     "GPT4BATCH_SIMULATOR_FAULT_5XX": "0.1",
     "GPT4BATCH_CONCURRENCY": "2",
+    "GPT4BATCH_API_KEYS": API_KEY,
 }
 
 pytestmark = pytest.mark.timeout(480)
@@ -278,6 +287,18 @@ def test_a_caller_killed_mid_batch_restarts_and_the_batch_completes_once(stack: 
 
     stack.wait("the caller restarted by its policy", restarted, 60)
     assert completed(stack, "killed", n) == sorted(f"rec-{i}" for i in range(n))
+
+
+def test_the_batch_api_gateway_answers_the_openai_sdk(stack: Stack) -> None:
+    key_file = stack.folder / "api-key"
+    key_file.write_text(API_KEY)
+    logs = stack.folder / "logs"
+    logs.mkdir(exist_ok=True)
+    addresses = {"gateway": f"http://{stack.url('GATEWAY')}/v1", "gateway_api_key_file": key_file}
+    try:
+        batch_api_round_trip({"addresses": addresses, "logs": logs})
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{stack.logs()}") from None
 
 
 def test_prometheus_scrapes_every_target_and_answers_every_dashboard_expression(
