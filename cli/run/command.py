@@ -49,8 +49,16 @@ from gpt4batch.common.credentials import DEFAULT_CREDENTIALS
 from gpt4batch.common.errors import BusConnectError, ConfigError
 from gpt4batch.common.filenames import sibling
 from gpt4batch.common.memory_bus import MemoryBus
-from gpt4batch.common.messages import BatchManifest, DeadLetter, DownloadResult, IErr, ResultMessage
+from gpt4batch.common.messages import (
+    BatchManifest,
+    DeadLetter,
+    DownloadResult,
+    IErr,
+    ResultMessage,
+    ResultPart,
+)
 from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.result_parts import PartAssembler
 from gpt4batch.common.service import (
     EXIT_ABORTED,
     EXIT_FAILED,
@@ -229,6 +237,8 @@ class Run:
         bus.subscribe(t.downloaded, self.channel, DownloadResult, sink.handle_download)
         bus.subscribe(t.dead, self.channel, DeadLetter, sink.handle_dead)
         bus.subscribe(t.batches, self.channel, BatchManifest, sink.handle_manifest)
+        pieces = PartAssembler(sink.handle_result)  # results over one message's size
+        bus.subscribe(t.result_parts, self.channel, ResultPart, pieces.handle)
         sink.bus = bus
 
     async def _ingest(self, bus: Bus) -> IngestSummary:
@@ -283,9 +293,11 @@ class Run:
         if self.downloader is not None:
             await bus.stop_consuming(bus.topics.downloads, 0 if interrupted else grace)
         if interrupted:  # results of the calls that just finished: into the ledger
-            await _until_drained(bus, [bus.topics.results, bus.topics.downloaded], self.channel)
+            topics = [bus.topics.results, bus.topics.result_parts, bus.topics.downloaded]
+            await _until_drained(bus, topics, self.channel)
         else:  # complete: nothing of this batch is left on the run's channels
-            for topic in (bus.topics.results, bus.topics.downloaded, bus.topics.dead):
+            t = bus.topics
+            for topic in (t.results, t.result_parts, t.downloaded, t.dead):
                 with suppress(Exception):
                     await bus.delete_channel(topic, self.channel)
             with suppress(Exception):
