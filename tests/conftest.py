@@ -32,3 +32,12 @@ def nsqd(nsq_workdir: Path, nsqlookupd: Nsqlookupd) -> Iterator[Nsqd]:
 @pytest.fixture
 def topic_prefix() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(autouse=True)
+def ingest_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test its own ingest published-index folder (subprocesses inherit it): a test
+    re-using a batch id and an input must not resume another test's batch."""
+    state = tmp_path / "xdg-state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    return state

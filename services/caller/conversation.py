@@ -73,7 +73,7 @@ class ConversationRunner:
         client = self.client_for((overrides and overrides.upstream) or self.default_kind)
         answers: list[ChatResponse] = []
         jobs: list[DownloadJob] = []
-        state = ConversationState()
+        state = ConversationState(messages=tuple(msg.history or ()))
         error: IErr | None = None
         status: int | None = None
         ends = None if self.deadline is None else time.monotonic() + self.deadline

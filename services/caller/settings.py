@@ -41,6 +41,14 @@ class CallerSettings(BaseServiceSettings):
     max_tokens: int | None = Field(None, description="Answer length limit (openai kinds).")
     concurrency: int = Field(60, ge=1, le=2500, description="Conversations in flight (-g).")
     qps: float = Field(1.0, ge=0, description="Upstream calls per second, all kinds (0: no limit).")
+    limit_scope: Literal["fleet", "process"] = Field(
+        "fleet",
+        description="fleet: --qps and --concurrency are shared by every caller of the limit "
+        "group (coordinated through nsqd); process: each caller has them all.",
+    )
+    limit_group: str | None = Field(
+        None, description="Callers sharing --qps/--concurrency (default: the topic prefix)."
+    )
     retries: int = Field(5, ge=0, description="Retries of a transient upstream failure.")
     retry_base_delay: float = Field(1.0, gt=0, description="First retry wait (s), doubling.")
     retry_max_delay: float = Field(60.0, gt=0, description="Longest retry wait (s).")

@@ -11,6 +11,7 @@ from gpt4batch.common.bus import Bus
 from gpt4batch.common.errors import BusError, ConfigError
 from gpt4batch.common.service import EXIT_FAILED, EXIT_OK, App, run_app
 from gpt4batch.services.ingest.batch_id import default_batch_id
+from gpt4batch.services.ingest.checkpoint import PublishedSeqs, default_state_dir
 from gpt4batch.services.ingest.ingest import IngestSummary, ingest
 from gpt4batch.services.ingest.progress import Progress
 from gpt4batch.services.ingest.reader import STDIN, file_sha256, open_input, read_lines
@@ -79,6 +80,11 @@ async def ingest_file(settings: IngestSettings, bus: Bus) -> IngestSummary:
         glog.get_logger("gpt4batch.ingest").info(
             "ingesting", input=source.name, batch=batch, fix=settings.fix
         )
+        digest = await asyncio.to_thread(file_sha256, source.path) if source.path else None
+        published = None
+        if digest is not None and settings.resume:
+            state_dir = Path(settings.state_dir) if settings.state_dir else default_state_dir()
+            published = PublishedSeqs(state_dir, batch, digest)
         return await ingest(
             read_lines(source.stream, settings.max_line_bytes),
             bus,
@@ -87,11 +93,12 @@ async def ingest_file(settings: IngestSettings, bus: Bus) -> IngestSummary:
             base_dir=source.base_dir,
             fix=settings.fix,
             input_path=str(source.path) if source.path else None,
-            input_sha256=file_sha256(source.path) if source.path else None,
+            input_sha256=digest,
             input_size=source.path.stat().st_size if source.path else None,
             max_line_bytes=settings.max_line_bytes,
             max_file_bytes=settings.max_file_bytes,
             publish_batch_size=settings.publish_batch_size,
             max_outstanding=settings.publish_concurrency,
             progress=Progress() if settings.progress else None,
+            published=published,
         )

@@ -23,6 +23,7 @@ from gpt4batch.common.bus import Bus
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import SCHEMA_VERSION, BatchManifest, Record, ResultMessage
 from gpt4batch.services.ingest import metrics
+from gpt4batch.services.ingest.checkpoint import PublishedSeqs
 from gpt4batch.services.ingest.publisher import ChunkedPublisher
 from gpt4batch.services.ingest.reader import RawLine
 from gpt4batch.services.ingest.validate import (
@@ -93,6 +94,7 @@ async def ingest(
     max_message_bytes: int | None = None,
     progress: ProgressFn | None = None,
     skip: Callable[[int], bool] | None = None,
+    published: PublishedSeqs | None = None,
 ) -> IngestSummary:
     """Validate and publish every line, then the BatchManifest; returns the counts.
 
@@ -103,6 +105,9 @@ async def ingest(
     limit (NsqBus.max_msg_size): a bigger message is rejected, not published.
     `skip(seq)` true means the record already has a result (a resumed `run`):
     it is counted in the total but not validated or published again.
+    `published` is ingest's index of the seqs this (batch, input) already
+    published: they are skipped the same way and newly acknowledged ones are
+    added, so a re-run after a kill publishes only the rest.
     """
     try:
         BatchManifest(batch=batch, total=0)
@@ -115,8 +120,18 @@ async def ingest(
         max_line_bytes=max_line_bytes,
         max_file_bytes=max_file_bytes,
     )
+    on_acked = None
+    if published is not None:
+        resumed = await asyncio.to_thread(published.load)
+        if resumed:
+            log.info("resuming: seqs already published are skipped", batch=batch, seqs=resumed)
+        index = published
+
+        async def on_acked(seqs: list[int]) -> None:
+            await asyncio.to_thread(index.record, seqs)
+
     publisher = ChunkedPublisher(
-        bus, chunk_size=publish_batch_size, max_outstanding=max_outstanding
+        bus, chunk_size=publish_batch_size, max_outstanding=max_outstanding, on_acked=on_acked
     )
     encoder = _Encoder(
         validator,
@@ -126,15 +141,20 @@ async def ingest(
         asks_topic=bus.topics.asks,
         results_topic=bus.topics.results,
     )
+    sent = published.seqs if published is not None else None
+
+    def done(seq: int) -> bool:
+        return (skip is not None and skip(seq)) or (sent is not None and seq in sent)
+
     summary = IngestSummary(batch=batch, source=source)
     counted = IngestSummary(batch=batch, source=source)
     try:
-        async for topic, body, outcome in _encoded(lines, encoder, skip):
+        async for seq, topic, body, outcome in _encoded(lines, encoder, done):
             summary.total += 1
             if outcome is None:
                 summary.skipped += 1
                 continue
-            await publisher.add(topic, body)
+            await publisher.add(topic, body, seq)
             if isinstance(outcome, Rejected):
                 summary.rejected += 1
                 summary.rejected_by_reason[outcome.kind] += 1
@@ -170,7 +190,7 @@ async def ingest(
 #: Lines read and validated per hop to a worker thread.
 BATCH_LINES = 256
 
-_Encoded = tuple[str, bytes, Accepted | Rejected | None]
+_Encoded = tuple[int, str, bytes, Accepted | Rejected | None]
 
 
 async def _encoded(
@@ -178,7 +198,7 @@ async def _encoded(
     encoder: _Encoder,
     skip: Callable[[int], bool] | None,
 ) -> AsyncIterator[_Encoded]:
-    """(topic, body, verdict) per line, or ("", b"", None) for a line `skip` says is done.
+    """(seq, topic, body, verdict) per line; verdict None for a line `skip` says is done.
 
     Reading, parsing and the stat of referenced files run in a worker thread,
     BATCH_LINES at a time, so the event loop (the embedded caller and sink
@@ -216,9 +236,9 @@ def _encode_batch(
     for number, line in enumerate(lines, start=seq):
         if skip is not None and skip(number):
             encoder.validator.remember(line)
-            out.append(("", b"", None))
+            out.append((number, "", b"", None))
         else:
-            out.append(encoder.encode(number, line))
+            out.append((number, *encoder.encode(number, line)))
     return out
 
 

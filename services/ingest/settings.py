@@ -22,6 +22,16 @@ class IngestSettings(BaseServiceSettings):
         description="Resume: the input is a previous output; successful records pass "
         "straight to results, only failed ones run again.",
     )
+    resume: bool = Field(
+        True,
+        description="Skip the records this batch id already published from this same input "
+        "(a re-run after ingest was killed pays for nothing twice).",
+    )
+    state_dir: str | None = Field(
+        None,
+        description="Where ingest keeps each (batch, input)'s published index "
+        "(default: $XDG_STATE_HOME/gpt4batch/ingest, else ~/.local/state/gpt4batch/ingest).",
+    )
     publish_batch_size: int = Field(500, ge=1, le=1000, description="Messages per MPUB.")
     publish_concurrency: int = Field(
         4, ge=1, le=64, description="MPUBs awaiting nsqd's acknowledgement at once."

@@ -1,0 +1,357 @@
+"""A batch's life in the gateway: validate, publish in windows, watch the ledger, finalize.
+
+    validating ─(bad lines)─────────────────────────────→ failed
+        │ asks.jsonl written, manifest announced
+    in_progress ─(ledger complete)→ finalizing ─(files)─→ completed
+        │ cancel: stop publishing
+    cancelling ─(every published ask answered)→ finalizing → cancelled
+
+Asks go out in windows of `--window` unanswered asks, so a cancel stops the
+spending within one window and a restart resumes publishing from the
+`published_offset` saved after nsqd acknowledged each window. The results come
+back on the gateway's own channel into the ledger; every status decision is
+made from the ledger's counts, never from a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from gpt4batch.common.bus import Bus, Delivery
+from gpt4batch.common.logging import get_logger
+from gpt4batch.common.messages import BatchManifest, DeadLetter, DownloadResult, ResultMessage
+from gpt4batch.services.gateway import metrics
+from gpt4batch.services.gateway.convert import convert_file, output_line
+from gpt4batch.services.gateway.ledger import Ledger, records_in_order
+from gpt4batch.services.gateway.store import BatchRecord, Store, new_id
+
+log = get_logger("gpt4batch.gateway")
+
+PUBLISH_CHUNK = 500
+
+
+class Batches:
+    """Every batch of one gateway; handlers for its own results channel."""
+
+    def __init__(
+        self, store: Store, ledger: Ledger, *, window: int, max_line_bytes: int, max_msg_size: int
+    ) -> None:
+        self.store = store
+        self.ledger = ledger
+        self.window = window
+        self.max_line_bytes = max_line_bytes
+        self.max_msg_size = max_msg_size
+        self.bus: Bus | None = None
+        self._statuses: dict[str, str] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._wake: dict[str, asyncio.Event] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # --- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        """Pick up every batch a previous run left active."""
+        await self.ledger.start()
+        for batch in self.store.batches():
+            self._statuses[batch.id] = batch.status
+        metrics.count_statuses(self._statuses)
+
+    def resume(self) -> None:
+        """Once the bus is started: continue what was running before a restart."""
+        for batch in self.store.batches():
+            if batch.active:
+                log.info("resuming batch", batch=batch.id, status=batch.status)
+                self._spawn(batch.id)
+
+    async def close(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self.ledger.close()
+
+    def _spawn(self, batch_id: str) -> None:
+        task = self._tasks.get(batch_id)
+        if task is None or task.done():
+            self._tasks[batch_id] = asyncio.get_running_loop().create_task(self._drive(batch_id))
+
+    def _save(self, batch: BatchRecord) -> None:
+        self.store.save_batch(batch)
+        if self._statuses.get(batch.id) != batch.status:
+            self._statuses[batch.id] = batch.status
+            metrics.count_statuses(self._statuses)
+
+    # --- API operations --------------------------------------------------------------
+    def create(
+        self,
+        input_file_id: str,
+        endpoint: str,
+        completion_window: str,
+        metadata: dict[str, str] | None,
+    ) -> BatchRecord:
+        batch = BatchRecord(
+            id=new_id("batch_"),
+            input_file_id=input_file_id,
+            endpoint=endpoint,
+            completion_window=completion_window,
+            created_at=int(time.time()),
+            metadata=metadata,
+        )
+        self._save(batch)
+        self._spawn(batch.id)
+        return batch
+
+    async def cancel(self, batch_id: str) -> BatchRecord | None:
+        async with self._lock(batch_id):
+            batch = self.store.get_batch(batch_id)
+            if batch is None or batch.status not in ("validating", "in_progress"):
+                return batch
+            batch.status = "cancelling"
+            batch.cancelling_at = int(time.time())
+            self._save(batch)
+        self._nudge(batch_id)
+        return batch
+
+    async def view(self, batch: BatchRecord) -> dict[str, Any]:
+        """The Batch object of the API, its counts read from the ledger."""
+        if batch.final_counts is not None:
+            counts = batch.final_counts
+        elif batch.status in ("validating", "failed"):
+            counts = {"total": batch.total, "completed": 0, "failed": 0}
+        else:
+            c = await self.ledger.counts(batch.id)
+            counts = {"total": batch.total, "completed": c.ok, "failed": c.failed}
+        errors = None
+        if batch.errors:
+            errors = {"object": "list", "data": batch.errors}
+        return {
+            "id": batch.id,
+            "object": "batch",
+            "endpoint": batch.endpoint,
+            "errors": errors,
+            "input_file_id": batch.input_file_id,
+            "completion_window": batch.completion_window,
+            "status": batch.status,
+            "output_file_id": batch.output_file_id,
+            "error_file_id": batch.error_file_id,
+            "created_at": batch.created_at,
+            "in_progress_at": batch.in_progress_at,
+            "expires_at": batch.expires_at,
+            "finalizing_at": batch.finalizing_at,
+            "completed_at": batch.completed_at,
+            "failed_at": batch.failed_at,
+            "expired_at": None,
+            "cancelling_at": batch.cancelling_at,
+            "cancelled_at": batch.cancelled_at,
+            "request_counts": counts,
+            "metadata": batch.metadata,
+        }
+
+    # --- results channel ---------------------------------------------------------------
+    def owns(self, batch_id: str) -> bool:
+        return batch_id in self._statuses
+
+    async def handle_result(self, msg: ResultMessage, delivery: Delivery) -> None:
+        if not self.owns(msg.batch):
+            return  # another gateway's or a file batch: not ours to record
+        await self.ledger.add_result(msg, delivery)
+        self._nudge(msg.batch)
+
+    async def handle_download(self, msg: DownloadResult, delivery: Delivery) -> None:
+        if self.owns(msg.batch):
+            await self.ledger.add_download(msg, delivery)
+            self._nudge(msg.batch)
+
+    async def handle_dead(self, letter: DeadLetter, delivery: Delivery) -> None:
+        """An ask of ours that could never be handled still counts, as failed."""
+        batch = self.ledger.batch_of(letter)
+        if batch is not None and self.owns(batch):
+            await self.ledger.add_dead_letter(letter, delivery)
+            self._nudge(batch)
+
+    def _nudge(self, batch_id: str) -> None:
+        event = self._wake.get(batch_id)
+        if event is not None:
+            event.set()
+
+    def _lock(self, batch_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(batch_id, asyncio.Lock())
+
+    # --- the driver of one batch -------------------------------------------------------
+    async def _drive(self, batch_id: str) -> None:
+        wake = self._wake.setdefault(batch_id, asyncio.Event())
+        pause = 0.0
+        try:
+            while True:
+                wake.clear()
+                try:
+                    async with self._lock(batch_id):
+                        batch = self.store.get_batch(batch_id)
+                        if batch is None or not batch.active:
+                            return
+                        progressed = await self._step(batch)
+                    pause = 0.0
+                except Exception as exc:  # nsqd away, bus not started yet, disk full…
+                    pause = min(30.0, max(0.5, pause * 2))
+                    log.warning(
+                        "batch step failed, retrying",
+                        batch=batch_id,
+                        error=str(exc),
+                        wait=pause,
+                        exc_info=not isinstance(exc, OSError),
+                    )
+                    await asyncio.sleep(pause)
+                    continue
+                if not progressed:
+                    with contextlib.suppress(TimeoutError):
+                        # The timeout only re-reads the ledger; decisions come from counts.
+                        await asyncio.wait_for(wake.wait(), timeout=5)
+        finally:
+            self._wake.pop(batch_id, None)
+
+    async def _step(self, batch: BatchRecord) -> bool:
+        """Advance `batch` by one step; False when it must wait for results."""
+        if batch.status == "validating":
+            await self._validate(batch)
+            return True
+        if batch.status == "finalizing":
+            await self._finalize(batch)
+            return True
+        written = (await self.ledger.counts(batch.id)).done
+        if batch.status == "cancelling":
+            if written >= batch.published:
+                await self._finalize(batch, cancelled=True)
+                return True
+            return False
+        # in_progress
+        if await self.ledger.complete(batch.id):
+            batch.status = "finalizing"
+            batch.finalizing_at = int(time.time())
+            self._save(batch)
+            return True
+        room = self.window - (batch.published - written)
+        if batch.published >= batch.total or room <= 0:
+            return False
+        await self._publish(batch, min(room, PUBLISH_CHUNK))
+        return True
+
+    async def _validate(self, batch: BatchRecord) -> None:
+        source = self.store.file_path(batch.input_file_id)
+        folder = self.store.batch_dir(batch.id)
+        folder.mkdir(parents=True, exist_ok=True)
+        asks = folder / "asks.jsonl"
+        result = await asyncio.to_thread(self._convert, source, asks, batch)
+        now = int(time.time())
+        batch.format = result.format
+        batch.total = result.total
+        if batch.status == "cancelling":
+            batch.status, batch.cancelled_at = "cancelled", now
+        elif result.error_count:
+            batch.status, batch.failed_at, batch.errors = "failed", now, result.errors
+            metrics.LINES.labels("invalid").inc(result.error_count)
+            log.info("batch failed validation", batch=batch.id, errors=result.error_count)
+        else:
+            assert self.bus is not None
+            manifest = BatchManifest(batch=batch.id, total=batch.total, input=batch.input_file_id)
+            await self.ledger.announce(manifest)
+            await self.bus.publish(self.bus.topics.batches, manifest)  # for file sinks too
+            batch.status, batch.in_progress_at = "in_progress", now
+            metrics.LINES.labels("input").inc(batch.total)
+            log.info("batch accepted", batch=batch.id, total=batch.total, format=batch.format)
+        self._save(batch)
+
+    def _convert(self, source: Path, asks: Path, batch: BatchRecord) -> Any:
+        with asks.open("wb") as out:
+            result = convert_file(
+                source,
+                out,
+                batch=batch.id,
+                endpoint=batch.endpoint,
+                max_line_bytes=self.max_line_bytes,
+                max_msg_size=self.max_msg_size,
+            )
+            out.flush()
+            os.fsync(out.fileno())
+        return result
+
+    async def _publish(self, batch: BatchRecord, n: int) -> None:
+        """Publish the next `n` asks; the offset is saved only after nsqd acknowledged."""
+        assert self.bus is not None
+        path = self.store.batch_dir(batch.id) / "asks.jsonl"
+        bodies, end = await asyncio.to_thread(_read_lines, path, batch.published_offset, n)
+        if not bodies:
+            return
+        await self.bus.publish_many(self.bus.topics.asks, bodies)
+        batch.published += len(bodies)
+        batch.published_offset = end
+        self._save(batch)
+
+    async def _finalize(self, batch: BatchRecord, *, cancelled: bool = False) -> None:
+        if batch.status != "finalizing":
+            batch.status = "finalizing"
+            batch.finalizing_at = int(time.time())
+        journal = await self.ledger.journal(batch.id)
+        written, counts = await asyncio.to_thread(self._write_files, batch, journal)
+        for kind, (tmp, n) in written.items():
+            if n:
+                name = f"{batch.id}_{kind}.jsonl"
+                file_id = self.store.add_file(name, f"batch_{kind}", tmp).id
+                setattr(batch, f"{kind}_file_id", file_id)
+                metrics.LINES.labels(kind).inc(n)
+            else:
+                tmp.unlink(missing_ok=True)
+        batch.final_counts = counts
+        now = int(time.time())
+        if cancelled or batch.cancelling_at is not None:
+            batch.status, batch.cancelled_at = "cancelled", now
+        else:
+            batch.status, batch.completed_at = "completed", now
+        self._save(batch)
+        log.info("batch finished", batch=batch.id, status=batch.status, **counts)
+
+    def _write_files(
+        self, batch: BatchRecord, journal: Path
+    ) -> tuple[dict[str, tuple[Path, int]], dict[str, int]]:
+        """Output and error files from the ledger, in input order, each id exactly once
+        (blocking)."""
+        folder = self.store.batch_dir(batch.id)
+        out_tmp, err_tmp = folder / "output.jsonl.tmp", folder / "errors.jsonl.tmp"
+        ok = failed = 0
+        with out_tmp.open("wb") as out, err_tmp.open("wb") as err:
+            for good, record in records_in_order(journal, folder):
+                if batch.format == "gpt4batch":
+                    out.write(record + b"\n")  # one output line per input record
+                    if not good:
+                        err.write(record + b"\n")
+                else:
+                    converted, good = output_line(batch.id, json.loads(record))
+                    data = json.dumps(converted, ensure_ascii=False).encode() + b"\n"
+                    (out if good else err).write(data)
+                if good:
+                    ok += 1
+                else:
+                    failed += 1
+            for fh in (out, err):
+                fh.flush()
+                os.fsync(fh.fileno())
+        out_lines = ok + failed if batch.format == "gpt4batch" else ok
+        written = {"output": (out_tmp, out_lines), "error": (err_tmp, failed)}
+        return written, {"total": batch.total, "completed": ok, "failed": failed}
+
+
+def _read_lines(path: Path, offset: int, n: int) -> tuple[list[bytes], int]:
+    """Up to `n` whole lines from `offset`, and the offset after them."""
+    bodies: list[bytes] = []
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        for _ in range(n):
+            line = fh.readline()
+            if not line.endswith(b"\n"):
+                break
+            bodies.append(line[:-1])
+            offset += len(line)
+    return bodies, offset

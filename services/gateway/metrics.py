@@ -1,0 +1,52 @@
+"""Prometheus metrics of the Batch API gateway (conventions in `gpt4batch.common.metrics`)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+from gpt4batch.common.metrics import NAMESPACE
+
+STATUSES = (
+    "validating",
+    "failed",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "cancelling",
+    "cancelled",
+)
+
+BATCHES = Gauge(
+    f"{NAMESPACE}_gateway_batches",
+    "Batches the gateway knows, by API status.",
+    ["status"],
+)
+LINES = Counter(
+    f"{NAMESPACE}_gateway_lines_total",
+    "Batch lines: requests accepted (input), refused at validating (invalid), "
+    "written to output and error files (output, error).",
+    ["kind"],
+)
+BYTES = Counter(
+    f"{NAMESPACE}_gateway_bytes_total",
+    "File bytes received by POST /v1/files (uploaded) and sent as file content (downloaded).",
+    ["direction"],
+)
+for _kind in ("input", "invalid", "output", "error"):
+    LINES.labels(_kind)
+for _direction in ("uploaded", "downloaded"):
+    BYTES.labels(_direction)
+REQUESTS = Counter(
+    f"{NAMESPACE}_gateway_http_requests_total",
+    "HTTP requests answered, by route and status code.",
+    ["route", "code"],
+)
+
+
+def count_statuses(statuses: dict[str, str]) -> None:
+    """Set the batches gauge from every batch's status."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for status in statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    for status, n in counts.items():
+        BATCHES.labels(status).set(n)

@@ -1,0 +1,77 @@
+"""Which seqs of a batch ingest already published (acknowledged by nsqd), kept on disk.
+
+A re-run of ingest for the same batch and the same input skips them, so a
+killed ingest that is started again does not publish (and the callers do not
+pay for) what is already on the bus or done. The sink's ledger cannot answer
+this: an ask still queued in nsqd has no result yet. Lost messages (nsqd
+killed) are `gpt4batch reconcile`'s job, from the ledger.
+
+One file per (batch, input sha256): `<state dir>/<batch>-<sha[:12]>.published`,
+lines `first-last` of seq ranges, appended and fsynced after each acknowledged
+chunk. A torn last line is ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from gpt4batch.common.filenames import safe_component
+from gpt4batch.common.logging import get_logger
+from gpt4batch.services.sink.ledger import SeqSet
+
+log = get_logger("gpt4batch.ingest")
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "gpt4batch" / "ingest"
+
+
+def ranges(seqs: list[int]) -> list[tuple[int, int]]:
+    """Sorted seqs as (first, last) runs of consecutive numbers."""
+    out: list[tuple[int, int]] = []
+    for seq in sorted(seqs):
+        if out and seq == out[-1][1] + 1:
+            out[-1] = (out[-1][0], seq)
+        else:
+            out.append((seq, seq))
+    return out
+
+
+class PublishedSeqs:
+    """The published-seq index of one (batch, input)."""
+
+    def __init__(self, state_dir: Path, batch: str, input_sha256: str) -> None:
+        tag = hashlib.sha1(batch.encode()).hexdigest()[:8]
+        name = f"{safe_component(batch, 'batch')[:80]}-{tag}-{input_sha256[:12]}.published"
+        self.path = state_dir / name
+        self.seqs = SeqSet()
+
+    def load(self) -> int:
+        """Read the index (blocking); returns how many seqs it holds."""
+        if not self.path.exists():
+            return 0
+        for line in self.path.read_bytes().splitlines(keepends=True):
+            first, sep, last = line.strip().partition(b"-")
+            if not line.endswith(b"\n") or not sep or not first.isdigit() or not last.isdigit():
+                continue
+            for seq in range(int(first), int(last) + 1):
+                self.seqs.add(seq)
+        return self.seqs.count
+
+    def record(self, seqs: list[int]) -> None:
+        """Append the seqs of one acknowledged chunk, fsynced (blocking)."""
+        if not seqs:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = "".join(f"{a}-{b}\n" for a, b in ranges(seqs)).encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        for seq in seqs:
+            self.seqs.add(seq)
