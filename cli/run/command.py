@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -60,6 +59,14 @@ from gpt4batch.common.messages import (
 )
 from gpt4batch.common.nsq_bus import NsqBus
 from gpt4batch.common.result_parts import PartAssembler
+from gpt4batch.common.service import (
+    EXIT_ABORTED,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    install_stop_signals,
+    run_process,
+)
 from gpt4batch.common.settings import BaseServiceSettings, load
 from gpt4batch.services.caller.auth_gate import AuthGate, token_source
 from gpt4batch.services.caller.service import CallerService
@@ -72,7 +79,6 @@ from gpt4batch.services.ingest.reader import file_sha256, open_input, read_lines
 from gpt4batch.services.sink.ledger import BatchLedger
 from gpt4batch.services.sink.sink import Sink
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 130
 MAX_LINE_BYTES = 10 * 1024 * 1024
 #: Longest wait, after a stop, for results already published to reach the ledger.
 DRAIN_TIMEOUT = 10.0
@@ -403,21 +409,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"gpt4batch run: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        loop = asyncio.get_running_loop()
 
-        def on_signal(signum: int) -> None:
-            if run.stop.is_set():
-                print("\ngpt4batch run: aborted", file=sys.stderr)
-                os._exit(EXIT_ABORTED)  # ledger lines are fsynced; output is atomic
+        def on_stop() -> None:
             print(
                 f"\ngpt4batch run: stopping; in-flight calls get {opts.grace:g}s "
                 "(Ctrl-C again to abort at once)",
                 file=sys.stderr,
             )
-            run.stop.set()
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
+        def on_abort() -> None:
+            print("\ngpt4batch run: aborted", file=sys.stderr)
+            os._exit(EXIT_ABORTED)  # ledger lines are fsynced; output is atomic
+
+        install_stop_signals(run.stop, on_stop=on_stop, on_abort=on_abort)
         try:
             result = await run.execute()
         except (ConfigError, BusConnectError) as exc:
@@ -431,4 +435,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         ok = result.final.failed == 0 and result.final.not_run == 0
         return EXIT_OK if ok else EXIT_FAILED
 
-    return asyncio.run(go())
+    return run_process(go)

@@ -20,6 +20,7 @@ METRIC_MODULES = [
     "gpt4batch.services.caller.limits.metrics",
     "gpt4batch.services.downloader.metrics",
     "gpt4batch.services.sink.metrics",
+    "gpt4batch.services.gateway.metrics",
 ]
 
 
