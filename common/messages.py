@@ -157,6 +157,12 @@ class AskOverrides(BaseModel):
     model: str | None = None
     gizmo_id: str | None = None
     history_and_training_disabled: bool | None = None
+    # Sampling (OpenAI-style upstreams), e.g. from a Batch API request body.
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
 
 
 class AskMessage(_Body):
