@@ -141,7 +141,12 @@ def make_bus(opts: RunOptions, settings: BaseServiceSettings) -> Bus:
         return NsqBus(settings, service="run", prepare={})
     # Bounded channels: ingest waits while the caller is busy (flat memory).
     capacity = max(1000, 4 * opts.concurrency)
-    return MemoryBus(service="run", topics=settings.topics, channel_capacity=capacity)
+    return MemoryBus(
+        service="run",
+        topics=settings.topics,
+        channel_capacity=capacity,
+        max_msg_size=settings.max_msg_size,  # the same limit as through NSQ
+    )
 
 
 class Run:

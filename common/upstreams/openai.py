@@ -117,7 +117,9 @@ class OpenAIClient(HttpBase):
 
     async def models(self) -> list[str]:
         """Ids from `/v1/models`."""
-        answer = await self.request_json("models", "GET", v1_url(self.config, "models"), self.config)
+        answer = await self.request_json(
+            "models", "GET", v1_url(self.config, "models"), self.config
+        )
         try:
             return [m["id"] for m in answer["data"]]
         except (KeyError, TypeError):
