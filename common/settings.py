@@ -24,7 +24,7 @@ ENV_PREFIX = "GPT4BATCH_"
 
 #: The one message-size limit of every mode (embedded run, -n, services, stack, compose);
 #: nsqd must run with the same `--max-msg-size` (the stack and compose do).
-DEFAULT_MAX_MSG_SIZE = 16 * 1024 * 1024
+DEFAULT_MAX_MSG_SIZE = 1024 * 1024  # nsqd's own default: -n works with any stock nsqd
 
 S = TypeVar("S", bound=BaseSettings)
 

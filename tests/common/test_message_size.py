@@ -15,7 +15,7 @@ from tests.support.nsq_servers import Nsqd
 
 
 def test_every_mode_has_the_same_default_limit() -> None:
-    assert BaseServiceSettings().max_msg_size == DEFAULT_MAX_MSG_SIZE == 16 * 1024 * 1024
+    assert BaseServiceSettings().max_msg_size == DEFAULT_MAX_MSG_SIZE == 1024 * 1024
     assert MemoryBus().max_msg_size == DEFAULT_MAX_MSG_SIZE
     assert StackOptions.__dataclass_fields__["max_msg_size"].default == DEFAULT_MAX_MSG_SIZE
 
