@@ -11,11 +11,13 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
+import pydantic_core
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
     field_validator,
     model_serializer,
@@ -217,6 +219,8 @@ class Reject(BaseModel):
 class ResultMessage(_Body):
     """A finished record, successful or not (topic `…results`)."""
 
+    _received: tuple[bytes, Record] | None = PrivateAttr(default=None)
+
     kind: ClassVar[str] = "ResultMessage"
     seq: int = Field(ge=0)
     record: Record
@@ -228,6 +232,31 @@ class ResultMessage(_Body):
         description="Local names of the files this record's answers will be downloaded to; "
         "the batch is complete only once each has a DownloadResult.",
     )
+
+    @classmethod
+    def model_validate_json(
+        cls, json_data: str | bytes | bytearray, **kwargs: Any
+    ) -> ResultMessage:
+        """Validate, keeping the bytes so `record_json` can write what was received."""
+        message = super().model_validate_json(json_data, **kwargs)
+        if isinstance(json_data, bytes) and not kwargs:
+            message._received = (json_data, message.record)
+        return message
+
+    def record_json(self) -> bytes:
+        """The record as one output line: the record object as received in the message
+        body (validated once, on arrival), not re-serialised through the models.
+
+        A record replaced since (`model_copy(update=…)`, deep copies) is serialised
+        again; a received record is not to be changed in place.
+        """
+        received = self._received
+        if received is not None and received[1] is self.record:
+            try:
+                return pydantic_core.to_json(pydantic_core.from_json(received[0])["record"])
+            except (ValueError, KeyError, TypeError):
+                pass
+        return self.record.to_line().encode()
 
 
 class DownloadJob(_Body):
