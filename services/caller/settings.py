@@ -92,22 +92,10 @@ class CallerSettings(BaseServiceSettings):
         config = UpstreamConfig(
             kind=self.upstream,
             base_url=self.base_url,
-            chat_url=self.chat_url,
-            gizmo_url=self.gizmo_url,
-            upload_url=self.upload_url,
-        )
-        config.check_urls()  # a bad URL is a usage error now, not a transient one later
-        token = resolve_token(
-            self.access_token.get_secret_value() if self.access_token else None, self.credentials
-        )
-        return UpstreamConfig(
-            kind=self.upstream,
-            base_url=self.base_url,
             tier=self.tier,
             chat_url=self.chat_url,
             gizmo_url=self.gizmo_url,
             upload_url=self.upload_url,
-            access_token=SecretStr(token),
             model=self.model,
             gizmo_id=self.gizmo_id,
             history_and_training_disabled=self.history_and_training_disabled,
@@ -118,6 +106,11 @@ class CallerSettings(BaseServiceSettings):
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
         )
+        config.check_urls()  # a bad URL is a usage error now, not a transient one later
+        token = resolve_token(
+            self.access_token.get_secret_value() if self.access_token else None, self.credentials
+        )
+        return config.model_copy(update={"access_token": SecretStr(token)})
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(self.retries, self.retry_base_delay, self.retry_max_delay)
