@@ -155,6 +155,11 @@ class CallerService:
 
     async def start(self) -> None:
         await self.limiter.start()
+        if self.settings.conversation_deadline:
+            log.info(
+                "conversations end at their deadline; keep nsqd --max-msg-timeout above it",
+                conversation_deadline=self.settings.conversation_deadline,
+            )
         if self._http is None:
             self._http = make_http_client(
                 self.settings.concurrency, self.settings.http_transport, self.calls
