@@ -1,5 +1,7 @@
 # One image for every gpt4batch service: `docker run gpt4batch <command>` (see compose.yaml).
 # NSQ itself runs from the official nsqio/nsq image.
+# Offline/air-gapped: `make wheelhouse` fills deploy/wheelhouse/ on the host; the build then
+# installs only from there and runs with `docker build --network none` (docs/deployment.md).
 
 # --- build: install the package and its pinned dependencies into a venv -------
 FROM python:3.11-slim AS build
@@ -9,7 +11,9 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY common ./common
 COPY services ./services
 COPY cli ./cli
+COPY deploy/wheelhouse /wheels
 RUN python -m venv /opt/venv \
+ && if ls /wheels/*.whl >/dev/null 2>&1; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels; fi \
  && PIP_CONSTRAINT=/src/constraints.txt /opt/venv/bin/pip install /src \
  && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 

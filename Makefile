@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup test lint fmt schemas demo lock clean prometheus
+.PHONY: setup test lint fmt schemas demo lock clean prometheus docker-engine wheelhouse compose-test
 
 setup: $(VENV)/.installed $(NSQ_BINS)
 
@@ -31,6 +31,23 @@ prometheus: /usr/bin/prometheus
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus
 
+# The compose test's engine (Debian's docker.io, dockerd 20.10), Debian's docker-compose (the
+# compose implementation the test uses) and debootstrap (the stand-in images).
+DOCKER_TOOLS := /usr/sbin/dockerd /usr/bin/docker-compose /usr/sbin/debootstrap
+docker-engine: $(DOCKER_TOOLS)
+$(DOCKER_TOOLS) &:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq docker.io docker-compose debootstrap
+
+# Wheels of gpt4batch, its pinned dependencies and its build backend: the only package
+# source of the image build when present (offline: `docker build --network none`).
+wheelhouse: setup
+	$(BIN)/python -m pip wheel -q -c constraints.txt -w deploy/wheelhouse . setuptools wheel
+
+# compose.yaml on a real engine (tests/deploy/test_compose_up.py; also part of `make test`).
+compose-test: setup prometheus docker-engine
+	$(BIN)/python -m pytest -q tests/deploy/test_compose_up.py
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -39,7 +56,7 @@ fmt: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint prometheus
+test: lint prometheus docker-engine
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 schemas: setup

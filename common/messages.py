@@ -285,9 +285,28 @@ class DeadLetter(BaseModel):
     )
 
 
+class ResultPart(_Body):
+    """One piece of a ResultMessage too large for one NSQ message (topic `…results.parts`).
+
+    The pieces of one result share `group`; joined in `index` order their data
+    is the ResultMessage's JSON, whose sha256 is `sha256`. The sink (and `run -n`)
+    hold every piece unfinished until all have arrived, so a crash loses none.
+    """
+
+    kind: ClassVar[str] = "ResultPart"
+    seq: int = Field(ge=0)
+    record_id: str
+    group: str = Field(min_length=1, max_length=64, description="Same for every piece.")
+    index: int = Field(ge=0)
+    count: int = Field(ge=2, le=1000)
+    sha256: str = Field(description="sha256 (hex) of the whole ResultMessage JSON.")
+    data: str = Field(description="This piece of the ResultMessage JSON, base64.")
+
+
 MESSAGE_MODELS: tuple[type[BaseModel], ...] = (
     AskMessage,
     ResultMessage,
+    ResultPart,
     DownloadJob,
     DownloadResult,
     BatchManifest,

@@ -120,19 +120,38 @@ def parse_settings(
         parser.exit(EXIT_USAGE, f"{prog}: error: {exc}\n")
 
 
-def install_stop_signals(stop: asyncio.Event) -> None:
-    """SIGTERM/SIGINT set `stop`; a second one exits at once."""
+def install_stop_signals(
+    stop: asyncio.Event,
+    *,
+    on_stop: Callable[[], None] | None = None,
+    on_abort: Callable[[], None] | None = None,
+) -> None:
+    """SIGTERM/SIGINT set `stop` (after `on_stop`, default: a log line); a second one
+    calls `on_abort` (default: exit 130 at once)."""
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
         if stop.is_set():
+            if on_abort is not None:
+                on_abort()
             log.warning("second signal, exiting now", signal=signum)
             sys.exit(EXIT_ABORTED)
-        log.info("stopping", signal=signal.Signals(signum).name)
+        if on_stop is not None:
+            on_stop()
+        else:
+            log.info("stopping", signal=signal.Signals(signum).name)
         stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+
+
+def run_process(main: Callable[[], Awaitable[int]]) -> int:
+    """Run a process's async main to its exit code (130 on a Ctrl-C outside the loop)."""
+    try:
+        return asyncio.run(main())  # type: ignore[arg-type]
+    except KeyboardInterrupt:
+        return EXIT_ABORTED
 
 
 async def host(app: App, bus: Bus, stop: asyncio.Event, grace: float) -> int:
@@ -218,7 +237,4 @@ def run_app(
         log.info("stopped", exit_code=code)
         return code
 
-    try:
-        return asyncio.run(main())
-    except KeyboardInterrupt:
-        return EXIT_ABORTED
+    return run_process(main)

@@ -47,6 +47,11 @@ class Topics:
         return self._t("results")
 
     @property
+    def result_parts(self) -> str:
+        """Pieces of results too large for one message (see `ResultPart`)."""
+        return self._t("results.parts")
+
+    @property
     def downloads(self) -> str:
         return self._t("downloads")
 
@@ -64,7 +69,15 @@ class Topics:
         return self._t("dead")
 
     def all(self) -> list[str]:
-        return [self.asks, self.results, self.downloads, self.downloaded, self.batches, self.dead]
+        return [
+            self.asks,
+            self.results,
+            self.result_parts,
+            self.downloads,
+            self.downloaded,
+            self.batches,
+            self.dead,
+        ]
 
 
 class Channels:

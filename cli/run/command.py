@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -50,8 +49,24 @@ from gpt4batch.common.credentials import DEFAULT_CREDENTIALS
 from gpt4batch.common.errors import BusConnectError, ConfigError
 from gpt4batch.common.filenames import sibling
 from gpt4batch.common.memory_bus import MemoryBus
-from gpt4batch.common.messages import BatchManifest, DeadLetter, DownloadResult, IErr, ResultMessage
+from gpt4batch.common.messages import (
+    BatchManifest,
+    DeadLetter,
+    DownloadResult,
+    IErr,
+    ResultMessage,
+    ResultPart,
+)
 from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.result_parts import PartAssembler
+from gpt4batch.common.service import (
+    EXIT_ABORTED,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    install_stop_signals,
+    run_process,
+)
 from gpt4batch.common.settings import BaseServiceSettings, load
 from gpt4batch.services.caller.auth_gate import AuthGate, token_source
 from gpt4batch.services.caller.service import CallerService
@@ -64,7 +79,6 @@ from gpt4batch.services.ingest.reader import file_sha256, open_input, read_lines
 from gpt4batch.services.sink.ledger import BatchLedger
 from gpt4batch.services.sink.sink import Sink
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 130
 MAX_LINE_BYTES = 10 * 1024 * 1024
 #: Longest wait, after a stop, for results already published to reach the ledger.
 DRAIN_TIMEOUT = 10.0
@@ -223,6 +237,8 @@ class Run:
         bus.subscribe(t.downloaded, self.channel, DownloadResult, sink.handle_download)
         bus.subscribe(t.dead, self.channel, DeadLetter, sink.handle_dead)
         bus.subscribe(t.batches, self.channel, BatchManifest, sink.handle_manifest)
+        pieces = PartAssembler(sink.handle_result)  # results over one message's size
+        bus.subscribe(t.result_parts, self.channel, ResultPart, pieces.handle)
         sink.bus = bus
 
     async def _ingest(self, bus: Bus) -> IngestSummary:
@@ -277,9 +293,11 @@ class Run:
         if self.downloader is not None:
             await bus.stop_consuming(bus.topics.downloads, 0 if interrupted else grace)
         if interrupted:  # results of the calls that just finished: into the ledger
-            await _until_drained(bus, [bus.topics.results, bus.topics.downloaded], self.channel)
+            topics = [bus.topics.results, bus.topics.result_parts, bus.topics.downloaded]
+            await _until_drained(bus, topics, self.channel)
         else:  # complete: nothing of this batch is left on the run's channels
-            for topic in (bus.topics.results, bus.topics.downloaded, bus.topics.dead):
+            t = bus.topics
+            for topic in (t.results, t.result_parts, t.downloaded, t.dead):
                 with suppress(Exception):
                     await bus.delete_channel(topic, self.channel)
             with suppress(Exception):
@@ -391,21 +409,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"gpt4batch run: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        loop = asyncio.get_running_loop()
 
-        def on_signal(signum: int) -> None:
-            if run.stop.is_set():
-                print("\ngpt4batch run: aborted", file=sys.stderr)
-                os._exit(EXIT_ABORTED)  # ledger lines are fsynced; output is atomic
+        def on_stop() -> None:
             print(
                 f"\ngpt4batch run: stopping; in-flight calls get {opts.grace:g}s "
                 "(Ctrl-C again to abort at once)",
                 file=sys.stderr,
             )
-            run.stop.set()
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
+        def on_abort() -> None:
+            print("\ngpt4batch run: aborted", file=sys.stderr)
+            os._exit(EXIT_ABORTED)  # ledger lines are fsynced; output is atomic
+
+        install_stop_signals(run.stop, on_stop=on_stop, on_abort=on_abort)
         try:
             result = await run.execute()
         except (ConfigError, BusConnectError) as exc:
@@ -419,4 +435,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         ok = result.final.failed == 0 and result.final.not_run == 0
         return EXIT_OK if ok else EXIT_FAILED
 
-    return asyncio.run(go())
+    return run_process(go)

@@ -206,6 +206,8 @@ def _state(plan: Plan, started: list[Proc]) -> dict[str, Any]:
             "nsqlookupd_http": a.lookupd_http,
             "nsqd": a.nsqd,
             "nsqadmin_http": a.nsqadmin_http,
+            "gateway": a.gateway,
+            "gateway_api_key_file": str(plan.gateway_key_file),
             "simulator": a.simulator,
             "prometheus": a.prometheus,
         },
@@ -246,6 +248,7 @@ def _summary(plan: Plan) -> str:
         f"  nsqlookupd http://{a.lookupd_http}   nsqadmin http://{a.nsqadmin_http}",
         "  nsqd " + "  ".join(f"tcp {n['tcp']} http {n['http']}" for n in a.nsqd),
         f"  drop .jsonl files into {plan.inbox}; results appear in {plan.outbox}",
+        f"  OpenAI Batch API {a.gateway} (docs/batch-api.md)",
     ]
     if a.simulator:
         lines.append(f"  simulator {a.simulator}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ class Addresses:
     lookupd_http: str
     nsqd: list[dict[str, str]]
     nsqadmin_http: str
+    gateway: str
     simulator: str | None = None
     prometheus: str | None = None
 
@@ -64,6 +67,8 @@ class Plan:
         self.processed = self.workdir / "processed"
         self.outbox = self.workdir / "outbox"
         self.downloads = self.workdir / "downloads"
+        self.gateway_dir = self.workdir / "gateway"
+        self.gateway_key_file = self.gateway_dir / "api-key"
         self.addresses = Addresses(
             lookupd_tcp=f"{HOST}:{free_port()}",
             lookupd_http=f"{HOST}:{free_port()}",
@@ -72,6 +77,7 @@ class Plan:
                 for _ in range(opts.nsqd)
             ],
             nsqadmin_http=f"{HOST}:{free_port()}",
+            gateway=f"http://{HOST}:{free_port()}/v1",
             simulator=f"http://{HOST}:{free_port()}" if opts.with_simulator else None,
             prometheus=f"{HOST}:{free_port()}" if opts.with_prometheus else None,
         )
@@ -84,7 +90,27 @@ class Plan:
             self.procs += self._procs_of(comp)
 
     def folders(self) -> list[Path]:
-        return [self.logs, self.inbox, self.processed, self.outbox, self.downloads]
+        return [
+            self.logs,
+            self.inbox,
+            self.processed,
+            self.outbox,
+            self.downloads,
+            self.gateway_dir,
+        ]
+
+    def gateway_key(self) -> str:
+        """The Batch API key: GPT4BATCH_API_KEYS if set, else one generated for this stack
+        (kept in <workdir>/gateway/api-key, mode 600)."""
+        given = os.environ.get("GPT4BATCH_API_KEYS")
+        if given:
+            return given
+        if not self.gateway_key_file.exists():
+            self.gateway_key_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.gateway_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write("sk-" + secrets.token_urlsafe(24))
+        return self.gateway_key_file.read_text().strip()
 
     # --- values -----------------------------------------------------------
     def env_value(self, name: str, proc_name: str) -> str | None:
@@ -103,7 +129,11 @@ class Plan:
             "GPT4BATCH_PROCESSED_DIR": str(self.processed),
             "GPT4BATCH_UPSTREAM": o.upstream or ("gpt4api" if a.simulator else None),
             "GPT4BATCH_BASE_URL": o.base_url or a.simulator,
+            "GPT4BATCH_PORT": a.gateway.rsplit(":", 1)[1].split("/")[0],
+            "GPT4BATCH_DATA_DIR": str(self.gateway_dir),
         }
+        if name == "GPT4BATCH_API_KEYS":
+            return self.gateway_key()
         if name not in values:
             raise KeyError(f"no stack value for {name} ({proc_name})")
         return values[name]
@@ -120,6 +150,8 @@ class Plan:
                 env[var] = value
         if comp.metrics:
             env["GPT4BATCH_METRICS_HOST"] = HOST
+        if comp.name == "gateway":
+            env["GPT4BATCH_HOST"] = HOST
         if comp.name == "caller" and self.addresses.simulator:
             env["GPT4BATCH_ACCESS_TOKEN"] = SIMULATOR_TOKEN
         return env, port

@@ -89,6 +89,13 @@ CALLER = Component(
     metrics=True,
     scalable=True,
 )
+GATEWAY = Component(
+    "gateway",
+    "gpt4batch",
+    ("gateway",),
+    env=(*COMMON_ENV, "GPT4BATCH_PORT", "GPT4BATCH_DATA_DIR", "GPT4BATCH_API_KEYS"),
+    metrics=True,
+)
 INGEST = Component(
     "ingest",
     "python",
@@ -122,6 +129,7 @@ TOPOLOGY: tuple[Component, ...] = (
     SINK,
     DOWNLOADER,
     CALLER,
+    GATEWAY,
     INGEST,
     PROMETHEUS,
     GRAFANA,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gpt4batch.common.service import run_app
+from gpt4batch.services.caller.limits import build_limiter
 from gpt4batch.services.caller.service import CallerService
 from gpt4batch.services.caller.settings import CallerSettings
 
@@ -14,7 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "caller",
         "Consume AskMessages, run each conversation against the upstream, publish results.",
         CallerSettings,
-        CallerService,
+        lambda settings: CallerService(settings, limiter=build_limiter(settings)),
         argv,
         short={"concurrency": "-g", "qps": "-q", "model": "-m", "gizmo_id": "-z"},
         skip=frozenset({"max_in_flight"}),  # --concurrency is the caller's in-flight limit

@@ -11,17 +11,24 @@ import httpx
 from pydantic import BaseModel
 
 from gpt4batch.common.bus import Bus, Delivery
-from gpt4batch.common.errors import ConfigError, MessageTooLarge, PublishError, Requeue
+from gpt4batch.common.errors import (
+    ConfigError,
+    IErrCode,
+    MessageTooLarge,
+    PublishError,
+    Requeue,
+)
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import AskMessage, IErr, ResultMessage
 from gpt4batch.common.metrics import READINESS
+from gpt4batch.common.result_parts import TooLarge, split_result
 from gpt4batch.common.topics import Channels
 from gpt4batch.common.upstreams import ConversationClient, UpstreamConfig, make_client
 from gpt4batch.common.upstreams.transport import UpstreamHttp
 from gpt4batch.services.caller import metrics
 from gpt4batch.services.caller.auth_gate import AuthGate, token_source
 from gpt4batch.services.caller.conversation import ConversationRunner
-from gpt4batch.services.caller.pacer import Pacer
+from gpt4batch.services.caller.limits import Limiter, ProcessLimiter
 from gpt4batch.services.caller.paths import PathPolicy
 from gpt4batch.services.caller.settings import CallerSettings
 
@@ -80,12 +87,13 @@ class CallerService:
         *,
         config: UpstreamConfig | None = None,
         http: httpx.AsyncClient | None = None,
+        limiter: Limiter | None = None,
         auth_gate: AuthGate | None = None,
     ) -> None:
         self.settings = settings
         self._own_config = config is None
         self.config = config or settings.upstream_config()
-        self.pacer = Pacer(settings.qps)
+        self.limiter = limiter or ProcessLimiter(settings.qps, settings.concurrency)
         self._http = http
         self._own_http = http is None
         self._clients: dict[str, ConversationClient] = {}
@@ -109,8 +117,6 @@ class CallerService:
             on_open=lambda: self._throttle_asks(None),
         )
         READINESS.append(self.auth.readiness)
-        metrics.QPS_LIMIT.set(self.pacer.effective_qps)
-        metrics.CONCURRENCY_LIMIT.set(settings.concurrency)
 
     def client_for(self, kind: str) -> ConversationClient:
         client = self._clients.get(kind)
@@ -123,11 +129,12 @@ class CallerService:
                 else self.config.model_copy(update={"kind": kind})
             )
             client = self._clients[kind] = make_client(
-                config, self._http, before_call=self.pacer.acquire
+                config, self._http, before_call=self.limiter.acquire
             )
         return client
 
     async def start(self) -> None:
+        await self.limiter.start()
         if self._http is None:
             self._http = make_http_client(self.settings.concurrency, self.settings.http_transport)
 
@@ -148,7 +155,8 @@ class CallerService:
         """
         if not self.auth.admits():
             raise Requeue("the upstream refuses the token", delay=self.auth.retry_interval or 1.0)
-        outcome = await self.runner.run(msg)
+        async with self.limiter.conversation():
+            outcome = await self.runner.run(msg)
         if self.auth.observe(outcome.upstream_status, outcome.record.iErr):
             raise Requeue("the upstream refused the token", delay=self.auth.retry_interval or 1.0)
         topics = self.bus.topics
@@ -163,12 +171,7 @@ class CallerService:
         try:
             await self._publish_paid(topics.results, [result])
         except MessageTooLarge as exc:
-            # Keep "one output line per input line": publish the record without answers.
-            log.error("result too large for NSQ", record=msg.record.id, size=exc.size)
-            record = outcome.record.model_copy(deep=True)
-            record.answers = None
-            record.iErr = IErr(code=413, message=str(exc))
-            await self._publish_paid(topics.results, [result.model_copy(update={"record": record})])
+            await self._publish_large(result, exc)
         log.debug("record done", record=msg.record.id, ok=outcome.ok, attempts=delivery.attempts)
 
     def _throttle_asks(self, max_in_flight: int | None) -> None:
@@ -212,7 +215,26 @@ class CallerService:
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, 10.0)
 
+    async def _publish_large(self, result: ResultMessage, exc: MessageTooLarge) -> None:
+        """A result over the message limit travels in pieces the sink puts back together."""
+        body = result.model_dump_json().encode()
+        try:
+            parts = split_result(result, body, exc.limit)
+        except TooLarge as too_large:
+            # Keep "one output line per input line": the record without its answers.
+            log.error("result too large even in pieces", record=result.record.id, size=exc.size)
+            record = result.record.model_copy(deep=True)
+            record.answers = None
+            record.iErr = IErr(code=int(IErrCode.RESULT_TOO_LARGE), message=str(too_large))
+            await self._publish_paid(
+                self.bus.topics.results, [result.model_copy(update={"record": record})]
+            )
+            return
+        log.info("result sent in pieces", record=result.record.id, size=len(body), parts=len(parts))
+        await self._publish_paid(self.bus.topics.result_parts, parts)
+
     async def close(self) -> None:
+        await self.limiter.close()
         with suppress(ValueError):
             READINESS.remove(self.auth.readiness)
         if self._own_http and self._http is not None:

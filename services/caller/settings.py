@@ -41,6 +41,14 @@ class CallerSettings(BaseServiceSettings):
     max_tokens: int | None = Field(None, description="Answer length limit (openai kinds).")
     concurrency: int = Field(60, ge=1, le=2500, description="Conversations in flight (-g).")
     qps: float = Field(1.0, ge=0, description="Upstream calls per second, all kinds (0: no limit).")
+    limit_scope: Literal["fleet", "process"] = Field(
+        "fleet",
+        description="fleet: --qps and --concurrency are shared by every caller of the limit "
+        "group (coordinated through nsqd); process: each caller has them all.",
+    )
+    limit_group: str | None = Field(
+        None, description="Callers sharing --qps/--concurrency (default: the topic prefix)."
+    )
     retries: int = Field(5, ge=0, description="Retries of a transient upstream failure.")
     retry_base_delay: float = Field(1.0, gt=0, description="First retry wait (s), doubling.")
     retry_max_delay: float = Field(60.0, gt=0, description="Longest retry wait (s).")
@@ -84,22 +92,10 @@ class CallerSettings(BaseServiceSettings):
         config = UpstreamConfig(
             kind=self.upstream,
             base_url=self.base_url,
-            chat_url=self.chat_url,
-            gizmo_url=self.gizmo_url,
-            upload_url=self.upload_url,
-        )
-        config.check_urls()  # a bad URL is a usage error now, not a transient one later
-        token = resolve_token(
-            self.access_token.get_secret_value() if self.access_token else None, self.credentials
-        )
-        return UpstreamConfig(
-            kind=self.upstream,
-            base_url=self.base_url,
             tier=self.tier,
             chat_url=self.chat_url,
             gizmo_url=self.gizmo_url,
             upload_url=self.upload_url,
-            access_token=SecretStr(token),
             model=self.model,
             gizmo_id=self.gizmo_id,
             history_and_training_disabled=self.history_and_training_disabled,
@@ -110,6 +106,11 @@ class CallerSettings(BaseServiceSettings):
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
         )
+        config.check_urls()  # a bad URL is a usage error now, not a transient one later
+        token = resolve_token(
+            self.access_token.get_secret_value() if self.access_token else None, self.credentials
+        )
+        return config.model_copy(update={"access_token": SecretStr(token)})
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(self.retries, self.retry_base_delay, self.retry_max_delay)

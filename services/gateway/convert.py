@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, Literal
 
 import pydantic_core
 
+from gpt4batch.common.errors import IErrCode
 from gpt4batch.common.messages import Ask, AskMessage, AskOverrides, Record
 from gpt4batch.services.ingest.reader import RawLine, read_lines
 from gpt4batch.services.ingest.validate import Accepted, Validator, json_type
@@ -237,15 +238,23 @@ def output_line(batch: str, record: dict[str, Any]) -> tuple[dict[str, Any], boo
         body = chat_completion(answers[-1])
         response = {"status_code": 200, "request_id": rid, "body": body}
         return {"id": line_id, "custom_id": custom_id, "response": response, "error": None}, True
-    ierr = ierr if isinstance(ierr, dict) else {"code": 500, "message": "no answer"}
+    ierr = (
+        ierr if isinstance(ierr, dict) else {"code": int(IErrCode.INTERNAL), "message": "no answer"}
+    )
     code = ierr.get("code")
     message = str(ierr.get("message", ""))
-    if isinstance(code, int) and 400 <= code < 590:
+    ours = _OUR_CODES.get(code) if isinstance(code, int) else "unknown_error"
+    if ours is None and isinstance(code, int) and 400 <= code < 600:
+        # The upstream answered with this HTTP status: the real API's failed-request shape.
         error = {"message": message, "type": _error_type(code), "param": None, "code": None}
         response = {"status_code": code, "request_id": rid, "body": {"error": error}}
         return {"id": line_id, "custom_id": custom_id, "response": response, "error": None}, False
-    failure = {"code": "upstream_unreachable" if code else "internal_error", "message": message}
+    failure = {"code": ours or "unknown_error", "message": message}
     return {"id": line_id, "custom_id": custom_id, "response": None, "error": failure}, False
+
+
+#: iErr codes of gpt4batch's own making (no HTTP answer behind them) → `error.code`.
+_OUR_CODES = {int(c): c.name.lower() for c in IErrCode}
 
 
 def _error_type(status: int) -> str:

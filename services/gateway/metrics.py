@@ -32,6 +32,10 @@ BYTES = Counter(
     "File bytes received by POST /v1/files (uploaded) and sent as file content (downloaded).",
     ["direction"],
 )
+for _kind in ("input", "invalid", "output", "error"):
+    LINES.labels(_kind)
+for _direction in ("uploaded", "downloaded"):
+    BYTES.labels(_direction)
 REQUESTS = Counter(
     f"{NAMESPACE}_gateway_http_requests_total",
     "HTTP requests answered, by route and status code.",

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from gpt4batch.common.bus import Bus
-from gpt4batch.common.messages import DeadLetter, DownloadResult, ResultMessage
+from gpt4batch.common.messages import DeadLetter, DownloadResult, ResultMessage, ResultPart
+from gpt4batch.common.result_parts import PartAssembler
 from gpt4batch.common.service import App, HttpServer
 from gpt4batch.common.topics import Channels
 from gpt4batch.services.gateway.api import make_app
@@ -60,6 +61,11 @@ class GatewayService:
             DeadLetter,
             self.batches.handle_dead,
             max_in_flight=mif,
+        )
+        # Results over one message's size arrive in pieces (common/result_parts.py).
+        pieces = PartAssembler(self.batches.handle_result)
+        bus.subscribe(
+            bus.topics.result_parts, Channels.GATEWAY, ResultPart, pieces.handle, max_in_flight=mif
         )
         self.batches.resume()  # drivers retry until the bus is up
 

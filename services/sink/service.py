@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from gpt4batch.common.bus import Bus
-from gpt4batch.common.messages import BatchManifest, DeadLetter, DownloadResult, ResultMessage
+from gpt4batch.common.messages import (
+    BatchManifest,
+    DeadLetter,
+    DownloadResult,
+    ResultMessage,
+    ResultPart,
+)
+from gpt4batch.common.result_parts import PartAssembler
 from gpt4batch.common.topics import Channels
 from gpt4batch.services.sink.settings import SinkSettings
 from gpt4batch.services.sink.sink import Sink
@@ -38,6 +45,11 @@ class SinkService:
         )
         bus.subscribe(topics.batches, Channels.SINK, BatchManifest, self.sink.handle_manifest)
         bus.subscribe(topics.dead, Channels.SINK, DeadLetter, self.sink.handle_dead)
+        # Results over one message's size arrive in pieces (common/result_parts.py).
+        pieces = PartAssembler(self.sink.handle_result)
+        bus.subscribe(
+            topics.result_parts, Channels.SINK, ResultPart, pieces.handle, max_in_flight=mif
+        )
 
     async def start(self) -> None:
         await self.sink.start()

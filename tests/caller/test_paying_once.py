@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from gpt4batch.common.bus import Delivery
 from gpt4batch.common.messages import Ask, AskMessage, Record, ResultMessage
@@ -21,6 +20,7 @@ from gpt4batch.common.upstreams import ConversationState
 from gpt4batch.services.caller.conversation import ConversationRunner
 from gpt4batch.services.caller.service import CallerService
 from gpt4batch.services.caller.settings import CallerSettings
+from tests.caller.test_caller import settings_for
 from tests.support.mock_upstream import MockUpstream
 from tests.support.nsq_servers import run_nsqd
 
@@ -28,17 +28,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def caller_settings(mock: MockUpstream, **kw: Any) -> CallerSettings:
-    values: dict[str, Any] = dict(
-        base_url=mock.url,
-        access_token=SecretStr(mock.token),
-        qps=0,
-        retries=12,
-        retry_base_delay=0.01,
-        retry_max_delay=0.05,
-        allowed_dirs=[str(DATA)],
-    )
-    values.update(kw)
-    return CallerSettings(**values)
+    return settings_for(mock, **{"retries": 12, **kw})
 
 
 def record(i: int, asks: int = 2) -> dict[str, Any]:

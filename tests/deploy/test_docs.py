@@ -17,8 +17,10 @@ METRIC_MODULES = [
     "gpt4batch.common.metrics",
     "gpt4batch.services.ingest.metrics",
     "gpt4batch.services.caller.metrics",
+    "gpt4batch.services.caller.limits.metrics",
     "gpt4batch.services.downloader.metrics",
     "gpt4batch.services.sink.metrics",
+    "gpt4batch.services.gateway.metrics",
 ]
 
 

@@ -49,6 +49,38 @@ def output_lines(outbox: Path, batch_prefix: str) -> list[dict[str, Any]]:
     return lines
 
 
+def batch_api_round_trip(stack: dict[str, Any]) -> None:
+    """The stack's Batch API gateway answers the official SDK (and feeds its dashboard row)."""
+    from openai import OpenAI
+
+    key = Path(stack["addresses"]["gateway_api_key_file"]).read_text().strip()
+    client = OpenAI(base_url=stack["addresses"]["gateway"], api_key=key, max_retries=2)
+    lines = [
+        {
+            "custom_id": f"api-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"hi {i}"}]},
+        }
+        for i in range(3)
+    ]
+    data = "".join(json.dumps(x) + "\n" for x in lines).encode()
+    uploaded = client.files.create(file=("api.jsonl", data), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+
+    def finished() -> bool:
+        return client.batches.retrieve(batch.id).status in ("completed", "failed", "cancelled")
+
+    wait_for("the Batch API batch", finished, 60, Path(stack["logs"]))
+    done = client.batches.retrieve(batch.id)
+    assert done.status == "completed" and done.request_counts.total == 3, done
+    assert (
+        client.files.content(done.output_file_id).text.count("\n") == done.request_counts.completed
+    )
+
+
 def dashboard_expressions() -> list[str]:
     dash = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
@@ -86,6 +118,8 @@ def test_a_batch_through_the_stack_and_every_dashboard_expression_has_data(
         lines = output_lines(outbox, "batch")
         assert sorted(r["id"] for r in lines) == sorted(f"rec-{i}" for i in range(30))
         assert list(Path(stack["downloads"]).iterdir()), "the draw record produced no file"
+
+        batch_api_round_trip(stack)
 
         prometheus = stack["addresses"]["prometheus"]
         exprs = dashboard_expressions()

@@ -308,3 +308,25 @@ def test_gpt4batch_format_is_detected(
     for record in output:  # gpt4batch format out: the record plus its answers
         assert len(record["answers"]) == 2 and record.get("iErr") is None
         assert record["asks"][0]["content"].startswith("hi ")
+
+
+def test_the_example_in_the_docs_runs(
+    procs: ServiceProcs, slow_mock: MockUpstream, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gateway = Gateway(procs, tmp_path / "gw").start()
+    start_caller(procs, slow_mock, "--concurrency", "8")
+    requests = tmp_path / "requests.jsonl"
+    requests.write_bytes(jsonl([request(f"d{i}", f"doc {i}") for i in range(3)]))
+    doc = (Path(__file__).resolve().parents[2] / "docs/batch-api.md").read_text()
+    example = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(example.strip().splitlines()) <= 13
+    example = (
+        example.replace("http://localhost:8080/v1", f"http://127.0.0.1:{gateway.port}/v1")
+        .replace("sk-my-gateway-key", KEY)
+        .replace('"requests.jsonl"', repr(str(requests)))
+        .replace("time.sleep(5)", "time.sleep(0.2)")
+    )
+    exec(compile(example, "docs/batch-api.md", "exec"), {})
+
+    printed = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.strip()]
+    assert sorted(x["custom_id"] for x in printed) == ["d0", "d1", "d2"]

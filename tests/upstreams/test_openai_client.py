@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +149,23 @@ def test_wrong_token_is_final_and_hidden(mock: MockUpstream) -> None:
 async def _one(mock: MockUpstream, http: httpx.AsyncClient, **config_kw: Any) -> None:
     config = openai_config(mock, **config_kw)
     await OpenAIClient(config, http).run_ask(ConversationState(), Ask(id="a", content="hi"))
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo"])
+def test_inlined_files_that_are_not_regular_are_refused_without_hanging(
+    mock: MockUpstream, tmp_path: Path, kind: str
+) -> None:
+    if kind == "fifo":
+        fifo = tmp_path / "pipe.txt"
+        os.mkfifo(fifo)  # no writer: a blocking open() would never return
+        ask = Ask(id="a", content="x", files=[str(fifo)])
+    else:
+        ask = Ask(id="a", content="x", images=["/dev/zero"])
+
+    async def go(http: httpx.AsyncClient) -> None:
+        client = OpenAIClient(openai_config(mock), http)
+        await asyncio.wait_for(client.run_ask(ConversationState(), ask), timeout=10)
+
+    with pytest.raises(FinalError) as info:
+        run(go)
+    assert info.value.status == 590 and "not a regular file" in info.value.message

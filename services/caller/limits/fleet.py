@@ -1,0 +1,198 @@
+"""`--limit-scope fleet`: one `--qps` and `--concurrency` shared by every caller of a group.
+
+Calls: all members pace on one wall-clock grid of slots `(1 + allowance) / q`
+apart, and the member ranked r of N (member ids sorted) takes the slots
+k ≡ r (mod N). Together they start at most one call per slot, so the upstream
+sees the fleet's q however many callers there are, without any message per
+call. Conversations: member r runs `concurrency // N` (+1 for the first
+`concurrency % N` ranks) at once.
+
+Convergence: members read the group (membership.py) every `poll_interval`
+(0.5 s). A leaving member's share is taken within one poll. A joining member
+makes no call until `join_hold` after it first sees itself, by which time the
+others have seen it and narrowed their shares, so a join never adds calls to a
+second. While the members disagree (at most one poll), each uses at most the
+share of the group it last saw: the sum stays at or below the limit.
+Members started with different limits use the smallest (0 = none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import httpx
+
+from gpt4batch.common.logging import get_logger
+from gpt4batch.services.caller.limits import metrics
+from gpt4batch.services.caller.limits.base import (
+    Gate,
+    Limiter,
+    PacedLimiter,
+    ProcessLimiter,
+    publish_share,
+)
+from gpt4batch.services.caller.limits.membership import (
+    Member,
+    Node,
+    Registration,
+    discover_nodes,
+    new_member_id,
+    read_members,
+    topic_for,
+)
+from gpt4batch.services.caller.pacer import SlotPacer
+
+if TYPE_CHECKING:
+    from gpt4batch.services.caller.settings import CallerSettings
+
+log = get_logger("gpt4batch.limits")
+
+#: Polls between two nsqlookupd `/nodes` queries (new nsqd nodes are registered on then).
+_REDISCOVER_EVERY = 10
+
+
+def _smallest(values: Sequence[float]) -> float:
+    """The tightest limit, where 0 means none."""
+    positive = [v for v in values if v > 0]
+    return min(positive) if positive else 0.0
+
+
+class FleetLimiter(PacedLimiter):
+    scope = "fleet"
+
+    def __init__(
+        self,
+        qps: float,
+        concurrency: int,
+        group: str,
+        *,
+        nsqd_tcp: Sequence[str] = (),
+        lookupd_http: Sequence[str] = (),
+        auth_secret: str | None = None,
+        poll_interval: float = 0.5,
+        member_id: str | None = None,
+    ) -> None:
+        self.group = group
+        self.topic = topic_for(group)
+        self.me = Member(member_id or new_member_id(), qps, concurrency)
+        self.nsqd_tcp = list(nsqd_tcp)
+        self.lookupd_http = list(lookupd_http)
+        self.auth_secret = auth_secret
+        self.poll_interval = poll_interval
+        self.join_hold = poll_interval + 0.25
+        self.pacer = SlotPacer(qps, clock=time.time, strict=False)
+        self.gate = Gate(0)
+        self.members: list[str] = []
+        self.rank = -1
+        self.qps, self.concurrency = qps, concurrency
+        self._active = asyncio.Event()
+        self._seen_since: float | None = None
+        self._registrations: dict[str, Registration] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._limit_gauges(qps, concurrency)
+        publish_share(0, 0)
+
+    def _limit_gauges(self, qps: float, concurrency: int) -> None:
+        metrics.LIMIT_QPS.labels(self.scope, self.group).set(qps)
+        metrics.LIMIT_CONCURRENCY.labels(self.scope, self.group).set(concurrency)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="limit-group")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(*(r.close() for r in self._registrations.values()))
+        self._registrations.clear()
+
+    async def acquire(self, endpoint: str = "") -> None:
+        while True:
+            await self._active.wait()
+            await super().acquire(endpoint)
+            if self._active.is_set():
+                return
+
+    @asynccontextmanager
+    async def conversation(self) -> AsyncIterator[None]:
+        async with self.gate.hold():
+            yield
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(timeout=max(1.0, 2 * self.poll_interval)) as http:
+            nodes: list[Node] = []
+            polls = 0
+            while True:
+                if not nodes or polls % _REDISCOVER_EVERY == 0:
+                    nodes = await discover_nodes(http, self.nsqd_tcp, self.lookupd_http) or nodes
+                    self._register(nodes)
+                polls += 1
+                members = await read_members(http, nodes, self.topic)
+                if members is not None:
+                    await self._apply(members)
+                await asyncio.sleep(self.poll_interval)
+
+    def _register(self, nodes: list[Node]) -> None:
+        for node in nodes:
+            if node.tcp not in self._registrations:
+                registration = Registration(node, self.topic, self.me, self.auth_secret)
+                registration.start()
+                self._registrations[node.tcp] = registration
+
+    async def _apply(self, seen: dict[str, Member]) -> None:
+        """Take this caller's share of what the group looks like now."""
+        ids = sorted(seen)
+        if ids != self.members:
+            metrics.VIEW_CHANGES.inc()
+            log.info("limit group changed", group=self.group, members=ids)
+            self.members = ids
+        metrics.MEMBERS.set(len(ids))
+        if self.me.id not in seen:
+            # Not visible (yet, or registrations lost): the others do not count us.
+            self._seen_since = None
+            self._active.clear()
+            await self.gate.resize(0)
+            publish_share(0, 0)
+            return
+        now = time.monotonic()
+        if self._seen_since is None:
+            self._seen_since = now
+        if now - self._seen_since < self.join_hold:
+            return  # the others may not have narrowed their shares yet
+        n, rank = len(ids), ids.index(self.me.id)
+        qps = _smallest([m.qps for m in seen.values()])
+        concurrency = int(_smallest([m.concurrency for m in seen.values()]))
+        if (qps, concurrency) != (self.qps, self.concurrency):
+            log.warning("limit group's limits changed (the smallest wins)", qps=qps,
+                        concurrency=concurrency)  # fmt: skip
+            self.qps, self.concurrency = qps, concurrency
+            self._limit_gauges(qps, concurrency)
+        if qps != self.pacer.qps:
+            self.pacer.set_qps(qps)
+        self.pacer.assign(n, rank)
+        self.rank = rank
+        share = concurrency // n + (1 if rank < concurrency % n else 0)
+        await self.gate.resize(share)
+        publish_share(self.pacer.effective_qps, share)
+        self._active.set()
+
+
+def build_limiter(settings: CallerSettings) -> Limiter:
+    """The limiter `--limit-scope` asks for (process scope when there is no NSQ to share)."""
+    group = settings.limit_group or settings.topic_prefix
+    has_nsq = bool(settings.nsqd_tcp_address or settings.lookupd_http_address)
+    if settings.limit_scope == "process" or not has_nsq:
+        return ProcessLimiter(settings.qps, settings.concurrency, group)
+    secret = settings.nsq_auth_secret
+    return FleetLimiter(
+        settings.qps,
+        settings.concurrency,
+        group,
+        nsqd_tcp=settings.nsqd_tcp_address,
+        lookupd_http=settings.lookupd_http_address,
+        auth_secret=secret.get_secret_value() if secret else None,
+    )

@@ -1,0 +1,185 @@
+"""Who shares a limit group, seen through nsqd alone (no other database).
+
+Every member keeps one TCP connection to each nsqd, subscribed to the ephemeral
+channel `members#ephemeral` of the ephemeral topic `<group>.limits#ephemeral`
+with its member id as `client_id` and its own limits in `user_agent`. Nothing
+is ever published there (RDY stays 0); the subscription is the registration.
+Each member reads every nsqd's `/stats` for that channel: the union of the
+client ids is the group. A member that exits or is `kill -9`ed drops out at
+once (the kernel closes its sockets); one whose host vanishes drops out after
+two missed heartbeats (2 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import socket
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import httpx
+
+from gpt4batch.common.logging import get_logger
+from gpt4batch.common.nsq_bus import node_addresses
+from gpt4batch.common.topics import check_name
+
+log = get_logger("gpt4batch.limits")
+
+CHANNEL = "members#ephemeral"
+_AGENT = re.compile(r"qps=([0-9.eE+-]+) concurrency=(\d+)")
+_FRAME_ERROR = 1
+
+
+def topic_for(group: str) -> str:
+    return check_name(f"{group}.limits#ephemeral", "limit group topic")
+
+
+def new_member_id() -> str:
+    host = re.sub(r"[^a-zA-Z0-9_.-]", "-", socket.gethostname())[:40]
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One caller of the group, with the limits it was started with."""
+
+    id: str
+    qps: float
+    concurrency: int
+
+
+@dataclass(frozen=True)
+class Node:
+    tcp: str
+    http: str
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+def _command(name: bytes, body: bytes) -> bytes:
+    return name + b"\n" + struct.pack(">I", len(body)) + body
+
+
+class Registration:
+    """The subscription that makes `member` visible on one nsqd; reconnects until closed."""
+
+    def __init__(
+        self, node: Node, topic: str, member: Member, auth_secret: str | None = None
+    ) -> None:
+        self.node = node
+        self.topic = topic
+        self.member = member
+        self.auth_secret = auth_secret
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"limit-registration {self.node.tcp}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def _hello(self) -> bytes:
+        identify = {
+            "client_id": self.member.id,
+            "hostname": socket.gethostname(),
+            "user_agent": f"gpt4batch-limiter qps={self.member.qps:g} "
+            f"concurrency={self.member.concurrency}",
+            "heartbeat_interval": 1000,
+            "feature_negotiation": False,
+        }
+        out = b"  V2" + _command(b"IDENTIFY", json.dumps(identify).encode())
+        if self.auth_secret:
+            out += _command(b"AUTH", self.auth_secret.encode())
+        return out + f"SUB {self.topic} {CHANNEL}\n".encode()
+
+    async def _run(self) -> None:
+        host, port = _host_port(self.node.tcp)
+        while True:
+            writer: asyncio.StreamWriter | None = None
+            try:
+                reader, writer = await asyncio.open_connection(host, port)
+                writer.write(self._hello())
+                await writer.drain()
+                while True:
+                    (size,) = struct.unpack(">I", await reader.readexactly(4))
+                    frame = await reader.readexactly(size)
+                    if struct.unpack(">I", frame[:4])[0] == _FRAME_ERROR:
+                        raise ConnectionError(frame[4:].decode(errors="replace"))
+                    if frame[4:] == b"_heartbeat_":
+                        writer.write(b"NOP\n")
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                log.warning("limit group registration lost", nsqd=self.node.tcp, error=str(exc))
+            finally:
+                if writer is not None:
+                    writer.close()
+            await asyncio.sleep(1.0)
+
+
+async def discover_nodes(
+    http: httpx.AsyncClient, nsqd_tcp: Sequence[str], lookupd_http: Sequence[str]
+) -> list[Node]:
+    """nsqd nodes from nsqlookupd `/nodes`, then the given TCP addresses (HTTP = TCP port + 1)."""
+    nodes: dict[str, Node] = {}
+    for lookupd in lookupd_http:
+        base = lookupd if "://" in lookupd else f"http://{lookupd}"
+        try:
+            answer = (await http.get(f"{base}/nodes")).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("nsqlookupd query failed", address=lookupd, error=str(exc))
+            continue
+        tcp = node_addresses(answer, "tcp_port", [])
+        web = node_addresses(answer, "http_port", [])
+        for t, h in zip(tcp, web, strict=False):
+            nodes.setdefault(t, Node(t, h))
+    for address in nsqd_tcp:
+        host, port = _host_port(address)
+        nodes.setdefault(address, Node(address, f"{host}:{port + 1}"))
+    return list(nodes.values())
+
+
+async def read_members(http: httpx.AsyncClient, nodes: Sequence[Node], topic: str) -> dict | None:
+    """Members registered on any node (None when no node answered)."""
+    answers = await asyncio.gather(
+        *(_node_members(http, node, topic) for node in nodes), return_exceptions=True
+    )
+    members: dict[str, Member] = {}
+    answered = False
+    for node, answer in zip(nodes, answers, strict=True):
+        if isinstance(answer, BaseException):
+            log.debug("nsqd /stats failed", nsqd=node.http, error=str(answer))
+            continue
+        answered = True
+        for member in answer:
+            members.setdefault(member.id, member)
+    return members if answered else None
+
+
+async def _node_members(http: httpx.AsyncClient, node: Node, topic: str) -> list[Member]:
+    response = await http.get(
+        f"http://{node.http}/stats", params={"format": "json", "topic": topic, "channel": CHANNEL}
+    )
+    response.raise_for_status()
+    found = []
+    for t in response.json().get("topics") or []:
+        if t.get("topic_name") != topic:
+            continue
+        for channel in t.get("channels") or []:
+            if channel.get("channel_name") != CHANNEL:
+                continue
+            for client in channel.get("clients") or []:
+                match = _AGENT.search(client.get("user_agent") or "")
+                if client.get("client_id") and match:
+                    qps, concurrency = float(match[1]), int(match[2])
+                    found.append(Member(client["client_id"], qps, concurrency))
+    return found

@@ -1,0 +1,120 @@
+"""Pacing on planned slots, slot shares, the resizable gate, and choosing the limiter."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+
+from gpt4batch.services.caller.limits import FleetLimiter, ProcessLimiter, build_limiter
+from gpt4batch.services.caller.limits.base import Gate
+from gpt4batch.services.caller.pacer import SlotPacer
+from gpt4batch.services.caller.settings import CallerSettings
+
+
+class VirtualTime:
+    """A clock that only moves when a pacer sleeps, by the wait plus a chosen overshoot."""
+
+    def __init__(self, overshoot: Callable[[int], float] = lambda n: 0.0) -> None:
+        self.now = 1000.0
+        self.sleeps = 0
+        self.overshoot = overshoot
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        self.now += delay + self.overshoot(self.sleeps)
+        self.sleeps += 1
+        await asyncio.sleep(0)
+
+
+def run_calls(pacer: SlotPacer, t: VirtualTime, n: int) -> list[float]:
+    starts: list[float] = []
+
+    async def call() -> None:
+        await pacer.acquire("chat")
+        starts.append(t.now)
+
+    async def scenario() -> None:
+        await asyncio.gather(*(call() for _ in range(n)))
+
+    asyncio.run(scenario())
+    return starts
+
+
+def paced(qps: float, t: VirtualTime) -> SlotPacer:
+    return SlotPacer(qps, clock=t.clock, sleep=t.sleep)
+
+
+def test_timer_overshoot_does_not_accumulate_into_the_rate() -> None:
+    t = VirtualTime(overshoot=lambda n: 0.0015)  # every sleep wakes 1.5 ms late
+    pacer = paced(100, t)
+    starts = run_calls(pacer, t, 500)
+    rate = (len(starts) - 1) / (starts[-1] - starts[0])
+    # Scheduling from the previous actual start gave 1 / (interval + 1.5 ms) = 88.1/s.
+    assert rate > 0.99 * pacer.effective_qps
+    assert pacer.skipped == 0
+
+
+def test_a_late_wake_up_gives_its_slot_up_instead_of_bursting() -> None:
+    t = VirtualTime(overshoot=lambda n: 0.3 if n == 20 else 0.001)  # one 300 ms stall
+    pacer = paced(20, t)
+    starts = run_calls(pacer, t, 80)
+    assert pacer.skipped >= 1
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= pacer.interval - pacer.late_tolerance - 1e-9
+    assert min(b - a for a, b in zip(starts, starts[20:], strict=False)) > 1.0
+
+
+def test_shares_of_one_grid_never_share_a_slot_and_sum_to_the_limit() -> None:
+    # Real time: three pacers sleeping at once on one clock (as three callers on one grid).
+    pacers = [SlotPacer(30) for _ in range(3)]
+    for rank, pacer in enumerate(pacers):
+        pacer.assign(3, rank)
+    starts: list[float] = []
+
+    async def call(pacer: SlotPacer) -> None:
+        await pacer.acquire()
+        starts.append(pacer.clock())
+
+    async def scenario() -> None:
+        await asyncio.gather(*(call(p) for p in pacers for _ in range(30)))
+
+    asyncio.run(scenario())
+    starts.sort()
+    gap = pacers[0].interval - pacers[0].late_tolerance
+    assert min(b - a for a, b in itertools.pairwise(starts)) > gap
+    assert min(b - a for a, b in zip(starts, starts[30:], strict=False)) > 1.0
+    assert abs(sum(p.effective_qps for p in pacers) - pacers[0].qps / 1.01) < 1e-6
+
+
+def test_gate_resizes_while_held() -> None:
+    async def scenario() -> list[int]:
+        gate = Gate(1)
+        running: list[int] = []
+
+        async def conversation() -> None:
+            async with gate.hold():
+                running.append(gate.running)
+                await asyncio.sleep(0.01)
+
+        tasks = [asyncio.create_task(conversation()) for _ in range(4)]
+        await asyncio.sleep(0)
+        await gate.resize(3)
+        await asyncio.gather(*tasks)
+        return running
+
+    running = asyncio.run(scenario())
+    assert max(running) == 3 and running[0] == 1
+
+
+def test_fleet_scope_is_the_default_when_there_is_nsq_to_share() -> None:
+    nsq = {"nsqd_tcp_address": ["127.0.0.1:4150"], "access_token": "x"}
+    limiter = build_limiter(CallerSettings(**nsq))
+    assert isinstance(limiter, FleetLimiter) and limiter.topic == "gpt4batch.limits#ephemeral"
+    grouped = build_limiter(CallerSettings(**nsq, limit_group="acct-1"))
+    assert isinstance(grouped, FleetLimiter) and grouped.group == "acct-1"
+    alone = build_limiter(CallerSettings(**nsq, limit_scope="process"))
+    assert isinstance(alone, ProcessLimiter)
+    assert isinstance(build_limiter(CallerSettings(access_token="x")), ProcessLimiter)
