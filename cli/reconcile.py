@@ -35,6 +35,9 @@ class ReconcileSettings(BaseServiceSettings):
     wait: float = Field(
         60.0, ge=0, description="Seconds to wait for the pipeline to go idle first (0: do not)."
     )
+    rounds: int = Field(
+        3, ge=1, description="Check again after the pipeline is idle, up to this many times."
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,6 +63,7 @@ async def _run(settings: ReconcileSettings) -> int:
             input_path=Path(settings.input) if settings.input else None,
             download_dir=Path(settings.download_dir) if settings.download_dir else None,
             wait=settings.wait,
+            rounds=settings.rounds,
         )
     except ReconcileError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -48,6 +48,7 @@ class ReconcileReport:
     batch: str
     status_before: str
     total: int = 0
+    rounds: int = 0
     records_republished: int = 0
     downloads_republished: int = 0
     files_bad: list[str] = field(default_factory=list)
@@ -58,7 +59,7 @@ class ReconcileReport:
             f"reconcile: batch={self.batch} was={self.status_before} total={self.total} "
             f"records_republished={self.records_republished} "
             f"downloads_republished={self.downloads_republished} "
-            f"files_bad={len(self.files_bad)}"
+            f"files_bad={len(self.files_bad)} rounds={self.rounds}"
         )
 
 
@@ -142,15 +143,44 @@ async def reconcile(
     input_path: Path | None = None,
     download_dir: Path | None = None,
     wait: float = 60.0,
+    rounds: int = 3,
 ) -> ReconcileReport:
-    """Republish what the ledger of the batch whose output is `out` still owes."""
-    if wait > 0:
-        await wait_idle(bus, wait)
+    """Republish what the ledger of the batch whose output is `out` still owes.
+
+    With `wait`, it then waits for the pipeline to go idle and checks again, up to
+    `rounds` times: an nsqd restarted after `kill -9` can still drop what is written
+    to a disk queue whose metadata it lost ("data loss, resetting" in its log).
+    """
+    report: ReconcileReport | None = None
+    for _ in range(max(1, rounds)):
+        if wait > 0:
+            await wait_idle(bus, wait)
+        step = await _reconcile_once(bus, out, input_path, download_dir)
+        if report is None:
+            report = step
+        else:
+            report.records_republished += step.records_republished
+            report.downloads_republished += step.downloads_republished
+            report.files_bad += step.files_bad
+        report.rounds += 1
+        if wait <= 0 or not (step.records_republished or step.downloads_republished):
+            break
+    assert report is not None
+    return report
+
+
+async def _reconcile_once(
+    bus: Bus, out: Path, input_path: Path | None, download_dir: Path | None
+) -> ReconcileReport:
     try:
         ledger = await asyncio.to_thread(read_ledger, out)
     except (FileNotFoundError, ValueError) as exc:
         raise ReconcileError(str(exc)) from None
-    report = ReconcileReport(batch=ledger.batch, status_before=ledger.status)
+    report = ReconcileReport(
+        batch=ledger.batch, status_before=ledger.status, total=ledger.counts.total or 0
+    )
+    if ledger.status == "complete" and download_dir is None:
+        return report
     manifest = ledger.manifest
     source = input_path or (Path(manifest.input) if manifest and manifest.input else None)
     if source is None:
@@ -166,22 +196,23 @@ async def reconcile(
                 f"input {source} is not the batch's input (sha256 {digest[:12]}…, "
                 f"the manifest says {manifest.input_sha256[:12]}…)"
             )
-    with open_input(str(source)) as opened:
-        summary = await ingest(
-            read_lines(opened.stream, MAX_LINE_BYTES),
-            bus,
-            batch=ledger.batch,
-            source=opened.name,
-            base_dir=opened.base_dir,
-            fix=False,
-            input_path=str(source),
-            input_sha256=manifest.input_sha256 if manifest else None,
-            input_size=manifest.input_size if manifest else None,
-            max_line_bytes=MAX_LINE_BYTES,
-            skip=ledger.is_done,
-        )
-    report.total = summary.total
-    report.records_republished = summary.total - summary.skipped
+    if not ledger.records_complete:
+        with open_input(str(source)) as opened:
+            summary = await ingest(
+                read_lines(opened.stream, MAX_LINE_BYTES),
+                bus,
+                batch=ledger.batch,
+                source=opened.name,
+                base_dir=opened.base_dir,
+                fix=False,
+                input_path=str(source),
+                input_sha256=manifest.input_sha256 if manifest else None,
+                input_size=manifest.input_size if manifest else None,
+                max_line_bytes=MAX_LINE_BYTES,
+                skip=ledger.is_done,
+            )
+        report.total = summary.total
+        report.records_republished = summary.total - summary.skipped
     wanted = ledger.pending_downloads()
     if download_dir is not None:
         report.files_bad = sorted(await asyncio.to_thread(bad_files, ledger, download_dir))
