@@ -273,21 +273,27 @@ class NsqBus(Bus):
                 channels.append(sub.channel)
         if not wanted:
             return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout
         addresses = await self.nsqd_http_addresses()
         async with httpx.AsyncClient(timeout=self.connect_timeout) as client:
             for http in addresses:
-                try:
-                    for topic, channels in wanted.items():
-                        await _nsqd_post(client, http, "topic/create", topic=topic)
-                        for channel in channels:
-                            await _nsqd_post(
-                                client, http, "channel/create", topic=topic, channel=channel
-                            )
-                except httpx.HTTPError as exc:
-                    raise BusConnectError(
-                        f"cannot create topics/channels on nsqd {http}: {exc} (its HTTP "
-                        "address is taken from nsqlookupd, else TCP port + 1)"
-                    ) from None
+                while True:  # nsqd may be restarting: retry like the TCP connect does
+                    try:
+                        for topic, channels in wanted.items():
+                            await _nsqd_post(client, http, "topic/create", topic=topic)
+                            for channel in channels:
+                                await _nsqd_post(
+                                    client, http, "channel/create", topic=topic, channel=channel
+                                )
+                        break
+                    except httpx.HTTPError as exc:
+                        if loop.time() > deadline:
+                            raise BusConnectError(
+                                f"cannot create topics/channels on nsqd {http}: {exc} (its "
+                                "HTTP address is taken from nsqlookupd, else TCP port + 1)"
+                            ) from None
+                        await asyncio.sleep(0.2)
 
     async def delete_channel(self, topic: str, channel: str) -> None:
         async with httpx.AsyncClient(timeout=self.connect_timeout) as client:
