@@ -49,6 +49,15 @@ def prepare(workdir: Path, examples: Path) -> Path:
     return workdir / "demo.jsonl"
 
 
+def shorten(text: str, width: int) -> str:
+    """`text` on one line, cut at a word boundary (never mid-word) with an ellipsis."""
+    flat = " ".join(text.split())
+    if len(flat) <= width:
+        return flat
+    cut = flat[: width - 1].rsplit(" ", 1)[0] if " " in flat[:width] else flat[: width - 1]
+    return cut.rstrip(" ,;:.") + "…"
+
+
 def show(out: Path, workdir: Path) -> None:
     print("\nWhat came back (the last answer of each record):")
     for line in out.read_text(encoding="utf-8").splitlines():
@@ -58,7 +67,7 @@ def show(out: Path, workdir: Path) -> None:
             continue
         answers = record.get("answers") or []
         text = answers[-1]["contents"][-1]["message"]["content"]["parts"][0] if answers else ""
-        print(f"  {record['id']}: {len(answers)} answer(s); last: {text[:70]}")
+        print(f"  {record['id']}: {len(answers)} answer(s); last: {shorten(text, 70)}")
     pictures = sorted(p.name for p in workdir.glob("GPT4API_*"))
     if pictures:
         print("Downloaded pictures: " + ", ".join(pictures))
@@ -90,5 +99,7 @@ async def demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    glog.configure("console", "warning", service="demo")
+    # Errors only: what a warning would say (the rejected line) is in the summary, and a
+    # log line must not land in the middle of it.
+    glog.configure("console", "error", service="demo")
     return asyncio.run(demo(args))

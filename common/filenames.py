@@ -8,6 +8,7 @@ parameter); they are untrusted. A local name is one path component of
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import unicodedata
 from pathlib import Path
@@ -15,6 +16,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_NAME = 200
+
+
+def file_mode() -> int:
+    """The mode of every file gpt4batch writes (output, side files, downloads): what the
+    umask leaves of 0666, like `cp` or a shell redirect. `umask 077` makes them private."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 class UnsafeName(ValueError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gpt4batch.common.bus import Bus, Dispatcher
@@ -47,37 +48,59 @@ class _MemoryMessage:
 
 @dataclass
 class _Channel:
+    """A FIFO with a capacity; each put or get wakes one waiter (like asyncio.Queue), not all
+    of a subscription's workers, and a requeue goes back to the front regardless of capacity."""
+
     capacity: int
     ready: deque[_MemoryMessage] = field(default_factory=deque)
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     delayed: int = 0
     """Requeued messages waiting out their delay (part of the depth, like nsqd's deferred)."""
+    _getters: deque[asyncio.Future[None]] = field(default_factory=deque)
+    _putters: deque[asyncio.Future[None]] = field(default_factory=deque)
 
     async def put(self, msg: _MemoryMessage) -> None:
-        async with self.changed:
-            await self.changed.wait_for(lambda: len(self.ready) < self.capacity)
-            self.ready.append(msg)
-            self.changed.notify_all()
+        while len(self.ready) >= self.capacity:
+            await _wait(self._putters, lambda: len(self.ready) < self.capacity)
+        self.ready.append(msg)
+        _wake_one(self._getters)
 
     def put_back(self, msg: _MemoryMessage) -> None:
         msg.responded = False
         self.ready.appendleft(msg)
-        asyncio.get_running_loop().create_task(self._notify())
+        _wake_one(self._getters)
 
     def put_back_delayed(self, msg: _MemoryMessage) -> None:
         self.delayed -= 1
         self.put_back(msg)
 
-    async def _notify(self) -> None:
-        async with self.changed:
-            self.changed.notify_all()
-
     async def get(self) -> _MemoryMessage:
-        async with self.changed:
-            await self.changed.wait_for(lambda: bool(self.ready))
-            msg = self.ready.popleft()
-            self.changed.notify_all()
-            return msg
+        while not self.ready:
+            await _wait(self._getters, lambda: bool(self.ready))
+        msg = self.ready.popleft()
+        _wake_one(self._putters)
+        return msg
+
+
+async def _wait(waiters: deque[asyncio.Future[None]], can_go: Callable[[], bool]) -> None:
+    """Wait to be woken; a waiter cancelled after its wake-up passes the wake-up on."""
+    waiter = asyncio.get_running_loop().create_future()
+    waiters.append(waiter)
+    try:
+        await waiter
+    except asyncio.CancelledError:
+        if waiter in waiters:
+            waiters.remove(waiter)
+        elif can_go():
+            _wake_one(waiters)
+        raise
+
+
+def _wake_one(waiters: deque[asyncio.Future[None]]) -> None:
+    while waiters:
+        waiter = waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+            return
 
 
 @dataclass

@@ -11,11 +11,13 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
+import pydantic_core
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
     field_validator,
     model_serializer,
@@ -155,6 +157,12 @@ class AskOverrides(BaseModel):
     model: str | None = None
     gizmo_id: str | None = None
     history_and_training_disabled: bool | None = None
+    # Sampling (OpenAI-style upstreams), e.g. from a Batch API request body.
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
 
 
 class AskMessage(_Body):
@@ -211,6 +219,8 @@ class Reject(BaseModel):
 class ResultMessage(_Body):
     """A finished record, successful or not (topic `…results`)."""
 
+    _received: tuple[bytes, Record] | None = PrivateAttr(default=None)
+
     kind: ClassVar[str] = "ResultMessage"
     seq: int = Field(ge=0)
     record: Record
@@ -222,6 +232,31 @@ class ResultMessage(_Body):
         description="Local names of the files this record's answers will be downloaded to; "
         "the batch is complete only once each has a DownloadResult.",
     )
+
+    @classmethod
+    def model_validate_json(
+        cls, json_data: str | bytes | bytearray, **kwargs: Any
+    ) -> ResultMessage:
+        """Validate, keeping the bytes so `record_json` can write what was received."""
+        message = super().model_validate_json(json_data, **kwargs)
+        if isinstance(json_data, bytes) and not kwargs:
+            message._received = (json_data, message.record)
+        return message
+
+    def record_json(self) -> bytes:
+        """The record as one output line: the record object as received in the message
+        body (validated once, on arrival), not re-serialised through the models.
+
+        A record replaced since (`model_copy(update=…)`, deep copies) is serialised
+        again; a received record is not to be changed in place.
+        """
+        received = self._received
+        if received is not None and received[1] is self.record:
+            try:
+                return pydantic_core.to_json(pydantic_core.from_json(received[0])["record"])
+            except (ValueError, KeyError, TypeError):
+                pass
+        return self.record.to_line().encode()
 
 
 class DownloadJob(_Body):

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from gpt4batch.cli.run.errors_file import ErrorBreakdown, write_errors
 from gpt4batch.cli.run.finalize import FinalCounts, write_final
 from gpt4batch.cli.run.options import RunOptions, parse
 from gpt4batch.cli.run.preflight import (
@@ -42,7 +43,8 @@ from gpt4batch.cli.run.preflight import (
     check_output,
     check_reachable,
 )
-from gpt4batch.cli.run.progress import RunProgress, clock, upstream_calls
+from gpt4batch.cli.run.progress import RunProgress, clock
+from gpt4batch.cli.run.side_files import retire_side_files
 from gpt4batch.common import logging as glog
 from gpt4batch.common.bus import Bus
 from gpt4batch.common.credentials import DEFAULT_CREDENTIALS
@@ -93,6 +95,8 @@ class RunResult:
     calls: float
     interrupted: bool
     ingest: IngestSummary | None
+    errors: ErrorBreakdown
+    rate_limited: int = 0
 
 
 def caller_settings(opts: RunOptions, bus_settings: BaseServiceSettings) -> CallerSettings:
@@ -196,9 +200,10 @@ class Run:
     async def execute(self) -> RunResult:
         started = time.monotonic()
         await self.preflight()
+        await asyncio.to_thread(retire_side_files, self.out, self.batch)
         await self.sink.start()
         ledger = self.ledger = await self.sink.ledger(self.batch)
-        self.progress = RunProgress(self.opts.progress, ledger.counts)
+        self.progress = RunProgress(self.opts.progress, ledger.counts, calls=self.caller.calls)
         self.sink.on_record = self.progress.on_record
         if ledger.counts.done:
             log.info(
@@ -226,8 +231,15 @@ class Run:
         final = await asyncio.to_thread(self._write_output)
         if final.not_run == 0 and not interrupted:
             ledger.journal_path.unlink(missing_ok=True)  # the output is the record now
+        errors = await asyncio.to_thread(write_errors, self.out)
         return RunResult(
-            final, time.monotonic() - started, upstream_calls(), interrupted, self.ingest_summary
+            final,
+            time.monotonic() - started,
+            self.caller.calls.calls,
+            interrupted,
+            self.ingest_summary,
+            errors,
+            self.caller.calls.rate_limited,
         )
 
     def _register_sink(self, bus: Bus) -> None:
@@ -343,9 +355,15 @@ def print_summary(
         f"gpt4batch run: {'stopped' if result.interrupted else 'finished'} "
         f"batch {run.batch} in {clock(result.seconds)}",
         f"  records   {f.total:,}: {f.ok:,} ok, {f.failed:,} failed, {f.not_run:,} not run",
-        f"  upstream  {int(result.calls):,} calls ({rate:,.1f}/s)",
+        f"  upstream  {int(result.calls):,} calls ({rate:,.1f}/s), "
+        f"{result.rate_limited:,} answered 429",
         f"  output    {run.out}",
     ]
+    errors = result.errors
+    if errors.total:
+        plural = "s" if errors.total != 1 else ""
+        lines.append(f"  errors    {errors.path} ({errors.total:,} record{plural}), by code:")
+        lines += [f"           {row}" for row in errors.lines()]
     rejects = sibling(run.out, "rejects.jsonl")
     if rejects.exists() and rejects.stat().st_size:
         lines.append(f"  rejects   {rejects}")
@@ -357,7 +375,7 @@ def print_summary(
             f"  downloads {run.download_dir} ({c.downloads_ok} ok, {c.downloads_failed} failed;"
             f" list in {downloads})"
         )
-    if show_resume and (f.failed or f.not_run):
+    if show_resume and errors.resumable:
         again = sibling(run.out, "fix.jsonl")
         command = f"gpt4batch run -i {run.out} -f -o {again} {resume_flags(run.opts)}"
         lines.append(f"  resume    {command.rstrip()}")

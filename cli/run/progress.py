@@ -6,30 +6,12 @@ import sys
 import time
 from typing import TextIO
 
-from prometheus_client import REGISTRY
-
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import ResultMessage
+from gpt4batch.services.caller.call_stats import CallStats
 from gpt4batch.services.sink.ledger import LedgerCounts
 
 log = get_logger("gpt4batch.run")
-
-
-def metric_total(name: str) -> float:
-    """Sum of every sample of a counter in this process's registry (0 if absent)."""
-    total = 0.0
-    for family in REGISTRY.collect():
-        if family.name == name.removesuffix("_total"):
-            total += sum(s.value for s in family.samples if s.name == name)
-    return total
-
-
-def upstream_calls() -> float:
-    return metric_total("gpt4batch_upstream_calls_total")
-
-
-def rate_limited() -> float:
-    return metric_total("gpt4batch_upstream_429_total")
 
 
 def clock(seconds: float) -> str:
@@ -43,18 +25,32 @@ def clock(seconds: float) -> str:
 
 
 class RunProgress:
-    """Draws the bar (throttled) and logs records when there is no terminal."""
+    """Draws the bar (throttled) and logs records when there is no terminal.
 
-    def __init__(self, mode: str, counts: LedgerCounts, stream: TextIO | None = None) -> None:
+    Calls, calls/s and 429s show from the first second (a record of 4 asks takes
+    a while); the ETA comes from calls: asks still to answer at the current rate.
+    """
+
+    def __init__(
+        self,
+        mode: str,
+        counts: LedgerCounts,
+        stream: TextIO | None = None,
+        calls: CallStats | None = None,
+        log_every: float = 5.0,
+    ) -> None:
         self.stream = stream or sys.stderr
         tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.bar = mode == "bar" or (mode == "auto" and tty)
         self.log_records = mode == "log" or (mode == "auto" and not tty)
         self.counts = counts
+        self.calls = calls or CallStats()
         self.total: int | None = None
         self.started = time.monotonic()
         self.done_at_start = counts.done
+        self.log_every = log_every
         self._last_draw = 0.0
+        self._last_log = self.started
 
     def on_record(self, msg: ResultMessage) -> None:
         if self.log_records:
@@ -69,28 +65,57 @@ class RunProgress:
             )
         self.draw()
 
+    def eta(self, now: float) -> float | None:
+        """Seconds left: the asks not yet answered over the answer rate so far."""
+        c, calls = self.counts, self.calls
+        per_record = calls.asks_per_conversation
+        elapsed = now - calls.started
+        if not self.total or per_record is None or elapsed <= 0 or not calls.asks_answered:
+            return None
+        records_left = max(0, self.total - c.done)
+        asks_left = max(0.0, records_left * per_record - self._asks_in_progress())
+        return asks_left / (calls.asks_answered / elapsed)
+
+    def _asks_in_progress(self) -> float:
+        """Asks already answered of records not done yet (their record is still running)."""
+        per_record = self.calls.asks_per_conversation or 0.0
+        finished = (self.counts.done - self.done_at_start) * per_record
+        return max(0.0, self.calls.asks_answered - finished)
+
+    def line(self, now: float) -> str:
+        c, calls = self.counts, self.calls
+        total = self.total
+        left = self.eta(now)
+        eta = clock(left) if left is not None else "--:--"
+        if total:
+            width = 20
+            filled = int(width * min(1.0, c.done / total))
+            head = f"[{'#' * filled}{'.' * (width - filled)}] {c.done:,}/{total:,}"
+        else:
+            head = f"{c.done:,} records"
+        return (
+            f"{head}  ok {c.ok:,}  failed {c.failed:,}  calls {calls.calls:,} "
+            f"({calls.rate(now):,.1f}/s)  429s {calls.rate_limited:,}  ETA {eta}"
+        )
+
     def draw(self, final: bool = False) -> None:
-        if not self.bar:
-            return
         now = time.monotonic()
+        if not self.bar:
+            if self.log_records and not final and now - self._last_log >= self.log_every:
+                self._last_log = now
+                left = self.eta(now)
+                log.info(
+                    "progress",
+                    records_done=self.counts.done,
+                    records_total=self.total,
+                    calls=self.calls.calls,
+                    calls_per_s=round(self.calls.rate(now), 2),
+                    http_429=self.calls.rate_limited,
+                    eta_s=None if left is None else round(left),
+                )
+            return
         if not final and now - self._last_draw < 0.2:
             return
         self._last_draw = now
-        c = self.counts
-        elapsed = now - self.started
-        rate = (c.done - self.done_at_start) / elapsed if elapsed > 0 else 0.0
-        total = self.total
-        if total:
-            width = 24
-            filled = int(width * min(1.0, c.done / total))
-            bar = "#" * filled + "." * (width - filled)
-            eta = clock((total - c.done) / rate) if rate > 0 else "--:--"
-            head = f"[{bar}] {c.done:,}/{total:,}"
-        else:
-            head, eta = f"{c.done:,} done", "--:--"
-        text = (
-            f"\r{head}  ok {c.ok:,}  failed {c.failed:,}  {rate:,.1f} rec/s  "
-            f"ETA {eta}  429s {int(rate_limited())}  "
-        )
-        self.stream.write(text + ("\n" if final else ""))
+        self.stream.write("\r" + self.line(now) + "  " + ("\n" if final else ""))
         self.stream.flush()

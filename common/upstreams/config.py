@@ -72,6 +72,9 @@ class UpstreamConfig(BaseModel):
         if overrides is None:
             return self
         changes = overrides.model_dump(exclude_none=True, exclude={"upstream"})
+        sampling = {k: changes.pop(k) for k in list(changes) if k in Sampling.model_fields}
+        if sampling:
+            changes["sampling"] = self.sampling.model_copy(update=sampling)
         return self.model_copy(update=changes) if changes else self
 
     def timeout(self, *, upload: bool = False) -> httpx.Timeout:

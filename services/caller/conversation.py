@@ -60,7 +60,8 @@ class ConversationRunner:
         (iErr 588, the answers so far kept): past nsqd's --max-msg-timeout the
         message would be given to another caller while this one still runs it.
         """
-        record = msg.record.model_copy(deep=True)
+        # Shallow: only `answers` and `iErr` are set on the copy, nothing nested is changed.
+        record = msg.record.model_copy()
         refusal = self.paths.refusal(msg)
         if refusal is not None:
             log.warning("ask refused", record=record.id, reason=refusal)

@@ -27,6 +27,7 @@ from gpt4batch.common.upstreams import ConversationClient, UpstreamConfig, make_
 from gpt4batch.common.upstreams.transport import UpstreamHttp
 from gpt4batch.services.caller import metrics
 from gpt4batch.services.caller.auth_gate import AuthGate, token_source
+from gpt4batch.services.caller.call_stats import CallStats
 from gpt4batch.services.caller.conversation import ConversationRunner
 from gpt4batch.services.caller.limits import Limiter, ProcessLimiter
 from gpt4batch.services.caller.paths import PathPolicy
@@ -41,9 +42,13 @@ async def _mark_start(request: httpx.Request) -> None:
     request.extensions["gpt4batch_started"] = time.perf_counter()
 
 
-async def _observe(response: httpx.Response) -> None:
+def _endpoint(response: httpx.Response) -> str:
     last = response.request.url.path.rstrip("/").rsplit("/", 1)[-1]
-    endpoint = _ENDPOINTS.get(last, "chat" if response.request.method == "POST" else last)
+    return _ENDPOINTS.get(last, "chat" if response.request.method == "POST" else last)
+
+
+async def _observe(response: httpx.Response) -> None:
+    endpoint = _endpoint(response)
     metrics.UPSTREAM_CALLS.labels(endpoint, str(response.status_code)).inc()
     if response.status_code == 429:
         metrics.RATE_LIMITED.inc()
@@ -59,7 +64,9 @@ def _observe_json_call(endpoint: str, status: int, seconds: float) -> None:
     metrics.UPSTREAM_SECONDS.labels(endpoint).observe(seconds)
 
 
-def make_http_client(concurrency: int, transport: str = "aiohttp") -> httpx.AsyncClient:
+def make_http_client(
+    concurrency: int, transport: str = "aiohttp", calls: CallStats | None = None
+) -> httpx.AsyncClient:
     """The process's one pooled HTTP client, instrumented for the upstream metrics.
 
     httpx's own connection pool slows down as concurrency grows (110 calls/s at
@@ -68,9 +75,20 @@ def make_http_client(concurrency: int, transport: str = "aiohttp") -> httpx.Asyn
     session, the rest (uploads, streams) under the httpx API (`UpstreamHttp`).
     """
     hooks = {"request": [_mark_start], "response": [_observe]}
+    observe = _observe_json_call
+    if calls is not None:  # also count into the caller's own CallStats (a run's summary)
+
+        async def count(response: httpx.Response) -> None:
+            calls.record(_endpoint(response), response.status_code)
+
+        def observe(endpoint: str, status: int, seconds: float) -> None:
+            _observe_json_call(endpoint, status, seconds)
+            calls.record(endpoint, status)
+
+        hooks["response"].append(count)
     if transport == "aiohttp":
         return UpstreamHttp(
-            concurrency + 8, observe=_observe_json_call, event_hooks=hooks, follow_redirects=False
+            concurrency + 8, observe=observe, event_hooks=hooks, follow_redirects=False
         )
     limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency)
     return httpx.AsyncClient(limits=limits, event_hooks=hooks, follow_redirects=False)
@@ -117,6 +135,7 @@ class CallerService:
             on_open=lambda: self._throttle_asks(None),
         )
         READINESS.append(self.auth.readiness)
+        self.calls = CallStats()  # this service's own counts (a run's progress and summary)
 
     def client_for(self, kind: str) -> ConversationClient:
         client = self._clients.get(kind)
@@ -136,7 +155,9 @@ class CallerService:
     async def start(self) -> None:
         await self.limiter.start()
         if self._http is None:
-            self._http = make_http_client(self.settings.concurrency, self.settings.http_transport)
+            self._http = make_http_client(
+                self.settings.concurrency, self.settings.http_transport, self.calls
+            )
 
     def register(self, bus: Bus) -> None:
         self._bus = bus
@@ -155,6 +176,7 @@ class CallerService:
         """
         if not self.auth.admits():
             raise Requeue("the upstream refuses the token", delay=self.auth.retry_interval or 1.0)
+        self.calls.conversation(len(msg.record.asks))
         async with self.limiter.conversation():
             outcome = await self.runner.run(msg)
         if self.auth.observe(outcome.upstream_status, outcome.record.iErr):

@@ -294,7 +294,7 @@ class Batches:
         if batch.status != "finalizing":
             batch.status = "finalizing"
             batch.finalizing_at = int(time.time())
-        journal = await self.ledger.journal(batch.id)
+        journal = self.ledger.journal(batch.id)
         written, counts = await asyncio.to_thread(self._write_files, batch, journal)
         for kind, (tmp, n) in written.items():
             if n:

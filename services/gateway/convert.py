@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import pydantic_core
+from pydantic import ValidationError
 
 from gpt4batch.common.errors import IErrCode
 from gpt4batch.common.messages import Ask, AskMessage, AskOverrides, Record
@@ -161,9 +162,26 @@ class _OpenAILines:
             batch=batch,
             seq=seq,
             record=Record(id=custom_id, asks=[ask]),
-            overrides=AskOverrides(model=model),
+            overrides=_overrides(body, model),
             history=history or None,
         )
+
+
+#: Body fields passed on to the upstream (the rest of the body is not forwarded).
+SAMPLING = ("temperature", "top_p", "max_tokens", "presence_penalty", "frequency_penalty")
+
+
+def _overrides(body: dict[str, Any], model: str) -> AskOverrides:
+    values: dict[str, Any] = {"model": model}
+    if body.get("max_completion_tokens") is not None and body.get("max_tokens") is None:
+        values["max_tokens"] = body["max_completion_tokens"]
+    values.update({k: body[k] for k in SAMPLING if body.get(k) is not None})
+    try:
+        return AskOverrides(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "body"
+        raise _Bad("invalid_value", f"Invalid '{name}': {err['msg']}.", f"body.{name}") from None
 
 
 def _chat_request(body: dict[str, Any]) -> tuple[str, Ask, list[dict[str, Any]]]:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from gpt4batch.common.bus import Bus, Delivery
+from gpt4batch.common.filenames import sibling
 from gpt4batch.common.messages import BatchManifest, DeadLetter, DownloadResult, ResultMessage
 from gpt4batch.services.sink.ledger import LedgerCounts
 from gpt4batch.services.sink.ordered import sorted_results
@@ -60,8 +61,9 @@ class Ledger:
         """The ledger decided the batch is complete (and wrote its output in input order)."""
         return (await self.sink.ledger(batch)).completed
 
-    async def journal(self, batch: str) -> Path:
-        return (await self.sink.ledger(batch)).journal_path
+    def journal(self, batch: str) -> Path:
+        """The batch's journal (without loading a finished batch's ledger again)."""
+        return sibling(self.sink.path_for(batch), "journal.jsonl")
 
     def output_path(self, batch: str) -> Path:
         return self.sink.path_for(batch)

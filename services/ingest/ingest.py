@@ -9,10 +9,11 @@ manifest knows the whole batch is on the bus.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,7 +77,7 @@ ProgressFn = Callable[[IngestSummary], None]
 
 
 async def ingest(
-    lines: Iterable[RawLine],
+    lines: Iterable[RawLine] | AsyncIterable[RawLine],
     bus: Bus,
     *,
     batch: str,
@@ -97,7 +98,8 @@ async def ingest(
 ) -> IngestSummary:
     """Validate and publish every line, then the BatchManifest; returns the counts.
 
-    `lines` are the non-blank lines (see `reader.read_lines`); `seq` numbers
+    `lines` are the non-blank lines (see `reader.read_lines`), an iterable or an
+    async iterable, read and validated off the event loop; `seq` numbers
     them from 0. `base_dir` is where relative image/file paths resolve and is
     carried in each AskMessage. `max_message_bytes` defaults to the bus's
     limit (NsqBus.max_msg_size): a bigger message is rejected, not published.
@@ -140,16 +142,18 @@ async def ingest(
         results_topic=bus.topics.results,
     )
     sent = published.seqs if published is not None else None
+
+    def done(seq: int) -> bool:
+        return (skip is not None and skip(seq)) or (sent is not None and seq in sent)
+
     summary = IngestSummary(batch=batch, source=source)
     counted = IngestSummary(batch=batch, source=source)
     try:
-        for seq, line in enumerate(lines):
+        async for seq, topic, body, outcome in _encoded(lines, encoder, done):
             summary.total += 1
-            if (skip is not None and skip(seq)) or (sent is not None and seq in sent):
+            if outcome is None:
                 summary.skipped += 1
-                validator.remember(line)
                 continue
-            topic, body, outcome = encoder.encode(seq, line)
             await publisher.add(topic, body, seq)
             if isinstance(outcome, Rejected):
                 summary.rejected += 1
@@ -181,6 +185,61 @@ async def ingest(
     if progress is not None:
         progress(summary)
     return summary
+
+
+#: Lines read and validated per hop to a worker thread.
+BATCH_LINES = 256
+
+_Encoded = tuple[int, str, bytes, Accepted | Rejected | None]
+
+
+async def _encoded(
+    lines: Iterable[RawLine] | AsyncIterable[RawLine],
+    encoder: _Encoder,
+    skip: Callable[[int], bool] | None,
+) -> AsyncIterator[_Encoded]:
+    """(seq, topic, body, verdict) per line; verdict None for a line `skip` says is done.
+
+    Reading, parsing and the stat of referenced files run in a worker thread,
+    BATCH_LINES at a time, so the event loop (the embedded caller and sink
+    share it) never waits on the disk and gets the GIL between batches.
+    """
+    seq = 0
+    if isinstance(lines, AsyncIterable):
+        batch: list[RawLine] = []
+        async for line in lines:
+            batch.append(line)
+            if len(batch) >= BATCH_LINES:
+                for item in await asyncio.to_thread(_encode_batch, encoder, skip, seq, batch):
+                    yield item
+                seq += len(batch)
+                batch = []
+        for item in await asyncio.to_thread(_encode_batch, encoder, skip, seq, batch):
+            yield item
+        return
+    iterator = iter(lines)
+    while True:
+        items = await asyncio.to_thread(
+            _encode_batch, encoder, skip, seq, itertools.islice(iterator, BATCH_LINES)
+        )
+        if not items:
+            return
+        for item in items:
+            yield item
+        seq += len(items)
+
+
+def _encode_batch(
+    encoder: _Encoder, skip: Callable[[int], bool] | None, seq: int, lines: Iterable[RawLine]
+) -> list[_Encoded]:
+    out: list[_Encoded] = []
+    for number, line in enumerate(lines, start=seq):
+        if skip is not None and skip(number):
+            encoder.validator.remember(line)
+            out.append((number, "", b"", None))
+        else:
+            out.append((number, *encoder.encode(number, line)))
+    return out
 
 
 def _count(summary: IngestSummary, counted: IngestSummary) -> IngestSummary:

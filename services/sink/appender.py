@@ -43,7 +43,9 @@ class SyncedAppender:
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             created = not self.path.exists()
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = os.open(
+                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666
+            )  # umask applies
             if created:  # make the new directory entry durable too
                 dir_fd = os.open(self.path.parent, os.O_RDONLY)
                 try:

@@ -416,7 +416,7 @@ class BatchLedger:
         return await self._once(key, self._write_result(msg, ok, files))
 
     async def _write_result(self, msg: ResultMessage, ok: bool, files: list[str]) -> bool:
-        line = entry_line(msg.seq, ok, msg.record.to_line(), files)
+        line = entry_line(msg.seq, ok, msg.record_json(), files)
         await self._journal.submit(line)
         if not self._count_entry(msg.seq, ok, files):
             return False

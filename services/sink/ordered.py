@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from gpt4batch.common.filenames import file_mode
 from gpt4batch.services.sink.index import iter_lines
 from gpt4batch.services.sink.ledger import parse_entry
 
@@ -93,6 +94,7 @@ class atomic_output:
         self.out = out
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        os.fchmod(fd, file_mode())  # mkstemp makes 0600; the output follows the umask rule
         self.tmp = Path(name)
         self.fh = os.fdopen(fd, "wb", buffering=1 << 20)
 

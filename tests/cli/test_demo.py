@@ -22,3 +22,34 @@ def test_demo_runs_the_bundled_example(tmp_path: Path) -> None:
     assert records[4]["iErr"]["code"] == 422
     assert len(list(workdir.glob("GPT4API_demo-3_*"))) == 2
     assert "4 ok, 1 failed" in result.stdout
+
+
+def test_demo_summary_is_whole_and_answers_end_at_a_word(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "gpt4batch.cli", "demo", "--workdir", str(workdir),
+         "--latency-ms", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:]
+    lines = result.stdout.splitlines()
+    assert not [line for line in lines if line.lstrip().startswith("{")]  # no JSON log line
+    start = next(i for i, line in enumerate(lines) if line.startswith("gpt4batch run: finished"))
+    block = lines[start + 1 : lines.index("", start)]
+    assert block and all(line.startswith("  ") for line in block), block
+    answers = {
+        r["id"]: r["answers"][-1]["contents"][-1]["message"]["content"]["parts"][0]
+        for r in map(json.loads, (workdir / "out.jsonl").read_text().splitlines())
+        if r["answers"]
+    }
+    for line in lines:
+        if "; last: " not in line:
+            continue
+        rid = line.split(":", 1)[0].strip()
+        shown = line.split("; last: ", 1)[1]
+        full = " ".join(answers[rid].split())
+        if shown.endswith("…"):
+            kept = shown[:-1]
+            assert full.startswith(kept) and full[len(kept)] in " ,;:.", (shown, full)
+        else:
+            assert shown == full

@@ -6,6 +6,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,3 +68,28 @@ def test_an_unknown_url_scheme_is_a_usage_error_not_a_transient_one(tmp_path: Pa
         "(use http:// or https://)"
     ]
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_run_n_gets_results_larger_than_one_message_in_pieces(
+    mock: MockUpstream, tmp_path: Path, nsqd: Any, topic_prefix: str
+) -> None:
+    """With a 64 KiB message limit, a record of 100 asks (~200 KB of result) still gets
+    its line, whole, through real nsqd."""
+    asks = [{"id": f"a{k}", "content": f"ask {k} " + "x" * 500} for k in range(100)]
+    records = [{"id": "big", "asks": asks}, {"id": "small", "asks": asks[:1]}]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = run_cmd(
+        tmp_path,
+        "-i", "in.jsonl", "-o", "out.jsonl", "-n", "--nsqd-tcp-address", nsqd.tcp_address,
+        "--topic-prefix", topic_prefix, *upstream(mock),
+        env={"GPT4BATCH_MAX_MSG_SIZE": str(64 * 1024)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = read_jsonl(tmp_path / "out.jsonl")
+    assert [r["id"] for r in out] == ["big", "small"]
+    assert len(out[0]["answers"]) == 100 and out[0]["iErr"] is None
+    assert len(json.dumps(out[0])) > 2 * 64 * 1024
+    parts = [
+        t for t in nsqd.stats()["topics"] if t["topic_name"] == f"{topic_prefix}.results.parts"
+    ]
+    assert parts and parts[0]["message_count"] >= 3

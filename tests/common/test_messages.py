@@ -87,3 +87,24 @@ def test_a_message_cannot_redirect_the_token_to_another_host() -> None:
     }
     with pytest.raises(ValidationError, match="chat_url"):
         AskMessage.model_validate(body)
+
+
+def test_result_record_json_is_the_record_as_received() -> None:
+    from gpt4batch.common.messages import IErr, ResultMessage
+
+    body = (
+        b'{"v":1,"batch":"b","seq":3,"record":{"zz":1,"id":"r","asks":[{"id":"a",'
+        b'"content":"q","image":"x.png"}],"answers":[{"text":"hi"}],"iErr":null}}'
+    )
+    message = ResultMessage.model_validate_json(body)
+    # Written as received: unknown fields and their order, `image` as given (not as a list).
+    assert message.record_json() == (
+        b'{"zz":1,"id":"r","asks":[{"id":"a","content":"q","image":"x.png"}],'
+        b'"answers":[{"text":"hi"}],"iErr":null}'
+    )
+    record = message.record.model_copy()
+    record.iErr = IErr(code=413, message="too large")
+    replaced = message.model_copy(update={"record": record})
+    assert b'"code":413' in replaced.record_json()  # a replaced record is serialised again
+    built = ResultMessage(batch="b", seq=0, record=message.record)
+    assert built.record_json() == message.record.to_line().encode()

@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.mock_upstream import MockUpstream
 from tests.support.nsq_servers import Nsqd, Nsqlookupd
-from tests.support.pipeline import ServiceProcs, count_lines, read_jsonl, wait_for
+from tests.support.pipeline import ServiceProcs, count_lines, nsq_flags, read_jsonl, wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -29,14 +29,7 @@ def mock() -> Iterator[MockUpstream]:
 def procs(
     tmp_path: Path, nsqd: Nsqd, nsqlookupd: Nsqlookupd, topic_prefix: str
 ) -> Iterator[ServiceProcs]:
-    flags = [
-        "--nsqd-tcp-address", nsqd.tcp_address,
-        "--lookupd-http-address", nsqlookupd.http_address,
-        "--topic-prefix", topic_prefix,
-        "--touch-interval", "1",
-        "--shutdown-grace", "5",
-    ]  # fmt: skip
-    with ServiceProcs(tmp_path, flags) as running:
+    with ServiceProcs(tmp_path, nsq_flags(nsqd, nsqlookupd, topic_prefix)) as running:
         yield running
 
 

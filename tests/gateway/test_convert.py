@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt4batch.common.messages import AskMessage
+from gpt4batch.common.upstreams import UpstreamConfig
 from gpt4batch.services.gateway.convert import convert_file, output_line
 from gpt4batch.services.mock_upstream import shapes
 
@@ -136,3 +137,21 @@ def test_a_gpt4api_answer_becomes_a_chat_completion() -> None:
         "content": shapes.answer_text("hello", 0, 0),
         "refusal": None,
     }
+
+
+def test_sampling_fields_of_the_body_reach_the_upstream_call(tmp_path: Path) -> None:
+    user = [{"role": "user", "content": "hi"}]
+    lines = [
+        line("s", user, temperature=0.2, max_completion_tokens=50, top_p=1, tools=[]),
+        line("t", user, temperature=7),
+    ]
+    result, _ = convert(tmp_path, lines)
+    assert [(e["line"], e["code"], e["param"]) for e in result.errors] == [
+        (2, "invalid_value", "body.temperature")
+    ]
+    _, asks = convert(tmp_path, lines[:1])
+    overrides = asks[0].overrides
+    assert overrides is not None
+    config = UpstreamConfig(kind="openai").with_overrides(overrides)
+    assert config.model == "m-1"
+    assert config.sampling.as_body() == {"temperature": 0.2, "top_p": 1, "max_tokens": 50}

@@ -16,7 +16,7 @@ from openai import OpenAI
 
 from tests.support.mock_upstream import MockUpstream
 from tests.support.nsq_servers import Nsqd, Nsqlookupd, free_port
-from tests.support.pipeline import ServiceProcs, wait_for
+from tests.support.pipeline import ServiceProcs, nsq_flags, wait_for
 
 KEY = "sk-gateway-test"
 TERMINAL = ("completed", "failed", "cancelled", "expired")
@@ -39,13 +39,7 @@ def slow_mock() -> Iterator[MockUpstream]:
 def procs(
     tmp_path: Path, nsqd: Nsqd, nsqlookupd: Nsqlookupd, topic_prefix: str
 ) -> Iterator[ServiceProcs]:
-    flags = [
-        "--nsqd-tcp-address", nsqd.tcp_address,
-        "--lookupd-http-address", nsqlookupd.http_address,
-        "--topic-prefix", topic_prefix,
-        "--shutdown-grace", "5",
-    ]  # fmt: skip
-    with ServiceProcs(tmp_path, flags) as running:
+    with ServiceProcs(tmp_path, nsq_flags(nsqd, nsqlookupd, topic_prefix)) as running:
         yield running
 
 

@@ -107,6 +107,17 @@ class ServiceProcs:
             assert not bad, f"services did not exit cleanly on SIGTERM: {bad}"
 
 
+def nsq_flags(nsqd: Any, nsqlookupd: Any, topic_prefix: str) -> list[str]:
+    """The flags that put a service process on the test's nsqd, nsqlookupd and topics."""
+    return [
+        "--nsqd-tcp-address", nsqd.tcp_address,
+        "--lookupd-http-address", nsqlookupd.http_address,
+        "--topic-prefix", topic_prefix,
+        "--touch-interval", "1",
+        "--shutdown-grace", "5",
+    ]  # fmt: skip
+
+
 def wait_for(
     predicate: Callable[[], bool],
     timeout: float,
