@@ -71,6 +71,9 @@ class RetryPolicy:
 #: Requeues of a message whose handler failed (bus) or whose download failed.
 REQUEUE = RetryPolicy(retries=10, base_delay=1.0, max_delay=60.0, max_retry_after=600.0)
 
+#: Publishing a paid-for result while nsqd is unreachable (bounded by time, not count).
+REPUBLISH = RetryPolicy(retries=1_000_000, base_delay=0.4, max_delay=10.0)
+
 OnRetry = Callable[[RetryableError, int, float], None]
 
 

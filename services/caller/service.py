@@ -22,6 +22,7 @@ from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import AskMessage, IErr, ResultMessage
 from gpt4batch.common.metrics import READINESS
 from gpt4batch.common.result_parts import TooLarge, split_result
+from gpt4batch.common.retry import REPUBLISH
 from gpt4batch.common.topics import Channels
 from gpt4batch.common.upstreams import ConversationClient, UpstreamConfig, make_client
 from gpt4batch.common.upstreams.transport import UpstreamHttp
@@ -154,6 +155,11 @@ class CallerService:
 
     async def start(self) -> None:
         await self.limiter.start()
+        if self.settings.conversation_deadline:
+            log.info(
+                "conversations end at their deadline; keep nsqd --max-msg-timeout above it",
+                conversation_deadline=self.settings.conversation_deadline,
+            )
         if self._http is None:
             self._http = make_http_client(
                 self.settings.concurrency, self.settings.http_transport, self.calls
@@ -222,8 +228,8 @@ class CallerService:
         Failing the handler instead would requeue the ask and pay for the whole
         conversation again; the bus keeps touching the message while we wait.
         """
-        wait = 0.2
         deadline = time.monotonic() + self.settings.publish_patience
+        retry = 0
         while True:
             try:
                 await self.bus.publish_many(topic, bodies)
@@ -231,11 +237,12 @@ class CallerService:
             except MessageTooLarge:
                 raise
             except PublishError as exc:
+                retry += 1
+                wait = REPUBLISH.delay(retry)
                 if time.monotonic() + wait > deadline:
                     raise
                 log.warning("publish failed, retrying", topic=topic, error=str(exc), wait=wait)
                 await asyncio.sleep(wait)
-                wait = min(wait * 2, 10.0)
 
     async def _publish_large(self, result: ResultMessage, exc: MessageTooLarge) -> None:
         """A result over the message limit travels in pieces the sink puts back together."""

@@ -69,6 +69,14 @@ TEST_ENV = {
 }
 
 pytestmark = pytest.mark.timeout(480)
+BUDGET = 600.0  # seconds for all of it, from starting dockerd to `down -v` (issue 14)
+_deadline = [time.monotonic() + BUDGET]  # set again when the stack fixture starts
+
+
+def remaining() -> float:
+    left = _deadline[0] - time.monotonic()
+    assert left > 0, f"the compose test ran over its {BUDGET:.0f} s budget"
+    return left
 
 
 def run(*argv: str, check: bool = True, timeout: float = 300) -> str:
@@ -110,11 +118,11 @@ def docker_engine(log: Path) -> Iterator[None]:
 
 def build_images() -> None:
     """The stand-ins, then the project image from the wheelhouse with no network."""
-    run(str(ROOT / "deploy/standins/build.sh"), timeout=400)
-    run("make", "-s", "-C", str(ROOT), "wheelhouse")
+    run(str(ROOT / "deploy/standins/build.sh"), timeout=remaining())
+    run("make", "-s", "-C", str(ROOT), "wheelhouse", timeout=remaining())
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}
     build = ["docker", "build", "-q", "--network", "none", "-t", "gpt4batch:latest", str(ROOT)]
-    done = subprocess.run(build, capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(build, capture_output=True, text=True, env=env, timeout=remaining())
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -133,7 +141,6 @@ class Stack:
         self.ports = {name: free_port() for name in PORTS}
         services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
         self.services = sorted(set(services) - WITHOUT)
-        self.batch_seq = 0
 
     def prepare(self) -> None:
         """What a user does: the compose file, its config, then deploy/prepare.sh."""
@@ -157,6 +164,7 @@ class Stack:
             return f"(no logs: {exc})"
 
     def wait(self, what: str, check: Callable[[], Any], timeout: float) -> Any:
+        timeout = min(timeout, remaining())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = check()
@@ -205,6 +213,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("compose")
+    _deadline[0] = time.monotonic() + BUDGET
     with docker_engine(work / "dockerd.log"):
         build_images()
         stack = Stack(work / "project")

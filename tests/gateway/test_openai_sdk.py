@@ -4,6 +4,9 @@ process and the simulator: what a user of the real Batch API would do, unchanged
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -324,3 +327,13 @@ def test_the_example_in_the_docs_runs(
 
     printed = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.strip()]
     assert sorted(x["custom_id"] for x in printed) == ["d0", "d1", "d2"]
+
+
+def test_no_key_no_gateway(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPT4BATCH_API_KEY")}
+    argv = [sys.executable, "-m", "gpt4batch.services.gateway", "--data-dir", str(tmp_path)]
+    argv += ["--nsqd-tcp-address", "127.0.0.1:1"]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2
+    assert "--api-key" in done.stderr and "Traceback" not in done.stderr
+    assert not list(tmp_path.iterdir()), "nothing is created before the options are right"

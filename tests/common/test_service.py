@@ -1,0 +1,173 @@
+"""The app runner: parts, the main job, signals and exit codes (on the in-memory bus)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from typing import Any
+
+import httpx
+import pytest
+
+from gpt4batch.common.bus import Bus, Delivery
+from gpt4batch.common.errors import ConfigError
+from gpt4batch.common.memory_bus import MemoryBus
+from gpt4batch.common.messages import BatchManifest
+from gpt4batch.common.service import (
+    EXIT_ABORTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    App,
+    HttpServer,
+    host,
+    install_stop_signals,
+    run_app,
+)
+from gpt4batch.common.settings import BaseServiceSettings
+
+
+class Recorder:
+    """A consumer part that notes its lifecycle and what it received."""
+
+    name = "recorder"
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.seen: list[BatchManifest] = []
+
+    async def start(self) -> None:
+        self.events.append("start recorder")
+
+    def register(self, bus: Bus) -> None:
+        self.events.append("register")
+        bus.subscribe(bus.topics.batches, "test", BatchManifest, self.handle)
+
+    async def handle(self, msg: BatchManifest, delivery: Delivery) -> None:
+        self.seen.append(msg)
+
+    async def close(self) -> None:
+        self.events.append("close recorder")
+
+
+class Plain:
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    async def start(self) -> None:
+        self.events.append("start plain")
+
+    async def close(self) -> None:
+        self.events.append("close plain")
+
+
+def test_a_producer_and_a_consumer_share_the_bus_and_close_in_reverse() -> None:
+    asyncio.run(_test_a_producer_and_a_consumer_share_the_bus_and_close_in_reverse())
+
+
+async def _test_a_producer_and_a_consumer_share_the_bus_and_close_in_reverse() -> None:
+    events: list[str] = []
+    recorder = Recorder(events)
+
+    async def produce(bus: Bus, stop: asyncio.Event) -> int:
+        await bus.publish(bus.topics.batches, BatchManifest(batch="b", total=3))
+        for _ in range(100):
+            if recorder.seen:
+                return 7
+            await asyncio.sleep(0.01)
+        return 1
+
+    app = App(parts=[recorder, Plain(events)], main=produce)
+    code = await host(app, MemoryBus(), asyncio.Event(), grace=1)
+
+    assert code == 7 and recorder.seen[0].total == 3
+    assert events == [
+        "start recorder",
+        "register",
+        "start plain",
+        "close plain",
+        "close recorder",
+    ]
+
+
+def test_a_signalled_job_gets_its_grace_then_is_cancelled() -> None:
+    asyncio.run(_test_a_signalled_job_gets_its_grace_then_is_cancelled())
+
+
+async def _test_a_signalled_job_gets_its_grace_then_is_cancelled() -> None:
+    stop = asyncio.Event()
+    ended: list[str] = []
+
+    async def watches_stop(bus: Bus, stop: asyncio.Event) -> int:
+        await stop.wait()
+        ended.append("by itself")
+        return EXIT_OK
+
+    async def ignores_stop(bus: Bus, stop: asyncio.Event) -> int:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            ended.append("cancelled")
+        return EXIT_OK
+
+    asyncio.get_running_loop().call_later(0.05, stop.set)
+    assert await host(App(main=watches_stop), MemoryBus(), stop, grace=5) == EXIT_OK
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.05, stop.set)
+    quick = App(main=ignores_stop, main_grace=0)
+    assert await host(quick, MemoryBus(), stop, grace=30) == EXIT_ABORTED
+    assert ended == ["by itself", "cancelled"]
+
+
+def test_first_signal_stops_second_aborts() -> None:
+    calls: list[str] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(
+            stop, on_stop=lambda: calls.append("stop"), on_abort=lambda: calls.append("abort")
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(stop.wait(), 5)
+        assert calls == ["stop"]
+        os.kill(os.getpid(), signal.SIGINT)
+        await asyncio.sleep(5)
+
+    with pytest.raises(SystemExit) as info:
+        asyncio.run(main())
+    assert info.value.code == EXIT_ABORTED and calls == ["stop", "abort"]
+
+
+def test_an_http_part_serves_on_a_free_port() -> None:
+    asyncio.run(_test_an_http_part_serves_on_a_free_port())
+
+
+async def _test_an_http_part_serves_on_a_free_port() -> None:
+    from tornado.web import Application, RequestHandler
+
+    class Hello(RequestHandler):
+        def get(self) -> None:
+            self.write("hello")
+
+    server = HttpServer(Application([(r"/", Hello)]), 0, "127.0.0.1")
+
+    async def ask(bus: Bus, stop: asyncio.Event) -> int:
+        async with httpx.AsyncClient() as client:
+            resp = await client.get(f"http://127.0.0.1:{server.port}/")
+        return EXIT_OK if resp.text == "hello" else 1
+
+    assert await host(App(parts=[server], main=ask), MemoryBus(), asyncio.Event(), 1) == EXIT_OK
+    assert server.port > 0
+
+
+def test_a_config_error_while_building_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def build(settings: Any) -> App:
+        raise ConfigError("--thing: not good")
+
+    code = run_app(
+        "test", "a test", BaseServiceSettings, build, ["--nsqd-tcp-address", "127.0.0.1:1"]
+    )
+    assert code == EXIT_USAGE
+    assert capsys.readouterr().err.strip() == "gpt4batch test: error: --thing: not good"
