@@ -55,7 +55,13 @@ class Tree:
     def python(self) -> str:
         return str(self.root / ".venv" / "bin" / "python")
 
+    fast_simulator: bool = True
+
     def mock(self, *args: str) -> MockUpstream:
+        """The tree's simulator, on its load-generator path (`--fast`) when it has one."""
+        has_fast = (self.root / "services" / "mock_upstream" / "fast.py").exists()
+        if self.fast_simulator and has_fast:
+            args = ("--fast", *args)
         return MockUpstream(*args, python=self.python)
 
     def run_cmd(self, source: Path, out: Path, *flags: str) -> list[str]:
@@ -406,11 +412,18 @@ def main() -> int:
     parser.add_argument("--ingest-large", type=int, default=1_000_000)
     parser.add_argument("--raw-messages", type=int, default=100_000)
     parser.add_argument("--profile", type=Path, help="py-spy the pipeline's caller and sink")
+    parser.add_argument(
+        "--tornado-simulator",
+        action="store_true",
+        help="measure against the full (tornado) simulator instead of its --fast path",
+    )
     parser.add_argument("--only", nargs="*", help="measure only these steps (one, pipeline, …)")
     args = parser.parse_args()
     trees = [Tree("now", ROOT)]
     if args.base is not None:
         trees.append(Tree("base", args.base.resolve()))
+    for tree in trees:
+        tree.fast_simulator = not args.tornado_simulator
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-table-") as tmp:
         work = Path(tmp)

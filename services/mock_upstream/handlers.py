@@ -305,67 +305,71 @@ class ChatHandler(Base):
         body = self.body_json()
         if body is None:
             return
-        message = body.get("message")
-        if not isinstance(message, str) or not message:
-            self.send_json(400, {"detail": "`message` is required"})
-            return
-        if kind == "gizmos" and not body.get("gizmo_id"):
-            self.send_json(400, {"detail": "`gizmo_id` is required for gizmos"})
-            return
-        conversation = self._conversation(body.get("conversation_id") or None)
-        if conversation is None:
-            return
-        parent = body.get("parent_message_id") or None
-        if parent != conversation.last_message_id:
-            self.sim.stats.chain_errors += 1
-            detail = f"parent_message_id {parent} is not the conversation's last message"
-            self.send_json(409, {"detail": detail})
-            return
-        sim = self.sim
-        message_id = sim.new_id()
-        answer = shapes.chat_answer(
-            body=body,
-            conversation_id=conversation.real_id,
-            message_id=message_id,
-            user_message_id=sim.new_id(),
-            parent_id=parent or sim.new_id(),
-            request_id=sim.short_id(16) + "-MCK",
-            downloads=self._downloads(message),
-        )
-        conversation.last_message_id = message_id
-        self.send_json(200, answer)
-
-    def _conversation(self, conversation_id: str | None) -> Conversation | None:
-        sim = self.sim
-        if conversation_id is not None and conversation_id in sim.conversations:
-            return sim.conversations[conversation_id]
-        if conversation_id is not None and conversation_id not in sim.internal:
-            sim.stats.not_found += 1
-            self.send_json(404, {"detail": f"conversation {conversation_id} not found"})
-            return None
-        real = sim.internal.get(conversation_id) if conversation_id else None
-        if real is not None:
-            return sim.conversations[real]
-        conversation = Conversation(real_id=sim.new_id())
-        sim.conversations[conversation.real_id] = conversation
-        if conversation_id:
-            sim.internal[conversation_id] = conversation.real_id
-        if len(sim.conversations) > MAX_CONVERSATIONS:
-            del sim.conversations[next(iter(sim.conversations))]
-        return conversation
-
-    def _downloads(self, message: str) -> list[str]:
-        if shapes.HOSTILE_TRIGGER in message:
-            names = list(shapes.HOSTILE_NAMES)
-        elif any(t in message for t in shapes.DRAW_TRIGGERS):
-            names = [shapes.HOSTILE_NAMES[0] if self.sim.options.hostile_names else "image.webp"]
-        else:
-            return []
         base = f"{self.request.protocol}://{self.request.host}"
-        return [
-            shapes.download_url(base, "file-" + self.sim.short_id(24), n, self.sim.short_id(32))
-            for n in names
-        ]
+        self.send_json(*chat_reply(self.sim, kind, body, base))
+
+
+def chat_reply(sim: SimState, kind: str, body: dict[str, Any], base: str) -> tuple[int, Any]:
+    """(status, JSON answer) of an all-tools/gizmos chat; shared with the fast path (fast.py).
+
+    `base` is the simulator's own URL, for the download links it hands out.
+    """
+    message = body.get("message")
+    if not isinstance(message, str) or not message:
+        return 400, {"detail": "`message` is required"}
+    if kind == "gizmos" and not body.get("gizmo_id"):
+        return 400, {"detail": "`gizmo_id` is required for gizmos"}
+    conversation_id = body.get("conversation_id") or None
+    conversation = _conversation(sim, conversation_id)
+    if conversation is None:
+        sim.stats.not_found += 1
+        return 404, {"detail": f"conversation {conversation_id} not found"}
+    parent = body.get("parent_message_id") or None
+    if parent != conversation.last_message_id:
+        sim.stats.chain_errors += 1
+        detail = f"parent_message_id {parent} is not the conversation's last message"
+        return 409, {"detail": detail}
+    message_id = sim.new_id()
+    answer = shapes.chat_answer(
+        body=body,
+        conversation_id=conversation.real_id,
+        message_id=message_id,
+        user_message_id=sim.new_id(),
+        parent_id=parent or sim.new_id(),
+        request_id=sim.short_id(16) + "-MCK",
+        downloads=_downloads(sim, message, base),
+    )
+    conversation.last_message_id = message_id
+    return 200, answer
+
+
+def _conversation(sim: SimState, conversation_id: str | None) -> Conversation | None:
+    if conversation_id is not None and conversation_id in sim.conversations:
+        return sim.conversations[conversation_id]
+    if conversation_id is not None and conversation_id not in sim.internal:
+        return None
+    real = sim.internal.get(conversation_id) if conversation_id else None
+    if real is not None:
+        return sim.conversations[real]
+    conversation = Conversation(real_id=sim.new_id())
+    sim.conversations[conversation.real_id] = conversation
+    if conversation_id:
+        sim.internal[conversation_id] = conversation.real_id
+    if len(sim.conversations) > MAX_CONVERSATIONS:
+        del sim.conversations[next(iter(sim.conversations))]
+    return conversation
+
+
+def _downloads(sim: SimState, message: str, base: str) -> list[str]:
+    if shapes.HOSTILE_TRIGGER in message:
+        names = list(shapes.HOSTILE_NAMES)
+    elif any(t in message for t in shapes.DRAW_TRIGGERS):
+        names = [shapes.HOSTILE_NAMES[0] if sim.options.hostile_names else "image.webp"]
+    else:
+        return []
+    return [
+        shapes.download_url(base, "file-" + sim.short_id(24), n, sim.short_id(32)) for n in names
+    ]
 
 
 def _last_user_text(messages: list[Any]) -> tuple[str, int]:

@@ -33,6 +33,7 @@ class Options:
     hostile_names: bool = False
     seed: int | None = None
     fault_header: bool = True
+    fast: bool = False
 
     def fault_rates(self) -> dict[str, float]:
         return {
@@ -76,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="fault_header",
         action="store_false",
         help="ignore the X-Mock-Fault request header",
+    )
+    a(
+        "--fast",
+        action="store_true",
+        help="load-generator path for benchmarks: only the chat endpoints and /stats, "
+        "no faults, far less CPU per call (services/mock_upstream/fast.py)",
     )
     return p
 
