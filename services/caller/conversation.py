@@ -15,7 +15,7 @@ from typing import Any
 
 from gpt4batch.common.errors import IErrCode, RetryableError, UpstreamError
 from gpt4batch.common.logging import get_logger, redact_text
-from gpt4batch.common.messages import AskMessage, ChatResponse, DownloadJob, IErr, Record
+from gpt4batch.common.messages import Ask, AskMessage, ChatResponse, DownloadJob, IErr, Record
 from gpt4batch.common.retry import RetryPolicy, with_retries
 from gpt4batch.common.upstreams import ConversationClient, ConversationState
 from gpt4batch.services.caller import metrics
@@ -74,12 +74,18 @@ class ConversationRunner:
         answers: list[ChatResponse] = []
         jobs: list[DownloadJob] = []
         state = ConversationState(messages=tuple(msg.history or ()))
+        asks = record.asks
+        if msg.history and client.kind != "openai" and asks:
+            # Kinds that chain by conversation ids take no message list: the history
+            # (a Batch API line's system prompt and earlier turns) goes in as text.
+            first = asks[0].model_copy(update={"content": fold_history(msg.history, asks[0])})
+            asks = [first, *asks[1:]]
         error: IErr | None = None
         status: int | None = None
         ends = None if self.deadline is None else time.monotonic() + self.deadline
         try:
             async with asyncio.timeout_at(None if ends is None else _loop_time(ends)):
-                for ask in record.asks:
+                for ask in asks:
                     # What this ask uploaded survives its retries: only the failed call repeats.
                     uploaded: dict[str, Any] = {}
                     call = partial(
@@ -151,3 +157,17 @@ def _count_retry(record_id: str) -> Callable[[RetryableError, int, float], None]
         )
 
     return on_retry
+
+
+def fold_history(history: list[dict[str, Any]], ask: Ask) -> str:
+    """OpenAI-style messages before `ask`, as a transcript that ends with the ask's text."""
+    parts = []
+    for message in history:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = "\n".join(
+                str(p.get("text")) for p in content if isinstance(p, dict) and "text" in p
+            )
+        parts.append(f"{str(message.get('role', 'user')).capitalize()}: {content or ''}")
+    parts.append(f"User: {ask.content}")
+    return "\n\n".join(parts)

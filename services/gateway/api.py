@@ -6,6 +6,7 @@ have the API's shape `{"error": {"message", "type", "param", "code"}}`.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from typing import Any
@@ -100,7 +101,7 @@ class Base(RequestHandler):
 class FilesHandler(Base):
     route = "files"
 
-    def post(self) -> None:
+    async def post(self) -> None:
         purpose = self.get_body_argument("purpose", None)
         if purpose != "batch":
             raise ApiError(
@@ -112,7 +113,8 @@ class FilesHandler(Base):
         if not uploads:
             raise ApiError(400, "Missing the 'file' part (multipart/form-data).", param="file")
         upload = uploads[0]
-        record = self.store.add_file(upload.filename or "upload.jsonl", purpose, upload.body)
+        spooled = await asyncio.to_thread(self.store.spool, upload.body)  # off the loop
+        record = self.store.add_file(upload.filename or "upload.jsonl", purpose, spooled)
         metrics.BYTES.labels("uploaded").inc(record.bytes)
         log.info("file uploaded", file=record.id, bytes=record.bytes)
         self.send(record.api())

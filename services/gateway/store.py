@@ -121,21 +121,22 @@ class Store:
     def file_path(self, file_id: str) -> Path:
         return self.files_dir / file_id
 
-    def add_file(self, filename: str, purpose: str, data: bytes | Path) -> FileRecord:
-        """Store the bytes (fsynced, then renamed into place) and the row."""
+    def spool(self, data: bytes) -> Path:
+        """Write bytes to a fsynced temp file under files/ (blocking: call it in a thread);
+        `add_file` then moves it into place."""
+        tmp = self.files_dir / f".upload-{secrets.token_hex(8)}.tmp"
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return tmp
+
+    def add_file(self, filename: str, purpose: str, written: Path) -> FileRecord:
+        """Move a fsynced file (see `spool`) into place and record it."""
         record = FileRecord(new_id("file-"), filename, purpose, 0, int(time.time()))
         target = self.file_path(record.id)
-        if isinstance(data, Path):
-            os.replace(data, target)
-            record.bytes = target.stat().st_size
-        else:
-            tmp = target.with_name(f".{record.id}.tmp")
-            with tmp.open("wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-            record.bytes = len(data)
+        os.replace(written, target)
+        record.bytes = target.stat().st_size
         self.db.execute(
             "INSERT INTO files VALUES (?, ?, ?, ?, ?)",
             (record.id, record.filename, record.purpose, record.bytes, record.created_at),
