@@ -128,6 +128,7 @@ def caller_settings(opts: RunOptions, bus_settings: BaseServiceSettings) -> Call
         if opts.enable_nsq
         else 0,
     )
+    values.update(opts.extra)  # the generated flags (every other caller setting)
     if opts.access_token:
         values["access_token"] = SecretStr(opts.access_token)
     return load(CallerSettings, **values)
@@ -170,6 +171,7 @@ class Run:
             nsqd_tcp_address=opts.nsqd_tcp_address,
             lookupd_http_address=opts.lookupd_http_address,
             shutdown_grace=opts.grace,
+            **{k: v for k, v in opts.extra.items() if k in BaseServiceSettings.model_fields},
         )
         # A refused token stops the run (exit 2); the records not run keep iErr 499.
         self.auth_refusal: IErr | None = None

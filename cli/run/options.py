@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
-from gpt4batch.common.settings import CliParser, parse_bool
+from gpt4batch.common.settings import CliParser, add_flags, parse_bool
 from gpt4batch.common.topics import DEFAULT_PREFIX
+from gpt4batch.services.caller.settings import CallerSettings
 
 _SHORT_WITH_VALUE = re.compile(r"^(-[a-zA-Z])=(.*)$", re.DOTALL)
 
@@ -45,6 +47,30 @@ def _bool_flag(parser: argparse._ActionsContainer, *names: str, default: bool, h
     )
 
 
+def _default(field: str) -> Any:
+    """The caller settings' default: written once, in the settings."""
+    return CallerSettings.model_fields[field].get_default(call_default_factory=True)
+
+
+#: The original's spellings of caller settings (flag -> settings field).
+ORIGINAL_ALIASES = {
+    "-g/--goroutine": "concurrency",
+    "-q/--qps": "qps",
+    "-m/--model": "model",
+    "-z/--gizmo-id": "gizmo_id",
+    "-s/--history-and-training-disabled": "history_and_training_disabled",
+    "-u/--url": "chat_url",
+    "-l/--upload-url": "upload_url",
+    "-e/--enable-download": "enable_download",
+    "-p/--download-prefix": "download_prefix",
+}
+
+#: Settings `run` decides itself (the embedded services' plumbing).
+_NOT_FOR_RUN = frozenset(
+    {"allowed_dirs", "feed_dir", "metrics_port", "metrics_host", "log_format", "log_level"}
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = CliParser(
         prog="gpt4batch run",
@@ -52,23 +78,23 @@ def build_parser() -> argparse.ArgumentParser:
         "Alias: batchsvc. The output has one line per input line, in input order.",
     )
     a = p.add_argument
-    a("-i", "--in", dest="input", default="example.jsonl", help="input JSONL file")
-    a("-o", "--out", default="out.jsonl", help="output JSONL file (default out.jsonl)")
+    a("-i", "--in", "--input", dest="input", default="example.jsonl", help="input JSONL file")
+    a("-o", "--out", "--output", dest="out", default="out.jsonl", help="output JSONL file")
     a(
         "-g",
         "--goroutine",
         "--concurrency",
         dest="concurrency",
         type=int,
-        default=60,
-        help="conversations in flight at once (default 60)",
+        default=_default("concurrency"),
+        help="conversations in flight at once",
     )
     a(
         "-q",
         "--qps",
         type=float,
-        default=1.0,
-        help="upstream calls per second, all calls and retries; 0 = no limit (default 1)",
+        default=_default("qps"),
+        help="upstream calls per second, all calls and retries; 0 = no limit",
     )
     a("-m", "--model", default=None, help="model (default gpt-4-gizmo on gpt4api)")
     a("-z", "--gizmo-id", default=None, help="GPTs gizmo id: chats go to /gizmos")
@@ -86,11 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="ask the upstream not to keep the conversations",
     )
-    a("-u", "--url", default=None, help="full chat URL (default: base URL + tier + all-tools)")
+    a(
+        "-u",
+        "--url",
+        "--chat-url",
+        dest="url",
+        default=None,
+        help="full chat URL (default: base URL + tier + all-tools)",
+    )
     a("-l", "--upload-url", default=None, help="full upload URL (default: base URL + tier)")
     _bool_flag(p, "-e", "--enable-download", default=True, help="download produced files")
     a("-d", "--download-dir", default=None, help="download folder (default: the input's folder)")
-    a("-p", "--download-prefix", default="GPT4API", help="prefix of downloaded file names")
+    a(
+        "-p",
+        "--download-prefix",
+        default=_default("download_prefix"),
+        help="prefix of downloaded file names",
+    )
     _bool_flag(
         p,
         "-r",
@@ -117,11 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--upstream",
         choices=["gpt4api", "openai", "chatgpt-service"],
-        default="gpt4api",
-        help="upstream kind (default gpt4api)",
+        default=_default("upstream"),
+        help="upstream kind",
     )
     g.add_argument("--base-url", default=None, help="upstream base URL")
-    g.add_argument("--tier", choices=["standard", "concurrent"], default="standard")
+    g.add_argument("--tier", choices=["standard", "concurrent"], default=_default("tier"))
     g.add_argument(
         "--access-token",
         default=None,
@@ -133,8 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="credentials file from `gpt4batch auth` (default ~/.gpt4api-sk.pub)",
     )
-    g.add_argument("--retries", type=int, default=5, help="retries of transient failures")
-    g.add_argument("--read-timeout", type=float, default=480.0, help="chat read timeout, s")
+    g.add_argument(
+        "--retries", type=int, default=_default("retries"), help="retries of transient failures"
+    )
+    g.add_argument(
+        "--read-timeout", type=float, default=_default("read_timeout"), help="chat read timeout, s"
+    )
 
     n = p.add_argument_group("NSQ (-n)")
     n.add_argument("--nsqd-tcp-address", action="append", default=[], help="repeatable")
@@ -147,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="publish every answered ask as {ask, answer, dir} to --feed-topic, like the "
         "original -n",
     )
-    n.add_argument("--feed-topic", default="gpt4api", help="topic of the feed")
+    n.add_argument("--feed-topic", default=_default("feed_topic"), help="topic of the feed")
 
     r = p.add_argument_group("run")
     r.add_argument("--batch", default=None, help="batch id (default: derived from the input)")
@@ -163,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="progress bar on a TTY, one log line per record otherwise",
     )
+    # Every other caller setting, generated: a new caller option reaches `run` by itself.
+    taken = {action.dest for action in p._actions} | set(ORIGINAL_ALIASES.values())
+    add_flags(p, CallerSettings, skip=frozenset(taken | _NOT_FOR_RUN))
     return p
 
 
@@ -199,6 +244,8 @@ class RunOptions:
     batch: str | None
     grace: float
     progress: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Generated caller settings given on the command line."""
 
 
 def parse(argv: Sequence[str]) -> RunOptions:
@@ -210,4 +257,7 @@ def parse(argv: Sequence[str]) -> RunOptions:
         parser.error("-q/--qps must be >= 0")
     if args.enable_nsq and not (args.nsqd_tcp_address or args.lookupd_http_address):
         parser.error("-n/--enable_nsq needs --nsqd-tcp-address or --lookupd-http-address")
-    return RunOptions(**vars(args))
+    values = vars(args)
+    own = {f.name for f in fields(RunOptions)}
+    extra = {k: values.pop(k) for k in list(values) if k not in own}
+    return RunOptions(**values, extra={k: v for k, v in extra.items() if v is not None})

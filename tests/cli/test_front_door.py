@@ -179,3 +179,18 @@ def test_openai_base_url_with_or_without_v1(
     assert r.returncode == 0, r.stderr[-1500:]
     assert all(rec["iErr"] is None for rec in read_jsonl(tmp_path / "out.jsonl"))
     assert mock.stats()["total_calls"] - before == 4
+
+
+def test_run_flags_are_generated_from_the_caller_settings() -> None:
+    from gpt4batch.cli.run.options import parse
+    from gpt4batch.services.caller.settings import CallerSettings
+
+    defaults = parse([])
+    assert defaults.concurrency == CallerSettings.model_fields["concurrency"].default
+    assert defaults.qps == CallerSettings.model_fields["qps"].default
+    # A caller option with no original flag reaches run by itself, with the services' name.
+    o = parse(["--temperature", "0.2", "--auth-retry-interval", "5", "--max-msg-size", "4096"])
+    assert o.extra == {"temperature": 0.2, "auth_retry_interval": 5.0, "max_msg_size": 4096}
+    # The services' names work as aliases of the original's.
+    o = parse(["--input", "a.jsonl", "--output", "b.jsonl", "--chat-url", "http://h/c"])
+    assert (o.input, o.out, o.url) == ("a.jsonl", "b.jsonl", "http://h/c")
