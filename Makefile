@@ -78,3 +78,9 @@ clean:
 .PHONY: bench
 bench: setup
 	$(BIN)/python bench/table.py $(if $(BASE),--base $(BASE))
+
+# Chaos (issue 9): 2,000 records, ~20% upstream faults, kill -9 of caller, downloader, sink
+# and ingest, a graceful nsqd restart; prints the seed and the figures (CHAOS_SEED=N to repeat).
+.PHONY: chaos
+chaos: setup
+	$(BIN)/python -m tests.support.chaos --records $${CHAOS_RECORDS:-2000} $${CHAOS_SEED:+--seed $$CHAOS_SEED}

@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "caller": ("gpt4batch.services.caller.cli", "run conversations against the upstream"),
     "downloader": ("gpt4batch.services.downloader.cli", "fetch files the model produced"),
     "sink": ("gpt4batch.services.sink.cli", "append results durably to the output"),
+    "reconcile": (
+        "gpt4batch.cli.reconcile",
+        "republish exactly what a batch still owes (after nsqd lost messages)",
+    ),
     "gateway": ("gpt4batch.services.gateway.cli", "OpenAI Batch API (files, batches) for the SDK"),
     "mock-upstream": (
         "gpt4batch.services.mock_upstream.cli",
@@ -24,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "auth": ("gpt4batch.cli.auth", "get an access token and store it (the original authsvc)"),
     "demo": ("gpt4batch.cli.demo", "run the bundled example against the simulator"),
+    "dead": ("gpt4batch.cli.dead", "list or replay dead letters without losing them"),
     "stack": ("gpt4batch.cli.stack", "start the compose topology as local processes"),
 }
 ALIASES = {"batchsvc": "run", "authsvc": "auth"}

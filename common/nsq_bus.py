@@ -23,7 +23,6 @@ from gpt4batch.common.bus import Bus, Dispatcher, Subscription
 from gpt4batch.common.errors import (
     BusConnectError,
     ConfigError,
-    MessageTooLarge,
     PublishError,
 )
 from gpt4batch.common.logging import get_logger
@@ -274,21 +273,27 @@ class NsqBus(Bus):
                 channels.append(sub.channel)
         if not wanted:
             return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout
         addresses = await self.nsqd_http_addresses()
         async with httpx.AsyncClient(timeout=self.connect_timeout) as client:
             for http in addresses:
-                try:
-                    for topic, channels in wanted.items():
-                        await _nsqd_post(client, http, "topic/create", topic=topic)
-                        for channel in channels:
-                            await _nsqd_post(
-                                client, http, "channel/create", topic=topic, channel=channel
-                            )
-                except httpx.HTTPError as exc:
-                    raise BusConnectError(
-                        f"cannot create topics/channels on nsqd {http}: {exc} (its HTTP "
-                        "address is taken from nsqlookupd, else TCP port + 1)"
-                    ) from None
+                while True:  # nsqd may be restarting: retry like the TCP connect does
+                    try:
+                        for topic, channels in wanted.items():
+                            await _nsqd_post(client, http, "topic/create", topic=topic)
+                            for channel in channels:
+                                await _nsqd_post(
+                                    client, http, "channel/create", topic=topic, channel=channel
+                                )
+                        break
+                    except httpx.HTTPError as exc:
+                        if loop.time() > deadline:
+                            raise BusConnectError(
+                                f"cannot create topics/channels on nsqd {http}: {exc} (its "
+                                "HTTP address is taken from nsqlookupd, else TCP port + 1)"
+                            ) from None
+                        await asyncio.sleep(0.2)
 
     async def delete_channel(self, topic: str, channel: str) -> None:
         async with httpx.AsyncClient(timeout=self.connect_timeout) as client:
@@ -378,15 +383,7 @@ class NsqBus(Bus):
 
     # --- publishing ---------------------------------------------------------------
     async def _publish(self, topic: str, bodies: list[bytes]) -> None:
-        for body in bodies:
-            if len(body) > self.max_msg_size:
-                raise MessageTooLarge(
-                    f"message of {len(body)} bytes for {topic} exceeds the "
-                    f"{self.max_msg_size}-byte limit (nsqd --max-msg-size, "
-                    "GPT4BATCH_MAX_MSG_SIZE)",
-                    len(body),
-                    self.max_msg_size,
-                )
+        self.check_size(topic, bodies)
         if len(bodies) == 1:
             await self._windowed(topic, bodies[0])
             return

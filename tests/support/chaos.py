@@ -1,0 +1,218 @@
+"""Chaos run: one batch through real nsqd and every service as a process, with upstream
+faults, kill -9 of caller, downloader and sink at random points, a graceful nsqd restart,
+and kill -9 of ingest followed by its re-run. Used by tests/e2e/test_chaos.py (bounded)
+and `make chaos` (`python -m tests.support.chaos --records 2000`).
+
+At the end: every id exactly once (in input order), every planned file present and
+matching its row (size, sha256), no partial file under a final name, `.done` only at the
+true end, and the number of asks paid twice (from the simulator's /stats).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gpt4batch.services.ingest.reader import file_sha256
+from gpt4batch.services.sink.ledger import read_ledger
+from tests.support.mock_upstream import MockUpstream
+from tests.support.nsq_servers import run_nsqd
+from tests.support.pipeline import ServiceProcs, read_jsonl
+
+
+@dataclass
+class ChaosReport:
+    seed: int
+    records: int
+    seconds: float = 0.0
+    events: list[str] = field(default_factory=list)
+    ok: int = 0
+    failed: int = 0
+    files_planned: int = 0
+    files_fetched: int = 0
+    files_failed: int = 0
+    orphan_temp_files: int = 0
+    chat_calls: int = 0
+    faults: int = 0
+    asks_answered: int = 0
+    paid_twice: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"chaos seed={self.seed} records={self.records} seconds={self.seconds:.0f} "
+            f"ok={self.ok} failed={self.failed} files planned={self.files_planned} "
+            f"fetched={self.files_fetched} failed={self.files_failed} "
+            f"orphan_temp_files={self.orphan_temp_files} chat_calls={self.chat_calls} "
+            f"faults={self.faults} asks_answered={self.asks_answered} "
+            f"paid_twice={self.paid_twice}\n  events: {'; '.join(self.events)}"
+            + (f"\n  PROBLEMS: {self.problems}" if self.problems else "")
+        )
+
+
+def make_input(path: Path, n: int, rng: random.Random) -> None:
+    with path.open("w") as fh:
+        for i in range(n):
+            kind = rng.random()
+            if kind < 0.3:
+                asks = [{"id": "a", "content": f"draw picture {i}"}]
+            elif kind < 0.5:
+                asks = [{"id": "a", "content": f"q{i}"}, {"id": "b", "content": "and more"}]
+            else:
+                asks = [{"id": "a", "content": f"q{i}"}]
+            fh.write(json.dumps({"id": f"c{i}", "asks": asks}) + "\n")
+
+
+def run_chaos(workdir: Path, records: int, seed: int, timeout: float = 600) -> ChaosReport:
+    rng = random.Random(seed)
+    report = ChaosReport(seed=seed, records=records)
+    started = time.monotonic()
+    source = workdir / "in.jsonl"
+    make_input(source, records, rng)
+    out, downloads = workdir / "chaos.jsonl", workdir / "dl"
+    done_path = out.with_name("chaos.done")
+    with run_nsqd(workdir, None, "--mem-queue-size=0", "--msg-timeout=4s") as nsqd:
+        flags = ["--nsqd-tcp-address", nsqd.tcp_address, "--topic-prefix", f"chaos{seed}",
+                 "--touch-interval", "1", "--shutdown-grace", "3"]  # fmt: skip
+        sim_args = ["--seed", str(seed), "--latency-ms", "15", "--jitter-ms", "15",
+                    "--fault-5xx", "0.1", "--fault-drop", "0.04", "--fault-bad-json", "0.03",
+                    "--fault-truncate", "0.03"]  # fmt: skip
+        with MockUpstream(*sim_args) as sim, ServiceProcs(workdir, flags) as procs:
+            caller = ["--base-url", sim.url, "--access-token", sim.token, "--qps", "0",
+                      "--concurrency", "30", "--retry-base-delay", "0.05",
+                      "--retries", "6"]  # fmt: skip
+            services = {
+                "sink": ("sink", "-o", str(out), "--fsync-interval-ms", "20"),
+                "downloader": ("downloader", "--download-dir", str(downloads)),
+                "caller": ("caller", *caller),
+            }
+            generation = {name: 0 for name in services}
+
+            def start(name: str) -> None:
+                generation[name] += 1
+                procs.start(f"{name}{generation[name]}", *services[name])
+
+            def kill(name: str) -> None:
+                procs.kill(f"{name}{generation[name]}")
+                start(name)
+
+            for name in services:
+                start(name)
+            # ingest: kill -9 at a random moment, then run it again to the end
+            ingest_cmd = procs.command("ingest", "-i", str(source), "--batch", "chaos",
+                                       "--publish-batch-size", "20")  # fmt: skip
+            proc = subprocess.Popen(ingest_cmd, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, env=procs.env)  # fmt: skip
+            time.sleep(rng.uniform(0.6, 1.6))
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                report.events.append("ingest killed mid-publish")
+            else:
+                report.events.append("ingest had finished before its kill")
+            proc.wait(10)
+            procs.run_once("ingest-again", "ingest", "-i", str(source), "--batch", "chaos",
+                           timeout=120)  # fmt: skip
+            report.events.append("ingest re-run")
+            plan = sorted(
+                [(rng.uniform(0.1, 0.8), n) for n in ("caller", "downloader", "sink", "nsqd")]
+            )
+            deadline = time.monotonic() + timeout
+            while not done_path.exists():
+                if time.monotonic() > deadline:
+                    report.problems.append("no .done before the timeout")
+                    break
+                procs.assert_alive()
+                try:
+                    state = read_ledger(out)
+                except (FileNotFoundError, ValueError):
+                    time.sleep(0.2)
+                    continue
+                progress = state.counts.done / records
+                while plan and progress >= plan[0][0]:
+                    _, what = plan.pop(0)
+                    if what == "nsqd":
+                        nsqd.stop()  # graceful: SIGTERM
+                        nsqd.start()
+                        report.events.append(f"nsqd restarted gracefully at {progress:.0%}")
+                    else:
+                        kill(what)
+                        report.events.append(f"{what} killed -9 at {progress:.0%}")
+                if done_path.exists():
+                    break
+                time.sleep(0.2)
+            if done_path.exists():  # `.done` only at the true end
+                state = read_ledger(out)
+                if not state.records_complete or state.pending_downloads():
+                    report.problems.append(f".done while incomplete: {state.counts}")
+            stats = sim.stats()
+    report.seconds = time.monotonic() - started
+    check(report, out, downloads, records, stats)
+    return report
+
+
+def check(report: ChaosReport, out: Path, downloads: Path, n: int, stats: dict) -> None:
+    if not out.exists():
+        report.problems.append("no output file")
+        return
+    lines = read_jsonl(out)
+    ids = [r.get("id") for r in lines]
+    if ids != [f"c{i}" for i in range(n)]:
+        report.problems.append(f"ids not exactly once in input order ({len(ids)} lines)")
+    report.ok = sum(1 for r in lines if r.get("iErr") is None)
+    report.failed = len(lines) - report.ok
+    report.asks_answered = sum(len(r.get("answers") or []) for r in lines)
+    rows: dict[str, dict] = {}
+    for row in read_jsonl(out.with_name("chaos.downloads.jsonl")):
+        if row["local"] not in rows or row["ok"]:
+            rows[row["local"]] = row
+    planned = [s["local"] for r in lines for a in r.get("answers") or []
+               for s in a.get("spec_downloads") or []]  # fmt: skip
+    report.files_planned = len(planned)
+    for local in planned:
+        row = rows.get(local)
+        if row is None:
+            report.problems.append(f"planned file without a row: {local}")
+            continue
+        if row["ok"]:
+            report.files_fetched += 1
+            path = downloads / local
+            if not path.is_file() or path.stat().st_size != row["size"]:
+                report.problems.append(f"file missing or wrong size: {local}")
+            elif file_sha256(path) != row["sha256"]:
+                report.problems.append(f"file does not match its sha256: {local}")
+        else:
+            report.files_failed += 1
+    report.orphan_temp_files = len([p for p in downloads.glob(".*.part-*")])
+    calls = stats.get("calls", {})
+    report.chat_calls = sum(v for k, v in calls.items() if k in ("all-tools", "gizmos"))
+    report.faults = sum(stats.get("faults", {}).values())
+    # Every successful conversation call should have become exactly one answer in the output.
+    report.paid_twice = max(0, report.chat_calls - report.faults - report.asks_answered)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.support.chaos")
+    parser.add_argument("--records", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args(argv)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
+    print(f"chaos: seed {seed}", flush=True)
+    workdir = Path(args.workdir or f"/tmp/gpt4batch-chaos-{seed}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    report = run_chaos(workdir, args.records, seed, args.timeout)
+    print(report.summary())
+    return 1 if report.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
