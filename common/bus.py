@@ -29,7 +29,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from gpt4batch.common import metrics
-from gpt4batch.common.errors import Poison, Requeue
+from gpt4batch.common.errors import MessageTooLarge, Poison, Requeue
 from gpt4batch.common.logging import get_logger, redact_text
 from gpt4batch.common.messages import DeadLetter
 from gpt4batch.common.retry import REQUEUE
@@ -127,6 +127,20 @@ class Bus(abc.ABC):
             return
         await self._publish(self._topic(topic), [encode(b) for b in bodies])
         metrics.PUBLISHED.labels(self.service, topic).inc(len(bodies))
+
+    def check_size(self, topic: str, bodies: list[bytes]) -> None:
+        """MessageTooLarge for a body over `max_msg_size`: the same limit on every bus."""
+        limit = self.max_msg_size
+        if limit is None:
+            return
+        for body in bodies:
+            if len(body) > limit:
+                raise MessageTooLarge(
+                    f"message of {len(body)} bytes for {topic} exceeds the {limit}-byte "
+                    "limit (--max-msg-size / GPT4BATCH_MAX_MSG_SIZE, = nsqd --max-msg-size)",
+                    len(body),
+                    limit,
+                )
 
     def _topic(self, topic: str) -> str:
         if topic not in self._checked_topics:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gpt4batch.common.bus import Bus, Dispatcher
+from gpt4batch.common.settings import DEFAULT_MAX_MSG_SIZE
 from gpt4batch.common.topics import Topics
 
 
@@ -128,6 +129,7 @@ class MemoryBus(Bus):
         max_attempts: int = 10,
         channel_capacity: int = 10_000,
         record: bool = False,
+        max_msg_size: int | None = DEFAULT_MAX_MSG_SIZE,
     ) -> None:
         super().__init__(
             service=service,
@@ -137,6 +139,7 @@ class MemoryBus(Bus):
         )
         self.channel_capacity = channel_capacity
         self.record = record
+        self.max_msg_size = max_msg_size  # the same limit as nsqd's: one limit in every mode
         self.published: dict[str, list[bytes]] = {}
         self._topics: dict[str, _Topic] = {}
         self._ids = itertools.count(1)
@@ -157,6 +160,7 @@ class MemoryBus(Bus):
         return chan
 
     async def _publish(self, topic: str, bodies: list[bytes]) -> None:
+        self.check_size(topic, bodies)
         state = self._topic_state(topic)
         if self.record:
             self.published.setdefault(topic, []).extend(bodies)

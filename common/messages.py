@@ -338,6 +338,17 @@ class ResultPart(_Body):
     data: str = Field(description="This piece of the ResultMessage JSON, base64.")
 
 
+class FeedMessage(BaseModel):
+    """The original `batchsvc -n` feed on topic `gpt4api`: one per answered ask.
+
+    Published for systems built on the original; nothing of ours consumes it.
+    """
+
+    ask: str = Field(description="The ask's message text.")
+    answer: dict[str, Any] = Field(description="The whole chat answer, as the upstream sent it.")
+    dir: str = Field(description="The download folder of the produced files.")
+
+
 MESSAGE_MODELS: tuple[type[BaseModel], ...] = (
     AskMessage,
     ResultMessage,
@@ -346,4 +357,5 @@ MESSAGE_MODELS: tuple[type[BaseModel], ...] = (
     DownloadResult,
     BatchManifest,
     DeadLetter,
+    FeedMessage,
 )

@@ -23,7 +23,6 @@ from gpt4batch.common.bus import Bus, Dispatcher, Subscription
 from gpt4batch.common.errors import (
     BusConnectError,
     ConfigError,
-    MessageTooLarge,
     PublishError,
 )
 from gpt4batch.common.logging import get_logger
@@ -384,15 +383,7 @@ class NsqBus(Bus):
 
     # --- publishing ---------------------------------------------------------------
     async def _publish(self, topic: str, bodies: list[bytes]) -> None:
-        for body in bodies:
-            if len(body) > self.max_msg_size:
-                raise MessageTooLarge(
-                    f"message of {len(body)} bytes for {topic} exceeds the "
-                    f"{self.max_msg_size}-byte limit (nsqd --max-msg-size, "
-                    "GPT4BATCH_MAX_MSG_SIZE)",
-                    len(body),
-                    self.max_msg_size,
-                )
+        self.check_size(topic, bodies)
         if len(bodies) == 1:
             await self._windowed(topic, bodies[0])
             return

@@ -22,6 +22,10 @@ from gpt4batch.common.topics import DEFAULT_PREFIX, Topics, check_name
 
 ENV_PREFIX = "GPT4BATCH_"
 
+#: The one message-size limit of every mode (embedded run, -n, services, stack, compose);
+#: nsqd must run with the same `--max-msg-size` (the stack and compose do).
+DEFAULT_MAX_MSG_SIZE = 1024 * 1024  # nsqd's own default: -n works with any stock nsqd
+
 S = TypeVar("S", bound=BaseSettings)
 
 
@@ -72,9 +76,10 @@ class BaseServiceSettings(BaseSettings):
         30.0, ge=0, description="Seconds to let in-flight work finish on SIGTERM."
     )
     max_msg_size: int = Field(
-        1024 * 1024,
+        DEFAULT_MAX_MSG_SIZE,
         ge=1024,
-        description="Largest message body to publish; keep equal to nsqd --max-msg-size.",
+        description="Largest message body, in every mode (the in-memory bus too); nsqd must "
+        "run with the same --max-msg-size.",
     )
     nsq_auth_secret: SecretStr | None = Field(None, description="nsqd AUTH secret, if any.")
 

@@ -120,6 +120,9 @@ def caller_settings(opts: RunOptions, bus_settings: BaseServiceSettings) -> Call
         download_prefix=opts.download_prefix,
         # Asks upload only files in the input's folder (symlinks resolved first).
         allowed_dirs=[str(Path(opts.input).resolve().parent)],
+        feed=opts.feed,
+        feed_topic=opts.feed_topic,
+        feed_dir=str(Path(opts.download_dir or Path(opts.input).parent).resolve()),
         # In-process (no -n) no message can time out, so no conversation deadline.
         conversation_deadline=CallerSettings.model_fields["conversation_deadline"].default
         if opts.enable_nsq
@@ -141,7 +144,12 @@ def make_bus(opts: RunOptions, settings: BaseServiceSettings) -> Bus:
         return NsqBus(settings, service="run", prepare={})
     # Bounded channels: ingest waits while the caller is busy (flat memory).
     capacity = max(1000, 4 * opts.concurrency)
-    return MemoryBus(service="run", topics=settings.topics, channel_capacity=capacity)
+    return MemoryBus(
+        service="run",
+        topics=settings.topics,
+        channel_capacity=capacity,
+        max_msg_size=settings.max_msg_size,  # the same limit as through NSQ
+    )
 
 
 class Run:

@@ -33,7 +33,7 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def _bool_flag(parser: argparse.ArgumentParser, *names: str, default: bool, help: str) -> None:
+def _bool_flag(parser: argparse._ActionsContainer, *names: str, default: bool, help: str) -> None:
     parser.add_argument(
         *names,
         nargs="?",
@@ -140,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--nsqd-tcp-address", action="append", default=[], help="repeatable")
     n.add_argument("--lookupd-http-address", action="append", default=[], help="repeatable")
     n.add_argument("--topic-prefix", default=DEFAULT_PREFIX)
+    _bool_flag(
+        n,
+        "--feed",
+        default=True,
+        help="publish every answered ask as {ask, answer, dir} to --feed-topic, like the "
+        "original -n",
+    )
+    n.add_argument("--feed-topic", default="gpt4api", help="topic of the feed")
 
     r = p.add_argument_group("run")
     r.add_argument("--batch", default=None, help="batch id (default: derived from the input)")
@@ -186,6 +194,8 @@ class RunOptions:
     nsqd_tcp_address: list[str]
     lookupd_http_address: list[str]
     topic_prefix: str
+    feed: bool
+    feed_topic: str
     batch: str | None
     grace: float
     progress: str

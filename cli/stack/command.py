@@ -25,7 +25,7 @@ import httpx
 
 from gpt4batch.cli.stack.plan import Plan, StackOptions
 from gpt4batch.cli.stack.procs import Proc, pid_alive, pid_runs, stop_pids
-from gpt4batch.common.settings import CliParser
+from gpt4batch.common.settings import DEFAULT_MAX_MSG_SIZE, CliParser
 from gpt4batch.common.topics import Channels, Topics
 
 STATE = "stack.json"
@@ -67,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--with-prometheus", action="store_true", help="run Prometheus scraping all")
     up.add_argument("--topic-prefix", default="gpt4batch", help="topic prefix (default gpt4batch)")
     up.add_argument(
-        "--max-msg-size", type=int, default=16 * 1024 * 1024, help="nsqd and publishers"
+        "--max-msg-size", type=int, default=DEFAULT_MAX_MSG_SIZE, help="nsqd and publishers"
     )
     up.add_argument("--max-msg-timeout", default="30m", help="nsqd --max-msg-timeout (30m)")
     up.add_argument("--scrape-interval", default="2s", help="Prometheus scrape interval (2s)")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gpt4batch.cli.stack.procs import Proc, free_port
 from gpt4batch.cli.stack.topology import NSQ_PROGRAMS, Component, components
+from gpt4batch.common.settings import DEFAULT_MAX_MSG_SIZE
 
 HOST = "127.0.0.1"
 SIMULATOR_TOKEN = "sk-mock"
@@ -25,7 +26,7 @@ class StackOptions:
     with_simulator: bool = False
     with_prometheus: bool = False
     topic_prefix: str = "gpt4batch"
-    max_msg_size: int = 16 * 1024 * 1024
+    max_msg_size: int = DEFAULT_MAX_MSG_SIZE
     max_msg_timeout: str = "30m"
     msg_timeout: str = "60s"
     scrape_interval: str = "2s"

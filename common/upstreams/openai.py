@@ -19,13 +19,21 @@ from gpt4batch.common.upstreams.inline import user_message
 DEFAULT_MODEL = "gpt-3.5-turbo"
 
 
+def v1_url(config: UpstreamConfig, path: str) -> str:
+    """`<base>/v1/<path>` whether the base URL ends in `/v1` (as every OpenAI SDK's does)
+    or not: `http://host` and `http://host/v1` both reach `http://host/v1/<path>`."""
+    base = config.base_url.rstrip("/")
+    base = base.removesuffix("/v1")
+    return f"{base}/v1/{path}"
+
+
 class OpenAIClient(HttpBase):
     """`/v1/chat/completions` (plain or SSE), `/v1/completions`, `/v1/models`."""
 
     kind = "openai"
 
     def chat_url(self, config: UpstreamConfig) -> str:
-        return config.chat_url or config.url("v1/chat/completions")
+        return config.chat_url or v1_url(config, "chat/completions")
 
     async def chat_completion(
         self, messages: list[dict[str, Any]], *, config: UpstreamConfig | None = None
@@ -101,7 +109,7 @@ class OpenAIClient(HttpBase):
         }
         body.update(params)
         answer = await self.request_json(
-            "completions", "POST", config.url("v1/completions"), config, json=body
+            "completions", "POST", v1_url(config, "completions"), config, json=body
         )
         if not isinstance(answer, dict) or not answer.get("choices"):
             raise errors.bad_response("completions", "answer has no choices")
@@ -109,7 +117,9 @@ class OpenAIClient(HttpBase):
 
     async def models(self) -> list[str]:
         """Ids from `/v1/models`."""
-        answer = await self.request_json("models", "GET", self.config.url("v1/models"), self.config)
+        answer = await self.request_json(
+            "models", "GET", v1_url(self.config, "models"), self.config
+        )
         try:
             return [m["id"] for m in answer["data"]]
         except (KeyError, TypeError):

@@ -19,6 +19,7 @@ from gpt4batch.common.errors import (
     Requeue,
 )
 from gpt4batch.common.logging import get_logger
+from gpt4batch.common.memory_bus import MemoryBus
 from gpt4batch.common.messages import AskMessage, IErr, ResultMessage
 from gpt4batch.common.metrics import READINESS
 from gpt4batch.common.result_parts import TooLarge, split_result
@@ -30,6 +31,7 @@ from gpt4batch.services.caller import metrics
 from gpt4batch.services.caller.auth_gate import AuthGate, token_source
 from gpt4batch.services.caller.call_stats import CallStats
 from gpt4batch.services.caller.conversation import ConversationRunner
+from gpt4batch.services.caller.feed import publish_feed
 from gpt4batch.services.caller.limits import Limiter, ProcessLimiter
 from gpt4batch.services.caller.paths import PathPolicy
 from gpt4batch.services.caller.settings import CallerSettings
@@ -200,6 +202,10 @@ class CallerService:
             await self._publish_paid(topics.results, [result])
         except MessageTooLarge as exc:
             await self._publish_large(result, exc)
+        if self.settings.feed and not isinstance(self.bus, MemoryBus):
+            await publish_feed(
+                self.bus, self.settings.feed_topic, outcome.record, self.settings.feed_dir
+            )
         log.debug("record done", record=msg.record.id, ok=outcome.ok, attempts=delivery.attempts)
 
     def _throttle_asks(self, max_in_flight: int | None) -> None:

@@ -84,6 +84,14 @@ class CallerSettings(BaseServiceSettings):
         description="After the upstream refuses the token (401/403): seconds between retries "
         "of it (the caller takes no asks meanwhile and /ready fails).",
     )
+    feed: bool = Field(
+        True,
+        description="Publish every answered ask as {ask, answer, dir} to --feed-topic, like the "
+        "original batchsvc -n (a topic nobody reads keeps its messages: consume it or turn "
+        "this off).",
+    )
+    feed_topic: str = Field("gpt4api", description="Topic of the feed (the original's name).")
+    feed_dir: str = Field("", description="The `dir` the feed names (the download folder).")
     enable_download: bool = Field(True, description="Publish download jobs for produced files.")
     download_prefix: str = Field("GPT4API", description="Prefix of downloaded file names.")
 

@@ -57,19 +57,31 @@ def test_timer_overshoot_does_not_accumulate_into_the_rate() -> None:
     assert pacer.skipped == 0
 
 
-def test_a_late_wake_up_gives_its_slot_up_instead_of_bursting() -> None:
+def test_after_a_stall_no_burst_and_never_q_plus_one_in_a_second() -> None:
     t = VirtualTime(overshoot=lambda n: 0.3 if n == 20 else 0.001)  # one 300 ms stall
     pacer = paced(20, t)
     starts = run_calls(pacer, t, 80)
-    assert pacer.skipped >= 1
+    assert min(b - a for a, b in zip(starts, starts[2:], strict=False)) > pacer.interval / 2
+    assert min(b - a for a, b in zip(starts, starts[20:], strict=False)) > 1.0
+    # The grid is kept: after the stall calls go on slots again (the window guard holds the
+    # odd one that would crowd a second), not at the stall's end + k·interval.
+    on_grid = round(0.001 / pacer.interval, 3)
+    off_grid = [s for s in starts[25:] if round((s / pacer.interval) % 1, 3) != on_grid]
+    assert len(off_grid) <= 2, off_grid
+
+
+def test_a_fleet_member_gives_a_late_slot_up() -> None:
+    t = VirtualTime(overshoot=lambda n: 0.03 if n == 10 else 0.001)  # one wake-up 30 ms late
+    pacer = SlotPacer(20, clock=t.clock, sleep=t.sleep, strict=False)
+    starts = run_calls(pacer, t, 40)
+    assert pacer.skipped == 1
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= pacer.interval - pacer.late_tolerance - 1e-9
-    assert min(b - a for a, b in zip(starts, starts[20:], strict=False)) > 1.0
 
 
 def test_shares_of_one_grid_never_share_a_slot_and_sum_to_the_limit() -> None:
     # Real time: three pacers sleeping at once on one clock (as three callers on one grid).
-    pacers = [SlotPacer(30) for _ in range(3)]
+    pacers = [SlotPacer(30, strict=False) for _ in range(3)]
     for rank, pacer in enumerate(pacers):
         pacer.assign(3, rank)
     starts: list[float] = []
@@ -85,7 +97,8 @@ def test_shares_of_one_grid_never_share_a_slot_and_sum_to_the_limit() -> None:
     starts.sort()
     gap = pacers[0].interval - pacers[0].late_tolerance
     assert min(b - a for a, b in itertools.pairwise(starts)) > gap
-    assert min(b - a for a, b in zip(starts, starts[30:], strict=False)) > 1.0
+    # A fleet member may start up to half a slot late: at most q + 1 in any second.
+    assert min(b - a for a, b in zip(starts, starts[31:], strict=False)) > 1.0
     assert abs(sum(p.effective_qps for p in pacers) - pacers[0].qps / 1.01) < 1e-6
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 
 import pytest
 
@@ -38,10 +37,9 @@ def test_pacer_never_lets_more_than_q_start_in_any_second() -> None:
 
     starts = asyncio.run(scenario())
     starts.sort()
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    pacer = Pacer(40)
-    assert min(gaps) >= pacer.interval - pacer.late_tolerance - 1e-6
     assert min(b - a for a, b in zip(starts, starts[40:], strict=False)) > 1.0
+    # No burst: never three starts within one interval (a late start plus the next slot).
+    assert min(b - a for a, b in zip(starts, starts[2:], strict=False)) > Pacer(40).interval / 2
     assert max_in_any_window(starts) <= 40
 
 

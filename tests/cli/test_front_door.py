@@ -162,3 +162,20 @@ def test_refusal_from_the_credentials_file_names_it(mock: MockUpstream, tmp_path
     assert r.returncode == 2
     assert f"refused the token from the credentials file {creds}" in r.stderr
     assert os.path.exists(tmp_path / "out.jsonl")
+
+
+@pytest.mark.parametrize("suffix", ["", "/", "/v1", "/v1/"])
+def test_openai_base_url_with_or_without_v1(
+    mock: MockUpstream, tmp_path: Path, suffix: str
+) -> None:
+    """`--base-url http://host/v1` (the OpenAI SDKs' form) must not call /v1/v1/…."""
+    write_input(tmp_path, 2, asks=2)
+    before = mock.stats()["total_calls"]
+    r = run_cmd(
+        tmp_path,
+        *["-i", "in.jsonl", "--upstream", "openai", "--base-url", mock.url + suffix],
+        *["--access-token", mock.token, "-q", "0"],
+    )
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert all(rec["iErr"] is None for rec in read_jsonl(tmp_path / "out.jsonl"))
+    assert mock.stats()["total_calls"] - before == 4

@@ -21,6 +21,7 @@ import yaml
 
 from gpt4batch.cli.stack.plan import Plan, StackOptions
 from gpt4batch.cli.stack.topology import NSQ_PROGRAMS, TOPOLOGY, Component, components
+from gpt4batch.common.settings import DEFAULT_MAX_MSG_SIZE
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent
@@ -90,7 +91,7 @@ def test_nsqd_keeps_data_on_a_volume_and_allows_large_long_messages() -> None:
     assert any(v.endswith(":/data") and not v.startswith(".") for v in nsqd["volumes"])
     assert "nsqd-data" in COMPOSE["volumes"]
     size = re.search(r"--max-msg-size=(\d+)", nsqd["command"])
-    assert size and int(size.group(1)) >= 4 * 1024 * 1024
+    assert size and int(size.group(1)) == DEFAULT_MAX_MSG_SIZE  # the one limit of every mode
     assert "--max-msg-timeout=30m" in nsqd["command"]
     assert int(SERVICES["sink"]["environment"]["GPT4BATCH_MAX_MSG_SIZE"]) == int(size.group(1))
 

@@ -73,18 +73,18 @@ def test_three_callers_over_two_nsqd_share_one_qps_through_kill_and_join(
                 start_caller(procs, name)
             survivors = [first[0], first[2]]
             wait_converged(first, 3, timeout=10)
-            rate.wait_until(19, window=4.0, timeout=20)
+            rate.wait_until(19, window=4.0, timeout=30)
             assert mock.stats()["max_calls_in_1s"] <= 21
 
             procs_b.kill("caller-2")
             converged = wait_converged(survivors, 2, timeout=10)
             assert converged <= CONVERGENCE, f"took {converged:.2f}s to take the dead one's share"
-            rate.wait_until(19, window=4.0, timeout=20)
+            rate.wait_until(19, window=4.0, timeout=30)
             assert mock.stats()["max_calls_in_1s"] <= 21
 
             start_caller(procs_b, "caller-4")
             wait_converged([*survivors, (procs_b, "caller-4")], 3, timeout=10)
-            rate.wait_until(19, window=4.0, timeout=20)
+            rate.wait_until(19, window=4.0, timeout=30)
             stats = mock.stats()
             assert stats["max_calls_in_1s"] <= 21, stats
             print(f"convergence after kill -9: {converged:.2f}s; {stats['max_calls_in_1s']=}")

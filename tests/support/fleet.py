@@ -27,6 +27,7 @@ from tests.support.nsq_servers import Nsqd, Nsqlookupd, run_nsqd, run_nsqlookupd
 
 @contextmanager
 def nsq_cluster(workdir: Path, nodes: int = 2) -> Iterator[tuple[Nsqlookupd, list[Nsqd]]]:
+    workdir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         lookupd = stack.enter_context(run_nsqlookupd(workdir))
         servers = [

@@ -8,17 +8,22 @@ call. Conversations: member r runs `concurrency // N` (+1 for the first
 `concurrency % N` ranks) at once.
 
 Convergence: members read the group (membership.py) every `poll_interval`
-(0.5 s). A leaving member's share is taken within one poll. A joining member
-makes no call until `join_hold` after it first sees itself, by which time the
-others have seen it and narrowed their shares, so a join never adds calls to a
-second. While the members disagree (at most one poll), each uses at most the
-share of the group it last saw: the sum stays at or below the limit.
+(0.5 s). A leaving member's share is taken within one poll. A member calls
+only while its view of the group is fresh (read less than `stale_after`,
+1.5 s, ago): one whose reads stall (a starved CPU, an unreachable nsqd)
+pauses rather than act on an old view. A joining member makes no call until
+`join_hold` (`stale_after` + 0.25 s) after it first sees itself: by then
+every member still calling has read a view that includes it and narrowed its
+share, so a join never adds calls to a second. While the members disagree,
+each uses at most the share of the group it last saw: the sum stays at or
+below the limit.
 Members started with different limits use the smallest (0 = none).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -83,7 +88,9 @@ class FleetLimiter(PacedLimiter):
         self.lookupd_http = list(lookupd_http)
         self.auth_secret = auth_secret
         self.poll_interval = poll_interval
-        self.join_hold = poll_interval + 0.25
+        self.stale_after = 3 * poll_interval
+        self.join_hold = self.stale_after + 0.25
+        self._view_time = -math.inf  # when the last view that was applied was read
         self.pacer = SlotPacer(qps, clock=time.time, strict=False)
         self.gate = Gate(0)
         self.members: list[str] = []
@@ -114,8 +121,13 @@ class FleetLimiter(PacedLimiter):
         while True:
             await self._active.wait()
             await super().acquire(endpoint)
+            if not self._fresh():
+                self._active.clear()  # the next fresh view sets it again
             if self._active.is_set():
                 return
+
+    def _fresh(self) -> bool:
+        return time.monotonic() - self._view_time < self.stale_after
 
     @asynccontextmanager
     async def conversation(self) -> AsyncIterator[None]:
@@ -123,7 +135,7 @@ class FleetLimiter(PacedLimiter):
             yield
 
     async def _run(self) -> None:
-        async with httpx.AsyncClient(timeout=max(1.0, 2 * self.poll_interval)) as http:
+        async with httpx.AsyncClient(timeout=self.stale_after) as http:
             nodes: list[Node] = []
             polls = 0
             while True:
@@ -131,10 +143,11 @@ class FleetLimiter(PacedLimiter):
                     nodes = await discover_nodes(http, self.nsqd_tcp, self.lookupd_http) or nodes
                     self._register(nodes)
                 polls += 1
+                read_at = time.monotonic()
                 members = await read_members(http, nodes, self.topic)
                 if members is not None:
-                    await self._apply(members)
-                await asyncio.sleep(self.poll_interval)
+                    await self._apply(members, read_at)
+                await asyncio.sleep(max(0.0, read_at + self.poll_interval - time.monotonic()))
 
     def _register(self, nodes: list[Node]) -> None:
         for node in nodes:
@@ -143,7 +156,7 @@ class FleetLimiter(PacedLimiter):
                 registration.start()
                 self._registrations[node.tcp] = registration
 
-    async def _apply(self, seen: dict[str, Member]) -> None:
+    async def _apply(self, seen: dict[str, Member], read_at: float) -> None:
         """Take this caller's share of what the group looks like now."""
         ids = sorted(seen)
         if ids != self.members:
@@ -158,9 +171,10 @@ class FleetLimiter(PacedLimiter):
             await self.gate.resize(0)
             publish_share(0, 0)
             return
+        self._view_time = read_at
         now = time.monotonic()
         if self._seen_since is None:
-            self._seen_since = now
+            self._seen_since = now  # visible to every read that starts from now on
         if now - self._seen_since < self.join_hold:
             return  # the others may not have narrowed their shares yet
         n, rank = len(ids), ids.index(self.me.id)
