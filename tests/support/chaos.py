@@ -76,7 +76,19 @@ def make_input(path: Path, n: int, rng: random.Random) -> None:
             fh.write(json.dumps({"id": f"c{i}", "asks": asks}) + "\n")
 
 
-def run_chaos(workdir: Path, records: int, seed: int, timeout: float = 600) -> ChaosReport:
+def run_chaos(
+    workdir: Path,
+    records: int,
+    seed: int,
+    timeout: float = 600,
+    *,
+    kills: bool = True,
+    only: set[str] | None = None,
+) -> ChaosReport:
+    """One chaos run; `kills=False` is the calm baseline (faults only, nothing killed),
+    `only` limits the events to some of ingest, caller, downloader, sink, nsqd."""
+    if not kills:
+        only = set()
     rng = random.Random(seed)
     report = ChaosReport(seed=seed, records=records)
     started = time.monotonic()
@@ -90,7 +102,8 @@ def run_chaos(workdir: Path, records: int, seed: int, timeout: float = 600) -> C
         sim_args = ["--seed", str(seed), "--latency-ms", "15", "--jitter-ms", "15",
                     "--fault-5xx", "0.1", "--fault-drop", "0.04", "--fault-bad-json", "0.03",
                     "--fault-truncate", "0.03"]  # fmt: skip
-        with MockUpstream(*sim_args) as sim, ServiceProcs(workdir, flags) as procs:
+        state = {"XDG_STATE_HOME": str(workdir / "state")}  # ingest's index: this run's own
+        with MockUpstream(*sim_args) as sim, ServiceProcs(workdir, flags, state) as procs:
             caller = ["--base-url", sim.url, "--access-token", sim.token, "--qps", "0",
                       "--concurrency", "30", "--retry-base-delay", "0.05",
                       "--retries", "6"]  # fmt: skip
@@ -117,6 +130,8 @@ def run_chaos(workdir: Path, records: int, seed: int, timeout: float = 600) -> C
             proc = subprocess.Popen(ingest_cmd, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL, env=procs.env)  # fmt: skip
             kill_at = int(records * rng.uniform(0.1, 0.6))
+            if only is not None and "ingest" not in only:
+                kill_at = records + 1
             asks = f"chaos{seed}.asks"
             until = time.monotonic() + 60
             while proc.poll() is None and time.monotonic() < until:
@@ -135,6 +150,7 @@ def run_chaos(workdir: Path, records: int, seed: int, timeout: float = 600) -> C
             plan = sorted(
                 [(rng.uniform(0.1, 0.8), n) for n in ("caller", "downloader", "sink", "nsqd")]
             )
+            plan = [(at, n) for at, n in plan if only is None or n in only]
             deadline = time.monotonic() + timeout
             while not done_path.exists():
                 if time.monotonic() > deadline:
@@ -216,12 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--calm", action="store_true", help="faults only, nothing killed")
+    parser.add_argument("--only", default=None, help="comma list of events to keep")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
     print(f"chaos: seed {seed}", flush=True)
     workdir = Path(args.workdir or f"/tmp/gpt4batch-chaos-{seed}")
     workdir.mkdir(parents=True, exist_ok=True)
-    report = run_chaos(workdir, args.records, seed, args.timeout)
+    only = set(args.only.split(",")) if args.only else None
+    report = run_chaos(workdir, args.records, seed, args.timeout, kills=not args.calm, only=only)
     print(report.summary())
     return 1 if report.problems else 0
 
