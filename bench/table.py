@@ -13,6 +13,7 @@ and noisy: compare ratios measured together, not figures across runs.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import signal
 import subprocess
@@ -394,8 +395,6 @@ def print_table(trees: list[Tree], table: list[Row], seconds: float, raw_rate: f
 
 
 def _cpus() -> int:
-    import os
-
     return len(os.sched_getaffinity(0))
 
 
@@ -427,6 +426,9 @@ def main() -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-table-") as tmp:
         work = Path(tmp)
+        # ingest remembers what it published per (batch, input) under XDG_STATE_HOME and
+        # skips it on a re-run: every measurement starts from a fresh state folder.
+        os.environ["XDG_STATE_HOME"] = str(work / "state")
         raw_rate = raw_nsq_consume.measure(args.raw_messages)
         note(f"raw pynsq consume {raw_rate:,.0f} msg/s")
         measure(trees, args, work, raw_rate)

@@ -2,8 +2,9 @@
 
 Duplicate detection must remember every id of an input: a `dict[str, int]`
 costs about 113 MB per million ids. This keeps a 64-bit hash of each id and
-its line number in two flat arrays (open addressing, at most half full):
-12–24 bytes per id. Two different ids share a 64-bit hash with odds of about
+its line number (below 2^32) in two flat arrays (open addressing, at most
+half full): 24–48 bytes of array per id, ~36 MB at the peak of growing to a
+million ids. Two different ids share a 64-bit hash with odds of about
 one in 10^7 for a 10-million-line input, so a reported duplicate names the
 line of the first one for the user to check.
 """
@@ -23,7 +24,7 @@ class IdIndex:
     def __init__(self, capacity: int = 1024) -> None:
         slots = 1 << max(4, (capacity * 2 - 1).bit_length())
         self._keys = array("Q", bytes(8 * slots))
-        self._lines = array("Q", bytes(8 * slots))
+        self._lines = array("I", bytes(4 * slots))
         self._mask = slots - 1
         self._size = 0
 
@@ -58,7 +59,7 @@ class IdIndex:
         old_keys, old_lines = self._keys, self._lines
         slots = (self._mask + 1) * 2
         self._keys = keys = array("Q", bytes(8 * slots))
-        self._lines = lines = array("Q", bytes(8 * slots))
+        self._lines = lines = array("I", bytes(4 * slots))
         self._mask = mask = slots - 1
         for key, line in zip(old_keys, old_lines, strict=True):
             if key:

@@ -276,6 +276,7 @@ class Run:
                 input_sha256=digest,
                 max_line_bytes=MAX_LINE_BYTES,
                 skip=self.ledger.seen.__contains__,
+                off_loop=True,  # the caller and sink share this loop
             )
         self.ingest_summary = summary
         assert self.progress is not None

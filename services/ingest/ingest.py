@@ -95,11 +95,12 @@ async def ingest(
     progress: ProgressFn | None = None,
     skip: Callable[[int], bool] | None = None,
     published: PublishedSeqs | None = None,
+    off_loop: bool = False,
 ) -> IngestSummary:
     """Validate and publish every line, then the BatchManifest; returns the counts.
 
     `lines` are the non-blank lines (see `reader.read_lines`), an iterable or an
-    async iterable, read and validated off the event loop; `seq` numbers
+    async iterable (`off_loop`: read and validated in a worker thread); `seq` numbers
     them from 0. `base_dir` is where relative image/file paths resolve and is
     carried in each AskMessage. `max_message_bytes` defaults to the bus's
     limit (NsqBus.max_msg_size): a bigger message is rejected, not published.
@@ -149,7 +150,7 @@ async def ingest(
     summary = IngestSummary(batch=batch, source=source)
     counted = IngestSummary(batch=batch, source=source)
     try:
-        async for seq, topic, body, outcome in _encoded(lines, encoder, done):
+        async for seq, topic, body, outcome in _encoded(lines, encoder, done, off_loop):
             summary.total += 1
             if outcome is None:
                 summary.skipped += 1
@@ -197,33 +198,38 @@ async def _encoded(
     lines: Iterable[RawLine] | AsyncIterable[RawLine],
     encoder: _Encoder,
     skip: Callable[[int], bool] | None,
+    off_loop: bool,
 ) -> AsyncIterator[_Encoded]:
     """(seq, topic, body, verdict) per line; verdict None for a line `skip` says is done.
 
-    Reading, parsing and the stat of referenced files run in a worker thread,
-    BATCH_LINES at a time, so the event loop (the embedded caller and sink
-    share it) never waits on the disk and gets the GIL between batches.
+    Lines are taken BATCH_LINES at a time and the loop gets a turn between
+    batches. `off_loop`: reading, parsing and the stat of referenced files run
+    in a worker thread, so a loop shared with the caller and sink (embedded
+    `run`) never waits on the disk. Alone (the ingest service) the thread hops
+    only cost: GIL hand-offs halve the lines/s (bench/table.py, ingest row).
     """
+
+    async def encode(seq: int, batch: Iterable[RawLine]) -> list[_Encoded]:
+        if off_loop:
+            return await asyncio.to_thread(_encode_batch, encoder, skip, seq, batch)
+        await asyncio.sleep(0)
+        return _encode_batch(encoder, skip, seq, batch)
+
     seq = 0
     if isinstance(lines, AsyncIterable):
         batch: list[RawLine] = []
         async for line in lines:
             batch.append(line)
             if len(batch) >= BATCH_LINES:
-                for item in await asyncio.to_thread(_encode_batch, encoder, skip, seq, batch):
+                for item in await encode(seq, batch):
                     yield item
                 seq += len(batch)
                 batch = []
-        for item in await asyncio.to_thread(_encode_batch, encoder, skip, seq, batch):
+        for item in await encode(seq, batch):
             yield item
         return
     iterator = iter(lines)
-    while True:
-        items = await asyncio.to_thread(
-            _encode_batch, encoder, skip, seq, itertools.islice(iterator, BATCH_LINES)
-        )
-        if not items:
-            return
+    while items := await encode(seq, itertools.islice(iterator, BATCH_LINES)):
         for item in items:
             yield item
         seq += len(items)

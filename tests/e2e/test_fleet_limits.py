@@ -88,3 +88,32 @@ def test_three_callers_over_two_nsqd_share_one_qps_through_kill_and_join(
             stats = mock.stats()
             assert stats["max_calls_in_1s"] <= 21, stats
             print(f"convergence after kill -9: {converged:.2f}s; {stats['max_calls_in_1s']=}")
+
+
+def test_fleet_concurrency_is_shared_by_the_callers(
+    tmp_path: Path, cluster: tuple[Nsqlookupd, list[Nsqd]]
+) -> None:
+    """--concurrency 6 over two callers: the upstream never has more than 6 calls open."""
+    lookupd, nodes = cluster
+    prefix = "fleetg"
+    with MockUpstream("--latency-ms", "400", "--seed", "4") as mock:
+        procs_a = ServiceProcs(tmp_path / "a", caller_flags(lookupd, nodes[0], prefix, mock))
+        procs_b = ServiceProcs(tmp_path / "b", caller_flags(lookupd, nodes[1], prefix, mock))
+        with procs_a, procs_b:
+            feed_asks(nodes, prefix, 0)  # topics and channels first, so callers find them
+            for procs, name in ((procs_a, "caller-1"), (procs_b, "caller-2")):
+                procs.start(name, "caller", "--qps", "0", "--concurrency", "6")
+            for procs, name in ((procs_a, "caller-1"), (procs_b, "caller-2")):
+                deadline = time.monotonic() + 10
+                while gauge(procs, name, "gpt4batch_limit_share_concurrency") != 3:
+                    assert time.monotonic() < deadline, f"{name} never took its share"
+                    time.sleep(0.05)
+            feed_asks(nodes, prefix, 60)
+            rate = CallRate(mock)
+            deadline = time.monotonic() + 30
+            while rate.total() < 60:
+                assert time.monotonic() < deadline, "the 60 asks were not all called"
+                time.sleep(0.2)
+            stats = mock.stats()
+            # Each caller's 3 conversations were busy: 6 open calls at a time, never more.
+            assert stats["max_in_flight"] == 6, stats

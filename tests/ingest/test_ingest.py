@@ -251,3 +251,32 @@ def test_skipped_lines_still_count_for_duplicate_ids(tmp_path: Path) -> None:
     summary = run_ingest(path, bus, skip=lambda seq: seq == 0)
     assert (summary.skipped, summary.rejected) == (1, 1)
     assert bus.topics.asks not in bus.published
+
+
+def test_async_lines_off_the_loop_keep_order_duplicates_and_skips(tmp_path: Path) -> None:
+    """An async iterable of lines, validated in a worker thread over several batches."""
+    from gpt4batch.services.ingest import ingest as ingest_module
+    from gpt4batch.services.ingest.reader import RawLine
+
+    count = ingest_module.BATCH_LINES * 2 + 5
+    rows = [jl({"id": f"r{n}", "asks": [ask(n)]}).encode() for n in range(count)]
+    rows.append(jl({"id": "r7", "asks": [ask(7)]}).encode())  # a duplicate of line 8
+
+    async def lines() -> Any:
+        for number, data in enumerate(rows, start=1):
+            yield RawLine(number, data, len(data) + 1)
+
+    async def go() -> IngestSummary:
+        return await ingest(
+            lines(), bus, batch="b1", source="x", base_dir=tmp_path,
+            skip=lambda seq: seq == 3, off_loop=True,
+        )  # fmt: skip
+
+    bus = MemoryBus(record=True)
+    summary = asyncio.run(asyncio.wait_for(go(), 60))
+    asks = messages(bus, bus.topics.asks, AskMessage)
+    assert (summary.total, summary.skipped, summary.rejected) == (count + 1, 1, 1)
+    assert [m.seq for m in asks] == [n for n in range(count) if n != 3]
+    assert [m.record.id for m in asks][:3] == ["r0", "r1", "r2"]
+    (refused,) = messages(bus, bus.topics.results, ResultMessage)
+    assert refused.seq == count and "duplicate id 'r7'" in refused.reject.reason
