@@ -261,7 +261,6 @@ class Row:
     key: str
     target: str
     met: Callable[[dict[str, float]], bool | None] = lambda v: None
-    lower_is_better: bool = True
     value: str | None = None
 
 
@@ -307,7 +306,6 @@ def rows(args: argparse.Namespace) -> list[Row]:
             "pipeline",
             "≥ 2,000 rec/s",
             lambda v: v["pipeline"] >= 2000,
-            lower_is_better=False,
             value="pipeline",
         ),
         Row(
@@ -315,7 +313,6 @@ def rows(args: argparse.Namespace) -> list[Row]:
             "share",
             "≥ 8%",
             lambda v: v["share"] >= 0.08,
-            lower_is_better=False,
             value="share",
         ),
         Row(

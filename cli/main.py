@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "auth": ("gpt4batch.cli.auth", "get an access token and store it (the original authsvc)"),
     "demo": ("gpt4batch.cli.demo", "run the bundled example against the simulator"),
+    "dead": ("gpt4batch.cli.dead", "list or replay dead letters without losing them"),
     "stack": ("gpt4batch.cli.stack", "start the compose topology as local processes"),
 }
 ALIASES = {"batchsvc": "run", "authsvc": "auth"}

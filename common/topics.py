@@ -88,6 +88,7 @@ class Channels:
     SINK = "sink"
     SINK_DOWNLOADS = "sink"
     GATEWAY = "gateway"  # the Batch API gateway's own results/downloaded channel
+    DEAD_KEEP = "keep"  # dead letters kept for `gpt4batch dead list/replay` (never FINed)
 
 
 def standard_channels(topics: Topics) -> dict[str, list[str]]:
@@ -104,5 +105,5 @@ def standard_channels(topics: Topics) -> dict[str, list[str]]:
         topics.downloads: [Channels.DOWNLOADER],
         topics.downloaded: [Channels.SINK_DOWNLOADS],
         topics.batches: [Channels.SINK],
-        topics.dead: [Channels.SINK],
+        topics.dead: [Channels.SINK, Channels.DEAD_KEEP],
     }

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gpt4batch.common import logging as glog
 from gpt4batch.common.bus import Bus, Delivery
 from gpt4batch.common.errors import ConfigError
 from gpt4batch.common.memory_bus import MemoryBus
@@ -161,8 +162,11 @@ async def _test_an_http_part_serves_on_a_free_port() -> None:
 
 
 def test_a_config_error_while_building_is_one_line_and_exit_2(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Logging set up to pytest's captured stderr would outlive this test.
+    monkeypatch.setattr(glog, "configure", lambda *args, **kwargs: None)
+
     def build(settings: Any) -> App:
         raise ConfigError("--thing: not good")
 
