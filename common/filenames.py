@@ -58,10 +58,12 @@ def download_name(prefix: str, batch: str, record_id: str, ask_id: str, n: int, 
     """`{prefix}_{record}_{ask}_{n}_{key}_{file name}`: deterministic and unique.
 
     Cleaning makes different ids look alike (`x/r6` and `y/r6` both become
-    `r6`), so `key`, a short hash of the raw (batch, record, ask, n), keeps the
-    name unique per file; a redelivered job gets the same name again.
+    `r6`), so `key`, a short hash of the raw (batch, record, ask, n, url), keeps
+    the name unique per file; a redelivered job gets the same name again, while
+    a conversation run twice (a killed caller) names its other files apart, so
+    they never overwrite the files of the result the output keeps.
     """
-    raw = "\0".join((batch, record_id, ask_id, str(n))).encode()
+    raw = "\0".join((batch, record_id, ask_id, str(n), url)).encode()
     key = hashlib.sha256(raw).hexdigest()[:10]
     head = "_".join(
         [

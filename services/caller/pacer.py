@@ -13,9 +13,10 @@ starts at most one call:
   the next call takes the next slot of the grid, not the missed ones. In
   `strict` mode (one process) the late call itself still goes, and a window
   guard over the last ceil(q) starts holds any start that would put q + 1
-  starts within `q · interval − late_tolerance` (> 1 s): never more than q in
-  any 1-s window at our clock, with the rest of the allowance left for the
-  network's jitter, and no slot lost to a late timer. Not strict (a fleet
+  starts within `q · interval` (1 s plus the whole allowance): never more than
+  q in any 1-s window at our clock, the allowance left whole for the jitter
+  between our start and the upstream's stamp, and no slot lost to a late timer
+  (a late start delays only the start q slots later, never the grid). Not strict (a fleet
   member, whose calls interleave with other processes'), a call that wakes
   more than a quarter of a slot late gives its slot up: the fleet's calls stay
   one per slot, at most q + 1 in any 1-s window at the members' clocks (and
@@ -79,7 +80,7 @@ class SlotPacer:
         starts = self._starts
         if len(starts) < (starts.maxlen or 1):
             return 0.0
-        return starts[0] + len(starts) * self.interval - self.late_tolerance - now
+        return starts[0] + len(starts) * self.interval - now
 
     def assign(self, stride: int, offset: int) -> None:
         """Use every `stride`-th slot from `offset` (a waiter re-checks its slot on waking)."""

@@ -103,6 +103,7 @@ class Base(RequestHandler):
         fault = self._requested_fault() or sim.pick_fault()
         if fault is not None:
             stats.faults[fault] += 1
+            stats.faulted_calls[self.endpoint] += 1
             self.fault = fault
             if fault == "hang":
                 return self._hang()

@@ -25,6 +25,8 @@ class Stats:
     rate_limited: int = 0
     not_found: int = 0
     faults: Counter[str] = field(default_factory=Counter)
+    faulted_calls: Counter[str] = field(default_factory=Counter)
+    """Calls answered with an injected fault, per endpoint (never paid for)."""
     window: deque[float] = field(default_factory=deque)
 
     def started(self, endpoint: str, now: float, *, window: bool = True) -> None:
@@ -52,6 +54,7 @@ class Stats:
             "rate_limited": self.rate_limited,
             "not_found": self.not_found,
             "faults": {k: self.faults[k] for k in FAULT_KINDS},
+            "faulted_calls": dict(self.faulted_calls),
         }
 
 

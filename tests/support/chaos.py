@@ -58,6 +58,11 @@ class ChaosReport:
         )
 
 
+def published(stats: dict, topic: str) -> int:
+    """Messages nsqd accepted on `topic` so far."""
+    return sum(t["message_count"] for t in stats.get("topics") or [] if t["topic_name"] == topic)
+
+
 def make_input(path: Path, n: int, rng: random.Random) -> None:
     with path.open("w") as fh:
         for i in range(n):
@@ -71,7 +76,19 @@ def make_input(path: Path, n: int, rng: random.Random) -> None:
             fh.write(json.dumps({"id": f"c{i}", "asks": asks}) + "\n")
 
 
-def run_chaos(workdir: Path, records: int, seed: int, timeout: float = 600) -> ChaosReport:
+def run_chaos(
+    workdir: Path,
+    records: int,
+    seed: int,
+    timeout: float = 600,
+    *,
+    kills: bool = True,
+    only: set[str] | None = None,
+) -> ChaosReport:
+    """One chaos run; `kills=False` is the calm baseline (faults only, nothing killed),
+    `only` limits the events to some of ingest, caller, downloader, sink, nsqd."""
+    if not kills:
+        only = set()
     rng = random.Random(seed)
     report = ChaosReport(seed=seed, records=records)
     started = time.monotonic()
@@ -85,7 +102,8 @@ def run_chaos(workdir: Path, records: int, seed: int, timeout: float = 600) -> C
         sim_args = ["--seed", str(seed), "--latency-ms", "15", "--jitter-ms", "15",
                     "--fault-5xx", "0.1", "--fault-drop", "0.04", "--fault-bad-json", "0.03",
                     "--fault-truncate", "0.03"]  # fmt: skip
-        with MockUpstream(*sim_args) as sim, ServiceProcs(workdir, flags) as procs:
+        state = {"XDG_STATE_HOME": str(workdir / "state")}  # ingest's index: this run's own
+        with MockUpstream(*sim_args) as sim, ServiceProcs(workdir, flags, state) as procs:
             caller = ["--base-url", sim.url, "--access-token", sim.token, "--qps", "0",
                       "--concurrency", "30", "--retry-base-delay", "0.05",
                       "--retries", "6"]  # fmt: skip
@@ -111,10 +129,18 @@ def run_chaos(workdir: Path, records: int, seed: int, timeout: float = 600) -> C
                                        "--publish-batch-size", "20")  # fmt: skip
             proc = subprocess.Popen(ingest_cmd, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL, env=procs.env)  # fmt: skip
-            time.sleep(rng.uniform(0.6, 1.6))
+            kill_at = int(records * rng.uniform(0.1, 0.6))
+            if only is not None and "ingest" not in only:
+                kill_at = records + 1
+            asks = f"chaos{seed}.asks"
+            until = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < until:
+                if published(nsqd.stats(asks), asks) >= kill_at:
+                    break
+                time.sleep(0.01)
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
-                report.events.append("ingest killed mid-publish")
+                report.events.append(f"ingest killed -9 after {kill_at} asks published")
             else:
                 report.events.append("ingest had finished before its kill")
             proc.wait(10)
@@ -124,6 +150,7 @@ def run_chaos(workdir: Path, records: int, seed: int, timeout: float = 600) -> C
             plan = sorted(
                 [(rng.uniform(0.1, 0.8), n) for n in ("caller", "downloader", "sink", "nsqd")]
             )
+            plan = [(at, n) for at, n in plan if only is None or n in only]
             deadline = time.monotonic() + timeout
             while not done_path.exists():
                 if time.monotonic() > deadline:
@@ -191,10 +218,11 @@ def check(report: ChaosReport, out: Path, downloads: Path, n: int, stats: dict) 
         else:
             report.files_failed += 1
     report.orphan_temp_files = len([p for p in downloads.glob(".*.part-*")])
-    calls = stats.get("calls", {})
-    report.chat_calls = sum(v for k, v in calls.items() if k in ("all-tools", "gizmos"))
-    report.faults = sum(stats.get("faults", {}).values())
-    # Every successful conversation call should have become exactly one answer in the output.
+    chat = ("all-tools", "gizmos")
+    report.chat_calls = sum(v for k, v in stats.get("calls", {}).items() if k in chat)
+    report.faults = sum(v for k, v in stats.get("faulted_calls", {}).items() if k in chat)
+    # Every conversation call not faulted was paid, and should be exactly one answer in the
+    # output; the rest were paid twice (asks a killed caller had in flight, redeliveries).
     report.paid_twice = max(0, report.chat_calls - report.faults - report.asks_answered)
 
 
@@ -204,12 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--calm", action="store_true", help="faults only, nothing killed")
+    parser.add_argument("--only", default=None, help="comma list of events to keep")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
     print(f"chaos: seed {seed}", flush=True)
     workdir = Path(args.workdir or f"/tmp/gpt4batch-chaos-{seed}")
     workdir.mkdir(parents=True, exist_ok=True)
-    report = run_chaos(workdir, args.records, seed, args.timeout)
+    only = set(args.only.split(",")) if args.only else None
+    report = run_chaos(workdir, args.records, seed, args.timeout, kills=not args.calm, only=only)
     print(report.summary())
     return 1 if report.problems else 0
 
