@@ -106,7 +106,7 @@ def caller_settings(opts: RunOptions, bus_settings: BaseServiceSettings) -> Call
         upstream=opts.upstream,
         base_url=opts.base_url,
         tier=opts.tier,
-        chat_url=opts.url,
+        chat_url=opts.chat_url,
         upload_url=opts.upload_url,
         credentials=opts.credentials or DEFAULT_CREDENTIALS,
         model=model,
@@ -400,7 +400,7 @@ def resume_flags(opts: RunOptions) -> str:
         parts.append(f"--upstream {opts.upstream}")
     if opts.base_url:
         parts.append(f"--base-url {opts.base_url}")
-    for flag, value in (("-m", opts.model), ("-z", opts.gizmo_id), ("-u", opts.url),
+    for flag, value in (("-m", opts.model), ("-z", opts.gizmo_id), ("-u", opts.chat_url),
                         ("-l", opts.upload_url), ("-d", opts.download_dir)):  # fmt: skip
         if value:
             parts.append(f"{flag} {value}")

@@ -35,9 +35,17 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def _bool_flag(parser: argparse._ActionsContainer, *names: str, default: bool, help: str) -> None:
+def _bool_flag(
+    parser: argparse._ActionsContainer,
+    *names: str,
+    default: bool,
+    help: str,
+    dest: str | None = None,
+) -> None:
+    extra = {"dest": dest} if dest else {}
     parser.add_argument(
         *names,
+        **extra,
         nargs="?",
         const=True,
         default=default,
@@ -52,7 +60,8 @@ def _default(field: str) -> Any:
     return CallerSettings.model_fields[field].get_default(call_default_factory=True)
 
 
-#: The original's spellings of caller settings (flag -> settings field).
+#: The original's spellings of caller settings (flags -> settings field). Each such
+#: flag is generated from the field (type, default, help); `--<field-name>` is an alias.
 ORIGINAL_ALIASES = {
     "-g/--goroutine": "concurrency",
     "-q/--qps": "qps",
@@ -65,10 +74,41 @@ ORIGINAL_ALIASES = {
     "-p/--download-prefix": "download_prefix",
 }
 
+#: Where `run`'s default differs from the service's, and why.
+_RUN_DEFAULT_NOTES = {"model": "gpt-4-gizmo on gpt4api"}
+
 #: Settings `run` decides itself (the embedded services' plumbing).
 _NOT_FOR_RUN = frozenset(
     {"allowed_dirs", "feed_dir", "metrics_port", "metrics_host", "log_format", "log_level"}
 )
+
+
+def _value_type(name: str) -> type:
+    """int / float / str / bool of a caller setting (Optional unwrapped)."""
+    annotation = CallerSettings.model_fields[name].annotation
+    for kind in (bool, int, float):
+        if annotation is kind or kind in getattr(annotation, "__args__", ()):
+            return kind
+    return str
+
+
+def _add_original_flags(parser: argparse.ArgumentParser) -> None:
+    """The original's flags, generated from the caller settings they stand for."""
+    for spelling, name in ORIGINAL_ALIASES.items():
+        names = spelling.split("/")
+        canonical = "--" + name.replace("_", "-")
+        if canonical not in names:
+            names.append(canonical)
+        info = CallerSettings.model_fields[name]
+        help_text = (info.description or name).rstrip(".")
+        default = _default(name)
+        kind = _value_type(name)
+        if kind is bool:
+            _bool_flag(parser, *names, dest=name, default=bool(default), help=help_text)
+            continue
+        if name in _RUN_DEFAULT_NOTES:
+            help_text += f" (default {_RUN_DEFAULT_NOTES[name]})"
+        parser.add_argument(*names, dest=name, type=kind, default=default, help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,24 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("-i", "--in", "--input", dest="input", default="example.jsonl", help="input JSONL file")
     a("-o", "--out", "--output", dest="out", default="out.jsonl", help="output JSONL file")
-    a(
-        "-g",
-        "--goroutine",
-        "--concurrency",
-        dest="concurrency",
-        type=int,
-        default=_default("concurrency"),
-        help="conversations in flight at once",
-    )
-    a(
-        "-q",
-        "--qps",
-        type=float,
-        default=_default("qps"),
-        help="upstream calls per second, all calls and retries; 0 = no limit",
-    )
-    a("-m", "--model", default=None, help="model (default gpt-4-gizmo on gpt4api)")
-    a("-z", "--gizmo-id", default=None, help="GPTs gizmo id: chats go to /gizmos")
+    _add_original_flags(p)
     _bool_flag(
         p,
         "-f",
@@ -105,30 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
         help="resume: the input is a previous output; only failed records run",
     )
-    _bool_flag(
-        p,
-        "-s",
-        "--history-and-training-disabled",
-        default=True,
-        help="ask the upstream not to keep the conversations",
-    )
-    a(
-        "-u",
-        "--url",
-        "--chat-url",
-        dest="url",
-        default=None,
-        help="full chat URL (default: base URL + tier + all-tools)",
-    )
-    a("-l", "--upload-url", default=None, help="full upload URL (default: base URL + tier)")
-    _bool_flag(p, "-e", "--enable-download", default=True, help="download produced files")
     a("-d", "--download-dir", default=None, help="download folder (default: the input's folder)")
-    a(
-        "-p",
-        "--download-prefix",
-        default=_default("download_prefix"),
-        help="prefix of downloaded file names",
-    )
     _bool_flag(
         p,
         "-r",
@@ -221,7 +221,7 @@ class RunOptions:
     gizmo_id: str | None
     fix: bool
     history_and_training_disabled: bool
-    url: str | None
+    chat_url: str | None
     upload_url: str | None
     enable_download: bool
     download_dir: str | None

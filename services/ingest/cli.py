@@ -99,6 +99,6 @@ async def ingest_file(settings: IngestSettings, bus: Bus) -> IngestSummary:
             max_file_bytes=settings.max_file_bytes,
             publish_batch_size=settings.publish_batch_size,
             max_outstanding=settings.publish_concurrency,
-            progress=Progress() if settings.progress else None,
+            progress=None if settings.progress == "off" else Progress(mode=settings.progress),
             published=published,
         )

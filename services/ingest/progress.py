@@ -15,9 +15,13 @@ log = get_logger("gpt4batch.ingest")
 class Progress:
     """Callable given to `ingest(progress=…)`; throttles itself by time."""
 
-    def __init__(self, stream: TextIO | None = None, log_every: float = 5.0) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, log_every: float = 5.0, mode: str = "auto"
+    ) -> None:
+        """`mode`: auto (bar on a TTY, else log lines), bar or log, as `run --progress`."""
         self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.tty = mode == "bar" or (mode == "auto" and tty)
         self.every = 0.2 if self.tty else log_every
         self._last = time.monotonic()
         self._drawn = False

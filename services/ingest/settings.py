@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, field_validator
 
 from gpt4batch.common.settings import BaseServiceSettings
 from gpt4batch.services.ingest.validate import MIB
@@ -42,6 +44,20 @@ class IngestSettings(BaseServiceSettings):
     max_file_bytes: int = Field(
         100 * MIB, ge=0, description="Largest referenced image/file; bigger ones are rejected."
     )
-    progress: bool = Field(
-        True, description="Show progress: an updating line on a TTY, else a log line every 5 s."
+    progress: Literal["auto", "bar", "log", "off"] = Field(
+        "auto",
+        description="Progress, as in `gpt4batch run`: auto (an updating line on a TTY, else a "
+        "log line every 5 s), bar, log or off (GPT4BATCH_PROGRESS also takes true/false).",
     )
+
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _progress_from_bool(cls, value: object) -> object:
+        """The earlier boolean spelling: true = auto, false = off."""
+        if isinstance(value, bool):
+            return "auto" if value else "off"
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return "auto"
+        if isinstance(value, str) and value.lower() in ("false", "0", "no"):
+            return "off"
+        return value

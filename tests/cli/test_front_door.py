@@ -193,4 +193,4 @@ def test_run_flags_are_generated_from_the_caller_settings() -> None:
     assert o.extra == {"temperature": 0.2, "auth_retry_interval": 5.0, "max_msg_size": 4096}
     # The services' names work as aliases of the original's.
     o = parse(["--input", "a.jsonl", "--output", "b.jsonl", "--chat-url", "http://h/c"])
-    assert (o.input, o.out, o.url) == ("a.jsonl", "b.jsonl", "http://h/c")
+    assert (o.input, o.out, o.chat_url) == ("a.jsonl", "b.jsonl", "http://h/c")

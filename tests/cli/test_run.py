@@ -52,7 +52,8 @@ def test_defaults_are_the_originals() -> None:
         (["--fix", "false"], "fix", False),
         (["-s=false"], "history_and_training_disabled", False),
         (["--history_and_training_disabled=false"], "history_and_training_disabled", False),
-        (["-u", "http://h/standard/all-tools"], "url", "http://h/standard/all-tools"),
+        (["-u", "http://h/standard/all-tools"], "chat_url", "http://h/standard/all-tools"),
+        (["--chat-url", "http://h/c"], "chat_url", "http://h/c"),
         (["-l", "http://h/standard/uploaded"], "upload_url", "http://h/standard/uploaded"),
         (["--upload_url", "http://h/u"], "upload_url", "http://h/u"),
         (["-e=false"], "enable_download", False),
@@ -340,3 +341,18 @@ def test_second_ctrl_c_aborts_at_once_and_leaves_valid_files(tmp_path: Path) -> 
         again = run_cmd(tmp_path, *args)
     assert again.returncode == 0, again.stderr[-1500:]
     assert [r["id"] for r in read_jsonl(tmp_path / "out.jsonl")] == [f"r{i}" for i in range(10)]
+
+
+def test_original_flags_are_generated_from_the_caller_settings() -> None:
+    """Each original flag takes its default and help from the setting it stands for."""
+    from gpt4batch.cli.run.options import ORIGINAL_ALIASES, build_parser
+    from gpt4batch.services.caller.settings import CallerSettings
+
+    actions = {a.dest: a for a in build_parser()._actions}
+    for spelling, name in ORIGINAL_ALIASES.items():
+        action = actions[name]
+        info = CallerSettings.model_fields[name]
+        assert set(spelling.split("/")) <= set(action.option_strings)
+        assert "--" + name.replace("_", "-") in action.option_strings
+        assert action.default == info.get_default(call_default_factory=True)
+        assert (info.description or "").rstrip(".") in (action.help or "")

@@ -36,3 +36,15 @@ def test_non_tty_writes_nothing_to_the_stream() -> None:
     progress(IngestSummary(batch="b", source="s", total=5))
 
     assert out.getvalue() == ""
+
+
+def test_progress_modes_are_runs() -> None:
+    """`--progress bar|log|off|auto` as in `gpt4batch run`; the old true/false still parse."""
+    from gpt4batch.services.ingest.settings import IngestSettings
+
+    assert Progress(io.StringIO(), mode="bar").tty is True
+    assert Progress(FakeTty(), mode="log").tty is False
+    assert Progress(FakeTty(), mode="auto").tty is True
+    assert IngestSettings(input="x", progress=False).progress == "off"
+    assert IngestSettings(input="x", progress="true").progress == "auto"
+    assert IngestSettings(input="x", progress="bar").progress == "bar"
