@@ -73,8 +73,14 @@ def _check_input(path: str) -> str | None:
     return None
 
 
-async def ingest_file(settings: IngestSettings, bus: Bus) -> IngestSummary:
-    """Ingest `settings.input` on a started bus (shared by `-i FILE` and the inbox)."""
+async def ingest_file(
+    settings: IngestSettings, bus: Bus, *, final_path: Path | None = None
+) -> IngestSummary:
+    """Ingest `settings.input` on a started bus (shared by `-i FILE` and the inbox).
+
+    `final_path`: where the file will live once published (the inbox moves it), the
+    location the batch's manifest names.
+    """
     with open_input(settings.input) as source:
         batch = settings.batch or default_batch_id(source.path)
         glog.get_logger("gpt4batch.ingest").info(
@@ -92,7 +98,7 @@ async def ingest_file(settings: IngestSettings, bus: Bus) -> IngestSummary:
             source=source.name,
             base_dir=source.base_dir,
             fix=settings.fix,
-            input_path=str(source.path) if source.path else None,
+            input_path=str(final_path or source.path) if source.path else None,
             input_sha256=digest,
             input_size=source.path.stat().st_size if source.path else None,
             max_line_bytes=settings.max_line_bytes,

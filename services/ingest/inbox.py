@@ -33,7 +33,9 @@ SUFFIX = ".jsonl"
 
 log = glog.get_logger("gpt4batch.ingest.inbox")
 
-IngestFile = Callable[[Path], Awaitable[Any]]
+#: `ingest_file(path, final)`: publish the file at `path`, whose manifest names `final`,
+#: where the file will live once published (the inbox moves it to processed/).
+IngestFile = Callable[[Path, Path], Awaitable[Any]]
 
 
 class InboxSettings(IngestSettings):
@@ -59,9 +61,10 @@ def _unique_target(folder: Path, name: str) -> Path:
     return target
 
 
-def _move(path: Path, folder: Path) -> Path:
+def _move(path: Path, folder: Path, target: Path | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    target = _unique_target(folder, path.name)
+    if target is None or target.exists():
+        target = _unique_target(folder, path.name)
     shutil.move(path, target)  # a rename on one filesystem, copy + delete across mounts
     return target
 
@@ -105,8 +108,9 @@ async def watch_inbox(
 
 async def _take(path: Path, processed: Path, failed: Path, ingest_file: IngestFile) -> None:
     log.info("ingesting inbox file", file=str(path))
+    final = _unique_target(processed, path.name)  # the manifest names where the file will be
     try:
-        await ingest_file(path)
+        await ingest_file(path, final)
     except BusError as exc:
         log.error("publishing failed; will retry", file=str(path), error=str(exc))
         return
@@ -114,7 +118,7 @@ async def _take(path: Path, processed: Path, failed: Path, ingest_file: IngestFi
         target = _move(path, failed)
         log.error("cannot ingest file", file=str(path), moved_to=str(target), error=str(exc))
         return
-    target = _move(path, processed)
+    target = _move(path, processed, final)
     log.info("inbox file published", file=str(path), moved_to=str(target))
 
 
@@ -139,8 +143,9 @@ def build(settings: InboxSettings) -> App:
     failed = Path(settings.failed_dir) if settings.failed_dir else inbox / "failed"
 
     async def watch(bus: Bus, stop: asyncio.Event) -> int:
-        async def ingest_one(path: Path) -> None:
-            summary = await ingest_file(settings.model_copy(update={"input": str(path)}), bus)
+        async def ingest_one(path: Path, final: Path) -> None:
+            one = settings.model_copy(update={"input": str(path)})
+            summary = await ingest_file(one, bus, final_path=final)
             log.info("batch published", summary=summary.line())
 
         log.info("watching inbox", inbox=str(inbox), processed=str(processed))
