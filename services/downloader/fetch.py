@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import os
 import secrets
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -58,6 +60,39 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+#: Temp files being written are named `.<name>.part-<random>` beside their target.
+PART_GLOB = ".*.part-*"
+
+
+def sweep_orphan_parts(folder: Path, min_age: float = 2.0) -> int:
+    """Remove temp files that no live download holds (a killed downloader's leftovers).
+
+    A download holds an exclusive flock on its temp file while writing; the kernel
+    drops it when the writer dies, so a file whose lock can be taken is an orphan.
+    Files younger than `min_age` seconds are left (a writer may not have locked yet).
+    """
+    removed = 0
+    now = time.time()
+    for part in folder.rglob(PART_GLOB):
+        try:
+            if not part.is_file() or now - part.stat().st_mtime < min_age:
+                continue
+            fd = os.open(part, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live download is writing it
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+                removed += 1
+        finally:
+            os.close(fd)
+    return removed
+
+
 def _finish(fd: int, tmp: Path, target: Path) -> None:
     """Blocking tail of a download: fsync, close, rename into place, fsync the folder."""
     os.fsync(fd)
@@ -86,6 +121,7 @@ async def fetch_to(
                     f"too large: Content-Length {declared} > {max_bytes} bytes", transient=False
                 )
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until closed: not an orphan
             digest = hashlib.sha256()
             size = 0
             async for chunk in resp.aiter_bytes(CHUNK):

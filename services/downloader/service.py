@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
 
 from gpt4batch.common.bus import Bus
+from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import DownloadJob
 from gpt4batch.common.topics import Channels
 from gpt4batch.services.downloader.downloader import Downloader
+from gpt4batch.services.downloader.fetch import sweep_orphan_parts
 from gpt4batch.services.downloader.settings import DownloaderSettings
+
+log = get_logger("gpt4batch.downloader")
 
 USER_AGENT = "gpt4batch-downloader"
 
@@ -49,7 +54,11 @@ class DownloaderService:
         )
 
     async def start(self) -> None:
-        Path(self.settings.download_dir).mkdir(parents=True, exist_ok=True)
+        folder = Path(self.settings.download_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        removed = await asyncio.to_thread(sweep_orphan_parts, folder)
+        if removed:
+            log.info("removed temp files of interrupted downloads", count=removed)
         self.downloader.client = make_client(self.settings)
 
     async def close(self) -> None:

@@ -155,3 +155,31 @@ def test_logged_location_drops_the_signature() -> None:
 )
 def test_retry_after_parsing(header: str | None, expected: float | None) -> None:
     assert parse_retry_after(header) == expected
+
+
+def test_a_killed_downloads_temp_files_are_swept_but_live_ones_stay(tmp_path: Path) -> None:
+    """Orphan `.part` files (their writer died: no flock) go at start; held or fresh ones stay."""
+    import fcntl
+    import os
+
+    from gpt4batch.services.downloader.fetch import sweep_orphan_parts
+
+    sub = tmp_path / "batch"
+    sub.mkdir()
+    orphan = sub / ".a.png.part-0123456789ab"
+    live = tmp_path / ".b.png.part-ba9876543210"
+    fresh = tmp_path / ".c.png.part-aaaaaaaaaaaa"
+    for path in (orphan, live, fresh):
+        path.write_bytes(b"half a picture")
+    for path in (orphan, live):
+        os.utime(path, (1, 1))  # old enough to judge
+    keeper = os.open(live, os.O_WRONLY)
+    fcntl.flock(keeper, fcntl.LOCK_EX)  # a download still writing it
+    try:
+        assert sweep_orphan_parts(tmp_path) == 1
+    finally:
+        os.close(keeper)
+    assert not orphan.exists()
+    assert live.exists() and fresh.exists()
+    assert sweep_orphan_parts(tmp_path) == 1  # the lock is gone now: an orphan too
+    assert not live.exists() and fresh.exists()
