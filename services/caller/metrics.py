@@ -32,3 +32,7 @@ CONCURRENCY_LIMIT = Gauge(
 RECORDS = Counter(
     f"{NAMESPACE}_caller_records_total", "Conversations finished, by outcome.", ["outcome"]
 )
+REDELIVERED_ANSWERED = Counter(
+    f"{NAMESPACE}_caller_redelivered_answered_total",
+    "Asks redelivered after this caller had published their result: finished, not paid again.",
+)

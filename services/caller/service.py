@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import suppress
 
@@ -37,6 +38,10 @@ from gpt4batch.services.caller.paths import PathPolicy
 from gpt4batch.services.caller.settings import CallerSettings
 
 log = get_logger("gpt4batch.caller")
+
+#: How many answered message ids a caller remembers (a few MB): far more than can be
+#: in flight when nsqd restarts, so a redelivery of an answered ask is never paid again.
+ANSWERED_MEMORY = 100_000
 
 _ENDPOINTS = {"uploaded": "upload", "all-tools": "chat", "gizmos": "chat", "completions": "chat"}
 
@@ -119,6 +124,8 @@ class CallerService:
         self._own_http = http is None
         self._clients: dict[str, ConversationClient] = {}
         self._bus: Bus | None = None
+        # NSQ ids of asks whose result this process already published (bounded, oldest out).
+        self._answered: OrderedDict[str, None] = OrderedDict()
         self.runner = ConversationRunner(
             client_for=self.client_for,
             default_kind=self.config.kind,
@@ -182,6 +189,11 @@ class CallerService:
 
         A refused token (401/403) is no result: the ask goes back (see `auth_gate`).
         """
+        if delivery.id in self._answered:
+            # Redelivered after we published its result (nsqd restarted before our FIN
+            # reached it, or the FIN was lost): the result is on NSQ; never pay again.
+            metrics.REDELIVERED_ANSWERED.inc()
+            return
         if not self.auth.admits():
             raise Requeue("the upstream refuses the token", delay=self.auth.retry_interval or 1.0)
         self.calls.conversation(len(msg.record.asks))
@@ -206,7 +218,13 @@ class CallerService:
             await publish_feed(
                 self.bus, self.settings.feed_topic, outcome.record, self.settings.feed_dir
             )
+        self._remember_answered(delivery.id)
         log.debug("record done", record=msg.record.id, ok=outcome.ok, attempts=delivery.attempts)
+
+    def _remember_answered(self, message_id: str) -> None:
+        self._answered[message_id] = None
+        if len(self._answered) > ANSWERED_MEMORY:
+            self._answered.popitem(last=False)
 
     def _throttle_asks(self, max_in_flight: int | None) -> None:
         if self._bus is not None:

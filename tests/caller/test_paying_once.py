@@ -169,3 +169,43 @@ def test_a_long_conversation_is_never_run_twice_at_once_on_real_nsqd(
         else:
             assert len(starts) >= 2  # redelivered while the first run was still going
             assert starts[1] - starts[0] < 8 * 0.7
+
+
+def test_a_redelivered_ask_whose_result_was_published_is_not_paid_again() -> None:
+    """nsqd redelivers an in-flight ask after a restart with the same message id: the caller
+    that already published its result finishes it without calling the upstream."""
+    with MockUpstream("--seed", "3") as mock:
+        msg = AskMessage(
+            batch="b", seq=0, record=Record.model_validate(record(0, asks=1)), base_dir=str(DATA)
+        )
+
+        class Redelivery:
+            id = "0a1b2c3d4e5f6071"
+            attempts = 1
+
+            def touch(self) -> None:
+                return None
+
+        async def scenario() -> int:
+            from gpt4batch.common.memory_bus import MemoryBus
+            from gpt4batch.common.topics import Topics
+
+            bus = MemoryBus(topics=Topics("t"), record=True)
+            service = CallerService(caller_settings(mock))
+            await service.start()
+            service.register(bus)
+            try:
+                await service.handle(msg, Redelivery())
+                await service.handle(msg, Redelivery())  # the same NSQ message again
+                second = Redelivery()
+                second.id = "ffffffffffffffff"  # a new message (e.g. ingest --fix): runs
+                await service.handle(msg, second)
+            finally:
+                await service.close()
+            return len(bus.published[bus.topics.results])
+
+        before = mock.stats()["total_calls"]
+        results = asyncio.run(scenario())
+        calls = mock.stats()["total_calls"] - before
+    assert results == 2
+    assert calls == 2 * 3  # two runs of two uploads + one chat; the redelivery paid nothing
