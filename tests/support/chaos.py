@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -238,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
     print(f"chaos: seed {seed}", flush=True)
     workdir = Path(args.workdir or f"/tmp/gpt4batch-chaos-{seed}")
+    if workdir.exists() and any(workdir.iterdir()):
+        # A rerun of a seed must start from nothing: an earlier run's output would be resumed.
+        shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(",")) if args.only else None
     report = run_chaos(workdir, args.records, seed, args.timeout, kills=not args.calm, only=only)
