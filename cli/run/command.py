@@ -120,7 +120,7 @@ def caller_settings(opts: RunOptions, bus_settings: BaseServiceSettings) -> Call
         download_prefix=opts.download_prefix,
         # Asks upload only files in the input's folder (symlinks resolved first).
         allowed_dirs=[str(Path(opts.input).resolve().parent)],
-        feed=opts.feed,
+        feed=opts.feed and opts.enable_nsq,  # the feed is an NSQ topic: only with -n
         feed_topic=opts.feed_topic,
         feed_dir=str(Path(opts.download_dir or Path(opts.input).parent).resolve()),
         # In-process (no -n) no message can time out, so no conversation deadline.

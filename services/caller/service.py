@@ -20,7 +20,6 @@ from gpt4batch.common.errors import (
     Requeue,
 )
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.memory_bus import MemoryBus
 from gpt4batch.common.messages import AskMessage, IErr, ResultMessage
 from gpt4batch.common.metrics import READINESS
 from gpt4batch.common.result_parts import TooLarge, split_result
@@ -214,7 +213,7 @@ class CallerService:
             await self._publish_paid(topics.results, [result])
         except MessageTooLarge as exc:
             await self._publish_large(result, exc)
-        if self.settings.feed and not isinstance(self.bus, MemoryBus):
+        if self.settings.feed:
             await publish_feed(
                 self.bus, self.settings.feed_topic, outcome.record, self.settings.feed_dir
             )
