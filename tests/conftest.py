@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.nsq_servers import Nsqd, Nsqlookupd, run_nsqd, run_nsqlookupd
+from tests.support.pipeline import ServiceProcs, nsq_flags
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +33,15 @@ def nsqd(nsq_workdir: Path, nsqlookupd: Nsqlookupd) -> Iterator[Nsqd]:
 @pytest.fixture
 def topic_prefix() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def procs(
+    tmp_path: Path, nsqd: Nsqd, nsqlookupd: Nsqlookupd, topic_prefix: str
+) -> Iterator[ServiceProcs]:
+    """The services as subprocesses on the session's nsqd, stopped after the test."""
+    with ServiceProcs(tmp_path, nsq_flags(nsqd, nsqlookupd, topic_prefix)) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)

@@ -12,8 +12,7 @@ import httpx
 import pytest
 
 from tests.support.mock_upstream import MockUpstream
-from tests.support.nsq_servers import Nsqd, Nsqlookupd
-from tests.support.pipeline import ServiceProcs, count_lines, nsq_flags, read_jsonl, wait_for
+from tests.support.pipeline import ServiceProcs, count_lines, read_jsonl, wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -23,14 +22,6 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 def mock() -> Iterator[MockUpstream]:
     with MockUpstream("--seed", "5") as server:
         yield server
-
-
-@pytest.fixture
-def procs(
-    tmp_path: Path, nsqd: Nsqd, nsqlookupd: Nsqlookupd, topic_prefix: str
-) -> Iterator[ServiceProcs]:
-    with ServiceProcs(tmp_path, nsq_flags(nsqd, nsqlookupd, topic_prefix)) as running:
-        yield running
 
 
 def caller_flags(mock: MockUpstream, *extra: str) -> list[str]:

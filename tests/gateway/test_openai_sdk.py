@@ -18,8 +18,8 @@ import pytest
 from openai import OpenAI
 
 from tests.support.mock_upstream import MockUpstream
-from tests.support.nsq_servers import Nsqd, Nsqlookupd, free_port
-from tests.support.pipeline import ServiceProcs, nsq_flags, wait_for
+from tests.support.nsq_servers import free_port
+from tests.support.pipeline import ServiceProcs, wait_for
 
 KEY = "sk-gateway-test"
 TERMINAL = ("completed", "failed", "cancelled", "expired")
@@ -36,14 +36,6 @@ def flaky_mock() -> Iterator[MockUpstream]:
 def slow_mock() -> Iterator[MockUpstream]:
     with MockUpstream("--seed", "13", "--latency-ms", "250") as server:
         yield server
-
-
-@pytest.fixture
-def procs(
-    tmp_path: Path, nsqd: Nsqd, nsqlookupd: Nsqlookupd, topic_prefix: str
-) -> Iterator[ServiceProcs]:
-    with ServiceProcs(tmp_path, nsq_flags(nsqd, nsqlookupd, topic_prefix)) as running:
-        yield running
 
 
 class Gateway:
