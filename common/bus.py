@@ -55,6 +55,9 @@ class Delivery(Protocol):
 
 
 Handler = Callable[[M, Delivery], Awaitable[None]]
+BatchHandler = Callable[[list[tuple[M, Delivery]]], Awaitable[list[Exception | None]]]
+"""Handles several messages at once; returns one outcome per message, in order: None
+(→ FIN) or the exception that message's handling ended with (→ as for `Handler`)."""
 
 
 class TransportMessage(Protocol):
@@ -81,8 +84,11 @@ class Subscription(Generic[M]):
     topic: str
     channel: str
     model: type[M]
-    handler: Handler[M]
+    handler: Handler[M] | None
     max_in_flight: int
+    batch_handler: BatchHandler[M] | None = None
+    batch_every: int = 500
+    batch_interval: float = 0.05
 
 
 def encode(body: BaseModel | bytes) -> bytes:
@@ -174,6 +180,25 @@ class Bus(abc.ABC):
         check_name(channel, "channel")
         self._subscriptions.append(Subscription(topic, channel, model, handler, max_in_flight))
 
+    def subscribe_batches(
+        self,
+        topic: str,
+        channel: str,
+        model: type[M],
+        handler: BatchHandler[M],
+        *,
+        max_in_flight: int = 200,
+        every: int = 500,
+        interval: float = 0.05,
+    ) -> None:
+        """Register a handler of message batches (see `BatchDispatcher`): it gets up to
+        `every` messages, those that arrived within `interval` s of the first."""
+        check_name(topic)
+        check_name(channel, "channel")
+        self._subscriptions.append(
+            Subscription(topic, channel, model, None, max_in_flight, handler, every, interval)
+        )
+
     @abc.abstractmethod
     async def start(self) -> None:
         """Connect and start consuming every subscription."""
@@ -200,7 +225,7 @@ class Bus(abc.ABC):
         """Remove `channel` (and what it still holds) from `topic`."""
 
     def dispatcher(self, sub: Subscription[Any]) -> Dispatcher:
-        return Dispatcher(self, sub)
+        return Dispatcher(self, sub) if sub.batch_handler is None else BatchDispatcher(self, sub)
 
     async def dead_letter(self, sub: Subscription[Any], msg: TransportMessage, reason: str) -> None:
         await self.publish(self.topics.dead, self.letter_for(sub, msg, reason))
@@ -301,28 +326,8 @@ class Dispatcher:
             msg.requeue(0)
             self._count("requeue")
             raise
-        except Requeue as exc:
-            delay = exc.delay if exc.delay is not None else backoff_delay(msg.attempts)
-            msg.requeue(delay)
-            self._count("requeue")
-        except Poison as exc:
-            await self._dead(msg, exc.reason)
         except Exception as exc:
-            reason = redact_text(f"{type(exc).__name__}: {exc}")
-            if msg.attempts >= self.bus.max_attempts:
-                log.error("handler failed, giving up", topic=sub.topic, id=msg.id, error=reason)
-                await self._dead(msg, f"gave up after {msg.attempts} attempts: {reason}")
-            else:
-                log.warning(
-                    "handler failed, will retry",
-                    topic=sub.topic,
-                    id=msg.id,
-                    attempts=msg.attempts,
-                    error=reason,
-                    exc_info=not isinstance(exc, OSError),
-                )
-                msg.requeue(backoff_delay(msg.attempts))
-                self._count("requeue")
+            await self._failed(msg, exc)
         else:
             msg.finish()
             self._count("finish")
@@ -330,6 +335,32 @@ class Dispatcher:
             self._working.pop(id(msg), None)
             self._in_flight_gauge.dec()
             self._handler_seconds.observe(time.perf_counter() - started)
+
+    async def _failed(self, msg: TransportMessage, exc: Exception) -> None:
+        """Acknowledge a message whose handling raised `exc` (see the module docstring)."""
+        if isinstance(exc, Requeue):
+            delay = exc.delay if exc.delay is not None else backoff_delay(msg.attempts)
+            msg.requeue(delay)
+            self._count("requeue")
+        elif isinstance(exc, Poison):
+            await self._dead(msg, exc.reason)
+        else:
+            topic = self.sub.topic
+            reason = redact_text(f"{type(exc).__name__}: {exc}")
+            if msg.attempts >= self.bus.max_attempts:
+                log.error("handler failed, giving up", topic=topic, id=msg.id, error=reason)
+                await self._dead(msg, f"gave up after {msg.attempts} attempts: {reason}")
+            else:
+                log.warning(
+                    "handler failed, will retry",
+                    topic=topic,
+                    id=msg.id,
+                    attempts=msg.attempts,
+                    error=reason,
+                    exc_info=not isinstance(exc, OSError),
+                )
+                msg.requeue(backoff_delay(msg.attempts))
+                self._count("requeue")
 
     async def _dead(self, msg: TransportMessage, reason: str) -> None:
         try:
@@ -365,6 +396,130 @@ class Dispatcher:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=5)
+
+
+class BatchDispatcher(Dispatcher):
+    """Runs a subscription's batch handler on groups of deliveries and acknowledges each.
+
+    Group commit: a delivery waits up to `batch_interval` s (or until `batch_every` have
+    arrived) and the handler gets the whole group, so it can make one write and one
+    fsync for all of them; each message is then acknowledged by its own outcome, as by
+    `Dispatcher.run`. One group is handled at a time; the next gathers meanwhile. No
+    task per message: `spawn` returns a future that resolves once its message is
+    acknowledged. `handler_duration_seconds` gets one observation per group.
+    """
+
+    def __init__(self, bus: Bus, sub: Subscription[Any]) -> None:
+        super().__init__(bus, sub)
+        self._pending: list[tuple[TransportMessage, asyncio.Future[None]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._due = False
+        self._finished = metrics.MESSAGES.labels(*self._labels, "finish")
+        self._seconds = metrics.HANDLER_SECONDS.labels(*self._labels)
+
+    def spawn(self, msg: TransportMessage) -> asyncio.Future[None] | None:  # type: ignore[override]
+        if self.stopping:
+            msg.requeue(0)
+            self._count("requeue")
+            return None
+        loop = asyncio.get_running_loop()
+        acked: asyncio.Future[None] = loop.create_future()
+        self._pending.append((msg, acked))
+        if len(self._pending) >= self.sub.batch_every:
+            self._kick()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.sub.batch_interval, self._kick)
+        return acked
+
+    def _kick(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._due = True
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.get_running_loop().create_task(self._run_groups())
+            self.in_flight.add(self._runner)
+            self._runner.add_done_callback(self.in_flight.discard)
+
+    async def _run_groups(self) -> None:
+        while self._due and self._pending:
+            self._due = False
+            group, self._pending = self._pending, []
+            try:
+                await self._run_group(group)
+            finally:
+                for _, acked in group:
+                    if not acked.done():
+                        acked.set_result(None)
+            if len(self._pending) >= self.sub.batch_every or (self._pending and self.stopping):
+                self._due = True
+            elif self._pending and self._timer is None:
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_later(self.sub.batch_interval, self._kick)
+
+    async def _run_group(self, group: list[tuple[TransportMessage, asyncio.Future[None]]]) -> None:
+        sub = self.sub
+        assert sub.batch_handler is not None
+        items: list[tuple[Any, TransportMessage]] = []
+        for msg, _ in group:
+            try:
+                items.append((sub.model.model_validate_json(msg.body), msg))
+            except ValidationError as exc:
+                await self._dead(msg, f"invalid {sub.model.__name__}: {_short_errors(exc)}")
+        if not items:
+            return
+        started = time.perf_counter()
+        self._in_flight_gauge.inc(len(items))
+        working = self._working
+        for _, msg in items:
+            working[id(msg)] = msg
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._keep_touching())
+        settled = 0
+        try:
+            try:
+                outcomes = await sub.batch_handler(items)
+                if len(outcomes) != len(items):
+                    raise RuntimeError(f"{len(outcomes)} outcomes for {len(items)} messages")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                outcomes = [exc] * len(items)
+            finished = 0
+            for (_, msg), outcome in zip(items, outcomes, strict=True):
+                if outcome is None:
+                    msg.finish()
+                    finished += 1
+                else:
+                    await self._failed(msg, outcome)
+                settled += 1
+            self._finished.inc(finished)
+        except asyncio.CancelledError:
+            self._requeue_now([msg for _, msg in items[settled:]])
+            raise
+        finally:
+            for _, msg in items:
+                working.pop(id(msg), None)
+            self._in_flight_gauge.dec(len(items))
+            self._seconds.observe(time.perf_counter() - started)
+
+    def _requeue_now(self, msgs: list[TransportMessage]) -> None:
+        for msg in msgs:
+            msg.requeue(0)
+        if msgs:
+            metrics.MESSAGES.labels(*self._labels, "requeue").inc(len(msgs))
+
+    async def drain(self, grace: float) -> None:
+        """Handle what is gathered at once, then drain as `Dispatcher.drain`."""
+        self.stopping = True
+        if self._pending:
+            self._kick()
+        await super().drain(grace)
+        left, self._pending = self._pending, []  # a group cancelled past the grace
+        self._requeue_now([msg for msg, _ in left])
+        for _, acked in left:
+            acked.set_result(None)
 
 
 def _utf8(data: bytes, *, cut: bool) -> str | None:

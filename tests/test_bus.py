@@ -233,7 +233,12 @@ def test_poison_and_exhausted_retries_are_dead_lettered(make_bus: BusFactory) ->
 
 
 def test_touch_keeps_a_slow_message_from_timing_out(nsqd: Nsqd, topic_prefix: str) -> None:
-    """nsqd here runs with --msg-timeout=3s; the handler takes 5 s but touches every 1 s."""
+    """nsqd here runs with --msg-timeout=3s; the handler takes 12 s but touches every 1 s.
+
+    12 s, not just over the timeout: nsqd finds a timed-out message only when its queue
+    scan visits the channel, 3 to 8 s after delivery (see the control test below), so a
+    shorter handler would pass even if the touches did nothing.
+    """
 
     async def scenario() -> None:
         settings = BaseServiceSettings(
@@ -244,13 +249,13 @@ def test_touch_keeps_a_slow_message_from_timing_out(nsqd: Nsqd, topic_prefix: st
 
         async def handle(msg: BatchManifest, delivery: Delivery) -> None:
             attempts.append(delivery.attempts)
-            await asyncio.sleep(5)
+            await asyncio.sleep(12)
 
         bus.subscribe(bus.topics.batches, "slow", BatchManifest, handle)
         await bus.start()
         await bus.publish(bus.topics.batches, BatchManifest(batch="b", total=1))
         await collect_until(attempts, 1)
-        await asyncio.sleep(6)
+        await asyncio.sleep(13)
         await bus.stop(grace=1)
         assert attempts == [1]
         channels = nsqd.stats(bus.topics.batches)["topics"][0]["channels"]
@@ -262,26 +267,42 @@ def test_touch_keeps_a_slow_message_from_timing_out(nsqd: Nsqd, topic_prefix: st
 
 
 def test_without_touch_nsqd_redelivers(nsqd: Nsqd, topic_prefix: str) -> None:
-    """The control for the test above: with touches too rare, nsqd times the message out."""
+    """The control for the test above: with touches too rare, nsqd times the message out.
+
+    nsqd does not redeliver at --msg-timeout (3 s) sharp: it finds a timed-out message
+    only when its queue scan visits the channel (20 random channels every 100 ms, from a
+    channel list refreshed every 5 s), so the redelivery comes 3 to 8 s after the
+    delivery, later still when nsqd holds many channels (a whole test session's). A
+    first attempt that returned after a fixed 5 s FINs the message whenever the scan
+    comes later, and nsqd accepts that FIN (the message is still in flight for it): no
+    redelivery, ever. So the first attempt holds the message, untouched, until the
+    second one arrives.
+    """
 
     async def scenario() -> None:
         settings = BaseServiceSettings(
-            nsqd_tcp_address=[nsqd.tcp_address], topic_prefix=topic_prefix, touch_interval=30
+            nsqd_tcp_address=[nsqd.tcp_address], topic_prefix=topic_prefix, touch_interval=3600
         )
         bus = NsqBus(settings, service="test")
         attempts: list[int] = []
+        redelivered = asyncio.Event()
 
         async def handle(msg: BatchManifest, delivery: Delivery) -> None:
             attempts.append(delivery.attempts)
             if delivery.attempts == 1:
-                await asyncio.sleep(5)
+                await redelivered.wait()
+            else:
+                redelivered.set()
 
         bus.subscribe(bus.topics.batches, "slow", BatchManifest, handle)
         await bus.start()
         await bus.publish(bus.topics.batches, BatchManifest(batch="b", total=1))
-        await collect_until(attempts, 2, timeout=15)
-        await bus.stop(grace=6)
+        await collect_until(attempts, 2, timeout=40)
+        await bus.stop(grace=1)
         assert attempts[:2] == [1, 2]
+        channels = nsqd.stats(bus.topics.batches)["topics"][0]["channels"]
+        (stats,) = [c for c in channels if c["channel_name"] == "slow"]
+        assert stats["timeout_count"] == 1
 
     run(scenario())
 

@@ -25,6 +25,7 @@ import yarl
 from httpx_aiohttp import AiohttpTransport
 
 from gpt4batch.common.errors import RetryableError
+from gpt4batch.common.tls import client_context
 from gpt4batch.common.upstreams import errors
 
 #: JSON request bodies: compact, UTF-8 as is, no NaN (one encoder, not one per call).
@@ -60,11 +61,12 @@ class UpstreamHttp(httpx.AsyncClient):
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
         # Built now, not at the first call: loading the CA bundle takes tens of ms, which
         # would land between a paced start and its arrival at the upstream.
-        self._ssl = httpx.create_ssl_context()
+        # One context for both paths, shared by the process (common/tls.py).
+        self._ssl = client_context()
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
-        transport = AiohttpTransport(limits=limits, client=self.session)
+        transport = AiohttpTransport(verify=self._ssl, limits=limits, client=self.session)
         super().__init__(limits=limits, transport=transport, **httpx_kwargs)
 
     def session(self) -> aiohttp.ClientSession:

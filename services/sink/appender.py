@@ -65,6 +65,14 @@ class SyncedAppender:
             self._timer = loop.call_later(self.interval, self._kick)
         return fut
 
+    def write_now(self, data: bytes) -> asyncio.Future[None]:
+        """Queue `data` (whole lines) and flush at once: for a caller that gathered a group
+        itself (group commit). The future resolves once `data` is fsynced."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((data, fut))
+        self._kick()
+        return fut
+
     def _kick(self) -> None:
         if self._timer is not None:
             self._timer.cancel()

@@ -118,10 +118,11 @@ class SeqSet:
 
 def entry_line(seq: int, ok: bool, record_json: str | bytes, files: list[str] = ()) -> bytes:  # type: ignore[assignment]
     record = record_json.encode() if isinstance(record_json, str) else record_json
+    names = json.dumps(list(files), separators=(",", ":")).encode() if files else b"[]"
     return b'{"seq":%d,"ok":%s,"files":%s,"record":%s}\n' % (
         seq,
         b"true" if ok else b"false",
-        json.dumps(list(files), separators=(",", ":")).encode(),
+        names,
         record,
     )
 
@@ -401,33 +402,88 @@ class BatchLedger:
 
     # --- appending ------------------------------------------------------------------
     async def add_result(self, msg: ResultMessage) -> bool:
-        """Append the record's entry (then its reject row); False when it adds nothing.
+        """`add_results` of one message."""
+        return (await self.add_results([msg]))[0]
 
-        Returns once the entry is fsynced (the caller FINs then). A success for a
-        seq that failed replaces it (`ingest --fix`, reconcile).
+    async def add_results(self, msgs: list[ResultMessage]) -> list[bool]:
+        """Append the messages' entries in one write and one fsync (then their reject rows);
+        for each message, whether it added something (False: a duplicate).
+
+        Returns once the entries are fsynced (the caller FINs then). A success for a
+        seq that failed replaces it (`ingest --fix`, reconcile). Of several messages
+        for one seq in `msgs`, the first success (else the first) is written.
         """
-        ok = msg.record.iErr is None
-        if msg.seq in self.seen and not (ok and msg.seq in self.failed):
-            self.counts.duplicates += 1
-            metrics.DUPLICATES.labels("output").inc()
-            return False
-        files = list(msg.planned_downloads) or planned_files(msg.record)
-        key = ("seq", msg.seq)
-        return await self._once(key, self._write_result(msg, ok, files))
+        added = [False] * len(msgs)
+        chosen: dict[int, int] = {}  # seq → index of the message written for it
+        busy: list[asyncio.Task[Any]] = []
+        for i, msg in enumerate(msgs):
+            seq = msg.seq
+            ok = msg.record.iErr is None
+            if seq in self.seen and not (ok and seq in self.failed):
+                self._duplicate()
+                continue
+            writing = self._writing.get(("seq", seq))
+            if writing is not None:  # an earlier call is writing this seq: wait for it
+                busy.append(writing)
+                continue
+            first = chosen.get(seq)
+            if first is None:
+                chosen[seq] = i
+                continue
+            self._duplicate()
+            if ok and msgs[first].record.iErr is not None:
+                chosen[seq] = i
+        if chosen:
+            order = list(chosen.values())
+            task = asyncio.get_running_loop().create_task(
+                self._write_results([msgs[i] for i in order])
+            )
+            keys = [("seq", seq) for seq in chosen]
+            for key in keys:
+                self._writing[key] = task
+            task.add_done_callback(lambda done: self._release(keys, done))
+            # Shielded: a handler cancelled at shutdown must not leave lines on disk
+            # that were never counted.
+            for i, was_added in zip(order, await asyncio.shield(task), strict=True):
+                added[i] = was_added
+        for writing in busy:
+            await asyncio.shield(writing)
+        return added
 
-    async def _write_result(self, msg: ResultMessage, ok: bool, files: list[str]) -> bool:
-        line = entry_line(msg.seq, ok, msg.record_json(), files)
-        await self._journal.submit(line)
-        if not self._count_entry(msg.seq, ok, files):
-            return False
-        metrics.LINES_WRITTEN.labels("output").inc()
-        metrics.BATCH_WRITTEN.labels(self.batch).set(self.counts.done)
-        reject = msg.reject
-        if reject is not None and reject.line not in self.reject_rows:
-            await self._rejects.submit((reject.model_dump_json() + "\n").encode())
-            self.reject_rows.add(reject.line)
-            metrics.LINES_WRITTEN.labels("rejects").inc()
-        return True
+    def _duplicate(self) -> None:
+        self.counts.duplicates += 1
+        metrics.DUPLICATES.labels("output").inc()
+
+    def _release(self, keys: list[tuple[str, object]], task: asyncio.Task[Any]) -> None:
+        for key in keys:
+            if self._writing.get(key) is task:
+                del self._writing[key]
+
+    async def _write_results(self, msgs: list[ResultMessage]) -> list[bool]:
+        lines: list[bytes] = []
+        entries: list[tuple[int, bool, list[str]]] = []
+        for msg in msgs:
+            ok = msg.record.iErr is None
+            files = list(msg.planned_downloads) or planned_files(msg.record)
+            lines.append(entry_line(msg.seq, ok, msg.record_json(), files))
+            entries.append((msg.seq, ok, files))
+        await self._journal.write_now(b"".join(lines))
+        added = [self._count_entry(seq, ok, files) for seq, ok, files in entries]
+        written = added.count(True)
+        if written:
+            metrics.LINES_WRITTEN.labels("output").inc(written)
+            metrics.BATCH_WRITTEN.labels(self.batch).set(self.counts.done)
+        rows: dict[int, Reject] = {}
+        for msg, was_added in zip(msgs, added, strict=True):
+            reject = msg.reject
+            if was_added and reject is not None and reject.line not in self.reject_rows:
+                rows.setdefault(reject.line, reject)
+        if rows:
+            data = b"".join((row.model_dump_json() + "\n").encode() for row in rows.values())
+            await self._rejects.write_now(data)
+            self.reject_rows.update(rows)
+            metrics.LINES_WRITTEN.labels("rejects").inc(len(rows))
+        return added
 
     async def add_download(self, msg: DownloadResult) -> bool:
         """Append a DownloadResult row; False when this file already has this outcome

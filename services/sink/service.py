@@ -33,8 +33,14 @@ class SinkService:
     def register(self, bus: Bus) -> None:
         self.sink.bus = bus
         topics, mif = bus.topics, self.settings.max_in_flight
-        bus.subscribe(
-            topics.results, Channels.SINK, ResultMessage, self.sink.handle_result, max_in_flight=mif
+        bus.subscribe_batches(  # group commit: one write + fsync per group of results
+            topics.results,
+            Channels.SINK,
+            ResultMessage,
+            self.sink.handle_results,
+            max_in_flight=mif,
+            every=self.settings.fsync_every,
+            interval=self.settings.fsync_interval_ms / 1000,
         )
         bus.subscribe(
             topics.downloaded,

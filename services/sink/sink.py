@@ -193,6 +193,34 @@ class Sink:
                 self.on_record(msg)
         await self.maybe_complete(ledger)
 
+    async def handle_results(
+        self, items: list[tuple[ResultMessage, Delivery]]
+    ) -> list[Exception | None]:
+        """A group of results (`Bus.subscribe_batches`): one write and one fsync per batch
+        ledger for all of them, then each is acknowledged by its outcome."""
+        outcomes: list[Exception | None] = [None] * len(items)
+        groups: dict[str, list[int]] = {}
+        for i, (msg, _) in enumerate(items):
+            if not self._foreign(msg.batch):
+                groups.setdefault(msg.batch, []).append(i)
+        for batch, indexes in groups.items():
+            try:
+                ledger = await self.ledger(batch)
+                msgs = [items[i][0] for i in indexes]
+                added = await ledger.add_results(msgs)
+                if any(added):
+                    if ledger.completed:  # a success replacing a failure after completion
+                        await ledger.reopen()
+                    if self.on_record is not None:
+                        for msg, was_added in zip(msgs, added, strict=True):
+                            if was_added:
+                                self.on_record(msg)
+                await self.maybe_complete(ledger)
+            except Exception as exc:
+                for i in indexes:
+                    outcomes[i] = exc
+        return outcomes
+
     async def handle_download(self, msg: DownloadResult, delivery: Delivery) -> None:
         if self._foreign(msg.batch):
             return
