@@ -224,11 +224,15 @@ def ingest_memory(tree: Tree, work: Path, small: int, large: int) -> None:
         source = work / f"ingest-{n}.jsonl"
         if not source.exists():
             write_records(source, n)
-        with run_nsqd(work / f"ingest-{tree.name}-{n}", None) as nsqd:
+        root = work / f"ingest-{tree.name}-{n}"
+        with run_nsqd(root, None) as nsqd:
+            # Its own published-seq state: with the same batch and input, ingest would
+            # skip every record an earlier measurement published.
             run = timed_run(
                 [tree.python, "-m", "gpt4batch.services.ingest", "-i", str(source),
                  f"--nsqd-tcp-address={nsqd.tcp_address}", "--topic-prefix=bench",
-                 "--batch=bench", "--progress=false", "--log-level=warning"]
+                 "--batch=bench", "--progress=off", "--log-level=warning",
+                 f"--state-dir={root / 'state'}"]
             )  # fmt: skip
         peaks[n], seconds[n] = run.peak_mb, run.seconds
     tree.values.update(ingest_small=peaks[small], ingest_large=peaks[large])
