@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from gpt4batch.common.retry import RetryPolicy
 from gpt4batch.common.topics import Topics
 from gpt4batch.common.upstreams import ConversationState
 from gpt4batch.services.caller.conversation import ConversationRunner
+from gpt4batch.services.caller.limits import Limiter, ProcessLimiter
+from gpt4batch.services.caller.pacer import Pacing
 from gpt4batch.services.caller.service import CallerService
 from gpt4batch.services.caller.settings import CallerSettings
 from tests.support.mock_upstream import MockUpstream
@@ -58,12 +61,14 @@ def ask_message(record: dict[str, Any], seq: int = 0, **kw: Any) -> AskMessage:
     )
 
 
-def run_service(settings: CallerSettings, messages: list[AskMessage]) -> MemoryBus:
+def run_service(
+    settings: CallerSettings, messages: list[AskMessage], limiter: Limiter | None = None
+) -> MemoryBus:
     """Feed messages through CallerService on a MemoryBus; return the bus with what it got."""
 
     async def scenario() -> MemoryBus:
         bus = MemoryBus(topics=Topics("t"), record=True)
-        service = CallerService(settings)
+        service = CallerService(settings, limiter=limiter)
         await service.start()
         service.register(bus)
         results: list[ResultMessage] = []
@@ -187,6 +192,39 @@ def test_qps_limit_holds_across_uploads_and_chats() -> None:
     assert all(r.record.iErr is None for r in results.values())
     assert stats["total_calls"] == 18
     assert stats["max_calls_in_1s"] <= 4
+
+
+class StampedLimiter(ProcessLimiter):
+    """The caller's own limiter, noting when each call it lets go is handed to HTTP."""
+
+    def __init__(self, qps: float, concurrency: int, pacing: Pacing) -> None:
+        super().__init__(qps, concurrency, pacing=pacing)
+        self.starts: list[float] = []
+
+    async def acquire(self, endpoint: str = "") -> None:
+        await super().acquire(endpoint)
+        self.starts.append(time.monotonic())
+
+
+@pytest.mark.parametrize("pacing", ["grid", "window"])
+def test_never_above_q_in_any_second(pacing: Pacing) -> None:
+    """40 one-ask records, 40 in flight, -q 8, either pacing: never 9 calls in 1 s.
+
+    Our clock is exact; the simulator stamps a call when its loop reads it, so a stall of
+    its process on a busy machine (more than the 10-ms allowance) can crowd one more in.
+    """
+    limiter = StampedLimiter(8, 40, pacing)
+    with MockUpstream() as mock:
+        messages = [ask_message({"id": f"r{i}", "asks": [{"id": "a", "content": "q"}]}, seq=i)
+                    for i in range(40)]  # fmt: skip
+        settings = settings_for(mock, qps=8, concurrency=40, pacing=pacing)
+        results = results_of(run_service(settings, messages, limiter))
+        stats = mock.stats()
+    assert len(results) == 40 and all(r.record.iErr is None for r in results.values())
+    assert stats["total_calls"] == len(limiter.starts) == 40
+    starts = sorted(limiter.starts)
+    assert min(b - a for a, b in zip(starts, starts[8:], strict=False)) > 1.0
+    assert stats["max_calls_in_1s"] <= 8 + 1
 
 
 def test_missing_token_is_a_clear_error_before_any_work(tmp_path: Path) -> None:
