@@ -139,6 +139,9 @@ def pipeline(
         flags = ["--nsqd-tcp-address", nsqd.tcp_address, "--topic-prefix", "bench"]
         out = root / "out.jsonl"
         with Procs(tree.python, root, flags) as procs:
+            # Both trees ingest the same file as batch "bench": each needs its own ingest
+            # state, or the second skips every record as already published (and times out).
+            procs.env["XDG_STATE_HOME"] = str(root / "state")
             procs.start("sink", "sink", "-o", str(out), "--max-in-flight", "1000")
             procs.start(
                 "caller", "caller", "--base-url", mock.url, "--access-token", mock.token,

@@ -27,6 +27,7 @@ from gpt4batch.common.errors import (
 )
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.settings import BaseServiceSettings
+from gpt4batch.common.tls import client_context
 from gpt4batch.common.topics import standard_channels
 
 log = get_logger("gpt4batch.nsq")
@@ -276,7 +277,9 @@ class NsqBus(Bus):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.connect_timeout
         addresses = await self.nsqd_http_addresses()
-        async with httpx.AsyncClient(timeout=self.connect_timeout) as client:
+        async with httpx.AsyncClient(
+            timeout=self.connect_timeout, verify=client_context()
+        ) as client:
             for http in addresses:
                 while True:  # nsqd may be restarting: retry like the TCP connect does
                     try:
@@ -296,7 +299,9 @@ class NsqBus(Bus):
                         await asyncio.sleep(0.2)
 
     async def delete_channel(self, topic: str, channel: str) -> None:
-        async with httpx.AsyncClient(timeout=self.connect_timeout) as client:
+        async with httpx.AsyncClient(
+            timeout=self.connect_timeout, verify=client_context()
+        ) as client:
             for http in await self.nsqd_http_addresses():
                 try:
                     await _nsqd_post(client, http, "channel/delete", topic=topic, channel=channel)
@@ -306,7 +311,9 @@ class NsqBus(Bus):
 
     async def backlog(self, topic: str, channel: str) -> int:
         total = 0
-        async with httpx.AsyncClient(timeout=self.connect_timeout) as client:
+        async with httpx.AsyncClient(
+            timeout=self.connect_timeout, verify=client_context()
+        ) as client:
             for http in await self.nsqd_http_addresses():
                 url = http if "://" in http else f"http://{http}"
                 resp = await client.get(
@@ -519,7 +526,7 @@ async def _nsqd_post(client: httpx.AsyncClient, http: str, path: str, **params: 
 async def lookupd_producers(lookupd_addresses: list[str], timeout: float = 5.0) -> list[dict]:
     """The nsqd nodes (producers) of nsqlookupd's /nodes answers."""
     nodes: list[dict] = []
-    async with httpx.AsyncClient(timeout=timeout) as client:
+    async with httpx.AsyncClient(timeout=timeout, verify=client_context()) as client:
         for addr in lookupd_addresses:
             url = addr if "://" in addr else f"http://{addr}"
             try:

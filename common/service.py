@@ -27,7 +27,6 @@ from gpt4batch.common import logging as glog
 from gpt4batch.common.bus import Bus
 from gpt4batch.common.errors import BusError, ConfigError
 from gpt4batch.common.metrics import serve_metrics
-from gpt4batch.common.nsq_bus import NsqBus
 from gpt4batch.common.settings import BaseServiceSettings, CliParser, add_flags, load
 
 S = TypeVar("S", bound=BaseServiceSettings)
@@ -218,7 +217,12 @@ def run_app(
         try:
             built = build(settings)
             app = built if isinstance(built, App) else App(parts=[built])
-            bus = make_bus(settings) if make_bus else NsqBus(settings, service=name)
+            if make_bus is None:
+                from gpt4batch.common.nsq_bus import NsqBus  # pynsq/tornado only when used
+
+                bus: Bus = NsqBus(settings, service=name)
+            else:
+                bus = make_bus(settings)
         except ConfigError as exc:
             print(f"{prog}: error: {exc}", file=sys.stderr)
             return EXIT_USAGE

@@ -233,7 +233,12 @@ def test_poison_and_exhausted_retries_are_dead_lettered(make_bus: BusFactory) ->
 
 
 def test_touch_keeps_a_slow_message_from_timing_out(nsqd: Nsqd, topic_prefix: str) -> None:
-    """nsqd here runs with --msg-timeout=3s; the handler takes 5 s but touches every 1 s."""
+    """nsqd here runs with --msg-timeout=3s; the handler takes 12 s but touches every 1 s.
+
+    12 s, not just over the timeout: nsqd finds a timed-out message only when its queue
+    scan visits the channel, 3 to 8 s after delivery (see the control test below), so a
+    shorter handler would pass even if the touches did nothing.
+    """
 
     async def scenario() -> None:
         settings = BaseServiceSettings(
@@ -244,13 +249,13 @@ def test_touch_keeps_a_slow_message_from_timing_out(nsqd: Nsqd, topic_prefix: st
 
         async def handle(msg: BatchManifest, delivery: Delivery) -> None:
             attempts.append(delivery.attempts)
-            await asyncio.sleep(5)
+            await asyncio.sleep(12)
 
         bus.subscribe(bus.topics.batches, "slow", BatchManifest, handle)
         await bus.start()
         await bus.publish(bus.topics.batches, BatchManifest(batch="b", total=1))
         await collect_until(attempts, 1)
-        await asyncio.sleep(6)
+        await asyncio.sleep(13)
         await bus.stop(grace=1)
         assert attempts == [1]
         channels = nsqd.stats(bus.topics.batches)["topics"][0]["channels"]

@@ -27,10 +27,11 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import SecretStr
 
@@ -46,7 +47,7 @@ from gpt4batch.cli.run.preflight import (
 from gpt4batch.cli.run.progress import RunProgress, clock
 from gpt4batch.cli.run.side_files import retire_side_files
 from gpt4batch.common import logging as glog
-from gpt4batch.common.bus import Bus
+from gpt4batch.common.bus import Bus, Delivery, Handler
 from gpt4batch.common.credentials import DEFAULT_CREDENTIALS
 from gpt4batch.common.errors import BusConnectError, ConfigError
 from gpt4batch.common.filenames import sibling
@@ -59,7 +60,6 @@ from gpt4batch.common.messages import (
     ResultMessage,
     ResultPart,
 )
-from gpt4batch.common.nsq_bus import NsqBus
 from gpt4batch.common.result_parts import PartAssembler
 from gpt4batch.common.service import (
     EXIT_ABORTED,
@@ -73,19 +73,24 @@ from gpt4batch.common.settings import BaseServiceSettings, load
 from gpt4batch.services.caller.auth_gate import AuthGate, token_source
 from gpt4batch.services.caller.service import CallerService
 from gpt4batch.services.caller.settings import CallerSettings
-from gpt4batch.services.downloader.service import DownloaderService
-from gpt4batch.services.downloader.settings import DownloaderSettings
 from gpt4batch.services.ingest.batch_id import default_batch_id
 from gpt4batch.services.ingest.ingest import IngestSummary, ingest
 from gpt4batch.services.ingest.reader import file_sha256, open_input, read_lines
 from gpt4batch.services.sink.ledger import BatchLedger
 from gpt4batch.services.sink.sink import Sink
 
+if TYPE_CHECKING:
+    from gpt4batch.services.downloader.service import DownloaderService
+
 MAX_LINE_BYTES = 10 * 1024 * 1024
 #: Longest wait, after a stop, for results already published to reach the ledger.
 DRAIN_TIMEOUT = 10.0
+#: How often `_wait` redraws the progress (completion wakes it at once).
+PROGRESS_SECONDS = 0.2
 
 log = glog.get_logger("gpt4batch.run")
+
+M = TypeVar("M")
 
 
 @dataclass
@@ -141,6 +146,8 @@ def run_channel(batch: str) -> str:
 
 def make_bus(opts: RunOptions, settings: BaseServiceSettings) -> Bus:
     if opts.enable_nsq:
+        from gpt4batch.common.nsq_bus import NsqBus  # pynsq and tornado only with -n
+
         # Only the run's own channels: a `sink` channel nobody reads would fill nsqd's disk.
         return NsqBus(settings, service="run", prepare={})
     # Bounded channels: ingest waits while the caller is busy (flat memory).
@@ -181,19 +188,20 @@ class Run:
         # Builds the upstream config: a missing or expired token fails here, before work.
         self.caller = CallerService(settings, auth_gate=gate)
         download_dir = Path(opts.download_dir or self.input.parent).resolve()
+        self.downloader: DownloaderService | None = None
         if opts.enable_download:
             check_download_dir(download_dir)
-        self.downloader = (
-            DownloaderService(DownloaderSettings(download_dir=str(download_dir)))
-            if opts.enable_download
-            else None
-        )
+            from gpt4batch.services.downloader.service import DownloaderService
+            from gpt4batch.services.downloader.settings import DownloaderSettings
+
+            self.downloader = DownloaderService(DownloaderSettings(download_dir=str(download_dir)))
         self.download_dir = download_dir
         self.channel = run_channel(self.batch)
         self.sink = Sink(out=self.out, only_batch=self.batch, finish=False)
         self.ledger: BatchLedger | None = None
         self.progress: RunProgress | None = None
         self.stop = asyncio.Event()
+        self.complete = asyncio.Event()  # set once the ledger's counts say complete
         self.ingest_summary: IngestSummary | None = None
 
     def _token_refused(self, error: IErr) -> None:
@@ -254,14 +262,25 @@ class Run:
 
     def _register_sink(self, bus: Bus) -> None:
         """The embedded sink on the run's own channel of each topic it reads."""
-        t, sink = bus.topics, self.sink
-        bus.subscribe(t.results, self.channel, ResultMessage, sink.handle_result)
-        bus.subscribe(t.downloaded, self.channel, DownloadResult, sink.handle_download)
-        bus.subscribe(t.dead, self.channel, DeadLetter, sink.handle_dead)
-        bus.subscribe(t.batches, self.channel, BatchManifest, sink.handle_manifest)
+        t, sink, woken = bus.topics, self.sink, self._waking
+        bus.subscribe(t.results, self.channel, ResultMessage, woken(sink.handle_result))
+        bus.subscribe(t.downloaded, self.channel, DownloadResult, woken(sink.handle_download))
+        bus.subscribe(t.dead, self.channel, DeadLetter, woken(sink.handle_dead))
+        bus.subscribe(t.batches, self.channel, BatchManifest, woken(sink.handle_manifest))
         pieces = PartAssembler(sink.handle_result)  # results over one message's size
-        bus.subscribe(t.result_parts, self.channel, ResultPart, pieces.handle)
+        bus.subscribe(t.result_parts, self.channel, ResultPart, woken(pieces.handle))
         sink.bus = bus
+
+    def _waking(self, handler: Callable[[M, Delivery], Awaitable[None]]) -> Handler[M]:
+        """`handler`, then wake `_wait` once the ledger's counts say complete (so the run
+        ends when its last line lands, not at the next progress tick)."""
+
+        async def handle(msg: M, delivery: Delivery) -> None:
+            await handler(msg, delivery)
+            if self.ledger is not None and self.ledger.ready_to_complete:
+                self.complete.set()
+
+        return handle
 
     async def _ingest(self, bus: Bus) -> IngestSummary:
         assert self.ledger is not None
@@ -289,6 +308,7 @@ class Run:
         """Until the ledger says the batch is complete (False) or a stop was asked for (True)."""
         assert self.progress is not None
         stop_wait = asyncio.create_task(self.stop.wait())
+        complete_wait = asyncio.create_task(self.complete.wait())
         try:
             while True:
                 if self.stop.is_set():
@@ -298,9 +318,18 @@ class Run:
                     if ledger.ready_to_complete:
                         return False
                 self.progress.draw()
-                await asyncio.wait({stop_wait, ingest_task}, timeout=0.2)
+                if complete_wait.done() and not ledger.ready_to_complete:
+                    self.complete.clear()  # reopened since (a late success): wait again
+                    complete_wait = asyncio.create_task(self.complete.wait())
+                # Woken by a stop, the end of ingest or the ledger's counts; the timeout
+                # only redraws the progress.
+                waits = {w for w in (stop_wait, ingest_task, complete_wait) if not w.done()}
+                await asyncio.wait(
+                    waits, timeout=PROGRESS_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                )
         finally:
             stop_wait.cancel()
+            complete_wait.cancel()
 
     async def _shutdown(
         self, bus: Bus, ingest_task: asyncio.Task[IngestSummary], interrupted: bool

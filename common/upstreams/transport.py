@@ -24,6 +24,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from gpt4batch.common.errors import RetryableError
+from gpt4batch.common.tls import client_context
 from gpt4batch.common.upstreams import errors
 
 #: (endpoint, HTTP status, seconds) of every completed JSON call, for metrics.
@@ -54,11 +55,12 @@ class UpstreamHttp(httpx.AsyncClient):
         self._observe = observe
         # Built now, not at the first call: loading the CA bundle takes tens of ms, which
         # would land between a paced start and its arrival at the upstream.
-        self._ssl = httpx.create_ssl_context()
+        # One context for both paths, shared by the process (common/tls.py).
+        self._ssl = client_context()
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
-        transport = AiohttpTransport(limits=limits, client=self.session)
+        transport = AiohttpTransport(verify=self._ssl, limits=limits, client=self.session)
         super().__init__(limits=limits, transport=transport, **httpx_kwargs)
 
     def session(self) -> aiohttp.ClientSession:

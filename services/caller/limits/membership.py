@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import httpx
 
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.nsq_bus import node_addresses
 from gpt4batch.common.topics import check_name
 
 log = get_logger("gpt4batch.limits")
@@ -130,6 +129,8 @@ async def discover_nodes(
     http: httpx.AsyncClient, nsqd_tcp: Sequence[str], lookupd_http: Sequence[str]
 ) -> list[Node]:
     """nsqd nodes from nsqlookupd `/nodes`, then the given TCP addresses (HTTP = TCP port + 1)."""
+    from gpt4batch.common.nsq_bus import node_addresses  # pynsq only in a fleet (lazy import)
+
     nodes: dict[str, Node] = {}
     for lookupd in lookupd_http:
         base = lookupd if "://" in lookupd else f"http://{lookupd}"
