@@ -347,14 +347,16 @@ class Run:
         if interrupted:  # results of the calls that just finished: into the ledger
             topics = [bus.topics.results, bus.topics.result_parts, bus.topics.downloaded]
             await _until_drained(bus, topics, self.channel)
-        else:  # complete: nothing of this batch is left on the run's channels
-            t = bus.topics
-            for topic in (t.results, t.result_parts, t.downloaded, t.dead):
-                with suppress(Exception):
-                    await bus.delete_channel(topic, self.channel)
-            with suppress(Exception):
-                await bus.delete_channel(bus.topics.batches, self.channel)
         await bus.stop(grace)
+        if not interrupted:  # complete: nothing of this batch is left on the run's channels
+            # Deleted once the run's readers are gone: deleting a channel under a connected
+            # reader makes nsqd drop the connection (pynsq logs ERRORs and reconnects).
+            t = bus.topics
+            owned = (t.results, t.result_parts, t.downloaded, t.dead, t.batches)
+            await asyncio.gather(
+                *(bus.delete_channel(topic, self.channel) for topic in owned),
+                return_exceptions=True,
+            )
 
     def _write_output(self) -> FinalCounts:
         with open_input(str(self.input)) as source:
