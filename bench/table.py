@@ -129,6 +129,9 @@ def pipeline(
     """
     source = write_records(work / "pipeline.jsonl", records)
     root = work / f"pipeline-{tree.name}"
+    # ingest skips a (batch, input) it remembers publishing: each tree gets its own state,
+    # or the second tree's ingest publishes nothing and its batch never completes.
+    os.environ["XDG_STATE_HOME"] = str(root / "state")
     with run_nsqd(root, None) as nsqd, tree.mock() as mock:
         flags = ["--nsqd-tcp-address", nsqd.tcp_address, "--topic-prefix", "bench"]
         out = root / "out.jsonl"
