@@ -120,19 +120,27 @@ class Bus(abc.ABC):
         self.max_attempts = max_attempts
         self._subscriptions: list[Subscription[Any]] = []
         self._checked_topics: set[str] = set()
+        self._published_counters: dict[str, Any] = {}
 
     # --- publishing -----------------------------------------------------------
     async def publish(self, topic: str, body: BaseModel | bytes) -> None:
         """Publish one message; returns once the transport has accepted it durably."""
         await self._publish(self._topic(topic), [encode(body)])
-        metrics.PUBLISHED.labels(self.service, topic).inc()
+        self._published(topic).inc()
 
     async def publish_many(self, topic: str, bodies: Sequence[BaseModel | bytes]) -> None:
         """Publish several messages (MPUB on NSQ); returns once all are accepted."""
         if not bodies:
             return
         await self._publish(self._topic(topic), [encode(b) for b in bodies])
-        metrics.PUBLISHED.labels(self.service, topic).inc(len(bodies))
+        self._published(topic).inc(len(bodies))
+
+    def _published(self, topic: str) -> Any:
+        """The published-messages counter of `topic` (its metric child, made once)."""
+        child = self._published_counters.get(topic)
+        if child is None:
+            child = self._published_counters[topic] = metrics.PUBLISHED.labels(self.service, topic)
+        return child
 
     def check_size(self, topic: str, bodies: list[bytes]) -> None:
         """MessageTooLarge for a body over `max_msg_size`: the same limit on every bus."""
@@ -280,6 +288,11 @@ class Dispatcher:
         self.stopping = False
         self._labels = (bus.service, sub.topic)
         self._in_flight_gauge = metrics.IN_FLIGHT.labels(*self._labels)
+        self._handler_seconds = metrics.HANDLER_SECONDS.labels(*self._labels)
+        self._outcomes = {
+            outcome: metrics.MESSAGES.labels(*self._labels, outcome)
+            for outcome in ("finish", "requeue", "dead")
+        }
 
     def spawn(self, msg: TransportMessage) -> asyncio.Task[None] | None:
         """Handle `msg` in a task; once draining, give it straight back to NSQ instead."""
@@ -293,7 +306,7 @@ class Dispatcher:
         return task
 
     def _count(self, outcome: str) -> None:
-        metrics.MESSAGES.labels(*self._labels, outcome).inc()
+        self._outcomes[outcome].inc()
 
     async def run(self, msg: TransportMessage) -> None:
         sub = self.sub
@@ -321,7 +334,7 @@ class Dispatcher:
         finally:
             self._working.pop(id(msg), None)
             self._in_flight_gauge.dec()
-            metrics.HANDLER_SECONDS.labels(*self._labels).observe(time.perf_counter() - started)
+            self._handler_seconds.observe(time.perf_counter() - started)
 
     async def _failed(self, msg: TransportMessage, exc: Exception) -> None:
         """Acknowledge a message whose handling raised `exc` (see the module docstring)."""

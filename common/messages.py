@@ -168,6 +168,8 @@ class AskOverrides(BaseModel):
 class AskMessage(_Body):
     """One conversation to run (topic `…asks`)."""
 
+    _received: bytes | None = PrivateAttr(default=None)
+
     kind: ClassVar[str] = "AskMessage"
     seq: int = Field(ge=0, description="0-based position of the record in its batch input.")
     record: Record
@@ -181,6 +183,34 @@ class AskMessage(_Body):
         description="OpenAI-style chat messages before the first ask (system prompt, earlier "
         "turns), e.g. from a Batch API line; sent as they are by the openai upstream.",
     )
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> AskMessage:
+        """Validate, keeping the bytes so `record_object` can return the record as sent."""
+        message = super().model_validate_json(json_data, **kwargs)
+        if isinstance(json_data, bytes) and not kwargs:
+            message._received = json_data
+        return message
+
+    def __eq__(self, other: object) -> bool:
+        """Messages with equal data are equal, whether received as bytes or built in code."""
+        if not isinstance(other, AskMessage):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    def record_object(self) -> dict[str, Any]:
+        """The record as a JSON object: as received in the message body (its unknown fields,
+        key order and values as sent; validated once, on arrival), else serialised from the
+        model (a message built in code). A received message is not to be changed in place.
+        """
+        if self._received is not None:
+            try:
+                record = pydantic_core.from_json(self._received)["record"]
+            except (ValueError, KeyError, TypeError):
+                record = None
+            if isinstance(record, dict):
+                return record
+        return self.record.model_dump(mode="json")
 
 
 #: iErr code of an input line ingest refused.
@@ -257,6 +287,24 @@ class ResultMessage(_Body):
             except (ValueError, KeyError, TypeError):
                 pass
         return self.record.to_line().encode()
+
+
+def result_json(
+    batch: str, seq: int, record: dict[str, Any], planned_downloads: list[str]
+) -> bytes:
+    """The body of `ResultMessage(batch, seq, record, planned_downloads)` (no `reject`)
+    built from a record already in JSON form, without the models' round trip: the same
+    fields in the same order as `ResultMessage.model_dump_json()`."""
+    return pydantic_core.to_json(
+        {
+            "v": SCHEMA_VERSION,
+            "batch": batch,
+            "seq": seq,
+            "record": record,
+            "reject": None,
+            "planned_downloads": planned_downloads,
+        }
+    )
 
 
 class DownloadJob(_Body):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import sys
@@ -145,10 +146,37 @@ def install_stop_signals(
         loop.add_signal_handler(signum, on_signal, signum)
 
 
+#: `asyncio` runs processes on the standard library's loop instead of uvloop.
+EVENT_LOOP_ENV = "GPT4BATCH_EVENT_LOOP"
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop every gpt4batch process runs on: uvloop unless `GPT4BATCH_EVENT_LOOP`
+    is `asyncio` (None: the standard loop).
+
+    tornado, pynsq and aiohttp all run on the asyncio loop API; uvloop's C loop and
+    transports cost less CPU per message (docs/benchmarks.md has the measurement).
+    """
+    choice = os.environ.get(EVENT_LOOP_ENV, "uvloop").strip().lower()
+    if choice == "asyncio":
+        return None
+    if choice != "uvloop":
+        raise ConfigError(f"{EVENT_LOOP_ENV}: unknown event loop {choice!r} (uvloop or asyncio)")
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
 def run_process(main: Callable[[], Awaitable[int]]) -> int:
     """Run a process's async main to its exit code (130 on a Ctrl-C outside the loop)."""
     try:
-        return asyncio.run(main())  # type: ignore[arg-type]
+        factory = loop_factory()
+    except ConfigError as exc:
+        print(f"gpt4batch: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(main())  # type: ignore[arg-type]
     except KeyboardInterrupt:
         return EXIT_ABORTED
 

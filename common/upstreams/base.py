@@ -91,6 +91,11 @@ class HttpBase:
         self.config = config
         self.http = http
         self.before_call: BeforeCall = before_call or _no_limit
+        # What every call with this client's own config sends along, built once.
+        self._headers = config.headers()
+        self._timeouts = {False: config.timeout(), True: config.timeout(upload=True)}
+        self._origins = config.token_origins()
+        self._json_call = getattr(http, "json_call", None)  # UpstreamHttp: plain aiohttp
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} kind={self.kind} base_url={self.config.base_url!r}>"
@@ -106,26 +111,22 @@ class HttpBase:
         **kwargs: Any,
     ) -> Any:
         """One request whose 2xx answer must be JSON; everything else becomes our errors."""
-        check_host(endpoint, url, config)
+        if config is self.config:
+            headers, timeout = self._headers, self._timeouts[upload]
+            check_host(endpoint, url, config, self._origins)
+        else:  # per-message overrides: a copy (its token, URLs and timeouts are the same)
+            headers, timeout = config.headers(), config.timeout(upload=upload)
+            check_host(endpoint, url, config)
         await self.before_call(endpoint)
-        json_call = getattr(self.http, "json_call", None)  # UpstreamHttp: plain aiohttp
+        json_call = self._json_call
         if json_call is not None and kwargs.keys() <= {"json"}:
             reply = await json_call(
-                endpoint,
-                method,
-                url,
-                headers=config.headers(),
-                timeout=config.timeout(upload=upload),
-                body=kwargs.get("json"),
+                endpoint, method, url, headers=headers, timeout=timeout, body=kwargs.get("json")
             )
         else:
             try:
                 response = await self.http.request(
-                    method,
-                    url,
-                    headers=config.headers(),
-                    timeout=config.timeout(upload=upload),
-                    **kwargs,
+                    method, url, headers=headers, timeout=timeout, **kwargs
                 )
             except httpx.HTTPError as exc:
                 raise errors.from_transport(exc, endpoint) from None
@@ -146,9 +147,13 @@ class HttpBase:
             raise errors.bad_response(endpoint, "answer is not valid JSON") from None
 
 
-def check_host(endpoint: str, url: str, config: UpstreamConfig) -> None:
-    """FinalError unless `url` is on a host the operator configured (the token goes along)."""
-    if origin(url) not in config.token_origins():
+def check_host(
+    endpoint: str, url: str, config: UpstreamConfig, origins: frozenset[str] | None = None
+) -> None:
+    """FinalError unless `url` is on a host the operator configured (the token goes along).
+
+    `origins`: `config.token_origins()` computed before (a client's own config)."""
+    if origin(url) not in (config.token_origins() if origins is None else origins):
         host = urlsplit(url).hostname
         raise FinalError(
             errors.UNTRUSTED_HOST,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -129,8 +130,12 @@ class UpstreamConfig(BaseModel):
                 raise ConfigError(f"{flag}: no host in {url!r}")
 
 
+@functools.lru_cache(maxsize=256)
 def origin(url: str) -> str:
-    """`scheme://host:port` of a URL, with the scheme's default port made explicit."""
+    """`scheme://host:port` of a URL, with the scheme's default port made explicit.
+
+    Cached: the caller checks the origin of every request's URL, and those URLs are the
+    few its configuration builds."""
     parts = urlsplit(url)
     port = parts.port or {"http": 80, "https": 443}.get(parts.scheme, 0)
     return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"

@@ -135,13 +135,17 @@ class Gpt4ApiClient(HttpBase):
                 parts.append(up["part"])
             else:
                 attachments.append(up["attachment"])
-        chat_state = replace(state, conversation_id=conversation_id)
+        chat_state = (
+            state
+            if conversation_id == state.conversation_id
+            else replace(state, conversation_id=conversation_id)
+        )
         answer = await self.chat(
             ask.content, chat_state, parts=parts, attachments=attachments, config=config
         )
-        next_state = replace(
-            state,
-            conversation_id=answer.get("conversation_id") or conversation_id,
-            parent_message_id=answer["message_id"],
+        next_state = ConversationState(
+            answer.get("conversation_id") or conversation_id,
+            answer["message_id"],
+            state.messages,
         )
         return answer, next_state

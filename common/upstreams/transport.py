@@ -21,11 +21,15 @@ from typing import Any
 
 import aiohttp
 import httpx
+import yarl
 from httpx_aiohttp import AiohttpTransport
 
 from gpt4batch.common.errors import RetryableError
 from gpt4batch.common.tls import client_context
 from gpt4batch.common.upstreams import errors
+
+#: JSON request bodies: compact, UTF-8 as is, no NaN (one encoder, not one per call).
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 #: (endpoint, HTTP status, seconds) of every completed JSON call, for metrics.
 Observer = Callable[[str, int, float], None]
@@ -53,6 +57,8 @@ class UpstreamHttp(httpx.AsyncClient):
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
         self._observe = observe
+        self._urls: dict[str, yarl.URL] = {}
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
         # Built now, not at the first call: loading the CA bundle takes tens of ms, which
         # would land between a paced start and its arrival at the upstream.
         # One context for both paths, shared by the process (common/tls.py).
@@ -85,23 +91,20 @@ class UpstreamHttp(httpx.AsyncClient):
         """One request with a JSON body (or none), read whole; transport failures become
         the upstream error model's retryable TIMEOUT/CONNECTION errors."""
         data = None
-        send_headers = dict(headers)
         if body is not None:
-            data = json.dumps(
-                body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-            ).encode()
-            send_headers["Content-Type"] = "application/json"
-        client_timeout = aiohttp.ClientTimeout(
-            sock_connect=timeout.connect, sock_read=timeout.read, connect=timeout.pool
-        )
+            # A payload object (not bytes) skips aiohttp's payload-type lookup and brings its
+            # own Content-Type, so the caller's headers are sent as given.
+            data = aiohttp.payload.BytesPayload(
+                _JSON.encode(body).encode(), content_type="application/json"
+            )
         started = time.perf_counter()
         try:
             async with self.session().request(
                 method,
-                url,
+                self._url(url),
                 data=data,
-                headers=send_headers,
-                timeout=client_timeout,
+                headers=headers,
+                timeout=self._client_timeout(timeout),
                 allow_redirects=False,
             ) as response:
                 reply = JsonReply(
@@ -118,6 +121,24 @@ class UpstreamHttp(httpx.AsyncClient):
         if self._observe is not None:
             self._observe(endpoint, reply.status, time.perf_counter() - started)
         return reply
+
+    def _url(self, url: str) -> yarl.URL:
+        """The parsed URL (a few distinct ones per process: parsed once each)."""
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= 1024:
+                self._urls.clear()
+            parsed = self._urls[url] = yarl.URL(url)
+        return parsed
+
+    def _client_timeout(self, timeout: httpx.Timeout) -> aiohttp.ClientTimeout:
+        key = (timeout.connect, timeout.read, timeout.pool)
+        found = self._timeouts.get(key)
+        if found is None:
+            found = self._timeouts[key] = aiohttp.ClientTimeout(
+                sock_connect=timeout.connect, sock_read=timeout.read, connect=timeout.pool
+            )
+        return found
 
     async def aclose(self) -> None:
         await super().aclose()  # closes the transport, which closes a session it used

@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from typing import Any
 
 from gpt4batch.common.errors import IErrCode, RetryableError, UpstreamError
@@ -18,6 +18,7 @@ from gpt4batch.common.logging import get_logger, redact_text
 from gpt4batch.common.messages import Ask, AskMessage, ChatResponse, DownloadJob, IErr, Record
 from gpt4batch.common.retry import RetryPolicy, with_retries
 from gpt4batch.common.upstreams import ConversationClient, ConversationState
+from gpt4batch.common.upstreams.base import Answer
 from gpt4batch.services.caller import metrics
 from gpt4batch.services.caller.downloads import plan_downloads
 from gpt4batch.services.caller.paths import FORBIDDEN_PATH, PathPolicy
@@ -27,17 +28,57 @@ log = get_logger("gpt4batch.caller")
 #: iErr code for a failure of our own making (a bug), not the upstream's.
 INTERNAL_ERROR = IErrCode.INTERNAL
 
+_RECORDS_OK = metrics.RECORDS.labels("ok")
+_RECORDS_FAILED = metrics.RECORDS.labels("failed")
+
 
 @dataclass
 class Outcome:
-    record: Record
+    """A conversation's end: the upstream's answers as it sent them (each checked against
+    `ChatResponse`), or the error that stopped it."""
+
+    source: Record
+    answers: list[Answer] = field(default_factory=list)
+    error: IErr | None = None
     downloads: list[DownloadJob] = field(default_factory=list)
     #: HTTP status of the upstream's failing answer (None: no upstream failure).
     upstream_status: int | None = None
 
     @property
     def ok(self) -> bool:
-        return self.record.iErr is None
+        return self.error is None
+
+    @cached_property
+    def record(self) -> Record:
+        """The output record as models: the input record with `answers` and `iErr` set."""
+        # Shallow: only `answers` and `iErr` are set on the copy, nothing nested is changed.
+        record = self.source.model_copy()
+        record.answers = [ChatResponse.model_validate(answer) for answer in self.answers]
+        record.iErr = self.error
+        return record
+
+    def record_object(self, received: dict[str, Any]) -> dict[str, Any]:
+        """The output record in JSON form: `received` (the input record as sent) with
+        `answers` (as the upstream sent them) and `iErr` set.
+
+        Keys in the order the models write them (their fields first, then unknown keys
+        as received), so an output line reads as it did when built through `record`.
+        """
+        record: dict[str, Any] = {}
+        for name in _RECORD_FIELDS:
+            if name == "answers":
+                record[name] = self.answers
+            elif name == "iErr":
+                record[name] = None if self.error is None else self.error.model_dump(mode="json")
+            elif name in received:
+                record[name] = received[name]
+        for key, value in received.items():
+            if key not in record:
+                record[key] = value
+        return record
+
+
+_RECORD_FIELDS = tuple(Record.model_fields)
 
 
 @dataclass
@@ -60,18 +101,15 @@ class ConversationRunner:
         (iErr 588, the answers so far kept): past nsqd's --max-msg-timeout the
         message would be given to another caller while this one still runs it.
         """
-        # Shallow: only `answers` and `iErr` are set on the copy, nothing nested is changed.
-        record = msg.record.model_copy()
+        record = msg.record
         refusal = self.paths.refusal(msg)
         if refusal is not None:
             log.warning("ask refused", record=record.id, reason=refusal)
-            record.answers = []
-            record.iErr = IErr(code=int(FORBIDDEN_PATH), message=refusal)
-            metrics.RECORDS.labels("failed").inc()
-            return Outcome(record)
+            _RECORDS_FAILED.inc()
+            return Outcome(record, error=IErr(code=int(FORBIDDEN_PATH), message=refusal))
         overrides = msg.overrides
         client = self.client_for((overrides and overrides.upstream) or self.default_kind)
-        answers: list[ChatResponse] = []
+        answers: list[Answer] = []
         jobs: list[DownloadJob] = []
         state = ConversationState(messages=tuple(msg.history or ()))
         asks = record.asks
@@ -122,7 +160,9 @@ class ConversationRunner:
                             record_id=record.id,
                             ask_id=ask.id,
                         )
-                    answers.append(ChatResponse.model_validate(answer))
+                    # Checked as the sink will read it; the answer is kept as sent.
+                    ChatResponse.model_validate(answer)
+                    answers.append(answer)
         except TimeoutError:
             done = len(answers)
             stopped = record.asks[min(done, len(record.asks) - 1)]
@@ -132,10 +172,8 @@ class ConversationRunner:
                 f"{self.deadline:g} s deadline (--conversation-deadline, kept below nsqd's "
                 f"--max-msg-timeout); {done} of {len(record.asks)} asks answered",
             )
-        record.answers = answers
-        record.iErr = error
-        metrics.RECORDS.labels("ok" if error is None else "failed").inc()
-        return Outcome(record, jobs, status)
+        (_RECORDS_OK if error is None else _RECORDS_FAILED).inc()
+        return Outcome(record, answers, error, jobs, status)
 
 
 def _loop_time(monotonic_deadline: float) -> float:

@@ -7,27 +7,39 @@ fails the record (as in the original): the result is what is paid for.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+import pydantic_core
+
 from gpt4batch.common.bus import Bus
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.messages import FeedMessage, Record
+from gpt4batch.common.messages import Ask
 
 log = get_logger("gpt4batch.caller")
 
 
-def feed_messages(record: Record, folder: str) -> list[FeedMessage]:
-    """One message per answered ask, in order (the answers line up with the asks)."""
-    answers = record.answers or []
+def feed_bodies(asks: Sequence[Ask], answers: Sequence[dict[str, Any]], folder: str) -> list[bytes]:
+    """One `FeedMessage` body per answered ask, in order (the answers line up with the asks),
+    each answer as the upstream sent it."""
     return [
-        FeedMessage(ask=ask.content, answer=answer.model_dump(mode="json"), dir=folder)
-        for ask, answer in zip(record.asks, answers, strict=False)
+        pydantic_core.to_json({"ask": ask.content, "answer": answer, "dir": folder})
+        for ask, answer in zip(asks, answers, strict=False)
     ]
 
 
-async def publish_feed(bus: Bus, topic: str, record: Record, folder: str) -> None:
-    messages = feed_messages(record, folder)
-    if not messages:
+async def publish_feed(
+    bus: Bus,
+    topic: str,
+    asks: Sequence[Ask],
+    answers: Sequence[dict[str, Any]],
+    folder: str,
+    record_id: str,
+) -> None:
+    bodies = feed_bodies(asks, answers, folder)
+    if not bodies:
         return
     try:
-        await bus.publish_many(topic, messages)
+        await bus.publish_many(topic, bodies)
     except Exception as exc:  # the original only logged it too; the result is what counts
-        log.warning("feed publish failed", topic=topic, record=record.id, error=str(exc))
+        log.warning("feed publish failed", topic=topic, record=record_id, error=str(exc))

@@ -7,6 +7,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import suppress
+from typing import Any
 
 import httpx
 from pydantic import BaseModel
@@ -20,7 +21,7 @@ from gpt4batch.common.errors import (
     Requeue,
 )
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.messages import AskMessage, IErr, ResultMessage
+from gpt4batch.common.messages import AskMessage, IErr, ResultMessage, result_json
 from gpt4batch.common.metrics import READINESS
 from gpt4batch.common.result_parts import TooLarge, split_result
 from gpt4batch.common.retry import REPUBLISH
@@ -64,11 +65,21 @@ async def _observe(response: httpx.Response) -> None:
         metrics.UPSTREAM_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
 
 
+#: The metric children of each (endpoint, status) seen: `.labels()` once each, not per call.
+_CALL_METRICS: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+
 def _observe_json_call(endpoint: str, status: int, seconds: float) -> None:
-    metrics.UPSTREAM_CALLS.labels(endpoint, str(status)).inc()
+    children = _CALL_METRICS.get((endpoint, status))
+    if children is None:
+        children = _CALL_METRICS[endpoint, status] = (
+            metrics.UPSTREAM_CALLS.labels(endpoint, str(status)),
+            metrics.UPSTREAM_SECONDS.labels(endpoint),
+        )
+    children[0].inc()
     if status == 429:
         metrics.RATE_LIMITED.inc()
-    metrics.UPSTREAM_SECONDS.labels(endpoint).observe(seconds)
+    children[1].observe(seconds)
 
 
 def make_http_client(
@@ -198,27 +209,32 @@ class CallerService:
         self.calls.conversation(len(msg.record.asks))
         async with self.limiter.conversation():
             outcome = await self.runner.run(msg)
-        if self.auth.observe(outcome.upstream_status, outcome.record.iErr):
+        if self.auth.observe(outcome.upstream_status, outcome.error):
             raise Requeue("the upstream refused the token", delay=self.auth.retry_interval or 1.0)
         topics = self.bus.topics
         if outcome.downloads:
             await self._publish_paid(topics.downloads, outcome.downloads)
-        result = ResultMessage(
-            batch=msg.batch,
-            seq=msg.seq,
-            record=outcome.record,
-            planned_downloads=[job.local for job in outcome.downloads],
-        )
+        planned = [job.local for job in outcome.downloads]
+        # The result's JSON straight from the ask's record as received and the answers as
+        # the upstream sent them (no model round trip; the sink writes this record as is).
+        body = result_json(msg.batch, msg.seq, outcome.record_object(msg.record_object()), planned)
         try:
-            await self._publish_paid(topics.results, [result])
+            await self._publish_paid(topics.results, [body])
         except MessageTooLarge as exc:
-            await self._publish_large(result, exc)
+            result = ResultMessage(
+                batch=msg.batch, seq=msg.seq, record=outcome.record, planned_downloads=planned
+            )
+            await self._publish_large(result, body, exc)
         if self.settings.feed:
             await publish_feed(
-                self.bus, self.settings.feed_topic, outcome.record, self.settings.feed_dir
+                self.bus,
+                self.settings.feed_topic,
+                msg.record.asks,
+                outcome.answers,
+                self.settings.feed_dir,
+                msg.record.id,
             )
         self._remember_answered(delivery.id)
-        log.debug("record done", record=msg.record.id, ok=outcome.ok, attempts=delivery.attempts)
 
     def _remember_answered(self, message_id: str) -> None:
         self._answered[message_id] = None
@@ -245,7 +261,7 @@ class CallerService:
             raise RuntimeError("CallerService.register() was not called")
         return self._bus
 
-    async def _publish_paid(self, topic: str, bodies: Sequence[BaseModel]) -> None:
+    async def _publish_paid(self, topic: str, bodies: Sequence[BaseModel | bytes]) -> None:
         """Publish what cost upstream calls, retrying while nsqd is unreachable.
 
         Failing the handler instead would requeue the ask and pay for the whole
@@ -267,9 +283,11 @@ class CallerService:
                 log.warning("publish failed, retrying", topic=topic, error=str(exc), wait=wait)
                 await asyncio.sleep(wait)
 
-    async def _publish_large(self, result: ResultMessage, exc: MessageTooLarge) -> None:
-        """A result over the message limit travels in pieces the sink puts back together."""
-        body = result.model_dump_json().encode()
+    async def _publish_large(
+        self, result: ResultMessage, body: bytes, exc: MessageTooLarge
+    ) -> None:
+        """A result over the message limit (`body`, its JSON) travels in pieces the sink
+        puts back together."""
         try:
             parts = split_result(result, body, exc.limit)
         except TooLarge as too_large:

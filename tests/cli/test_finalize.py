@@ -20,6 +20,15 @@ def make_input(path: Path, n: int) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def test_the_sort_chunk_is_small_and_grows_only_to_bound_the_runs() -> None:
+    chunk = finalize.SORT_CHUNK_BYTES
+    assert chunk <= 4 * 1024 * 1024  # the finalizer's share of run's memory stays small
+    assert finalize.sort_chunk_bytes(0) == chunk
+    assert finalize.sort_chunk_bytes(finalize.MAX_RUNS * chunk) == chunk
+    huge = 10 * finalize.MAX_RUNS * chunk + 1
+    assert -(-huge // finalize.sort_chunk_bytes(huge)) <= finalize.MAX_RUNS
+
+
 def test_output_follows_input_order_whatever_the_journal_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -34,7 +43,7 @@ def test_output_follows_input_order_whatever_the_journal_order(
             record = json.dumps({"id": f"r{seq}", "asks": [], "answers": [], "iErr": None})
             fh.write(entry_line(seq, True, record))
     # Tiny chunks force many sorted runs spilled to disk and merged.
-    monkeypatch.setattr(ordered, "CHUNK_BYTES", 2000)
+    monkeypatch.setattr(finalize, "SORT_CHUNK_BYTES", 2000)
     spills: list[int] = []
     real_spill = ordered._spill
     monkeypatch.setattr(

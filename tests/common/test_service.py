@@ -16,6 +16,7 @@ from gpt4batch.common.errors import ConfigError
 from gpt4batch.common.memory_bus import MemoryBus
 from gpt4batch.common.messages import BatchManifest
 from gpt4batch.common.service import (
+    EVENT_LOOP_ENV,
     EXIT_ABORTED,
     EXIT_OK,
     EXIT_USAGE,
@@ -24,6 +25,7 @@ from gpt4batch.common.service import (
     host,
     install_stop_signals,
     run_app,
+    run_process,
 )
 from gpt4batch.common.settings import BaseServiceSettings
 
@@ -120,7 +122,9 @@ async def _test_a_signalled_job_gets_its_grace_then_is_cancelled() -> None:
     assert ended == ["by itself", "cancelled"]
 
 
-def test_first_signal_stops_second_aborts() -> None:
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_first_signal_stops_second_aborts(loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(EVENT_LOOP_ENV, loop)
     calls: list[str] = []
 
     async def main() -> None:
@@ -135,8 +139,42 @@ def test_first_signal_stops_second_aborts() -> None:
         await asyncio.sleep(5)
 
     with pytest.raises(SystemExit) as info:
-        asyncio.run(main())
+        run_process(main)  # type: ignore[arg-type]
     assert info.value.code == EXIT_ABORTED and calls == ["stop", "abort"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"), [(None, "uvloop"), ("uvloop", "uvloop"), (" AsyncIO", "asyncio")]
+)
+def test_processes_run_on_uvloop_unless_told_asyncio(
+    setting: str | None, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if setting is None:
+        monkeypatch.delenv(EVENT_LOOP_ENV, raising=False)
+    else:
+        monkeypatch.setenv(EVENT_LOOP_ENV, setting)
+    seen: list[str] = []
+
+    async def main() -> int:
+        seen.append(type(asyncio.get_running_loop()).__module__.split(".")[0])
+        return 7
+
+    assert run_process(main) == 7
+    assert seen == [expected]
+
+
+def test_an_unknown_event_loop_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(EVENT_LOOP_ENV, "trio")
+
+    async def main() -> int:
+        raise AssertionError("must not run")
+
+    assert run_process(main) == EXIT_USAGE
+    assert capsys.readouterr().err.strip() == (
+        "gpt4batch: error: GPT4BATCH_EVENT_LOOP: unknown event loop 'trio' (uvloop or asyncio)"
+    )
 
 
 def test_an_http_part_serves_on_a_free_port() -> None:
