@@ -203,9 +203,10 @@ class AskMessage(_Body):
         key order and values as sent; validated once, on arrival), else serialised from the
         model (a message built in code). A received message is not to be changed in place.
         """
-        if self._received is not None:
+        received = self.__pydantic_private__["_received"]  # (not pydantic's slow getattr)
+        if received is not None:
             try:
-                record = pydantic_core.from_json(self._received)["record"]
+                record = pydantic_core.from_json(received)["record"]
             except (ValueError, KeyError, TypeError):
                 record = None
             if isinstance(record, dict):

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
+import pydantic_core
 
 from gpt4batch.common.errors import FinalError
 from gpt4batch.common.messages import Ask, AskOverrides
@@ -141,10 +142,20 @@ class HttpBase:
                 retry_after=reply.retry_after,
                 secret=config.secret(),
             )
-        try:
-            return json.loads(reply.body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise errors.bad_response(endpoint, "answer is not valid JSON") from None
+        return parse_json(reply.body, endpoint)
+
+
+def parse_json(body: bytes, endpoint: str) -> Any:
+    """An answer's JSON: parsed by pydantic-core (a third of `json.loads`'s CPU), or where
+    it refuses (e.g. a lone surrogate escape) by `json.loads`, which decides as before."""
+    try:
+        return pydantic_core.from_json(body)
+    except ValueError:
+        pass
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise errors.bad_response(endpoint, "answer is not valid JSON") from None
 
 
 def check_host(

@@ -129,7 +129,9 @@ class CallerService:
         self.settings = settings
         self._own_config = config is None
         self.config = config or settings.upstream_config()
-        self.limiter = limiter or ProcessLimiter(settings.qps, settings.concurrency)
+        self.limiter = limiter or ProcessLimiter(
+            settings.qps, settings.concurrency, pacing=settings.pacing
+        )
         self._http = http
         self._own_http = http is None
         self._clients: dict[str, ConversationClient] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 from typing import Any
@@ -20,6 +21,7 @@ from gpt4batch.common.service import (
     EXIT_ABORTED,
     EXIT_OK,
     EXIT_USAGE,
+    GC_YOUNG_THRESHOLD,
     App,
     HttpServer,
     host,
@@ -213,3 +215,17 @@ def test_a_config_error_while_building_is_one_line_and_exit_2(
     )
     assert code == EXIT_USAGE
     assert capsys.readouterr().err.strip() == "gpt4batch test: error: --thing: not good"
+
+
+def test_a_process_runs_with_its_start_up_frozen_and_fewer_young_collections() -> None:
+    before = (gc.get_threshold(), gc.get_freeze_count())
+    seen: list[tuple[int, int]] = []
+
+    async def main() -> int:
+        seen.append((gc.get_threshold()[0], gc.get_freeze_count()))
+        return 0
+
+    assert run_process(main) == 0
+    assert seen[0][0] == max(before[0][0], GC_YOUNG_THRESHOLD)
+    assert seen[0][1] > before[1]  # what was imported is frozen
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before  # and given back after
