@@ -10,7 +10,8 @@ MPUBs, then the manifest, and measures the sink's CPU from its first result to
 competing for the two cores the figure is steadier than the pipeline row's.
 
 `floor` is a bare pynsq Reader that only FINs, fed the same way: what receiving
-and acknowledging the messages costs before any work. Trees and the floor are
+and acknowledging the messages costs before any work; `bus-floor` the same through
+our NsqBus and a group handler that does nothing (no validation, no write). Trees and the floor are
 measured in turns (`--rounds`), side by side.
 """
 
@@ -79,6 +80,31 @@ nsq.Reader(topic=sys.argv[2], channel="sink", message_handler=lambda m: True,
 IOLoop.current().start()
 """
 
+#: Our transport alone: NsqBus (buffered reads, coalesced FINs) and a group handler that
+#: validates and writes nothing.
+BUS_FLOOR = """
+import asyncio, sys
+from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.settings import BaseServiceSettings
+
+class Raw:
+    @classmethod
+    def model_validate_json(cls, body):
+        return body
+
+async def nothing(items):
+    return [None] * len(items)
+
+async def main():
+    settings = BaseServiceSettings(nsqd_tcp_address=[sys.argv[1]], topic_prefix="bench")
+    bus = NsqBus(settings, service="floor")
+    bus.subscribe_batches(sys.argv[2], "sink", Raw, nothing, max_in_flight=1000)
+    await bus.start()
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
 
 def result_body(seq: int) -> bytes:
     answer = json.dumps(ANSWER, separators=(",", ":")).replace("{q}", f"q{seq}.0")
@@ -114,8 +140,9 @@ def measure(
         flags = ["--nsqd-tcp-address", nsqd.tcp_address, "--topic-prefix", "bench"]
         floor: subprocess.Popen[bytes] | None = None
         with Procs(python, root, flags) as procs:
-            if name == "floor":
-                floor = subprocess.Popen([python, "-c", FLOOR, nsqd.tcp_address, "bench.results"])
+            if name in FLOORS:
+                script = FLOORS[name]
+                floor = subprocess.Popen([python, "-c", script, nsqd.tcp_address, "bench.results"])
                 pid = floor.pid
                 time.sleep(1.0)
             else:
@@ -125,7 +152,7 @@ def measure(
             time.sleep(0.5)  # py-spy attaches
             cpu0 = cpu_seconds(pid)
             publish_paced(http, "bench.results", bodies, rate)
-            if name == "floor":
+            if name in FLOORS:
                 wait_for(lambda: channel_depth(http) == 0, 300, "the floor reader")
             else:
                 manifest = {"v": 1, "batch": "bench", "total": len(bodies)}
@@ -139,6 +166,9 @@ def measure(
                 floor.kill()
                 floor.wait(10)
     return cpu * 1000 / len(bodies)
+
+
+FLOORS = {"floor": FLOOR, "bus-floor": BUS_FLOOR}
 
 
 def channel_depth(http: str) -> int:
@@ -172,7 +202,7 @@ def main() -> int:
     if args.base is not None:
         trees["base"] = str(args.base.resolve() / ".venv" / "bin" / "python")
     if not args.no_floor:
-        trees["floor"] = trees["now"]
+        trees.update({name: trees["now"] for name in FLOORS})
     bodies = [result_body(seq) for seq in range(args.records)]
     figures: dict[str, list[float]] = {name: [] for name in trees}
     with tempfile.TemporaryDirectory(prefix="bench-sink-") as tmp:

@@ -415,8 +415,6 @@ class BatchDispatcher(Dispatcher):
         self._timer: asyncio.TimerHandle | None = None
         self._runner: asyncio.Task[None] | None = None
         self._due = False
-        self._finished = metrics.MESSAGES.labels(*self._labels, "finish")
-        self._seconds = metrics.HANDLER_SECONDS.labels(*self._labels)
 
     def spawn(self, msg: TransportMessage) -> asyncio.Future[None] | None:  # type: ignore[override]
         if self.stopping:
@@ -494,7 +492,7 @@ class BatchDispatcher(Dispatcher):
                 else:
                     await self._failed(msg, outcome)
                 settled += 1
-            self._finished.inc(finished)
+            self._outcomes["finish"].inc(finished)
         except asyncio.CancelledError:
             self._requeue_now([msg for _, msg in items[settled:]])
             raise
@@ -502,13 +500,13 @@ class BatchDispatcher(Dispatcher):
             for _, msg in items:
                 working.pop(id(msg), None)
             self._in_flight_gauge.dec(len(items))
-            self._seconds.observe(time.perf_counter() - started)
+            self._handler_seconds.observe(time.perf_counter() - started)
 
     def _requeue_now(self, msgs: list[TransportMessage]) -> None:
         for msg in msgs:
             msg.requeue(0)
         if msgs:
-            metrics.MESSAGES.labels(*self._labels, "requeue").inc(len(msgs))
+            self._outcomes["requeue"].inc(len(msgs))
 
     async def drain(self, grace: float) -> None:
         """Handle what is gathered at once, then drain as `Dispatcher.drain`."""

@@ -21,6 +21,14 @@ starts at most one call:
   more than a quarter of a slot late gives its slot up: the fleet's calls stay
   one per slot, at most q + 1 in any 1-s window at the members' clocks (and
   only when a late call meets 20 punctual ones), few slots lost on a busy host.
+
+`window` pacing (one process only, `--pacing window`) drops the grid and keeps
+the window guard alone: a call starts as soon as fewer than ceil(q) calls
+started in the last `ceil(q) · interval` (1 s plus the allowance). The same
+never-above-q-in-any-second bound, but q calls may start together: a batch of
+N calls takes about (N − q) / q seconds to start instead of (N − 1) / q, one
+second less, and the upstream gets q calls at once at the start of every
+second instead of one every 1/q s.
 """
 
 from __future__ import annotations
@@ -30,6 +38,13 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Literal
+
+#: How a process spaces its call starts: on the grid, or in a sliding 1-s window only.
+Pacing = Literal["grid", "window"]
+
+#: Window pacing: the shortest gap between two starts, as a share of the grid's interval.
+WINDOW_GAP = 0.25
 
 #: Share of the interval kept free for the jitter between our clock and the upstream's.
 JITTER_ALLOWANCE = 0.01
@@ -50,9 +65,15 @@ class SlotPacer:
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         strict: bool = True,
+        pacing: Pacing = "grid",
     ) -> None:
         if qps < 0:
             raise ValueError("qps must be >= 0 (0 means unlimited)")
+        if pacing not in ("grid", "window"):
+            raise ValueError(f"pacing must be grid or window, not {pacing!r}")
+        if pacing == "window" and not strict:
+            raise ValueError("window pacing is for one process: a fleet shares the grid")
+        self.pacing = pacing
         self.jitter_allowance = jitter_allowance
         self.clock = clock or time.monotonic
         self.sleep = sleep
@@ -106,6 +127,9 @@ class SlotPacer:
             self.started += 1
             return
         async with self._lock:
+            if self.pacing == "window":
+                await self._window_start()
+                return
             while True:
                 interval = self.interval
                 slot = self._next_slot(self.clock())
@@ -128,6 +152,19 @@ class SlotPacer:
                 self._last = slot
                 self.started += 1
                 return
+
+    async def _window_start(self) -> None:
+        """Start as soon as the last ceil(q) starts span the window (under the lock)."""
+        while True:
+            now = self.clock()
+            hold = self._guard(now)
+            if self._starts:
+                hold = max(hold, self._starts[-1] + self.interval * WINDOW_GAP - now)
+            if hold <= 0:
+                break
+            await self.sleep(hold)
+        self._starts.append(now)
+        self.started += 1
 
 
 class Pacer(SlotPacer):

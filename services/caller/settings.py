@@ -46,6 +46,13 @@ class CallerSettings(BaseServiceSettings):
         description="fleet: --qps and --concurrency are shared by every caller of the limit "
         "group (coordinated through nsqd); process: each caller has them all.",
     )
+    pacing: Literal["grid", "window"] = Field(
+        "grid",
+        description="How one process spaces its calls (--limit-scope process and `run`): "
+        "grid: one start every 1.01/q s, even; window: any start that keeps at most q in "
+        "every 1 s, so q calls may go at once (about 1 s shorter per batch). A fleet always "
+        "uses the grid.",
+    )
     limit_group: str | None = Field(
         None, description="Callers sharing --qps/--concurrency (default: the topic prefix)."
     )

@@ -15,4 +15,7 @@ DESCRIPTION = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_app("sink", DESCRIPTION, SinkSettings, SinkService, argv, short={"out": "-o"})
+    def build(settings: SinkSettings) -> SinkService:
+        return SinkService(settings, tune_gc=True)  # this process is the sink's own
+
+    return run_app("sink", DESCRIPTION, SinkSettings, build, argv, short={"out": "-o"})

@@ -68,6 +68,7 @@ LEDGER_VERSION = 2
 DEAD_LETTERED = int(IErrCode.DEAD_LETTERED)
 _ENTRY = re.compile(rb'^\{"seq":(\d+),"ok":(true|false),"files":')
 _DECODER = json.JSONDecoder()
+_NO_FILES = b'[],"record":'
 
 Status = Literal["open", "ready", "complete"]
 
@@ -141,6 +142,10 @@ def parse_entry(line: bytes) -> Entry | None:
     match = _ENTRY.match(line)
     if match is None:
         return None
+    if line.startswith(_NO_FILES, match.end()):  # most entries: nothing to decode
+        start = match.end() + len(_NO_FILES)
+        stop = line.rstrip().rfind(b"}")
+        return Entry(int(match.group(1)), match.group(2) == b"true", [], line[start:stop])
     text = line.decode("utf-8", "surrogateescape")
     try:
         files, end = _DECODER.raw_decode(text, match.end())

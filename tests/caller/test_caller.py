@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from gpt4batch.common.retry import RetryPolicy
 from gpt4batch.common.topics import Topics
 from gpt4batch.common.upstreams import ConversationState
 from gpt4batch.services.caller.conversation import ConversationRunner
+from gpt4batch.services.caller.limits import Limiter, ProcessLimiter
+from gpt4batch.services.caller.pacer import Pacing
 from gpt4batch.services.caller.service import CallerService
 from gpt4batch.services.caller.settings import CallerSettings
 from tests.support.mock_upstream import MockUpstream
@@ -58,12 +61,14 @@ def ask_message(record: dict[str, Any], seq: int = 0, **kw: Any) -> AskMessage:
     )
 
 
-def run_service(settings: CallerSettings, messages: list[AskMessage]) -> MemoryBus:
+def run_service(
+    settings: CallerSettings, messages: list[AskMessage], limiter: Limiter | None = None
+) -> MemoryBus:
     """Feed messages through CallerService on a MemoryBus; return the bus with what it got."""
 
     async def scenario() -> MemoryBus:
         bus = MemoryBus(topics=Topics("t"), record=True)
-        service = CallerService(settings)
+        service = CallerService(settings, limiter=limiter)
         await service.start()
         service.register(bus)
         results: list[ResultMessage] = []
@@ -166,8 +171,20 @@ def test_final_error_records_the_status_and_keeps_earlier_answers() -> None:
     assert "a2" in outcome.record.iErr.message
 
 
+class StampedLimiter(ProcessLimiter):
+    """The caller's own limiter, noting when each call it lets go is handed to HTTP."""
+
+    def __init__(self, qps: float, concurrency: int, pacing: Pacing = "grid") -> None:
+        super().__init__(qps, concurrency, pacing=pacing)
+        self.starts: list[float] = []
+
+    async def acquire(self, endpoint: str = "") -> None:
+        await super().acquire(endpoint)
+        self.starts.append(time.monotonic())
+
+
 def test_qps_limit_holds_across_uploads_and_chats() -> None:
-    """20 conversations, 60 concurrent slots, 4 calls/s: the simulator must never see 5 in 1 s."""
+    """6 conversations of 3 calls, 60 concurrent slots, 4 calls/s: never 5 starts in 1 s."""
     with MockUpstream() as mock:
         messages = [
             ask_message(
@@ -182,11 +199,39 @@ def test_qps_limit_holds_across_uploads_and_chats() -> None:
             )
             for i in range(6)
         ]
-        results = results_of(run_service(settings_for(mock, qps=4, concurrency=60), messages))
+        limiter = StampedLimiter(4, 60)
+        settings = settings_for(mock, qps=4, concurrency=60)
+        results = results_of(run_service(settings, messages, limiter))
         stats = mock.stats()
     assert all(r.record.iErr is None for r in results.values())
-    assert stats["total_calls"] == 18
-    assert stats["max_calls_in_1s"] <= 4
+    assert stats["total_calls"] == len(limiter.starts) == 18
+    starts = sorted(limiter.starts)
+    assert min(b - a for a, b in zip(starts, starts[4:], strict=False)) > 1.0
+    # The simulator's stamps move with its process's stalls (see the test below).
+    assert stats["max_calls_in_1s"] <= 4 + 1
+
+
+@pytest.mark.parametrize("pacing", ["grid", "window"])
+def test_never_above_q_in_any_second(pacing: Pacing) -> None:
+    """40 one-ask records, 40 in flight, -q 8, either pacing: never 9 starts in 1 s.
+
+    The bound holds at our clock, where the limiter hands each call to HTTP. The simulator
+    stamps a call when its loop reads it: a stall of its process on a busy machine (longer
+    than the 10-ms allowance) crowds a call or two more into its second, more often for a
+    burst (window pacing) than for one call per slot. Without the limiter it would see 40.
+    """
+    limiter = StampedLimiter(8, 40, pacing)
+    with MockUpstream() as mock:
+        messages = [ask_message({"id": f"r{i}", "asks": [{"id": "a", "content": "q"}]}, seq=i)
+                    for i in range(40)]  # fmt: skip
+        settings = settings_for(mock, qps=8, concurrency=40, pacing=pacing)
+        results = results_of(run_service(settings, messages, limiter))
+        stats = mock.stats()
+    assert len(results) == 40 and all(r.record.iErr is None for r in results.values()), stats
+    assert stats["total_calls"] == len(limiter.starts) == 40
+    starts = sorted(limiter.starts)
+    assert min(b - a for a, b in zip(starts, starts[8:], strict=False)) > 1.0
+    assert stats["max_calls_in_1s"] <= 8 + 2, stats
 
 
 def test_missing_token_is_a_clear_error_before_any_work(tmp_path: Path) -> None:

@@ -6,9 +6,11 @@ import asyncio
 import itertools
 from collections.abc import Callable
 
+import pytest
+
 from gpt4batch.services.caller.limits import FleetLimiter, ProcessLimiter, build_limiter
 from gpt4batch.services.caller.limits.base import Gate
-from gpt4batch.services.caller.pacer import SlotPacer
+from gpt4batch.services.caller.pacer import WINDOW_GAP, SlotPacer
 from gpt4batch.services.caller.settings import CallerSettings
 
 
@@ -68,6 +70,30 @@ def test_after_a_stall_no_burst_and_never_q_plus_one_in_a_second() -> None:
     on_grid = round(0.001 / pacer.interval, 3)
     off_grid = [s for s in starts[25:] if round((s / pacer.interval) % 1, 3) != on_grid]
     assert len(off_grid) <= 2, off_grid
+
+
+def test_window_pacing_lets_q_go_together_but_never_q_plus_one_in_a_window() -> None:
+    t = VirtualTime(overshoot=lambda n: 0.3 if n == 50 else 0.001)  # one 300 ms stall
+    pacer = SlotPacer(20, clock=t.clock, sleep=t.sleep, pacing="window")
+    starts = run_calls(pacer, t, 100)
+    window = 20 * pacer.interval  # 1 s plus the allowance
+    assert min(b - a for a, b in zip(starts, starts[20:], strict=False)) >= window - 1e-9
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= WINDOW_GAP * pacer.interval
+    # The first q go within a quarter second, not one per slot over a second...
+    assert starts[19] - starts[0] < 20 * (WINDOW_GAP * pacer.interval + 0.001) + 1e-9
+    # ...so the batch starts its last call sooner than the grid (99 slots), stall and all.
+    assert starts[-1] - starts[0] < 99 * pacer.interval
+
+
+def test_window_pacing_is_for_one_process_only() -> None:
+    with pytest.raises(ValueError, match="fleet"):
+        SlotPacer(20, strict=False, pacing="window")
+    settings = CallerSettings(access_token="x", pacing="window")
+    limiter = build_limiter(settings)
+    assert isinstance(limiter, ProcessLimiter) and limiter.pacer.pacing == "window"
+    nsq = {"nsqd_tcp_address": ["127.0.0.1:4150"], "access_token": "x", "pacing": "window"}
+    fleet = build_limiter(CallerSettings(**nsq))
+    assert isinstance(fleet, FleetLimiter) and fleet.pacer.pacing == "grid"
 
 
 def test_a_fleet_member_gives_a_late_slot_up() -> None:

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from gpt4batch.services.caller import metrics as caller_metrics
 from gpt4batch.services.caller.limits import metrics
-from gpt4batch.services.caller.pacer import Pacer, SlotPacer
+from gpt4batch.services.caller.pacer import Pacer, Pacing, SlotPacer
 
 
 class Limiter(Protocol):
@@ -86,13 +86,16 @@ class ProcessLimiter(PacedLimiter):
     """`--limit-scope process`: this process alone gets all of `qps` and `concurrency`.
 
     The NSQ consumer's max-in-flight already bounds the conversations, so the
-    conversation gate is a no-op here.
+    conversation gate is a no-op here. `pacing` picks the grid or the sliding window
+    (services/caller/pacer.py); a fleet always paces on the grid.
     """
 
     scope = "process"
 
-    def __init__(self, qps: float, concurrency: int, group: str = "") -> None:
-        self.pacer = Pacer(qps)
+    def __init__(
+        self, qps: float, concurrency: int, group: str = "", *, pacing: Pacing = "grid"
+    ) -> None:
+        self.pacer = Pacer(qps, pacing=pacing)
         self.concurrency = concurrency
         metrics.LIMIT_QPS.labels(self.scope, group).set(qps)
         metrics.LIMIT_CONCURRENCY.labels(self.scope, group).set(concurrency)

@@ -200,7 +200,9 @@ def build_limiter(settings: CallerSettings) -> Limiter:
     group = settings.limit_group or settings.topic_prefix
     has_nsq = bool(settings.nsqd_tcp_address or settings.lookupd_http_address)
     if settings.limit_scope == "process" or not has_nsq:
-        return ProcessLimiter(settings.qps, settings.concurrency, group)
+        return ProcessLimiter(settings.qps, settings.concurrency, group, pacing=settings.pacing)
+    if settings.pacing == "window":
+        log.warning("--pacing window is for one process: the fleet paces on the grid")
     secret = settings.nsq_auth_secret
     return FleetLimiter(
         settings.qps,
