@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from typing import Any
 
 import httpx
@@ -81,6 +82,7 @@ def coalesce_writes(conn: Any) -> None:
             flush()
 
     conn.send = send
+    conn.flush_frames = flush
 
 
 #: Most bytes one read takes from a connection (every complete frame in them is handled).
@@ -154,6 +156,14 @@ class _CoalescingClient:
 
 class _Writer(_CoalescingClient, nsq.Writer):
     closing = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.ready = asyncio.Event()  # set when a connection becomes ready
+        super().__init__(*args, **kwargs)
+
+    def _on_connection_ready(self, conn: Any, **kwargs: Any) -> None:
+        super()._on_connection_ready(conn, **kwargs)
+        self.ready.set()
 
     def connect_to_nsqd(self, host: str, port: int) -> None:
         if not self.closing:
@@ -303,13 +313,16 @@ class NsqBus(Bus):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.connect_timeout
         while not self._open_conns():
-            if loop.time() > deadline:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
                 self._writer.close()
                 raise BusConnectError(
                     f"cannot connect to nsqd at {', '.join(addresses)} "
                     f"within {self.connect_timeout:.0f}s"
                 )
-            await asyncio.sleep(0.02)
+            self._writer.ready.clear()  # woken by the next ready connection, not a poll
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._writer.ready.wait(), remaining)
         log.info("connected to nsqd", addresses=addresses, service=self.service)
 
     async def nsqd_http_addresses(self) -> list[str]:
@@ -426,8 +439,7 @@ class NsqBus(Bus):
         for reader, _ in self._readers:
             reader.set_max_in_flight(0)
         await asyncio.gather(*(d.drain(grace) for _, d in self._readers))
-        # Give FIN/REQ frames of the last handlers a moment to leave the socket.
-        await asyncio.sleep(0.05)
+        await _frames_written([r for r, _ in self._readers])  # the last handlers' FIN/REQ
         for reader, _ in self._readers:
             reader.close()
         self._readers.clear()
@@ -441,7 +453,7 @@ class NsqBus(Bus):
         for reader, _ in chosen:
             reader.set_max_in_flight(0)
         await asyncio.gather(*(d.drain(grace) for _, d in chosen))
-        await asyncio.sleep(0.05)
+        await _frames_written([r for r, _ in chosen])
         for reader, _ in chosen:
             reader.close()
         self._readers = [pair for pair in self._readers if pair not in chosen]
@@ -521,6 +533,26 @@ class NsqBus(Bus):
                         f"nsqd refused {command.upper()} to {topic}: {exc.error}"
                     ) from None
                 await asyncio.sleep(0.2)
+
+
+async def _frames_written(clients: Sequence[Any], timeout: float = 1.0) -> None:
+    """Write the frames queued on the clients' connections (`coalesce_writes`) now, and
+    wait until their streams have handed them to the sockets (at most `timeout` s):
+    closing the connections then loses no FIN or REQ."""
+    conns = [conn for client in clients for conn in client.conns.values()]
+    for conn in conns:
+        flush = getattr(conn, "flush_frames", None)
+        if flush is not None:
+            flush()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while any(_writing(conn) for conn in conns) and loop.time() < deadline:
+        await asyncio.sleep(0.001)
+
+
+def _writing(conn: Any) -> bool:
+    stream = conn.stream
+    return stream is not None and not stream.closed() and stream.writing()
 
 
 class _Window:

@@ -71,7 +71,7 @@ from gpt4batch.common.service import (
 )
 from gpt4batch.common.settings import BaseServiceSettings, load
 from gpt4batch.services.caller.auth_gate import AuthGate, token_source
-from gpt4batch.services.caller.service import CallerService
+from gpt4batch.services.caller.service import ANSWERED_MEMORY, CallerService
 from gpt4batch.services.caller.settings import CallerSettings
 from gpt4batch.services.ingest.batch_id import default_batch_id
 from gpt4batch.services.ingest.ingest import IngestSummary, ingest
@@ -186,7 +186,11 @@ class Run:
         self.token_source = token_source(opts.access_token, settings.credentials)
         gate = AuthGate(self.token_source, retry_interval=0, on_close=self._token_refused)
         # Builds the upstream config: a missing or expired token fails here, before work.
-        self.caller = CallerService(settings, auth_gate=gate)
+        # In this process (no -n) an ask is never handed out again once its result is
+        # published, so the caller remembers no answered ids (100k of them took ~15 MB).
+        self.caller = CallerService(
+            settings, auth_gate=gate, answered_memory=ANSWERED_MEMORY if opts.enable_nsq else 0
+        )
         download_dir = Path(opts.download_dir or self.input.parent).resolve()
         self.downloader: DownloaderService | None = None
         if opts.enable_download:
@@ -347,14 +351,16 @@ class Run:
         if interrupted:  # results of the calls that just finished: into the ledger
             topics = [bus.topics.results, bus.topics.result_parts, bus.topics.downloaded]
             await _until_drained(bus, topics, self.channel)
-        else:  # complete: nothing of this batch is left on the run's channels
-            t = bus.topics
-            for topic in (t.results, t.result_parts, t.downloaded, t.dead):
-                with suppress(Exception):
-                    await bus.delete_channel(topic, self.channel)
-            with suppress(Exception):
-                await bus.delete_channel(bus.topics.batches, self.channel)
         await bus.stop(grace)
+        if not interrupted:  # complete: nothing of this batch is left on the run's channels
+            # Deleted once the run's readers are gone: deleting a channel under a connected
+            # reader makes nsqd drop the connection (pynsq logs ERRORs and reconnects).
+            t = bus.topics
+            owned = (t.results, t.result_parts, t.downloaded, t.dead, t.batches)
+            await asyncio.gather(
+                *(bus.delete_channel(topic, self.channel) for topic in owned),
+                return_exceptions=True,
+            )
 
     def _write_output(self) -> FinalCounts:
         with open_input(str(self.input)) as source:

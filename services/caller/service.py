@@ -125,8 +125,10 @@ class CallerService:
         http: httpx.AsyncClient | None = None,
         limiter: Limiter | None = None,
         auth_gate: AuthGate | None = None,
+        answered_memory: int = ANSWERED_MEMORY,
     ) -> None:
         self.settings = settings
+        self._answered_memory = answered_memory
         self._own_config = config is None
         self.config = config or settings.upstream_config()
         self.limiter = limiter or ProcessLimiter(
@@ -240,7 +242,7 @@ class CallerService:
 
     def _remember_answered(self, message_id: str) -> None:
         self._answered[message_id] = None
-        if len(self._answered) > ANSWERED_MEMORY:
+        if len(self._answered) > self._answered_memory:
             self._answered.popitem(last=False)
 
     def _throttle_asks(self, max_in_flight: int | None) -> None:

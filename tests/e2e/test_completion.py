@@ -101,6 +101,8 @@ def test_run_n_waits_for_every_planned_file_and_deletes_its_channel(
         assert (tmp_path / spec["local"]).stat().st_size == rows[spec["local"]]["size"]
     for topic in (topics.results, topics.downloaded, topics.batches, topics.dead):
         assert channel not in channels(nsqd, topic)
+    # Deleted after the run's readers left: nsqd cut no live connection (pynsq's ERROR).
+    assert "IntegrityError" not in result.stderr
 
 
 def test_fix_into_the_same_batch_replaces_failed_lines(
