@@ -250,7 +250,7 @@ class Reject(BaseModel):
 class ResultMessage(_Body):
     """A finished record, successful or not (topic `…results`)."""
 
-    _received: tuple[bytes, Record] | None = PrivateAttr(default=None)
+    _received: tuple[Any, Record] | None = PrivateAttr(default=None)
 
     kind: ClassVar[str] = "ResultMessage"
     seq: int = Field(ge=0)
@@ -268,10 +268,22 @@ class ResultMessage(_Body):
     def model_validate_json(
         cls, json_data: str | bytes | bytearray, **kwargs: Any
     ) -> ResultMessage:
-        """Validate, keeping the bytes so `record_json` can write what was received."""
-        message = super().model_validate_json(json_data, **kwargs)
-        if isinstance(json_data, bytes) and not kwargs:
-            message._received = (json_data, message.record)
+        """Validate, keeping the record as received so `record_json` can write it.
+
+        The body is parsed once and the model validated from that parse (the record
+        object is then serialised as parsed, not parsed again: cpu-sink, issue 11). A
+        body that is not a JSON object gets the JSON validator's own error.
+        """
+        if kwargs or not isinstance(json_data, bytes):
+            return super().model_validate_json(json_data, **kwargs)
+        try:
+            data = pydantic_core.from_json(json_data)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            return super().model_validate_json(json_data)
+        message = cls.model_validate(data)
+        message._received = (data["record"], message.record)
         return message
 
     def record_json(self) -> bytes:
@@ -283,10 +295,7 @@ class ResultMessage(_Body):
         """
         received = self._received
         if received is not None and received[1] is self.record:
-            try:
-                return pydantic_core.to_json(pydantic_core.from_json(received[0])["record"])
-            except (ValueError, KeyError, TypeError):
-                pass
+            return pydantic_core.to_json(received[0])
         return self.record.to_line().encode()
 
 

@@ -176,18 +176,33 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 GC_YOUNG_THRESHOLD = 20_000
 
 
+_steady_gc = False
+
+
 @contextlib.contextmanager
 def steady_gc() -> Iterator[None]:
     """While a process runs: what it imported is frozen out of the collector's scans
-    (it lives as long as the process) and young collections start less often."""
+    (it lives as long as the process; `freeze_start_up` adds what its parts made while
+    starting) and young collections start less often."""
+    global _steady_gc
     before = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(max(before[0], GC_YOUNG_THRESHOLD), *before[1:])
+    _steady_gc = True
     try:
         yield
     finally:
+        _steady_gc = False
         gc.set_threshold(*before)
         gc.unfreeze()
+
+
+def freeze_start_up() -> None:
+    """Freeze what has been made so far (parts started: pydantic schemas built on first
+    use, connections, caches), inside `steady_gc` only: a shared process such as a test
+    run is left alone."""
+    if _steady_gc:
+        gc.freeze()
 
 
 def run_process(main: Callable[[], Awaitable[int]]) -> int:
@@ -215,6 +230,7 @@ async def host(app: App, bus: Bus, stop: asyncio.Event, grace: float) -> int:
             if isinstance(part, Service):
                 part.register(bus)
         await bus.start()
+        freeze_start_up()
         if app.main is None:
             await stop.wait()
             return EXIT_OK

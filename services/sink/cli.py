@@ -16,6 +16,6 @@ DESCRIPTION = (
 
 def main(argv: list[str] | None = None) -> int:
     def build(settings: SinkSettings) -> SinkService:
-        return SinkService(settings, tune_gc=True)  # this process is the sink's own
+        return SinkService(settings)
 
     return run_app("sink", DESCRIPTION, SinkSettings, build, argv, short={"out": "-o"})

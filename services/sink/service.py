@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 from gpt4batch.common.bus import Bus
@@ -22,11 +21,8 @@ from gpt4batch.services.sink.sink import Sink
 class SinkService:
     name = "sink"
 
-    def __init__(
-        self, settings: SinkSettings, sink: Sink | None = None, *, tune_gc: bool = False
-    ) -> None:
+    def __init__(self, settings: SinkSettings, sink: Sink | None = None) -> None:
         self.settings = settings
-        self.tune_gc = tune_gc
         self.sink = sink or Sink(
             out=Path(settings.out) if settings.out else None,
             out_dir=Path(settings.out_dir) if settings.out_dir else None,
@@ -63,27 +59,6 @@ class SinkService:
 
     async def start(self) -> None:
         await self.sink.start()
-        if self.tune_gc:
-            tune_gc()
 
     async def close(self) -> None:
         await self.sink.close()
-
-
-#: Container objects allocated (net) between young-generation collections (CPython: 700).
-GC_YOUNG_THRESHOLD = 20_000
-
-
-def tune_gc() -> None:
-    """Garbage-collector settings for a sink process (process-wide: the service's own
-    process only, never a shared one such as a test run).
-
-    A group of results (~30 container objects each) lives through its fsync, so with
-    CPython's defaults most of it is collected young, promoted, and walked again by
-    full collections that also walk everything start-up made (modules, pydantic
-    schemas). Freezing the start-up objects and collecting the young generation every
-    20,000 allocations instead of 700 cut the sink's CPU per 1,000 results by ~10% each
-    (bench/sink_cpu.py, alternating runs); the young generation then holds a few MB.
-    """
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])

@@ -108,3 +108,21 @@ def test_result_record_json_is_the_record_as_received() -> None:
     assert b'"code":413' in replaced.record_json()  # a replaced record is serialised again
     built = ResultMessage(batch="b", seq=0, record=message.record)
     assert built.record_json() == message.record.to_line().encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"v":1,"batch":"b","seq":3,"record":', "Invalid JSON"),
+        (b'[{"v":1,"batch":"b","seq":3}]', "should be an object"),
+        (b'{"v":1,"batch":"b","seq":-1,"record":{"id":"r","asks":[]}}', "greater than or equal"),
+        (b'{"v":1,"batch":"b","seq":1,"record":{"id":"r","asks":[{"id":1}]}}', "record.asks.0"),
+    ],
+)
+def test_result_parsed_once_still_refuses_what_the_json_validator_refuses(
+    body: bytes, reason: str
+) -> None:
+    from gpt4batch.common.messages import ResultMessage
+
+    with pytest.raises(ValidationError, match=reason):
+        ResultMessage.model_validate_json(body)

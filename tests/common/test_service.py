@@ -24,6 +24,7 @@ from gpt4batch.common.service import (
     GC_YOUNG_THRESHOLD,
     App,
     HttpServer,
+    freeze_start_up,
     host,
     install_stop_signals,
     run_app,
@@ -229,3 +230,21 @@ def test_a_process_runs_with_its_start_up_frozen_and_fewer_young_collections() -
     assert seen[0][0] == max(before[0][0], GC_YOUNG_THRESHOLD)
     assert seen[0][1] > before[1]  # what was imported is frozen
     assert (gc.get_threshold(), gc.get_freeze_count()) == before  # and given back after
+
+
+def test_what_start_up_made_is_frozen_inside_a_process_run_only() -> None:
+    outside = gc.get_freeze_count()
+    freeze_start_up()  # a shared process (this test run) is left alone
+    assert gc.get_freeze_count() == outside
+    grown: list[int] = []
+
+    async def main() -> int:
+        before = gc.get_freeze_count()
+        made = [[n] for n in range(500)]  # what a part makes while starting
+        freeze_start_up()
+        grown.append(gc.get_freeze_count() - before)
+        return len(made) - 500
+
+    assert run_process(main) == 0
+    assert grown[0] >= 500
+    assert gc.get_freeze_count() == outside
