@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import Any
+
+from pydantic import ValidationError
 
 from gpt4batch.common.errors import IErrCode, RetryableError, UpstreamError
 from gpt4batch.common.logging import get_logger, redact_text
@@ -19,6 +21,7 @@ from gpt4batch.common.messages import Ask, AskMessage, ChatResponse, DownloadJob
 from gpt4batch.common.retry import RetryPolicy, with_retries
 from gpt4batch.common.upstreams import ConversationClient, ConversationState
 from gpt4batch.common.upstreams.base import Answer
+from gpt4batch.common.upstreams.errors import bad_response
 from gpt4batch.services.caller import metrics
 from gpt4batch.services.caller.downloads import plan_downloads
 from gpt4batch.services.caller.paths import FORBIDDEN_PATH, PathPolicy
@@ -27,6 +30,8 @@ log = get_logger("gpt4batch.caller")
 
 #: iErr code for a failure of our own making (a bug), not the upstream's.
 INTERNAL_ERROR = IErrCode.INTERNAL
+
+_Answered = tuple[Answer, ConversationState]
 
 _RECORDS_OK = metrics.RECORDS.labels("ok")
 _RECORDS_FAILED = metrics.RECORDS.labels("failed")
@@ -136,8 +141,19 @@ class ConversationRunner:
                     )
                     try:
                         answer, state = await with_retries(
-                            call, self.policy, _count_retry(record.id), deadline=ends
+                            partial(_checked, call),
+                            self.policy,
+                            _count_retry(record.id),
+                            deadline=ends,
                         )
+                        if self.enable_download:
+                            jobs += plan_downloads(
+                                answer,
+                                batch=msg.batch,
+                                prefix=self.download_prefix,
+                                record_id=record.id,
+                                ask_id=ask.id,
+                            )
                     except UpstreamError as exc:
                         if exc.status >= 590:  # no HTTP answer: not seen by the response hook
                             metrics.UPSTREAM_CALLS.labels("any", str(exc.status)).inc()
@@ -152,16 +168,6 @@ class ConversationRunner:
                         message = f"ask {ask.id}: internal error: {text}"
                         error = IErr(code=int(INTERNAL_ERROR), message=message)
                         break
-                    if self.enable_download:
-                        jobs += plan_downloads(
-                            answer,
-                            batch=msg.batch,
-                            prefix=self.download_prefix,
-                            record_id=record.id,
-                            ask_id=ask.id,
-                        )
-                    # Checked as the sink will read it; the answer is kept as sent.
-                    ChatResponse.model_validate(answer)
                     answers.append(answer)
         except TimeoutError:
             done = len(answers)
@@ -174,6 +180,24 @@ class ConversationRunner:
             )
         (_RECORDS_OK if error is None else _RECORDS_FAILED).inc()
         return Outcome(record, answers, error, jobs, status)
+
+
+async def _checked(call: Callable[[], Awaitable[_Answered]]) -> _Answered:
+    """`call`'s answer, checked as the sink will read it (the answer is kept as sent).
+
+    An answer that does not fit `ChatResponse` is a bad response of this one call
+    (iErr 596, retried by the policy like any other): raised out of the conversation
+    it would requeue the whole message and pay for every earlier ask again.
+    """
+    answer, state = await call()
+    try:
+        ChatResponse.model_validate(answer)
+    except ValidationError as exc:
+        where = ".".join(str(part) for part in exc.errors()[0]["loc"]) or "answer"
+        raise bad_response(
+            "chat", f"answer does not fit the chat answer shape at {where}"
+        ) from None
+    return answer, state
 
 
 def _loop_time(monotonic_deadline: float) -> float:

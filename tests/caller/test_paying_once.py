@@ -244,3 +244,44 @@ def test_the_answered_ids_kept_are_bounded_by_answered_memory() -> None:
 
         assert asyncio.run(scenario(0)) == []
         assert asyncio.run(scenario(2)) == [f"{1:016x}", f"{2:016x}"]  # the newest, in order
+
+
+class MisshapenSecondAnswer:
+    """Answers ask a1 with a `contents` that is not a list (the chat answer shape breaks)."""
+
+    kind = "fake"
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def run_ask(
+        self, state: ConversationState, ask: Ask, **_: Any
+    ) -> tuple[dict[str, Any], ConversationState]:
+        self.calls.append(ask.id)
+        if ask.id == "a1":
+            return {"message_id": "m-a1", "contents": "not a list"}, state
+        return {"message_id": f"m-{ask.id}"}, state
+
+
+def test_an_answer_of_the_wrong_shape_repeats_only_its_call_and_fails_the_record() -> None:
+    """It used to be raised out of the conversation: the message was requeued and every
+    earlier ask of the record paid again, up to the bus's max attempts."""
+    client = MisshapenSecondAnswer()
+    runner = ConversationRunner(
+        client_for=lambda kind: client,
+        default_kind="fake",
+        policy=RetryPolicy(retries=2, base_delay=0.001, max_delay=0.001),
+    )
+    msg = AskMessage(
+        batch="b",
+        seq=0,
+        record=Record.model_validate(
+            {"id": "r", "asks": [{"id": f"a{i}", "content": "q"} for i in range(3)]}
+        ),
+    )
+    outcome = asyncio.run(runner.run(msg))
+    assert client.calls == ["a0", "a1", "a1", "a1"]
+    err = outcome.record.iErr
+    assert err is not None and err.code == 596
+    assert err.message.startswith("ask a1:") and "contents" in err.message
+    assert [a.message_id for a in outcome.record.answers or []] == ["m-a0"]
