@@ -9,7 +9,7 @@ error instead of being half-understood.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
 import pydantic_core
 from pydantic import (
@@ -144,6 +144,49 @@ class _Body(BaseModel):
         return v
 
 
+class _KeepsReceivedRecord(_Body):
+    """A body that carries a `record` and keeps it as received.
+
+    Validated from bytes, the body is parsed once and the model validated from that
+    parse; the parsed record object is kept, so the record can be passed on or written
+    out as sent (unknown fields, key order, values) without a model round trip. A body
+    that is not a JSON object gets the JSON validator's own error. Equality ignores what
+    is kept: equal data, equal messages, received or built in code.
+    """
+
+    _received: tuple[Any, Record] | None = PrivateAttr(default=None)
+
+    if TYPE_CHECKING:
+        record: Record
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:
+        if kwargs or not isinstance(json_data, bytes):
+            return super().model_validate_json(json_data, **kwargs)
+        try:
+            data = pydantic_core.from_json(json_data)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            return super().model_validate_json(json_data)
+        message = cls.model_validate(data)
+        message._received = (data["record"], message.record)
+        return message
+
+    def received_record(self) -> Any | None:
+        """The record object as parsed from the body received (None: built in code, or
+        `record` replaced since, e.g. by `model_copy(update=…)`)."""
+        received = self.__pydantic_private__["_received"]  # (not pydantic's slow getattr)
+        if received is not None and received[1] is self.record:
+            return received[0]
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _KeepsReceivedRecord):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+
 class AskOverrides(BaseModel):
     """Per-message settings that win over the caller's own configuration.
 
@@ -165,10 +208,8 @@ class AskOverrides(BaseModel):
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
 
 
-class AskMessage(_Body):
+class AskMessage(_KeepsReceivedRecord):
     """One conversation to run (topic `…asks`)."""
-
-    _received: bytes | None = PrivateAttr(default=None)
 
     kind: ClassVar[str] = "AskMessage"
     seq: int = Field(ge=0, description="0-based position of the record in its batch input.")
@@ -184,33 +225,14 @@ class AskMessage(_Body):
         "turns), e.g. from a Batch API line; sent as they are by the openai upstream.",
     )
 
-    @classmethod
-    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> AskMessage:
-        """Validate, keeping the bytes so `record_object` can return the record as sent."""
-        message = super().model_validate_json(json_data, **kwargs)
-        if isinstance(json_data, bytes) and not kwargs:
-            message._received = json_data
-        return message
-
-    def __eq__(self, other: object) -> bool:
-        """Messages with equal data are equal, whether received as bytes or built in code."""
-        if not isinstance(other, AskMessage):
-            return NotImplemented
-        return type(self) is type(other) and self.__dict__ == other.__dict__
-
     def record_object(self) -> dict[str, Any]:
         """The record as a JSON object: as received in the message body (its unknown fields,
         key order and values as sent; validated once, on arrival), else serialised from the
         model (a message built in code). A received message is not to be changed in place.
         """
-        received = self.__pydantic_private__["_received"]  # (not pydantic's slow getattr)
-        if received is not None:
-            try:
-                record = pydantic_core.from_json(received)["record"]
-            except (ValueError, KeyError, TypeError):
-                record = None
-            if isinstance(record, dict):
-                return record
+        received = self.received_record()
+        if isinstance(received, dict):
+            return received
         return self.record.model_dump(mode="json")
 
 
@@ -247,10 +269,8 @@ class Reject(BaseModel):
     source: str | None = Field(default=None, description="The input file.")
 
 
-class ResultMessage(_Body):
+class ResultMessage(_KeepsReceivedRecord):
     """A finished record, successful or not (topic `…results`)."""
-
-    _received: tuple[Any, Record] | None = PrivateAttr(default=None)
 
     kind: ClassVar[str] = "ResultMessage"
     seq: int = Field(ge=0)
@@ -264,28 +284,6 @@ class ResultMessage(_Body):
         "the batch is complete only once each has a DownloadResult.",
     )
 
-    @classmethod
-    def model_validate_json(
-        cls, json_data: str | bytes | bytearray, **kwargs: Any
-    ) -> ResultMessage:
-        """Validate, keeping the record as received so `record_json` can write it.
-
-        The body is parsed once and the model validated from that parse (the record
-        object is then serialised as parsed, not parsed again: cpu-sink, issue 11). A
-        body that is not a JSON object gets the JSON validator's own error.
-        """
-        if kwargs or not isinstance(json_data, bytes):
-            return super().model_validate_json(json_data, **kwargs)
-        try:
-            data = pydantic_core.from_json(json_data)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            return super().model_validate_json(json_data)
-        message = cls.model_validate(data)
-        message._received = (data["record"], message.record)
-        return message
-
     def record_json(self) -> bytes:
         """The record as one output line: the record object as received in the message
         body (validated once, on arrival), not re-serialised through the models.
@@ -293,9 +291,9 @@ class ResultMessage(_Body):
         A record replaced since (`model_copy(update=…)`, deep copies) is serialised
         again; a received record is not to be changed in place.
         """
-        received = self._received
-        if received is not None and received[1] is self.record:
-            return pydantic_core.to_json(received[0])
+        received = self.received_record()
+        if received is not None:
+            return pydantic_core.to_json(received)
         return self.record.to_line().encode()
 
 
