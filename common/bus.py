@@ -310,16 +310,13 @@ class Dispatcher:
 
     async def run(self, msg: TransportMessage) -> None:
         sub = self.sub
-        try:
-            model = sub.model.model_validate_json(msg.body)
-        except ValidationError as exc:
-            await self._dead(msg, f"invalid {sub.model.__name__}: {_short_errors(exc)}")
+        model = await self._decode(msg)
+        if model is None:
             return
         self._in_flight_gauge.inc()
         started = time.perf_counter()
         self._working[id(msg)] = msg
-        if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.get_running_loop().create_task(self._keep_touching())
+        self._touch_working()
         try:
             await sub.handler(model, msg)
         except asyncio.CancelledError:
@@ -335,6 +332,21 @@ class Dispatcher:
             self._working.pop(id(msg), None)
             self._in_flight_gauge.dec()
             self._handler_seconds.observe(time.perf_counter() - started)
+
+    async def _decode(self, msg: TransportMessage) -> Any | None:
+        """The message's body as the subscription's model; an invalid body is dead-lettered
+        (None)."""
+        model = self.sub.model
+        try:
+            return model.model_validate_json(msg.body)
+        except ValidationError as exc:
+            await self._dead(msg, f"invalid {model.__name__}: {_short_errors(exc)}")
+            return None
+
+    def _touch_working(self) -> None:
+        """Make sure the sweeper that touches the messages being worked on runs."""
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._keep_touching())
 
     async def _failed(self, msg: TransportMessage, exc: Exception) -> None:
         """Acknowledge a message whose handling raised `exc` (see the module docstring)."""
@@ -461,10 +473,9 @@ class BatchDispatcher(Dispatcher):
         assert sub.batch_handler is not None
         items: list[tuple[Any, TransportMessage]] = []
         for msg, _ in group:
-            try:
-                items.append((sub.model.model_validate_json(msg.body), msg))
-            except ValidationError as exc:
-                await self._dead(msg, f"invalid {sub.model.__name__}: {_short_errors(exc)}")
+            model = await self._decode(msg)
+            if model is not None:
+                items.append((model, msg))
         if not items:
             return
         started = time.perf_counter()
@@ -472,8 +483,7 @@ class BatchDispatcher(Dispatcher):
         working = self._working
         for _, msg in items:
             working[id(msg)] = msg
-        if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.get_running_loop().create_task(self._keep_touching())
+        self._touch_working()
         settled = 0
         try:
             try:

@@ -103,6 +103,10 @@ def coalesce_reads(conn: Any) -> None:
     conn._buffered_reads = True
     buffer = bytearray()
 
+    def fail(error: Exception) -> None:  # as pynsq reports a broken connection
+        conn.close()
+        conn.trigger(nsq_event.ERROR, conn=conn, error=error)
+
     def start_read() -> None:
         stream = conn.stream
         if stream is None:
@@ -110,9 +114,7 @@ def coalesce_reads(conn: Any) -> None:
         try:
             read = stream.read_bytes(READ_CHUNK, partial=True)
         except OSError:  # closed
-            conn.close()
-            error = protocol.ConnectionClosedError("Stream is closed")
-            conn.trigger(nsq_event.ERROR, conn=conn, error=error)
+            fail(protocol.ConnectionClosedError("Stream is closed"))
             return
         IOLoop.current().add_future(read, on_read)
 
@@ -120,17 +122,13 @@ def coalesce_reads(conn: Any) -> None:
         try:
             buffer.extend(read.result())
         except Exception:  # closed: as pynsq reports it
-            conn.close()
-            error = protocol.IntegrityError("failed to unpack size")
-            conn.trigger(nsq_event.ERROR, conn=conn, error=error)
+            fail(protocol.IntegrityError("failed to unpack size"))
             return
         start, end = 0, len(buffer)
         while end - start >= 4:
             size = _SIZE.unpack_from(buffer, start)[0]
             if size < 0:
-                conn.close()
-                error = protocol.IntegrityError("failed to unpack size")
-                conn.trigger(nsq_event.ERROR, conn=conn, error=error)
+                fail(protocol.IntegrityError("failed to unpack size"))
                 return
             if end - start - 4 < size:
                 break
@@ -358,9 +356,7 @@ class NsqBus(Bus):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.connect_timeout
         addresses = await self.nsqd_http_addresses()
-        async with httpx.AsyncClient(
-            timeout=self.connect_timeout, verify=client_context()
-        ) as client:
+        async with self._admin_http() as client:
             for http in addresses:
                 while True:  # nsqd may be restarting: retry like the TCP connect does
                     try:
@@ -379,10 +375,12 @@ class NsqBus(Bus):
                             ) from None
                         await asyncio.sleep(0.2)
 
+    def _admin_http(self) -> httpx.AsyncClient:
+        """A client for nsqd's HTTP API (topics, channels, stats)."""
+        return httpx.AsyncClient(timeout=self.connect_timeout, verify=client_context())
+
     async def delete_channel(self, topic: str, channel: str) -> None:
-        async with httpx.AsyncClient(
-            timeout=self.connect_timeout, verify=client_context()
-        ) as client:
+        async with self._admin_http() as client:
             for http in await self.nsqd_http_addresses():
                 try:
                     await _nsqd_post(client, http, "channel/delete", topic=topic, channel=channel)
@@ -392,9 +390,7 @@ class NsqBus(Bus):
 
     async def backlog(self, topic: str, channel: str) -> int:
         total = 0
-        async with httpx.AsyncClient(
-            timeout=self.connect_timeout, verify=client_context()
-        ) as client:
+        async with self._admin_http() as client:
             for http in await self.nsqd_http_addresses():
                 url = http if "://" in http else f"http://{http}"
                 resp = await client.get(
