@@ -390,19 +390,29 @@ class NsqBus(Bus):
 
     async def backlog(self, topic: str, channel: str) -> int:
         total = 0
+        for c in await self._channel_stats(topic, channel):
+            if c.get("channel_name") == channel:
+                total += int(c["depth"]) + int(c["in_flight_count"]) + int(c["deferred_count"])
+        return total
+
+    async def consumers(self, topic: str) -> int:
+        return sum(len(c.get("clients") or []) for c in await self._channel_stats(topic))
+
+    async def _channel_stats(self, topic: str, channel: str | None = None) -> list[dict[str, Any]]:
+        """The /stats of `topic`'s channels (or of one) on every nsqd this bus knows."""
+        params = {"format": "json", "topic": topic}
+        if channel is not None:
+            params["channel"] = channel
+        found: list[dict[str, Any]] = []
         async with self._admin_http() as client:
             for http in await self.nsqd_http_addresses():
                 url = http if "://" in http else f"http://{http}"
-                resp = await client.get(
-                    f"{url}/stats", params={"format": "json", "topic": topic, "channel": channel}
-                )
+                resp = await client.get(f"{url}/stats", params=params)
                 resp.raise_for_status()
                 for t in resp.json().get("topics") or []:
-                    for c in t.get("channels") or [] if t.get("topic_name") == topic else []:
-                        if c.get("channel_name") == channel:
-                            total += int(c["depth"]) + int(c["in_flight_count"])
-                            total += int(c["deferred_count"])
-        return total
+                    if t.get("topic_name") == topic:
+                        found.extend(t.get("channels") or [])
+        return found
 
     def _open_conns(self) -> list[Any]:
         assert self._writer is not None

@@ -212,11 +212,12 @@ class BatchesHandler(Base):
             raise ApiError(400, "completion_window must be '24h'.", param="completion_window")
         metadata = checked_metadata(body.get("metadata"))
         record = self.store.get_file(file_id, self.owner)
-        if record is None or record.purpose != "batch":
+        if record is None:  # none, or another key's: the same answer
+            raise ApiError(404, f"No such File object: {file_id}", param="input_file_id")
+        if record.purpose != "batch":
             raise ApiError(
                 400,
-                f"The input file {file_id!r} does not exist or was not uploaded with "
-                "purpose 'batch'.",
+                f"The input file {file_id} was not uploaded with purpose 'batch'.",
                 param="input_file_id",
             )
         batch = self.batches.create(file_id, endpoint, window, metadata, self.owner)

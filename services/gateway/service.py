@@ -12,6 +12,7 @@ from gpt4batch.common.result_parts import PartAssembler
 from gpt4batch.common.service import App
 from gpt4batch.common.topics import Channels
 from gpt4batch.services.gateway.api import make_app
+from gpt4batch.services.gateway.asks_watch import AsksWatch
 from gpt4batch.services.gateway.batches import Batches
 from gpt4batch.services.gateway.ledger import Ledger
 from gpt4batch.services.gateway.listener import listener
@@ -109,4 +110,5 @@ def build(settings: GatewaySettings, *, key_on_argv: bool = False) -> App:
         max_body_size=settings.max_body_bytes,
     )
     log.info("tenants", names=tenants.names)
-    return App(parts=[service, server])
+    watch = AsksWatch(settings.consumer_check_interval)
+    return App(parts=[service, watch, server])

@@ -72,6 +72,13 @@ class GatewaySettings(BaseServiceSettings):
         900.0, gt=0, description="Seconds to receive the body of POST /v1/files."
     )
 
+    consumer_check_interval: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds between checks that something (a caller) consumes the asks "
+        "topic; without one, /ready answers 503 and the log says so once.",
+    )
+
     _key_entries: list[tuple[str | None, str]] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
