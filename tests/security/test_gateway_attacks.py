@@ -164,26 +164,35 @@ def test_a_key_on_the_command_line_is_warned_about(procs: ServiceProcs, tmp_path
 def post_unread(
     gateway: Gateway, path: str, size: int, key: str | None = None
 ) -> tuple[bytes, int]:
-    """Send the headers of a `size`-byte POST, read the answer, then push the body until the
-    gateway hangs up. Returns (the answer's first bytes, body bytes it took)."""
+    """A `size`-byte POST pushed as fast as the gateway takes it, its answer read meanwhile.
+    Returns (the answer's first bytes, body bytes the gateway took before hanging up)."""
     head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n"
     head += "Content-Type: multipart/form-data; boundary=xyz\r\n"
     if key:
         head += f"Authorization: Bearer {key}\r\n"
-    sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=30)
+    sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=120)
+    answer: list[bytes] = []
+
+    def read_answer() -> None:
+        try:
+            answer.append(sock.recv(200))
+        except OSError:
+            answer.append(b"")
+
+    reader = threading.Thread(target=read_answer)
+    reader.start()
     sent = 0
     try:
         sock.sendall(head.encode() + b"\r\n")
-        answer = sock.recv(200)
         chunk = b"[" * (1 << 20)
         while sent < size:
             sock.sendall(chunk)
             sent += len(chunk)
     except OSError:
         pass
-    finally:
-        sock.close()
-    return answer, sent
+    reader.join(120)
+    sock.close()
+    return answer[0], sent
 
 
 def test_a_150_mb_post_without_a_key_is_refused_before_its_body(
