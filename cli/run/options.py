@@ -76,8 +76,8 @@ ORIGINAL_ALIASES = {
 }
 
 #: Where `run`'s default differs from the service's, and why.
+_RUN_MODEL_NOTE = "gpt-4-gizmo on gpt4api"
 _RUN_DEFAULT_NOTES = {
-    "model": "gpt-4-gizmo on gpt4api, the upstream's usual model otherwise",
     # In this process no message can time out, so no deadline (caller_settings).
     "conversation_deadline": "none in this process; 840 with -n",
 }
@@ -124,7 +124,7 @@ def _add_original_flags(parser: argparse.ArgumentParser) -> None:
             _bool_flag(parser, *names, dest=name, default=bool(default), help=help_text)
             continue
         if name in _RUN_DEFAULT_NOTES:
-            help_text = help_text.split(" (default")[0] + f" (default: {_RUN_DEFAULT_NOTES[name]})"
+            help_text += f" ({_RUN_MODEL_NOTE})" if name == "model" else ""
         parser.add_argument(
             *names, dest=name, type=kind, default=default, help=help_text, metavar=_METAVARS[name]
         )
