@@ -192,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--feed-topic", default=_default("feed_topic"), help="topic of the feed")
 
     r = p.add_argument_group("run")
+    r.add_argument(
+        "--allowed-dirs",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="another folder asks may upload images/files from (repeatable; the input's "
+        "folder is always allowed)",
+    )
     r.add_argument("--batch", default=None, help="batch id (default: derived from the input)")
     r.add_argument(
         "--grace",
@@ -244,6 +252,7 @@ class RunOptions:
     batch: str | None
     grace: float
     progress: str
+    allowed_dirs: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     """Generated caller settings given on the command line."""
 
