@@ -274,6 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = p.add_argument_group("run")
     r.add_argument(
+        "--allowed-dirs",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="another folder asks may upload images/files from (repeatable; the input's "
+        "folder is always allowed)",
+    )
+    r.add_argument(
         "--batch", default=None, metavar="ID", help="batch id (default: derived from the input)"
     )
     r.add_argument(
@@ -336,6 +344,7 @@ class RunOptions:
     batch: str | None
     grace: float
     progress: str
+    allowed_dirs: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     """Generated caller settings given on the command line."""
 
