@@ -47,8 +47,10 @@ class BaseServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    log_format: typing.Literal["auto", "json", "console"] = Field(
-        "auto", description="Log format: json lines, console, or auto (console on a TTY)."
+    log_format: typing.Literal["auto", "text", "json", "console"] = Field(
+        "auto",
+        description="Log lines as text or json (console: text); auto: text on a terminal, "
+        "JSON lines elsewhere. Every library's lines (pynsq, tornado) use it too.",
     )
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
     metrics_port: int = Field(

@@ -456,7 +456,7 @@ def refused_line(run: Run, result: RunResult) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     opts = parse(args)
-    glog.configure("console" if sys.stderr.isatty() else "json", "info", service="run")
+    glog.configure(opts.log_format, "info", service="run")
     print(first_line(opts, args), file=sys.stderr, flush=True)
 
     async def go() -> int:

@@ -76,8 +76,8 @@ ORIGINAL_ALIASES = {
 }
 
 #: Where `run`'s default differs from the service's, and why.
+_RUN_MODEL_NOTE = "gpt-4-gizmo on gpt4api"
 _RUN_DEFAULT_NOTES = {
-    "model": "gpt-4-gizmo on gpt4api, the upstream's usual model otherwise",
     # In this process no message can time out, so no deadline (caller_settings).
     "conversation_deadline": "none in this process; 840 with -n",
 }
@@ -123,8 +123,8 @@ def _add_original_flags(parser: argparse.ArgumentParser) -> None:
         if kind is bool:
             _bool_flag(parser, *names, dest=name, default=bool(default), help=help_text)
             continue
-        if name in _RUN_DEFAULT_NOTES:
-            help_text = help_text.split(" (default")[0] + f" (default: {_RUN_DEFAULT_NOTES[name]})"
+        if name == "model":
+            help_text += f" ({_RUN_MODEL_NOTE})"
         parser.add_argument(
             *names, dest=name, type=kind, default=default, help=help_text, metavar=_METAVARS[name]
         )
@@ -298,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODE",
         help="bar, log (a line per record) or off; auto: a bar on a terminal, else log",
     )
+    r.add_argument(
+        "--log-format",
+        choices=["auto", "text", "json"],
+        default="auto",
+        help="log lines as text or JSON lines; auto: text on a terminal, JSON otherwise",
+    )
     # Every other caller setting, generated: a new caller option reaches `run` by itself.
     taken = {action.dest for action in p._actions} | set(ORIGINAL_ALIASES.values())
     add_flags(
@@ -344,6 +350,7 @@ class RunOptions:
     batch: str | None
     grace: float
     progress: str
+    log_format: str = "auto"
     allowed_dirs: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     """Generated caller settings given on the command line."""
