@@ -67,13 +67,6 @@ def redact_event(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mutab
     return event_dict
 
 
-class _RedactingFormatter(logging.Formatter):
-    """For stdlib loggers (pynsq, tornado): the same masking on the formatted line."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return redact_text(super().format(record))
-
-
 def configure(
     fmt: str = "auto", level: str = "info", *, stream: Any = None, service: str | None = None
 ) -> None:
@@ -84,33 +77,41 @@ def configure(
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    processors: list[Any] = [
+    shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # Tracebacks become text before redaction, in every format: a console
+        # renderer formatting `exc_info` itself would print secrets unmasked.
+        structlog.processors.format_exc_info,
+        redact_event,
     ]
-    # Tracebacks become text before redaction, in every format: a console
-    # renderer formatting `exc_info` itself would print secrets unmasked.
-    processors.append(structlog.processors.format_exc_info)
-    processors.append(redact_event)
-    if fmt == "json":
-        processors.append(structlog.processors.JSONRenderer())
-    else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=stream.isatty()))
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
     structlog.configure(
-        processors=processors,
+        processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
     if service:
         structlog.contextvars.bind_contextvars(service=service)
+    # Standard-library loggers (pynsq, tornado, asyncio) in the same format and masking:
+    # one log format per process.
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
-    # pynsq is chatty at INFO (every IDENTIFY) and logs deliberate closes as errors.
+    # pynsq is chatty at INFO (every IDENTIFY); our NsqBus keeps its deliberate closes quiet.
     logging.getLogger("nsq").setLevel(max(numeric, logging.WARNING))
     logging.getLogger("tornado.access").setLevel(max(numeric, logging.WARNING))
     logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))

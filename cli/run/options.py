@@ -180,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     n = p.add_argument_group("NSQ (-n)")
     n.add_argument("--nsqd-tcp-address", action="append", default=[], help="repeatable")
+    n.add_argument(
+        "--nsqd-http-address",
+        action="append",
+        default=[],
+        help="repeatable, one per --nsqd-tcp-address in the same order (default: as "
+        "nsqlookupd lists it, else TCP port + 1)",
+    )
     n.add_argument("--lookupd-http-address", action="append", default=[], help="repeatable")
     n.add_argument("--topic-prefix", default=DEFAULT_PREFIX)
     _bool_flag(
@@ -237,6 +244,7 @@ class RunOptions:
     retries: int
     read_timeout: float
     nsqd_tcp_address: list[str]
+    nsqd_http_address: list[str]
     lookupd_http_address: list[str]
     topic_prefix: str
     feed: bool
