@@ -15,6 +15,8 @@ from typing import Any
 
 import structlog
 
+from gpt4batch.common.status_line import AboveStatusLine
+
 REDACTED = "***"
 
 _SECRET_KEY = re.compile(
@@ -67,51 +69,60 @@ def redact_event(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mutab
     return event_dict
 
 
+#: `--log-format` values: text is the console renderer (`console` is its older name).
+LOG_FORMATS = ("auto", "text", "json", "console")
+
+
+def resolve_format(fmt: str, stream: Any) -> str:
+    """`json` or `text`: auto is text on a terminal, JSON lines elsewhere."""
+    if fmt == "auto":
+        return "text" if getattr(stream, "isatty", lambda: False)() else "json"
+    return "text" if fmt == "console" else fmt
+
+
 def configure(
     fmt: str = "auto", level: str = "info", *, stream: Any = None, service: str | None = None
 ) -> None:
-    """Set up structlog and the stdlib root logger for one process."""
-    stream = stream or sys.stderr
-    if fmt == "auto":
-        fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
+    """Set up structlog and the stdlib root logger for one process: every library's
+    line (pynsq, tornado, asyncio) is rendered like ours, and goes above a progress bar."""
+    raw = stream or sys.stderr
+    fmt = resolve_format(fmt, raw)
+    stream = AboveStatusLine(raw)
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    shared: list[Any] = [
+    stamp: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        # Tracebacks become text before redaction, in every format: a console
-        # renderer formatting `exc_info` itself would print secrets unmasked.
-        structlog.processors.format_exc_info,
-        redact_event,
     ]
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
+    # Tracebacks become text before redaction, in every format: a console
+    # renderer formatting `exc_info` itself would print secrets unmasked.
+    render = [structlog.processors.format_exc_info, redact_event, renderer]
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=[*stamp, *render],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
     if service:
         structlog.contextvars.bind_contextvars(service=service)
-    # Standard-library loggers (pynsq, tornado, asyncio) in the same format and masking:
-    # one log format per process.
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[*stamp, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *render],
         )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
-    # pynsq is chatty at INFO (every IDENTIFY); our NsqBus keeps its deliberate closes quiet.
+    # pynsq is chatty at INFO (every IDENTIFY) and logs deliberate closes as errors.
     logging.getLogger("nsq").setLevel(max(numeric, logging.WARNING))
     logging.getLogger("tornado.access").setLevel(max(numeric, logging.WARNING))
     logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))

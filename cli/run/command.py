@@ -39,6 +39,7 @@ from gpt4batch.cli.run.errors_file import ErrorBreakdown, write_errors
 from gpt4batch.cli.run.finalize import FinalCounts, write_final
 from gpt4batch.cli.run.options import RunOptions, parse
 from gpt4batch.cli.run.preflight import (
+    check_allowed_dirs,
     check_download_dir,
     check_input,
     check_output,
@@ -124,8 +125,9 @@ def caller_settings(opts: RunOptions, bus_settings: BaseServiceSettings) -> Call
         read_timeout=opts.read_timeout,
         enable_download=opts.enable_download,
         download_prefix=opts.download_prefix,
-        # Asks upload only files in the input's folder (symlinks resolved first).
-        allowed_dirs=[str(Path(opts.input).resolve().parent)],
+        # Asks upload only files in the input's folder and --allowed-dirs (symlinks
+        # resolved first).
+        allowed_dirs=[str(Path(opts.input).resolve().parent), *opts.allowed_dirs],
         feed=opts.feed and opts.enable_nsq,  # the feed is an NSQ topic: only with -n
         feed_topic=opts.feed_topic,
         feed_dir=str(Path(opts.download_dir or Path(opts.input).parent).resolve()),
@@ -172,6 +174,7 @@ class Run:
         if self.out.resolve() == self.input.resolve():
             raise ConfigError("-o/--out must differ from -i/--in (the input is read again)")
         check_output(opts.out)
+        check_allowed_dirs(opts.allowed_dirs)
         self.batch = opts.batch or default_batch_id(self.input)
         self.bus_settings = load(
             BaseServiceSettings,
@@ -468,7 +471,7 @@ def refused_line(run: Run, result: RunResult) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     opts = parse(args)
-    glog.configure("console" if sys.stderr.isatty() else "json", "info", service="run")
+    glog.configure(opts.log_format, "info", service="run")
     print(first_line(opts, args), file=sys.stderr, flush=True)
 
     async def go() -> int:
