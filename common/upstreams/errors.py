@@ -82,11 +82,17 @@ def from_transport(exc: BaseException, endpoint: str) -> RetryableError:
     The cause is looked at, not the exception's class: httpx-aiohttp turns every aiohttp
     connection error into `httpx.ConnectTimeout` (a refused connection read "timed out").
     """
-    root = exc
-    while root.__cause__ is not None and root.__cause__ is not root:
-        root = root.__cause__
+    chain = [exc]
+    while chain[-1].__cause__ is not None and len(chain) < 8:
+        chain.append(chain[-1].__cause__)
+    root = chain[-1]
     kind = type(root).__name__
-    if isinstance(root, TimeoutError) or (root is exc and isinstance(exc, httpx.TimeoutException)):
+    mislabelled = isinstance(root, (ConnectionError, socket.gaierror)) or any(
+        type(e).__module__.startswith("aiohttp") for e in chain
+    )
+    if any(isinstance(e, TimeoutError) for e in chain) or (
+        isinstance(exc, httpx.TimeoutException) and not mislabelled
+    ):
         return RetryableError(TIMEOUT, f"{endpoint}: timed out ({kind})")
     return RetryableError(CONNECTION, f"{endpoint}: {_connection_failure(root)} ({kind})")
 
