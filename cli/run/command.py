@@ -71,6 +71,7 @@ from gpt4batch.common.service import (
     EXIT_USAGE,
     install_stop_signals,
     run_process,
+    start_unless_stopped,
 )
 from gpt4batch.common.settings import BaseServiceSettings, load
 from gpt4batch.services.caller.auth_gate import AuthGate, token_source
@@ -181,6 +182,7 @@ class Run:
             BaseServiceSettings,
             topic_prefix=opts.topic_prefix,
             nsqd_tcp_address=opts.nsqd_tcp_address,
+            nsqd_http_address=opts.nsqd_http_address,
             lookupd_http_address=opts.lookupd_http_address,
             shutdown_grace=opts.grace,
             **{k: v for k, v in opts.extra.items() if k in BaseServiceSettings.model_fields},
@@ -250,12 +252,14 @@ class Run:
         self._register_sink(bus)
         interrupted = True
         try:
-            await bus.start()
-            ingest_task = asyncio.create_task(self._ingest(bus))
-            try:
-                interrupted = await self._wait(ingest_task, ledger)
-            finally:
-                await self._shutdown(bus, ingest_task, interrupted)
+            if not await start_unless_stopped(bus, self.stop):  # Ctrl-C while NSQ is awaited
+                await bus.stop(0)
+            else:
+                ingest_task = asyncio.create_task(self._ingest(bus))
+                try:
+                    interrupted = await self._wait(ingest_task, ledger)
+                finally:
+                    await self._shutdown(bus, ingest_task, interrupted)
         finally:
             for service in services:
                 await service.close()

@@ -522,7 +522,7 @@ class BatchLedger:
                 raise ValueError("no record")
             model = Record.model_validate({**record, "iErr": ierr})
         except ValueError:
-            rid = record.get("id") if isinstance(record, dict) else None
+            rid = record.get("id") if isinstance(record, dict) else body.get("record_id")
             model = Record(id=rid if isinstance(rid, str) else f"seq:{seq}", asks=[], iErr=ierr)
         log.error("record dead-lettered", batch=self.batch, seq=seq, id=model.id)
         return await self.add_result(ResultMessage(batch=self.batch, seq=seq, record=model))
