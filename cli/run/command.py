@@ -44,6 +44,7 @@ from gpt4batch.cli.run.preflight import (
     check_input,
     check_output,
     check_reachable,
+    check_upstream,
 )
 from gpt4batch.cli.run.progress import RunProgress, clock
 from gpt4batch.cli.run.resume import resume_command, token_note
@@ -220,7 +221,10 @@ class Run:
         self.stop.set()
 
     async def preflight(self) -> None:
-        """Checks that need the event loop: NSQ is reachable (-n), before any work."""
+        """Checks that need the event loop, before any work: the upstream answers, and NSQ
+        is reachable (-n)."""
+        config = self.caller.config
+        await check_upstream(config.explicit_urls() or {"--base-url": config.base()})
         if self.opts.enable_nsq:
             await check_reachable(self.opts.nsqd_tcp_address, "--nsqd-tcp-address")
             await check_reachable(self.opts.lookupd_http_address, "--lookupd-http-address")

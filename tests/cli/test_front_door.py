@@ -71,6 +71,17 @@ def mistakes(folder: Path, mock: MockUpstream) -> list[tuple[str, list[str], str
             "credentials",
         ),
         ("flag missing its value", [*ok, "-i", "in.jsonl", "-o"], "expected one argument"),
+        (
+            "upstream refuses connections",
+            ["-i", "in.jsonl", "--base-url", f"http://{dead}", "--access-token", "t"],
+            f"the upstream at http://{dead} does not answer (connection refused)",
+        ),
+        (
+            "upstream host unknown",
+            ["-i", "in.jsonl", "--base-url", "http://no-such-host.invalid", "--access-token", "t"],
+            "(cannot resolve the host no-such-host.invalid)",
+        ),
+        ("allowed dir missing", [*ok, "-i", "in.jsonl", "--allowed-dirs", "nope"], "nope does not"),
     ]
 
 
