@@ -191,7 +191,9 @@ class Run:
         self.auth_refusal: IErr | None = None
         settings = caller_settings(opts, self.bus_settings)
         self.token_source = token_source(opts.access_token, settings.credentials)
-        gate = AuthGate(self.token_source, retry_interval=0, on_close=self._token_refused)
+        gate = AuthGate(
+            self.token_source, retry_interval=0, on_close=self._token_refused, prove_first=True
+        )
         # Builds the upstream config: a missing or expired token fails here, before work.
         # In this process (no -n) an ask is never handed out again once its result is
         # published, so the caller remembers no answered ids (100k of them took ~15 MB).
