@@ -76,8 +76,8 @@ ORIGINAL_ALIASES = {
 }
 
 #: Where `run`'s default differs from the service's, and why.
+_RUN_MODEL_NOTE = "gpt-4-gizmo on gpt4api"
 _RUN_DEFAULT_NOTES = {
-    "model": "gpt-4-gizmo on gpt4api, the upstream's usual model otherwise",
     # In this process no message can time out, so no deadline (caller_settings).
     "conversation_deadline": "none in this process; 840 with -n",
 }
@@ -123,8 +123,8 @@ def _add_original_flags(parser: argparse.ArgumentParser) -> None:
         if kind is bool:
             _bool_flag(parser, *names, dest=name, default=bool(default), help=help_text)
             continue
-        if name in _RUN_DEFAULT_NOTES:
-            help_text = help_text.split(" (default")[0] + f" (default: {_RUN_DEFAULT_NOTES[name]})"
+        if name == "model":
+            help_text += f" ({_RUN_MODEL_NOTE})"
         parser.add_argument(
             *names, dest=name, type=kind, default=default, help=help_text, metavar=_METAVARS[name]
         )
@@ -262,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="nsqlookupd host:port, repeatable (unset: read only the --nsqd-tcp-address ones)",
     )
     nx = p.add_argument_group("NSQ details (-n)", advanced=True)
+    nx.add_argument(
+        "--nsqd-http-address",
+        action="append",
+        metavar="HOST:PORT",
+        default=[],
+        help="nsqd's HTTP host:port, repeatable, one per --nsqd-tcp-address in the same order "
+        "(unset: as nsqlookupd lists it, else TCP port + 1)",
+    )
     nx.add_argument("--topic-prefix", default=DEFAULT_PREFIX, help="prefix of every topic name")
     _bool_flag(
         nx,
@@ -273,6 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
     nx.add_argument("--feed-topic", default=_default("feed_topic"), help="topic of the feed")
 
     r = p.add_argument_group("run")
+    r.add_argument(
+        "--allowed-dirs",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="another folder asks may upload images/files from (repeatable; the input's "
+        "folder is always allowed)",
+    )
     r.add_argument(
         "--batch", default=None, metavar="ID", help="batch id (default: derived from the input)"
     )
@@ -289,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         metavar="MODE",
         help="bar, log (a line per record) or off; auto: a bar on a terminal, else log",
+    )
+    r.add_argument(
+        "--log-format",
+        choices=["auto", "text", "json"],
+        default="auto",
+        metavar="FORMAT",
+        help="log lines as text or json; auto: text on a terminal, JSON lines otherwise",
     )
     # Every other caller setting, generated: a new caller option reaches `run` by itself.
     taken = {action.dest for action in p._actions} | set(ORIGINAL_ALIASES.values())
@@ -329,6 +352,7 @@ class RunOptions:
     retries: int
     read_timeout: float
     nsqd_tcp_address: list[str]
+    nsqd_http_address: list[str]
     lookupd_http_address: list[str]
     topic_prefix: str
     feed: bool
@@ -336,6 +360,8 @@ class RunOptions:
     batch: str | None
     grace: float
     progress: str
+    log_format: str = "auto"
+    allowed_dirs: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     """Generated caller settings given on the command line."""
 
