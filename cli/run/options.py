@@ -310,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format",
         choices=["auto", "text", "json"],
         default="auto",
-        help="log lines as text or JSON lines; auto: text on a terminal, JSON otherwise",
+        metavar="FORMAT",
+        help="log lines as text or json; auto: text on a terminal, JSON lines otherwise",
     )
     # Every other caller setting, generated: a new caller option reaches `run` by itself.
     taken = {action.dest for action in p._actions} | set(ORIGINAL_ALIASES.values())
