@@ -37,6 +37,7 @@ from pydantic import SecretStr
 
 from gpt4batch.cli.run.errors_file import ErrorBreakdown, write_errors
 from gpt4batch.cli.run.finalize import FinalCounts, write_final
+from gpt4batch.cli.run.notices import end_notices, start_notices
 from gpt4batch.cli.run.options import RunOptions, parse
 from gpt4batch.cli.run.preflight import (
     check_allowed_dirs,
@@ -467,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     opts = parse(args)
     glog.configure(opts.log_format, "info", service="run")
-    print(first_line(opts, args), file=sys.stderr, flush=True)
+    print("\n".join([first_line(opts, args), *start_notices(opts)]), file=sys.stderr, flush=True)
 
     async def go() -> int:
         try:
@@ -498,6 +499,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(refused_line(run, result), file=sys.stderr)
             return EXIT_USAGE
         print_summary(run, result)
+        for line in end_notices(opts, result.final):
+            print(line, file=sys.stderr)
         ok = result.final.failed == 0 and result.final.not_run == 0
         return EXIT_OK if ok else EXIT_FAILED
 
