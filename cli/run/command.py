@@ -37,6 +37,7 @@ from pydantic import SecretStr
 
 from gpt4batch.cli.run.errors_file import ErrorBreakdown, write_errors
 from gpt4batch.cli.run.finalize import FinalCounts, write_final
+from gpt4batch.cli.run.notices import end_notices, start_notices
 from gpt4batch.cli.run.options import RunOptions, parse
 from gpt4batch.cli.run.preflight import (
     check_allowed_dirs,
@@ -44,6 +45,7 @@ from gpt4batch.cli.run.preflight import (
     check_input,
     check_output,
     check_reachable,
+    check_upstream,
 )
 from gpt4batch.cli.run.progress import RunProgress, clock
 from gpt4batch.cli.run.resume import resume_command, token_note
@@ -190,7 +192,9 @@ class Run:
         self.auth_refusal: IErr | None = None
         settings = caller_settings(opts, self.bus_settings)
         self.token_source = token_source(opts.access_token, settings.credentials)
-        gate = AuthGate(self.token_source, retry_interval=0, on_close=self._token_refused)
+        gate = AuthGate(
+            self.token_source, retry_interval=0, on_close=self._token_refused, prove_first=True
+        )
         # Builds the upstream config: a missing or expired token fails here, before work.
         # In this process (no -n) an ask is never handed out again once its result is
         # published, so the caller remembers no answered ids (100k of them took ~15 MB).
@@ -220,7 +224,10 @@ class Run:
         self.stop.set()
 
     async def preflight(self) -> None:
-        """Checks that need the event loop: NSQ is reachable (-n), before any work."""
+        """Checks that need the event loop, before any work: the upstream answers, and NSQ
+        is reachable (-n)."""
+        config = self.caller.config
+        await check_upstream(config.explicit_urls() or {"--base-url": config.base()})
         if self.opts.enable_nsq:
             await check_reachable(self.opts.nsqd_tcp_address, "--nsqd-tcp-address")
             await check_reachable(self.opts.lookupd_http_address, "--lookupd-http-address")
@@ -461,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     opts = parse(args)
     glog.configure(opts.log_format, "info", service="run")
-    print(first_line(opts, args), file=sys.stderr, flush=True)
+    print("\n".join([first_line(opts, args), *start_notices(opts)]), file=sys.stderr, flush=True)
 
     async def go() -> int:
         try:
@@ -492,6 +499,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(refused_line(run, result), file=sys.stderr)
             return EXIT_USAGE
         print_summary(run, result)
+        for line in end_notices(opts, result.final):
+            print(line, file=sys.stderr)
         ok = result.final.failed == 0 and result.final.not_run == 0
         return EXIT_OK if ok else EXIT_FAILED
 

@@ -206,10 +206,13 @@ class CallerService:
             # Its result is on NSQ (see `answered`): never pay again.
             metrics.REDELIVERED_ANSWERED.inc()
             return
-        if not self.auth.admits():
-            raise Requeue("the upstream refuses the token", delay=self.auth.retry_interval or 1.0)
-        async with self.answered.running(msg.batch, msg.seq, delivery.id):
-            await self._answer(msg)
+        async with self.auth.turn():  # an unproven token: one conversation calls first
+            if not self.auth.admits():
+                raise Requeue(
+                    "the upstream refuses the token", delay=self.auth.retry_interval or 1.0
+                )
+            async with self.answered.running(msg.batch, msg.seq, delivery.id):
+                await self._answer(msg)
 
     async def _answer(self, msg: AskMessage) -> None:
         """Run the conversation and publish what it produced."""

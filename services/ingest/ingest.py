@@ -294,7 +294,10 @@ class _Encoder:
                 topic, body = self.asks_topic, self._envelope(seq, verdict.json)
             if self._fits(body):
                 return topic, body, verdict
-            reason = f"message of {len(body)} bytes is over the bus limit of {self.limit} bytes"
+            reason = (
+                f"message of {len(body)} bytes is over the bus limit of {self.limit} bytes "
+                "(raise --max-msg-size, and nsqd's --max-msg-size with it)"
+            )
             verdict = self.validator.reject(
                 line.number,
                 verdict.record.model_dump(),
