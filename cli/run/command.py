@@ -76,6 +76,7 @@ from gpt4batch.common.service import (
 )
 from gpt4batch.common.settings import BaseServiceSettings, load
 from gpt4batch.services.caller.auth_gate import AuthGate, token_source
+from gpt4batch.services.caller.limits import Limiter
 from gpt4batch.services.caller.service import ANSWERED_MEMORY, CallerService
 from gpt4batch.services.caller.settings import CallerSettings
 from gpt4batch.services.ingest.batch_id import default_batch_id
@@ -145,6 +146,14 @@ def caller_settings(opts: RunOptions, bus_settings: BaseServiceSettings) -> Call
     return load(CallerSettings, **values)
 
 
+def fleet_limiter(settings: CallerSettings) -> Limiter:
+    """With -n, `--limit-scope fleet` (the default): -q and -g are shared with every caller
+    of the limit group, as a caller service does; `process`: this run has them all."""
+    from gpt4batch.services.caller.limits.fleet import build_limiter
+
+    return build_limiter(settings)
+
+
 def run_channel(batch: str) -> str:
     """The run's own channel on the results topics: one per batch, deleted when done."""
     return f"run-{hashlib.sha1(batch.encode()).hexdigest()[:12]}"
@@ -199,7 +208,10 @@ class Run:
         # In this process (no -n) an ask is never handed out again once its result is
         # published, so the caller remembers no answered ids (100k of them took ~15 MB).
         self.caller = CallerService(
-            settings, auth_gate=gate, answered_memory=ANSWERED_MEMORY if opts.enable_nsq else 0
+            settings,
+            auth_gate=gate,
+            answered_memory=ANSWERED_MEMORY if opts.enable_nsq else 0,
+            limiter=fleet_limiter(settings) if opts.enable_nsq else None,  # --limit-scope
         )
         download_dir = Path(opts.download_dir or self.input.parent).resolve()
         self.downloader: DownloaderService | None = None
