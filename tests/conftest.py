@@ -51,3 +51,14 @@ def ingest_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     state = tmp_path / "xdg-state"
     monkeypatch.setenv("XDG_STATE_HOME", str(state))
     return state
+
+
+#: The bus secret every test's services share (the services refuse to start without one).
+TEST_BUS_SECRET = "test-bus-secret-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def bus_secret(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The secret the services of a test sign and verify with (subprocesses inherit it)."""
+    monkeypatch.setenv("GPT4BATCH_BUS_SECRET", TEST_BUS_SECRET)
+    return TEST_BUS_SECRET
