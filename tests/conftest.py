@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.nsq_servers import Nsqd, Nsqlookupd, run_nsqd, run_nsqlookupd
 from tests.support.pipeline import ServiceProcs, nsq_flags
+from tests.support.signing import TEST_BUS_SECRET
 
 
 @pytest.fixture(scope="session")
@@ -51,10 +52,6 @@ def ingest_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     state = tmp_path / "xdg-state"
     monkeypatch.setenv("XDG_STATE_HOME", str(state))
     return state
-
-
-#: The bus secret every test's services share (the services refuse to start without one).
-TEST_BUS_SECRET = "test-bus-secret-0123456789abcdef"
 
 
 @pytest.fixture(autouse=True)
