@@ -20,9 +20,14 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
 from pathlib import Path
+from typing import Any
 
 from gpt4batch.common.errors import ConfigError
+from gpt4batch.common.logging import get_logger
+
+log = get_logger("gpt4batch.bus")
 
 #: Environment variable that holds the secret itself (the file is the other way).
 SECRET_ENV = "GPT4BATCH_BUS_SECRET"
@@ -81,6 +86,36 @@ class Authenticator:
         if not hmac.compare_digest(given, self._mac(topic, view[:end])):
             return "authenticator does not verify"
         return None
+
+
+class Refusals:
+    """Counts the refused messages of one subscription (`counter`: its metric child) and
+    warns at most once per `every` s: a flood of forgeries must not flood the log."""
+
+    def __init__(self, counter: Any, topic: str, channel: str, every: float = 10.0) -> None:
+        self.counter = counter
+        self.topic = topic
+        self.channel = channel
+        self.every = every
+        self._unlogged = 0
+        self._logged_at = -every
+
+    def add(self, why: str) -> None:
+        self.counter.inc()
+        self._unlogged += 1
+        now = time.monotonic()
+        if now - self._logged_at < self.every:
+            return
+        log.warning(
+            "refused messages without a valid authenticator (another publisher, or a "
+            "different --bus-secret-file)",
+            topic=self.topic,
+            channel=self.channel,
+            refused=self._unlogged,
+            last_reason=why,
+        )
+        self._unlogged = 0
+        self._logged_at = now
 
 
 def load_secret(secret_file: str | None) -> bytes | None:

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ValidationError
 
 from gpt4batch.common import metrics
 from gpt4batch.common.authenticator import OVERHEAD as AUTHENTICATOR_OVERHEAD
-from gpt4batch.common.authenticator import Authenticator
+from gpt4batch.common.authenticator import Authenticator, Refusals
 from gpt4batch.common.errors import MessageTooLarge, Poison, Requeue
 from gpt4batch.common.logging import get_logger, redact_text
 from gpt4batch.common.messages import DeadLetter
@@ -302,9 +302,6 @@ class Bus(abc.ABC):
                 reason = reason[:100]
 
 
-#: Seconds between two warnings about refused (unauthenticated) messages of one subscription.
-REFUSAL_LOG_EVERY = 10.0
-
 #: Bytes of a poison body a dead letter keeps (the rest is summed up by size and sha256).
 DEAD_BODY_KEEP = 16 * 1024
 
@@ -355,9 +352,7 @@ class Dispatcher:
             for outcome in ("finish", "requeue", "dead")
         }
         self._verify = bus.verifier(sub)
-        self._refused = metrics.REFUSED.labels(*self._labels)
-        self._refusals_unlogged = 0
-        self._refusal_logged_at = -REFUSAL_LOG_EVERY
+        self._refusals = Refusals(metrics.REFUSED.labels(*self._labels), sub.topic, sub.channel)
 
     def spawn(self, msg: TransportMessage) -> asyncio.Task[None] | None:
         """Handle `msg` in a task; once draining, give it straight back to NSQ instead."""
@@ -417,31 +412,12 @@ class Dispatcher:
         """A message without a valid authenticator: counted, and dead-lettered as
         `unauthenticated` (a letter that never fails a record); a letter on the dead topic
         itself is only dropped (its copy stays on the `keep` channel)."""
-        self._refused.inc()
-        self._log_refusal(why)
+        self._refusals.add(why)
         if self.sub.topic == self.bus.topics.dead:
             msg.finish()
             self._count("finish")
             return
         await self._dead(msg, f"refused: {why}", unauthenticated=True)
-
-    def _log_refusal(self, why: str) -> None:
-        """One warning per REFUSAL_LOG_EVERY s at most: a flood of forgeries must not
-        flood the log."""
-        self._refusals_unlogged += 1
-        now = time.monotonic()
-        if now - self._refusal_logged_at < REFUSAL_LOG_EVERY:
-            return
-        log.warning(
-            "refused messages without a valid authenticator (another publisher, or a "
-            "different --bus-secret-file)",
-            topic=self.sub.topic,
-            channel=self.sub.channel,
-            refused=self._refusals_unlogged,
-            last_reason=why,
-        )
-        self._refusals_unlogged = 0
-        self._refusal_logged_at = now
 
     def _touch_working(self) -> None:
         """Make sure the sweeper that touches the messages being worked on runs."""
@@ -486,7 +462,7 @@ class Dispatcher:
             msg.requeue(backoff_delay(msg.attempts))
             self._count("requeue")
             return
-        if not unauthenticated:  # refusals are logged in `_log_refusal`, rate-limited
+        if not unauthenticated:  # refusals are logged by `Refusals`, rate-limited
             log.warning("dead-lettered", topic=self.sub.topic, id=msg.id, reason=reason[:300])
         msg.finish()
         self._count("dead")
