@@ -262,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="nsqlookupd host:port, repeatable (unset: read only the --nsqd-tcp-address ones)",
     )
     nx = p.add_argument_group("NSQ details (-n)", advanced=True)
+    nx.add_argument(
+        "--nsqd-http-address",
+        action="append",
+        metavar="HOST:PORT",
+        default=[],
+        help="nsqd's HTTP host:port, repeatable, one per --nsqd-tcp-address in the same order "
+        "(unset: as nsqlookupd lists it, else TCP port + 1)",
+    )
     nx.add_argument("--topic-prefix", default=DEFAULT_PREFIX, help="prefix of every topic name")
     _bool_flag(
         nx,
@@ -302,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format",
         choices=["auto", "text", "json"],
         default="auto",
-        help="log lines as text or JSON lines; auto: text on a terminal, JSON otherwise",
+        metavar="FORMAT",
+        help="log lines as text or json; auto: text on a terminal, JSON lines otherwise",
     )
     # Every other caller setting, generated: a new caller option reaches `run` by itself.
     taken = {action.dest for action in p._actions} | set(ORIGINAL_ALIASES.values())
@@ -343,6 +352,7 @@ class RunOptions:
     retries: int
     read_timeout: float
     nsqd_tcp_address: list[str]
+    nsqd_http_address: list[str]
     lookupd_http_address: list[str]
     topic_prefix: str
     feed: bool
@@ -364,7 +374,10 @@ def parse(argv: Sequence[str]) -> RunOptions:
     if args.qps < 0:
         parser.error("-q/--qps must be >= 0")
     if args.enable_nsq and not (args.nsqd_tcp_address or args.lookupd_http_address):
-        parser.error("-n/--enable_nsq needs --nsqd-tcp-address or --lookupd-http-address")
+        parser.error(
+            "-n/--enable_nsq needs --nsqd-tcp-address or --lookupd-http-address; no nsqd yet? "
+            "`gpt4batch stack up` starts one on this machine (docs/deployment.md)"
+        )
     values = vars(args)
     own = {f.name for f in fields(RunOptions)}
     extra = {k: values.pop(k) for k in list(values) if k not in own}

@@ -24,7 +24,6 @@ import httpx
 import yarl
 from httpx_aiohttp import AiohttpTransport
 
-from gpt4batch.common.errors import RetryableError
 from gpt4batch.common.tls import client_context
 from gpt4batch.common.upstreams import errors
 
@@ -110,14 +109,8 @@ class UpstreamHttp(httpx.AsyncClient):
                 reply = JsonReply(
                     response.status, response.headers.get("Retry-After"), await response.read()
                 )
-        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
-            kind = type(exc).__name__
-            raise RetryableError(errors.TIMEOUT, f"{endpoint}: timed out ({kind})") from None
-        except aiohttp.ClientError as exc:
-            kind = type(exc).__name__
-            raise RetryableError(
-                errors.CONNECTION, f"{endpoint}: connection failed ({kind})"
-            ) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:  # aiohttp's timeouts: TimeoutErrors
+            raise errors.from_transport(exc, endpoint) from None
         if self._observe is not None:
             self._observe(endpoint, reply.status, time.perf_counter() - started)
         return reply
