@@ -147,14 +147,19 @@ class UsageTotals:
 
 
 def answer_text(answer: Mapping[str, Any]) -> str:
-    """The text an answer carries: gpt4api's `contents[].content.parts`, OpenAI's
+    """The text an answer carries: gpt4api's `contents[].message.content.parts`, OpenAI's
     `choices[].message.content` / `text`, chatgpt-service's `data.response`."""
     texts: list[str] = []
     for item in answer.get("contents") or ():
-        content = item.get("content") if isinstance(item, Mapping) else None
-        for part in (content or {}).get("parts") or () if isinstance(content, Mapping) else ():
-            if isinstance(part, str):
-                texts.append(part)
+        # A ChatGPT-web message, bare or as `{"message": {...}}`; the user's own is no answer.
+        message = item.get("message", item) if isinstance(item, Mapping) else None
+        if not isinstance(message, Mapping):
+            continue
+        author, content = message.get("author"), message.get("content")
+        if isinstance(author, Mapping) and author.get("role") == "user":
+            continue
+        parts = content.get("parts") if isinstance(content, Mapping) else None
+        texts += [part for part in parts or () if isinstance(part, str)]
     for choice in answer.get("choices") or ():
         if not isinstance(choice, Mapping):
             continue

@@ -313,6 +313,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FORMAT",
         help="log lines as text or json; auto: text on a terminal, JSON lines otherwise",
     )
+    r.add_argument(
+        "--budget-usd",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="spend at most this on this batch's calls, at the configured prices "
+        "(--input-usd-per-1m, --output-usd-per-1m, --usd-per-call): once spent + reserved "
+        "would pass it no new conversation starts; the rest get iErr 402 and the run exits 1 "
+        "with the resume command (docs/limits.md)",
+    )
+    _bool_flag(
+        r,
+        "--estimate",
+        default=False,
+        help="make no call: say the tokens and cost the batch would take at the configured "
+        "prices and how long it needs at the limits (-q, --tpm)",
+    )
     # Every other caller setting, generated: a new caller option reaches `run` by itself.
     taken = {action.dest for action in p._actions} | set(ORIGINAL_ALIASES.values())
     add_flags(
@@ -361,6 +378,8 @@ class RunOptions:
     grace: float
     progress: str
     log_format: str = "auto"
+    budget_usd: float | None = None
+    estimate: bool = False
     allowed_dirs: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     """Generated caller settings given on the command line."""
@@ -373,6 +392,8 @@ def parse(argv: Sequence[str]) -> RunOptions:
         parser.error("-g/--goroutine must be at least 1")
     if args.qps < 0:
         parser.error("-q/--qps must be >= 0")
+    if args.budget_usd is not None and args.budget_usd <= 0:
+        parser.error("--budget-usd must be more than 0")
     if args.enable_nsq and not (args.nsqd_tcp_address or args.lookupd_http_address):
         parser.error(
             "-n/--enable_nsq needs --nsqd-tcp-address or --lookupd-http-address; no nsqd yet? "

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gpt4batch.common.errors import ConfigError
+from gpt4batch.common.usage import Prices
+
 
 @dataclass
 class Budget:
@@ -48,3 +51,16 @@ class Budget:
             f"budget reached: ${self.spent_usd:,.4f} spent and ${self.reserved_usd:,.4f} in "
             f"flight of the ${self.limit_usd:,.4f} budget (--budget-usd); not run"
         )
+
+
+def batch_budget(limit_usd: float | None, prices: Prices, batch: str) -> Budget | None:
+    """`run --budget-usd` for `batch` (None: no budget); ConfigError when nothing is priced,
+    so that it could never be reached."""
+    if limit_usd is None:
+        return None
+    if prices.free:
+        raise ConfigError(
+            "--budget-usd needs prices: give --input-usd-per-1m, --output-usd-per-1m or "
+            "--usd-per-call (without them every call costs 0)"
+        )
+    return Budget(limit_usd, batch=batch)
