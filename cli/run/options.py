@@ -318,17 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="USD",
-        help="spend at most this on this batch's calls, at the configured prices "
-        "(--input-usd-per-1m, --output-usd-per-1m, --usd-per-call): once spent + reserved "
-        "would pass it no new conversation starts; the rest get iErr 402 and the run exits 1 "
-        "with the resume command (docs/limits.md)",
+        help="spend cap, priced by --input-usd-per-1m etc.; then iErr 402",
     )
     _bool_flag(
         r,
         "--estimate",
         default=False,
-        help="make no call: say the tokens and cost the batch would take at the configured "
-        "prices and how long it needs at the limits (-q, --tpm)",
+        help="no call: tokens, cost and time",
     )
     # Every other caller setting, generated: a new caller option reaches `run` by itself.
     taken = {action.dest for action in p._actions} | set(ORIGINAL_ALIASES.values())
