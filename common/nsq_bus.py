@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import nsq
+from nsq import conn as nsq_conn
 from nsq import event as nsq_event
 from nsq import protocol
 from tornado.ioloop import IOLoop
@@ -140,6 +141,20 @@ def coalesce_reads(conn: Any) -> None:
         start_read()
 
     conn._start_read = start_read
+
+
+_pynsq_connect_callback = nsq_conn.AsyncConn._connect_callback
+
+
+def _connect_callback(conn: Any, fut: Any) -> None:
+    """pynsq's, minus the ERROR traceback ("Exception in callback … StreamClosedError") it
+    makes the loop log each time nsqd refuses a connection (not up yet, restarting): the
+    stream's close callback already reports that connection closed, and reconnects."""
+    if fut.exception() is None:
+        _pynsq_connect_callback(conn, fut)
+
+
+nsq_conn.AsyncConn._connect_callback = _connect_callback  # type: ignore[method-assign]
 
 
 class _CoalescingClient:

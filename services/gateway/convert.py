@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, Literal
 import pydantic_core
 from pydantic import ValidationError
 
+from gpt4batch.common.answer_text import content_text, gpt4api_text
 from gpt4batch.common.errors import IErrCode
 from gpt4batch.common.messages import Ask, AskMessage, AskOverrides, Record
 from gpt4batch.services.ingest.reader import RawLine, read_lines
@@ -204,7 +205,7 @@ def _chat_request(body: dict[str, Any]) -> tuple[str, Ask, list[dict[str, Any]]]
     where = f"body.messages[{len(messages) - 1}]"
     if last["role"] != "user":
         raise _Bad("invalid_message", "The last message must have the role 'user'.", where)
-    text = _text_of(last.get("content"))
+    text = content_text(last.get("content"))
     if text is None:
         raise _Bad(
             "unsupported_content",
@@ -212,16 +213,6 @@ def _chat_request(body: dict[str, Any]) -> tuple[str, Ask, list[dict[str, Any]]]
             where + ".content",
         )
     return model, Ask(id=ASK_ID, content=text), list(messages[:-1])
-
-
-def _text_of(content: Any) -> str | None:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and content:
-        texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-        if len(texts) == len(content) and all(isinstance(t, str) for t in texts):
-            return "\n".join(texts)
-    return None
 
 
 class _GptLines:
@@ -291,7 +282,7 @@ def chat_completion(answer: dict[str, Any]) -> dict[str, Any]:
     gpt4api-style ones (ChatGPT web messages) rebuilt around their text."""
     if isinstance(answer.get("choices"), list):
         return {k: v for k, v in answer.items() if k not in _ANSWER_ONLY}
-    text = _gpt4api_text(answer)
+    text = gpt4api_text(answer)
     return {
         "id": "chatcmpl-" + str(answer.get("message_id") or "")[:40],
         "object": "chat.completion",
@@ -307,16 +298,3 @@ def chat_completion(answer: dict[str, Any]) -> dict[str, Any]:
         ],
         "usage": None,
     }
-
-
-def _gpt4api_text(answer: dict[str, Any]) -> str:
-    texts: list[str] = []
-    for entry in answer.get("contents") or []:
-        message = entry.get("message") if isinstance(entry, dict) else None
-        if not isinstance(message, dict):
-            continue
-        role = (message.get("author") or {}).get("role")
-        parts = (message.get("content") or {}).get("parts") or []
-        if role == "assistant":
-            texts = [p for p in parts if isinstance(p, str)] or texts
-    return "\n".join(texts)

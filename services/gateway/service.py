@@ -6,7 +6,7 @@ from pathlib import Path
 
 from gpt4batch.common.bus import Bus
 from gpt4batch.common.messages import DeadLetter, DownloadResult, ResultMessage, ResultPart
-from gpt4batch.common.result_parts import PartAssembler
+from gpt4batch.common.result_parts import PartAssembler, held_limit
 from gpt4batch.common.service import App, HttpServer
 from gpt4batch.common.topics import Channels
 from gpt4batch.services.gateway.api import make_app
@@ -63,7 +63,7 @@ class GatewayService:
             max_in_flight=mif,
         )
         # Results over one message's size arrive in pieces (common/result_parts.py).
-        pieces = PartAssembler(self.batches.handle_result)
+        pieces = PartAssembler(self.batches.handle_result, max_held=held_limit(mif))
         bus.subscribe(
             bus.topics.result_parts, Channels.GATEWAY, ResultPart, pieces.handle, max_in_flight=mif
         )

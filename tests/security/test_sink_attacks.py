@@ -36,6 +36,12 @@ def http_post(nsqd: Nsqd, path: str, body: bytes = b"") -> None:
         assert response.status == 200, response.read()
 
 
+def watch_dead_letters(nsqd: Nsqd, topics: Topics) -> None:
+    """A channel `inspect` on the dead-letter topic, to count what lands there."""
+    http_post(nsqd, f"/topic/create?topic={topics.dead}")
+    http_post(nsqd, f"/channel/create?topic={topics.dead}&channel=inspect")
+
+
 def mpub(nsqd: Nsqd, topic: str, bodies: list[bytes]) -> None:
     """Publish like another system would: nsqd's HTTP API, one body per line."""
     for start in range(0, len(bodies), 100):
@@ -143,8 +149,7 @@ def test_orphan_result_parts_end_dead_and_never_block_real_parts(
     start_sink: Callable[..., RunningSink], nsqd: Nsqd, topic_prefix: str
 ) -> None:
     topics = Topics(topic_prefix)
-    http_post(nsqd, f"/topic/create?topic={topics.dead}")
-    http_post(nsqd, f"/channel/create?topic={topics.dead}&channel=inspect")
+    watch_dead_letters(nsqd, topics)
     # A piece waits 2 s for its siblings (before the fix: 120 s, and forever requeued)
     sink = start_sink(
         "--max-in-flight", "16", "--max-attempts", "3",
@@ -183,8 +188,7 @@ def test_results_of_made_up_batches_are_bounded_and_a_real_batch_completes(
     start_sink: Callable[..., RunningSink], nsqd: Nsqd, topic_prefix: str
 ) -> None:
     topics = Topics(topic_prefix)
-    http_post(nsqd, f"/topic/create?topic={topics.dead}")
-    http_post(nsqd, f"/channel/create?topic={topics.dead}&channel=inspect")
+    watch_dead_letters(nsqd, topics)
     # Given a sink under a small container's descriptor limit
     sink = start_sink("--max-attempts", "2", max_fds=256)
     # When 300 results with made-up batch ids arrive
