@@ -129,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="resume: the input is a previous output; only failed records run",
     )
     a("-d", "--download-dir", default=None, help="download folder (default: the input's folder)")
+    a(
+        "--allow-download-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]|CIDR",
+        help="a non-public host or range downloads may come from, repeatable (the configured "
+        "upstream's own host:port is allowed already) [GPT4BATCH_ALLOW_DOWNLOAD_HOST]",
+    )
     _bool_flag(
         p,
         "-r",
@@ -225,6 +233,7 @@ class RunOptions:
     upload_url: str | None
     enable_download: bool
     download_dir: str | None
+    allow_download_host: list[str]
     download_prefix: str
     rdb: bool
     rdb_interval: int
