@@ -62,8 +62,14 @@ test: lint prometheus docker-engine
 schemas: setup
 	$(BIN)/python -m gpt4batch.common.schemas --write schemas
 
-demo: setup
+# The demo needs neither Go (no NSQ) nor the test tools: gpt4batch and its pinned packages only.
+demo: $(VENV)/.installed-app
 	$(BIN)/gpt4batch demo
+
+$(VENV)/.installed-app: pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/python -m pip install -q -e .
+	@touch $@
 
 lock:
 	rm -rf /tmp/gpt4batch-lock && $(PYTHON) -m venv /tmp/gpt4batch-lock

@@ -74,7 +74,27 @@ def show(out: Path, workdir: Path) -> None:
     rejects = sibling(out, "rejects.jsonl")
     print("(demo-5 fails on purpose: the image it names does not exist.)")
     print(f"\nLook at: {out} (one line per input line), {rejects}, and the pictures in {workdir}/")
-    print("Next: `gpt4batch run --help`, and docs/mock-upstream.md for dry runs of your own files.")
+    print(
+        f"Next: `{command_name()} run --help`, and docs/mock-upstream.md for dry runs of your own"
+    )
+    print("files (docs/input-format.md says how to write them).")
+    if command_name() != "gpt4batch":
+        print(
+            f"(gpt4batch is not on your PATH: run it as {command_name()}, or "
+            "`source .venv/bin/activate`, or `pipx install .` / `pip install .` from the clone.)"
+        )
+
+
+def command_name() -> str:
+    """How the user can type this program: `gpt4batch` when that is on PATH, else its path."""
+    installed = Path(sys.executable).parent / "gpt4batch"
+    on_path = shutil.which("gpt4batch")
+    if on_path and (not installed.exists() or Path(on_path).resolve() == installed.resolve()):
+        return "gpt4batch"
+    try:
+        return str(installed.relative_to(Path.cwd()))
+    except ValueError:
+        return str(installed)
 
 
 async def demo(args: argparse.Namespace) -> int:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
+from importlib import metadata
+
+from gpt4batch.common.cli_help import did_you_mean
 
 # command → (module with `main(argv) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -33,23 +36,65 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 ALIASES = {"batchsvc": "run", "authsvc": "auth"}
 
+#: How `gpt4batch --help` groups the commands; one not named here is listed first.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "run and tools": ("run", "demo", "auth", "export"),
+    "services (long-running, over NSQ)": (
+        "ingest",
+        "caller",
+        "downloader",
+        "sink",
+        "gateway",
+        "mock-upstream",
+    ),
+    "operations": ("stack", "dead", "reconcile"),
+}
+
+
+def version() -> str:
+    try:
+        return metadata.version("gpt4batch")
+    except metadata.PackageNotFoundError:  # run from a tree that was never installed
+        return "unknown (not installed)"
+
+
+def grouped_commands() -> dict[str, list[str]]:
+    """Every command under its group's title, in GROUPS order."""
+    placed = {name for names in GROUPS.values() for name in names}
+    first = next(iter(GROUPS))
+    groups = {title: [n for n in names if n in COMMANDS] for title, names in GROUPS.items()}
+    groups[first] += [name for name in COMMANDS if name not in placed]
+    return groups
+
 
 def usage() -> str:
     width = max(len(name) for name in COMMANDS)
-    lines = ["usage: gpt4batch <command> [options]   (gpt4batch <command> --help)", ""]
-    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    lines = ["usage: gpt4batch <command> [options]   (gpt4batch <command> --help)"]
+    for title, names in grouped_commands().items():
+        lines += ["", f"{title}:"]
+        lines += [f"  {name:<{width}}  {COMMANDS[name][1]}" for name in names]
     lines += ["", "aliases: " + ", ".join(f"{a} = {c}" for a, c in ALIASES.items())]
+    lines += ["--version: the installed version; docs: README.md and docs/ in the repository"]
     return "\n".join(lines)
+
+
+def unknown_command(word: str) -> str:
+    close = did_you_mean(word, [*COMMANDS, *ALIASES], cutoff=0.6)
+    hint = f"; did you mean {close!r}?" if close else ""
+    return f"gpt4batch: unknown command {word!r}{hint}\n  (see `gpt4batch --help`)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
-        print(usage())
+        print(usage(), file=sys.stdout if args else sys.stderr)
         return 0 if args else 2
+    if args[0] in ("-V", "--version", "version"):
+        print(f"gpt4batch {version()}")
+        return 0
     command = ALIASES.get(args[0], args[0])
     if command not in COMMANDS:
-        print(f"gpt4batch: unknown command {args[0]!r}\n\n{usage()}", file=sys.stderr)
+        print(unknown_command(args[0]), file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[command][0])
     return int(module.main(args[1:]) or 0)

@@ -5,7 +5,8 @@ a decoded, validated pydantic model. What happens to the NSQ message follows
 from how the handler ends (see `Dispatcher.run`):
 
 - returns            → FIN
-- raises `Requeue`   → REQ after its delay (default: exponential backoff)
+- raises `Requeue`   → REQ after its delay (default: exponential backoff); a
+                       `Requeue(bounded=True)` after `max_attempts` → `…dead`
 - raises `Poison`    → published to `…dead` with the reason, then FIN
 - body fails to decode/validate → `…dead` with the reason, then FIN
 - any other error    → REQ with backoff; after `max_attempts` → `…dead`
@@ -350,7 +351,9 @@ class Dispatcher:
 
     async def _failed(self, msg: TransportMessage, exc: Exception) -> None:
         """Acknowledge a message whose handling raised `exc` (see the module docstring)."""
-        if isinstance(exc, Requeue):
+        if isinstance(exc, Requeue) and exc.bounded and msg.attempts >= self.bus.max_attempts:
+            await self._dead(msg, f"gave up after {msg.attempts} attempts: {exc.reason}")
+        elif isinstance(exc, Requeue):
             delay = exc.delay if exc.delay is not None else backoff_delay(msg.attempts)
             msg.requeue(delay)
             self._count("requeue")

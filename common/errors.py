@@ -78,12 +78,21 @@ class HandlerOutcome(Gpt4BatchError):
 
 
 class Requeue(HandlerOutcome):
-    """Put the message back for another attempt, after `delay` seconds if given."""
+    """Put the message back for another attempt, after `delay` seconds if given.
 
-    def __init__(self, reason: str = "requeue", delay: float | None = None) -> None:
+    `bounded`: each requeue counts toward the bus's max attempts (then `…dead`),
+    for a message that may never become handleable (an orphan result piece, a
+    result of a batch over the sink's limits). Unbounded requeues are for waits
+    that end (a rate limit, a drain).
+    """
+
+    def __init__(
+        self, reason: str = "requeue", delay: float | None = None, *, bounded: bool = False
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.delay = delay
+        self.bounded = bounded
 
 
 class Poison(HandlerOutcome):

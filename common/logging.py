@@ -15,6 +15,8 @@ from typing import Any
 
 import structlog
 
+from gpt4batch.common.status_line import AboveStatusLine
+
 REDACTED = "***"
 
 _SECRET_KEY = re.compile(
@@ -67,38 +69,43 @@ def redact_event(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mutab
     return event_dict
 
 
-class _RedactingFormatter(logging.Formatter):
-    """For stdlib loggers (pynsq, tornado): the same masking on the formatted line."""
+#: `--log-format` values: text is the console renderer (`console` is its older name).
+LOG_FORMATS = ("auto", "text", "json", "console")
 
-    def format(self, record: logging.LogRecord) -> str:
-        return redact_text(super().format(record))
+
+def resolve_format(fmt: str, stream: Any) -> str:
+    """`json` or `text`: auto is text on a terminal, JSON lines elsewhere."""
+    if fmt == "auto":
+        return "text" if getattr(stream, "isatty", lambda: False)() else "json"
+    return "text" if fmt == "console" else fmt
 
 
 def configure(
     fmt: str = "auto", level: str = "info", *, stream: Any = None, service: str | None = None
 ) -> None:
-    """Set up structlog and the stdlib root logger for one process."""
-    stream = stream or sys.stderr
-    if fmt == "auto":
-        fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
+    """Set up structlog and the stdlib root logger for one process: every library's
+    line (pynsq, tornado, asyncio) is rendered like ours, and goes above a progress bar."""
+    raw = stream or sys.stderr
+    fmt = resolve_format(fmt, raw)
+    stream = AboveStatusLine(raw)
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    processors: list[Any] = [
+    stamp: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
     # Tracebacks become text before redaction, in every format: a console
     # renderer formatting `exc_info` itself would print secrets unmasked.
-    processors.append(structlog.processors.format_exc_info)
-    processors.append(redact_event)
-    if fmt == "json":
-        processors.append(structlog.processors.JSONRenderer())
-    else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=stream.isatty()))
+    render = [structlog.processors.format_exc_info, redact_event, renderer]
     structlog.configure(
-        processors=processors,
+        processors=[*stamp, *render],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
@@ -106,7 +113,12 @@ def configure(
     if service:
         structlog.contextvars.bind_contextvars(service=service)
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*stamp, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *render],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)

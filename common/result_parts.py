@@ -7,6 +7,8 @@ parts topic: every piece stays unfinished (touched by the bus) until all
 pieces of its result are in, then the joined result goes through the normal
 result handler and all pieces are finished together. A crash before that
 requeues every piece, so nothing is lost and nothing is written twice.
+
+Pieces that never make a whole (orphans) are bounded: see `PartAssembler`.
 """
 
 from __future__ import annotations
@@ -63,51 +65,100 @@ def split_result(result: ResultMessage, body: bytes, limit: int) -> list[ResultP
     ]
 
 
+def held_limit(max_in_flight: int) -> int:
+    """Pieces of unfinished results a consumer with `max_in_flight` holds at once: a
+    quarter of its window (at most MAX_PARTS), so held pieces never take every slot
+    (nor every slot of one nsqd's share) and a new piece can always arrive."""
+    return max(1, min(MAX_PARTS, max_in_flight // 4))
+
+
 @dataclass
 class _Group:
     count: int
     sha256: str
     pieces: dict[int, bytes] = field(default_factory=dict)
+    waiting: int = 0
+    """Deliveries of this group held unfinished right now."""
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
 
 class PartAssembler:
-    """A handler of `ResultPart`s that calls `deliver` once per complete result."""
+    """A handler of `ResultPart`s that calls `deliver` once per complete result.
 
-    def __init__(self, deliver: Deliver, *, wait: float = 120.0) -> None:
+    Bounded against orphans (pieces whose siblings never come, e.g. published by
+    someone else): at most `max_held` pieces wait at once, the least recently
+    added-to incomplete result is given back to make room for a new one, a piece
+    waits at most `wait` s, and every give-back is a bounded requeue, so an
+    incomplete result ends in `…dead` after the bus's max attempts.
+    """
+
+    def __init__(
+        self, deliver: Deliver, *, wait: float = 120.0, max_held: int = held_limit(200)
+    ) -> None:
         self.deliver = deliver
         self.wait = wait
+        self.max_held = max_held
         self._groups: dict[str, _Group] = {}
+        """Incomplete results, least recently added-to first."""
 
     async def handle(self, part: ResultPart, delivery: Delivery) -> None:
-        group = self._groups.get(part.group)
+        if part.index >= part.count or part.count > MAX_PARTS:
+            raise Poison(f"piece {part.index} of {part.count} of {part.group}: no such piece")
+        group = self._groups.pop(part.group, None)
         if group is None:
-            group = self._groups[part.group] = _Group(part.count, part.sha256)
-        if (part.count, part.sha256) != (group.count, group.sha256) or part.index >= part.count:
+            group = _Group(part.count, part.sha256)
+        elif (part.count, part.sha256) != (group.count, group.sha256):
+            self._groups[part.group] = group
             raise Poison(f"piece {part.index} of {part.group} does not match its group")
+        self._groups[part.group] = group  # now the most recently added-to
         group.pieces[part.index] = base64.b64decode(part.data)
         if len(group.pieces) < group.count:
+            self._make_room(part.group)
             await self._await_rest(part, group)
             return
         del self._groups[part.group]
         try:
             await self.deliver(self._joined(part, group), delivery)
         except BaseException as exc:
-            group.done.set_exception(Requeue(f"result of {part.record_id} not written: {exc}"))
-            group.done.exception()  # retrieved: the waiters re-raise it
+            self._give_back(group, f"result of {part.record_id} not written: {exc}")
             raise
         group.done.set_result(None)
 
+    def _make_room(self, current: str) -> None:
+        """Give back the least recently added-to other results until this piece fits."""
+        held = sum(g.waiting for g in self._groups.values())
+        for key in list(self._groups):
+            if held < self.max_held:
+                return
+            if key == current:
+                continue
+            group = self._groups.pop(key)
+            held -= group.waiting
+            self._give_back(group, f"pieces of {key} given back to make room ({held} held)")
+
+    @staticmethod
+    def _give_back(group: _Group, reason: str) -> None:
+        """Wake the group's waiting pieces with a bounded requeue."""
+        group.done.set_exception(Requeue(reason, bounded=True))
+        group.done.exception()  # retrieved: the waiters re-raise it
+
     async def _await_rest(self, part: ResultPart, group: _Group) -> None:
         """Hold this piece (unfinished) until the group is written, or give it back."""
+        group.waiting += 1
         try:
             await asyncio.wait_for(asyncio.shield(group.done), self.wait)
         except TimeoutError:
             if self._groups.get(part.group) is group:
                 group.pieces.pop(part.index, None)
-            raise Requeue(f"pieces of {part.record_id} missing after {self.wait:g} s") from None
+                if not group.pieces:
+                    del self._groups[part.group]
+            raise Requeue(
+                f"pieces of {part.record_id} missing after {self.wait:g} s", bounded=True
+            ) from None
+        finally:
+            group.waiting -= 1
 
     @staticmethod
     def _joined(part: ResultPart, group: _Group) -> ResultMessage:

@@ -1,8 +1,9 @@
-"""Export the JSON Schemas of the NSQ message bodies (`schemas/*.json`).
+"""Export the JSON Schemas of the NSQ message bodies and of an input line (`schemas/*.json`).
 
 Other systems publish AskMessages straight to our topic; these files are their
-contract. `python -m gpt4batch.common.schemas --write schemas` regenerates
-them; a test fails when the checked-in files drift from the models.
+contract. `InputRecord.json` is one line of an input file (docs/input-format.md).
+`python -m gpt4batch.common.schemas --write schemas` regenerates them; a test
+fails when the checked-in files drift from the models.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ def schema_documents() -> dict[str, dict[str, Any]]:
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"gpt4batch/v{SCHEMA_VERSION}/{model.__name__}.json"
         documents[f"{model.__name__}.json"] = schema
+    from gpt4batch.services.ingest.input_schema import input_record_schema
+
+    documents["InputRecord.json"] = input_record_schema()
     return documents
 
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 import argparse
 import types
 import typing
-from typing import Annotated, Any, NoReturn, TypeVar, get_args, get_origin
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from gpt4batch.common.cli_help import CliParser as CliParser
+from gpt4batch.common.cli_help import DefaultsFormatter as DefaultsFormatter
+from gpt4batch.common.cli_help import bool_default
 from gpt4batch.common.errors import ConfigError
 from gpt4batch.common.topics import DEFAULT_PREFIX, Topics, check_name
 
@@ -44,8 +47,10 @@ class BaseServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    log_format: typing.Literal["auto", "json", "console"] = Field(
-        "auto", description="Log format: json lines, console, or auto (console on a TTY)."
+    log_format: typing.Literal["auto", "text", "json", "console"] = Field(
+        "auto",
+        description="Log lines as text or json (console: text); auto: text on a terminal, "
+        "JSON lines elsewhere. Every library's lines (pynsq, tornado) use it too.",
     )
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
     metrics_port: int = Field(
@@ -97,34 +102,6 @@ class BaseServiceSettings(BaseSettings):
         return Topics(self.topic_prefix)
 
 
-class DefaultsFormatter(argparse.HelpFormatter):
-    """Every option's help ends with its default (unless it already names one)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        default = action.default
-        if (
-            not action.option_strings
-            or "default" in text.lower()
-            or default in (None, argparse.SUPPRESS, [], "")
-            or (isinstance(default, bool) and action.nargs == 0)
-        ):
-            return text
-        return text + " (default: %(default)s)"
-
-
-class CliParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line and a hint (exit 2), not the usage block;
-    every --help shows the defaults."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", DefaultsFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n  (see `{self.prog} --help`)\n")
-
-
 def _field_type(annotation: Any) -> tuple[type, bool]:
     """The scalar type argparse should convert to, and whether the option repeats."""
     origin = get_origin(annotation)
@@ -162,6 +139,11 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _says_unset(text: str) -> bool:
+    lowered = text.lower()
+    return "default" in lowered or "unset" in lowered
+
+
 def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
@@ -172,10 +154,23 @@ def add_flags(
     *,
     short: dict[str, str] | None = None,
     skip: set[str] | frozenset[str] = frozenset(),
+    title: str = "options",
+    advanced: bool = False,
+    default_notes: dict[str, str] | None = None,
 ) -> None:
-    """Add one option per settings field; defaults stay None so env vars can fill in."""
+    """Add one option per settings field; defaults stay None so env vars can fill in.
+
+    `default_notes` replaces a field's stated default where the command's differs
+    (e.g. `run` has no conversation deadline in-process); `advanced` lists the group
+    under `--help-all` only (a CliParser).
+    """
     short = short or {}
-    group = parser.add_argument_group(f"{settings_cls.__name__} (also env {ENV_PREFIX}<NAME>)")
+    default_notes = default_notes or {}
+    heading = f"{title} (each also an environment variable {ENV_PREFIX}<NAME>)"
+    if advanced:
+        group = parser.add_argument_group(heading, advanced=True)  # type: ignore[call-arg]
+    else:
+        group = parser.add_argument_group(heading)
     for name, field in settings_cls.model_fields.items():
         if name in skip:
             continue
@@ -184,12 +179,18 @@ def add_flags(
         if name in short:
             names.insert(0, short[name])
         help_text = (field.description or "").replace("%", "%%")
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
         if field.is_required():
             help_text += " (required)"
+        elif name in default_notes:
+            help_text += f" (default: {default_notes[name]})"
+        elif isinstance(default, bool):
+            help_text += " " + bool_default(flag_name(name), default)
+        elif default in (None, [], "") or isinstance(default, SecretStr):
+            if not _says_unset(help_text):
+                help_text += " (default: none)"
         else:
-            default = field.get_default(call_default_factory=True)
-            if default not in (None, [], "") and not isinstance(default, SecretStr):
-                help_text += f" (default: {default})"
+            help_text += f" (default: {default})"
         env = ENV_PREFIX + name.upper()
         help_text += f" [{env}]"
         kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}

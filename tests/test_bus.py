@@ -232,6 +232,36 @@ def test_poison_and_exhausted_retries_are_dead_lettered(make_bus: BusFactory) ->
     run(scenario())
 
 
+def test_bounded_requeues_end_in_dead_letters_unbounded_ones_do_not(make_bus: BusFactory) -> None:
+    async def scenario() -> None:
+        bus = make_bus(max_attempts=3)
+        dead: list[DeadLetter] = []
+        attempts: dict[int, int] = {}
+
+        async def handle(msg: AskMessage, delivery: Delivery) -> None:
+            attempts[msg.seq] = delivery.attempts
+            if msg.seq == 0:
+                raise Requeue("orphan", delay=0.05, bounded=True)
+            if delivery.attempts <= 4:  # past max_attempts, still requeued: not bounded
+                raise Requeue("rate limited", delay=0.05)
+
+        async def on_dead(letter: DeadLetter, delivery: Delivery) -> None:
+            dead.append(letter)
+
+        bus.subscribe(bus.topics.asks, "caller", AskMessage, handle)
+        bus.subscribe(bus.topics.dead, "inspect", DeadLetter, on_dead)
+        await bus.start()
+        await bus.publish_many(bus.topics.asks, [ask(0), ask(1)])
+        await collect_until(dead, 1, timeout=30)
+        while attempts.get(1, 0) < 5:
+            await asyncio.sleep(0.05)
+        await bus.stop(grace=1)
+        assert [(d.attempts, d.reason) for d in dead] == [(3, "gave up after 3 attempts: orphan")]
+        assert attempts[0] == 3
+
+    run(scenario())
+
+
 def test_touch_keeps_a_slow_message_from_timing_out(nsqd: Nsqd, topic_prefix: str) -> None:
     """nsqd here runs with --msg-timeout=3s; the handler takes 12 s but touches every 1 s.
 

@@ -40,12 +40,14 @@ from gpt4batch.cli.run.errors_file import ErrorBreakdown, write_errors
 from gpt4batch.cli.run.finalize import FinalCounts, write_final
 from gpt4batch.cli.run.options import RunOptions, parse
 from gpt4batch.cli.run.preflight import (
+    check_allowed_dirs,
     check_download_dir,
     check_input,
     check_output,
     check_reachable,
 )
 from gpt4batch.cli.run.progress import RunProgress, clock
+from gpt4batch.cli.run.resume import resume_command, token_note
 from gpt4batch.cli.run.side_files import retire_side_files
 from gpt4batch.common import logging as glog
 from gpt4batch.common.bus import Bus, Delivery, Handler
@@ -124,8 +126,9 @@ def caller_settings(opts: RunOptions, bus_settings: BaseServiceSettings) -> Call
         read_timeout=opts.read_timeout,
         enable_download=opts.enable_download,
         download_prefix=opts.download_prefix,
-        # Asks upload only files in the input's folder (symlinks resolved first).
-        allowed_dirs=[str(Path(opts.input).resolve().parent)],
+        # Asks upload only files in the input's folder and --allowed-dirs (symlinks
+        # resolved first).
+        allowed_dirs=[str(Path(opts.input).resolve().parent), *opts.allowed_dirs],
         feed=opts.feed and opts.enable_nsq,  # the feed is an NSQ topic: only with -n
         feed_topic=opts.feed_topic,
         feed_dir=str(Path(opts.download_dir or Path(opts.input).parent).resolve()),
@@ -183,6 +186,7 @@ class Run:
         if self.out.resolve() == self.input.resolve():
             raise ConfigError("-o/--out must differ from -i/--in (the input is read again)")
         check_output(opts.out)
+        check_allowed_dirs(opts.allowed_dirs)
         self.batch = opts.batch or default_batch_id(self.input)
         self.bus_settings = load(
             BaseServiceSettings,
@@ -246,7 +250,10 @@ class Run:
     async def execute(self) -> RunResult:
         started = time.monotonic()
         await self.preflight()
-        await asyncio.to_thread(retire_side_files, self.out, self.batch)
+        moved = await asyncio.to_thread(retire_side_files, self.out, self.batch)
+        if self.out in moved:  # paid-for results of an earlier run: kept, and said so
+            print(f"gpt4batch run: {self.out} held an earlier run's output; kept as "
+                  f"{moved[self.out]}", file=sys.stderr)  # fmt: skip
         await self.sink.start()
         ledger = self.ledger = await self.sink.ledger(self.batch)
         self.progress = RunProgress(self.opts.progress, ledger.counts, calls=self.caller.calls)
@@ -446,24 +453,9 @@ def print_summary(
             f" list in {downloads})"
         )
     if show_resume and errors.resumable:
-        again = sibling(run.out, "fix.jsonl")
-        command = f"gpt4batch run -i {run.out} -f -o {again} {resume_flags(run.opts)}"
-        lines.append(f"  resume    {command.rstrip()}")
+        lines.append(f"  resume    {resume_command(run.opts, run.out)}")
+        lines.append(f"            ({token_note(run.opts, run.token_source)})")
     print("\n".join(lines), file=out)  # type: ignore[arg-type]
-
-
-def resume_flags(opts: RunOptions) -> str:
-    """The flags of this run that matter for a resume (never the token)."""
-    parts = [f"-g {opts.concurrency}", f"-q {opts.qps:g}"]
-    if opts.upstream != "gpt4api":
-        parts.append(f"--upstream {opts.upstream}")
-    if opts.base_url:
-        parts.append(f"--base-url {opts.base_url}")
-    for flag, value in (("-m", opts.model), ("-z", opts.gizmo_id), ("-u", opts.chat_url),
-                        ("-l", opts.upload_url), ("-d", opts.download_dir)):  # fmt: skip
-        if value:
-            parts.append(f"{flag} {value}")
-    return " ".join(parts)
 
 
 def first_line(opts: RunOptions, argv: Sequence[str]) -> str:
@@ -481,14 +473,14 @@ def refused_line(run: Run, result: RunResult) -> str:
     return (
         f"gpt4batch run: error: the upstream refused the token from {run.token_source} "
         f"({error.code}); stopped before paying for more: {result.final.not_run:,} records "
-        "not run keep iErr 499 - fix the token and run the same command again"
+        "not run keep iErr 499 - fix the token, then run the resume command above"
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     opts = parse(args)
-    glog.configure("console" if sys.stderr.isatty() else "json", "info", service="run")
+    glog.configure(opts.log_format, "info", service="run")
     print(first_line(opts, args), file=sys.stderr, flush=True)
     warn_secrets_in_argv("gpt4batch run", args)
 
@@ -517,7 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"gpt4batch run: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         if run.auth_refusal is not None:
-            print_summary(run, result, show_resume=False)
+            print_summary(run, result)
             print(refused_line(run, result), file=sys.stderr)
             return EXIT_USAGE
         print_summary(run, result)

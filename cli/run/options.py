@@ -15,6 +15,7 @@ from typing import Any
 
 from gpt4batch.common.settings import CliParser, add_flags, parse_bool
 from gpt4batch.common.topics import DEFAULT_PREFIX
+from gpt4batch.common.upstreams.config import DEFAULT_GPT4API_BASE
 from gpt4batch.services.caller.settings import CallerSettings
 
 _SHORT_WITH_VALUE = re.compile(r"^(-[a-zA-Z])=(.*)$", re.DOTALL)
@@ -51,7 +52,7 @@ def _bool_flag(
         default=default,
         type=parse_bool,
         metavar="BOOL",
-        help=f"{help} (default {str(default).lower()}; give false to turn off)",
+        help=help,  # the formatter states the default (cli_help.bool_default)
     )
 
 
@@ -75,7 +76,23 @@ ORIGINAL_ALIASES = {
 }
 
 #: Where `run`'s default differs from the service's, and why.
-_RUN_DEFAULT_NOTES = {"model": "gpt-4-gizmo on gpt4api"}
+_RUN_MODEL_NOTE = "gpt-4-gizmo on gpt4api"
+_RUN_DEFAULT_NOTES = {
+    # In this process no message can time out, so no deadline (caller_settings).
+    "conversation_deadline": "none in this process; 840 with -n",
+}
+
+_METAVARS = {
+    "concurrency": "N",
+    "qps": "QPS",
+    "model": "MODEL",
+    "gizmo_id": "ID",
+    "chat_url": "URL",
+    "upload_url": "URL",
+    "download_prefix": "PREFIX",
+}
+
+USAGE = "gpt4batch run [-i INPUT] [-o OUT] [-g N] [-q QPS] [-m MODEL] [-f] [options]"
 
 #: Settings `run` decides itself (the embedded services' plumbing).
 _NOT_FOR_RUN = frozenset(
@@ -106,20 +123,40 @@ def _add_original_flags(parser: argparse.ArgumentParser) -> None:
         if kind is bool:
             _bool_flag(parser, *names, dest=name, default=bool(default), help=help_text)
             continue
-        if name in _RUN_DEFAULT_NOTES:
-            help_text += f" (default {_RUN_DEFAULT_NOTES[name]})"
-        parser.add_argument(*names, dest=name, type=kind, default=default, help=help_text)
+        if name == "model":
+            help_text += f" ({_RUN_MODEL_NOTE})"
+        parser.add_argument(
+            *names, dest=name, type=kind, default=default, help=help_text, metavar=_METAVARS[name]
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = CliParser(
         prog="gpt4batch run",
-        description="Run a JSONL batch of conversations through the upstream, in one command. "
-        "Alias: batchsvc. The output has one line per input line, in input order.",
+        usage=USAGE,
+        description="Run a JSONL batch of conversations (docs/input-format.md) through the "
+        "upstream. Alias: batchsvc. One output line per input line, in input order.",
     )
+    p._optionals.title = "options of the original batchsvc (same names and defaults)"
     a = p.add_argument
-    a("-i", "--in", "--input", dest="input", default="example.jsonl", help="input JSONL file")
-    a("-o", "--out", "--output", dest="out", default="out.jsonl", help="output JSONL file")
+    a(
+        "-i",
+        "--in",
+        "--input",
+        dest="input",
+        default="example.jsonl",
+        metavar="FILE",
+        help="input JSONL file",
+    )
+    a(
+        "-o",
+        "--out",
+        "--output",
+        dest="out",
+        default="out.jsonl",
+        metavar="FILE",
+        help="output JSONL file",
+    )
     _add_original_flags(p)
     _bool_flag(
         p,
@@ -128,28 +165,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
         help="resume: the input is a previous output; only failed records run",
     )
-    a("-d", "--download-dir", default=None, help="download folder (default: the input's folder)")
     a(
-        "--allow-download-host",
-        action="append",
-        default=[],
-        metavar="HOST[:PORT]|CIDR",
-        help="a non-public host or range downloads may come from, repeatable (the configured "
-        "upstream's own host:port is allowed already) [GPT4BATCH_ALLOW_DOWNLOAD_HOST]",
+        "-d",
+        "--download-dir",
+        default=None,
+        metavar="DIR",
+        help="download folder (default: the input's folder)",
     )
     _bool_flag(
         p,
         "-r",
         "--rdb",
         default=True,
-        help="kept for compatibility: results are always journaled durably",
+        help="ignored: every result is fsynced as it arrives",
     )
     a(
         "-v",
         "--rdb-interval",
         type=int,
+        metavar="MIN",
         default=60,
-        help="kept for compatibility; ignored (every result is fsynced as it arrives)",
+        help="ignored (kept for compatibility)",
     )
     _bool_flag(
         p,
@@ -164,46 +200,110 @@ def build_parser() -> argparse.ArgumentParser:
         "--upstream",
         choices=["gpt4api", "openai", "chatgpt-service"],
         default=_default("upstream"),
-        help="upstream kind",
+        metavar="KIND",
+        help="gpt4api, openai (any OpenAI-compatible API) or chatgpt-service",
     )
-    g.add_argument("--base-url", default=None, help="upstream base URL")
-    g.add_argument("--tier", choices=["standard", "concurrent"], default=_default("tier"))
+    g.add_argument(
+        "--base-url",
+        default=None,
+        metavar="URL",
+        help=f"upstream base URL (unset: {DEFAULT_GPT4API_BASE} for gpt4api, unless -u/-l "
+        "give full URLs; openai and chatgpt-service need it)",
+    )
+    g.add_argument(
+        "--tier",
+        choices=["standard", "concurrent"],
+        default=_default("tier"),
+        metavar="TIER",
+        help="gpt4api plan: standard or concurrent",
+    )
     g.add_argument(
         "--access-token",
         default=None,
-        help="token (else GPT4BATCH_ACCESS_TOKEN, else the credentials file)",
+        metavar="TOKEN",
+        help="upstream token; visible to others in ps, prefer --access-token-file (unset: "
+        "GPT4BATCH_ACCESS_TOKEN, else the credentials file)",
+    )
+    g.add_argument(
+        "--access-token-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="file holding the upstream token (also GPT4BATCH_ACCESS_TOKEN_FILE)",
     )
     g.add_argument(
         "--credentials",
         type=Path,
+        metavar="FILE",
         default=None,
         help="credentials file from `gpt4batch auth` (default ~/.gpt4api-sk.pub)",
     )
     g.add_argument(
-        "--retries", type=int, default=_default("retries"), help="retries of transient failures"
+        "--retries",
+        type=int,
+        metavar="N",
+        default=_default("retries"),
+        help="retries of transient failures",
     )
     g.add_argument(
-        "--read-timeout", type=float, default=_default("read_timeout"), help="chat read timeout, s"
+        "--read-timeout",
+        type=float,
+        metavar="S",
+        default=_default("read_timeout"),
+        help="chat read timeout, s",
     )
 
     n = p.add_argument_group("NSQ (-n)")
-    n.add_argument("--nsqd-tcp-address", action="append", default=[], help="repeatable")
-    n.add_argument("--lookupd-http-address", action="append", default=[], help="repeatable")
-    n.add_argument("--topic-prefix", default=DEFAULT_PREFIX)
+    n.add_argument(
+        "--nsqd-tcp-address",
+        action="append",
+        metavar="HOST:PORT",
+        default=[],
+        help="nsqd host:port to publish to, repeatable (unset: from nsqlookupd; -n needs "
+        "this or --lookupd-http-address)",
+    )
+    n.add_argument(
+        "--lookupd-http-address",
+        action="append",
+        metavar="HOST:PORT",
+        default=[],
+        help="nsqlookupd host:port, repeatable (unset: read only the --nsqd-tcp-address ones)",
+    )
+    nx = p.add_argument_group("NSQ details (-n)", advanced=True)
+    nx.add_argument("--topic-prefix", default=DEFAULT_PREFIX, help="prefix of every topic name")
     _bool_flag(
-        n,
+        nx,
         "--feed",
         default=True,
         help="publish every answered ask as {ask, answer, dir} to --feed-topic, like the "
         "original -n",
     )
-    n.add_argument("--feed-topic", default=_default("feed_topic"), help="topic of the feed")
+    nx.add_argument("--feed-topic", default=_default("feed_topic"), help="topic of the feed")
 
     r = p.add_argument_group("run")
-    r.add_argument("--batch", default=None, help="batch id (default: derived from the input)")
+    r.add_argument(
+        "--allowed-dirs",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="another folder asks may upload images/files from (repeatable; the input's "
+        "folder is always allowed)",
+    )
+    r.add_argument(
+        "--allow-download-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]|CIDR",
+        help="a non-public host or range downloads may come from, repeatable (the configured "
+        "upstream's own host:port is allowed already; also GPT4BATCH_ALLOW_DOWNLOAD_HOST)",
+    )
+    r.add_argument(
+        "--batch", default=None, metavar="ID", help="batch id (default: derived from the input)"
+    )
     r.add_argument(
         "--grace",
         type=float,
+        metavar="S",
         default=30.0,
         help="seconds in-flight calls may take to finish after Ctrl-C",
     )
@@ -211,11 +311,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress",
         choices=["auto", "bar", "log", "off"],
         default="auto",
-        help="progress bar on a TTY, one log line per record otherwise",
+        metavar="MODE",
+        help="bar, log (a line per record) or off; auto: a bar on a terminal, else log",
+    )
+    r.add_argument(
+        "--log-format",
+        choices=["auto", "text", "json"],
+        default="auto",
+        help="log lines as text or JSON lines; auto: text on a terminal, JSON otherwise",
     )
     # Every other caller setting, generated: a new caller option reaches `run` by itself.
     taken = {action.dest for action in p._actions} | set(ORIGINAL_ALIASES.values())
-    add_flags(p, CallerSettings, skip=frozenset(taken | _NOT_FOR_RUN))
+    add_flags(
+        p,
+        CallerSettings,
+        skip=frozenset(taken | _NOT_FOR_RUN),
+        title="caller and bus tuning",
+        advanced=True,
+        default_notes=_RUN_DEFAULT_NOTES,
+    )
     return p
 
 
@@ -233,7 +347,6 @@ class RunOptions:
     upload_url: str | None
     enable_download: bool
     download_dir: str | None
-    allow_download_host: list[str]
     download_prefix: str
     rdb: bool
     rdb_interval: int
@@ -253,6 +366,9 @@ class RunOptions:
     batch: str | None
     grace: float
     progress: str
+    log_format: str = "auto"
+    allowed_dirs: list[str] = field(default_factory=list)
+    allow_download_host: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     """Generated caller settings given on the command line."""
 

@@ -83,3 +83,12 @@ async def check_reachable(addresses: list[str], flag: str, timeout: float = 3.0)
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+
+
+def check_allowed_dirs(paths: list[str], flag: str = "--allowed-dirs") -> None:
+    """Each folder asks may upload from exists (a typo would refuse every file in it)."""
+    for path in paths:
+        p = Path(path).expanduser()
+        if not p.is_dir():
+            what = "is not a folder" if p.exists() else "does not exist"
+            raise ConfigError(f"{flag}: {path} {what}")

@@ -8,6 +8,7 @@ from typing import TextIO
 
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import ResultMessage
+from gpt4batch.common.status_line import StatusLine
 from gpt4batch.services.caller.call_stats import CallStats
 from gpt4batch.services.sink.ledger import LedgerCounts
 
@@ -51,6 +52,7 @@ class RunProgress:
         self.log_every = log_every
         self._last_draw = 0.0
         self._last_log = self.started
+        self.status = StatusLine(self.stream)
 
     def on_record(self, msg: ResultMessage) -> None:
         if self.log_records:
@@ -117,5 +119,6 @@ class RunProgress:
         if not final and now - self._last_draw < 0.2:
             return
         self._last_draw = now
-        self.stream.write("\r" + self.line(now) + "  " + ("\n" if final else ""))
-        self.stream.flush()
+        self.status.show(self.line(now))  # log lines go above it (common/status_line.py)
+        if final:
+            self.status.finish()

@@ -1,9 +1,10 @@
-"""Side files belong to one batch: those of another batch are moved aside before a run.
+"""An output and its side files belong to one batch: another batch's are moved aside.
 
-`<out>.rejects.jsonl`, `.downloads.jsonl` and `.errors.jsonl` describe the
-batch whose ledger (`<out>.journal.jsonl`) is beside them. A run of another
+`<out>`, `<out>.rejects.jsonl`, `.downloads.jsonl` and `.errors.jsonl` describe
+the batch whose ledger (`<out>.journal.jsonl`) is beside them. A run of another
 input with the same `-o`, or a fresh run after a finished one (its journal is
-gone), starts them anew; the old ones are kept as `<name>.<unix time>.old`.
+gone), starts them anew; the old ones (paid-for results among them) are kept as
+`<name>.<unix time>.old`, never overwritten.
 """
 
 from __future__ import annotations
@@ -21,18 +22,18 @@ log = get_logger("gpt4batch.run")
 SIDE_FILES = ("rejects.jsonl", "downloads.jsonl", "errors.jsonl")
 
 
-def retire_side_files(out: Path, batch: str) -> list[Path]:
-    """Move aside the side files of `out` unless they belong to `batch`'s journal."""
+def retire_side_files(out: Path, batch: str) -> dict[Path, Path]:
+    """Move aside `out` and its side files unless they belong to `batch`'s journal;
+    {old name: new name} of each file moved."""
     if journal_batch(out) == batch:
-        return []  # continuing this batch: its side files go on
-    moved = []
+        return {}  # continuing this batch: its output and side files go on
+    moved = {}
     stamp = int(time.time())
-    for suffix in SIDE_FILES:
-        path = sibling(out, suffix)
+    for path in (out, *(sibling(out, suffix) for suffix in SIDE_FILES)):
         if path.exists():
             aside = path.with_name(f"{path.name}.{stamp}.old")
             os.replace(path, aside)
-            moved.append(aside)
+            moved[path] = aside
     if moved:
-        log.info("side files of an earlier run moved aside", files=[str(p) for p in moved])
+        log.info("files of an earlier run moved aside", files=[str(p) for p in moved.values()])
     return moved

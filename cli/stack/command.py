@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from gpt4batch.cli.stack.plan import Plan, StackOptions
+from gpt4batch.cli.stack.plan import MissingProgram, Plan, StackOptions
 from gpt4batch.cli.stack.procs import Proc, pid_alive, pid_runs, stop_pids
 from gpt4batch.common.settings import DEFAULT_MAX_MSG_SIZE, CliParser
 from gpt4batch.common.topics import Channels, Topics
@@ -113,7 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def up(opts: StackOptions) -> int:
-    plan = Plan(opts)
+    try:
+        plan = Plan(opts)
+    except MissingProgram as exc:
+        print(f"gpt4batch stack: error: {exc}", file=sys.stderr)
+        return 2
     for folder in plan.folders():
         folder.mkdir(parents=True, exist_ok=True)
     if opts.with_prometheus:

@@ -53,8 +53,26 @@ def _bin(name: str) -> str:
         return str(local)
     found = shutil.which(name)
     if not found:
-        raise FileNotFoundError(f"{name} not found (run `make setup` / `make prometheus`)")
+        raise MissingProgram(name)
     return found
+
+
+#: Where to get each program `stack` starts that pip does not install.
+HOW_TO_GET = {
+    "prometheus": "`make prometheus` (Debian's package) or https://prometheus.io/download/",
+}
+NSQ_HOW_TO_GET = (
+    "`make setup` in a clone builds NSQ v1.3.0 into .venv/bin (needs Go), or put the NSQ "
+    "v1.3.0 release's binaries (https://nsq.io/deployment/installing.html) on PATH"
+)
+
+
+class MissingProgram(FileNotFoundError):
+    """A program `stack` needs is neither next to this Python nor on PATH."""
+
+    def __init__(self, name: str) -> None:
+        how = HOW_TO_GET.get(name, NSQ_HOW_TO_GET)
+        super().__init__(f"{name} is not installed (only -n and the services need NSQ): {how}")
 
 
 class Plan:

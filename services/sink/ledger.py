@@ -159,15 +159,6 @@ def parse_entry(line: bytes) -> Entry | None:
     return Entry(int(match.group(1)), match.group(2) == b"true", files, line[start:stop])
 
 
-def planned_files(record: Record) -> list[str]:
-    """Local names of the files a record's answers planned (their `spec_downloads`)."""
-    names: list[str] = []
-    for answer in record.answers or []:
-        for spec in answer.spec_downloads or []:
-            names.append(spec.local)
-    return names
-
-
 @dataclass
 class LedgerCounts:
     """A batch's counts. `total` is None until the manifest is known."""
@@ -469,7 +460,10 @@ class BatchLedger:
         entries: list[tuple[int, bool, list[str]]] = []
         for msg in msgs:
             ok = msg.record.iErr is None
-            files = list(msg.planned_downloads) or planned_files(msg.record)
+            # Only what the caller planned: a record passed through by `--fix` or
+            # dead-lettered carries an earlier run's `spec_downloads`, which no downloader
+            # of this batch will fetch (planning them kept `run -f` waiting forever).
+            files = list(msg.planned_downloads)
             lines.append(entry_line(msg.seq, ok, msg.record_json(), files))
             entries.append((msg.seq, ok, files))
         await self._journal.write_now(b"".join(lines))
@@ -528,7 +522,7 @@ class BatchLedger:
                 raise ValueError("no record")
             model = Record.model_validate({**record, "iErr": ierr})
         except ValueError:
-            rid = record.get("id") if isinstance(record, dict) else None
+            rid = record.get("id") if isinstance(record, dict) else body.get("record_id")
             model = Record(id=rid if isinstance(rid, str) else f"seq:{seq}", asks=[], iErr=ierr)
         log.error("record dead-lettered", batch=self.batch, seq=seq, id=model.id)
         return await self.add_result(ResultMessage(batch=self.batch, seq=seq, record=model))

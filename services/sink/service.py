@@ -12,7 +12,7 @@ from gpt4batch.common.messages import (
     ResultMessage,
     ResultPart,
 )
-from gpt4batch.common.result_parts import PartAssembler
+from gpt4batch.common.result_parts import PartAssembler, held_limit
 from gpt4batch.common.topics import Channels
 from gpt4batch.services.sink.settings import SinkSettings
 from gpt4batch.services.sink.sink import Sink
@@ -52,7 +52,9 @@ class SinkService:
         bus.subscribe(topics.batches, Channels.SINK, BatchManifest, self.sink.handle_manifest)
         bus.subscribe(topics.dead, Channels.SINK, DeadLetter, self.sink.handle_dead)
         # Results over one message's size arrive in pieces (common/result_parts.py).
-        pieces = PartAssembler(self.sink.handle_result)
+        pieces = PartAssembler(
+            self.sink.handle_result, wait=self.settings.part_wait_seconds, max_held=held_limit(mif)
+        )
         bus.subscribe(
             topics.result_parts, Channels.SINK, ResultPart, pieces.handle, max_in_flight=mif
         )

@@ -24,6 +24,14 @@ class SinkSettings(BaseServiceSettings):
         50, ge=1, description="Fsync buffered lines at least this often (milliseconds)."
     )
 
+    part_wait_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="How long a piece of a result too large for one message waits for its "
+        "other pieces before it is given back (each give-back counts toward --max-attempts; "
+        "then the piece goes to the dead-letter topic).",
+    )
+
     @model_validator(mode="after")
     def _one_destination(self) -> SinkSettings:
         if bool(self.out) == bool(self.out_dir):

@@ -230,11 +230,12 @@ class Sink:
         await self.maybe_complete(ledger)
 
     async def handle_dead(self, letter: DeadLetter, delivery: Delivery) -> None:
-        """A dead-lettered ask, result or download job still counts (as failed)."""
+        """A dead-lettered ask, result (or piece of one) or download job still counts (as
+        failed)."""
         if self.bus is None:
             return
         topics = self.bus.topics
-        if letter.topic not in (topics.asks, topics.results, topics.downloads):
+        if letter.topic not in (topics.asks, topics.results, topics.result_parts, topics.downloads):
             return
         body = dead_letter_body(letter)
         if body is None or self._foreign(body["batch"]):

@@ -94,3 +94,30 @@ def test_run_n_gets_results_larger_than_one_message_in_pieces(
         t for t in nsqd.stats()["topics"] if t["topic_name"] == f"{topic_prefix}.results.parts"
     ]
     assert parts and parts[0]["message_count"] >= 3
+
+
+def test_allowed_dirs_adds_folders_to_upload_from(mock: MockUpstream, tmp_path: Path) -> None:
+    """Issue 23: iErr 591 points to --allowed-dirs, so `run` takes it (repeatable)."""
+    work, pictures = tmp_path / "batch", tmp_path / "pictures"
+    work.mkdir()
+    pictures.mkdir()
+    shutil.copy(DATA / "1.jpeg", pictures / "1.jpeg")
+    ask = {"id": "a", "content": "c", "images": [str(pictures / "1.jpeg")]}
+    record = {"id": "p", "asks": [ask]}
+    (work / "in.jsonl").write_text(json.dumps(record) + "\n")
+    refused = run_cmd(work, "-i", "in.jsonl", "-o", "out.jsonl", *upstream(mock))
+    assert refused.returncode == 1
+    assert read_jsonl(work / "out.jsonl")[0]["iErr"]["code"] == 591
+    allowed = run_cmd(
+        work, "-i", "in.jsonl", "-o", "out2.jsonl", "--allowed-dirs", str(tmp_path / "other"),
+        "--allowed-dirs", str(pictures), *upstream(mock),
+    )  # fmt: skip
+    assert allowed.returncode == 2, allowed.stderr[-2000:]  # "other" does not exist
+    assert f"--allowed-dirs: {tmp_path / 'other'} does not exist" in allowed.stderr
+    (tmp_path / "other").mkdir()
+    allowed = run_cmd(
+        work, "-i", "in.jsonl", "-o", "out2.jsonl", "--allowed-dirs", str(tmp_path / "other"),
+        "--allowed-dirs", str(pictures), *upstream(mock),
+    )  # fmt: skip
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+    assert read_jsonl(work / "out2.jsonl")[0]["iErr"] is None

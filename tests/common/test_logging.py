@@ -82,3 +82,84 @@ def test_console_tracebacks_are_masked_too() -> None:
     text = stream.getvalue()
     assert "RuntimeError" in text
     assert "console-secret-value" not in text and "abc123secret" not in text
+
+
+def test_library_lines_are_json_like_ours(captured: io.StringIO) -> None:
+    structlog.contextvars.bind_contextvars(service="caller")
+    try:
+        logging.getLogger("nsq.conn").warning("[%s] connection closed", "127.0.0.1:4150")
+        glog.get_logger("t").warning("ours")
+    finally:
+        structlog.contextvars.unbind_contextvars("service")
+    theirs, ours = (json.loads(line) for line in captured.getvalue().splitlines())
+    assert theirs["event"] == "[127.0.0.1:4150] connection closed"
+    assert theirs["level"] == "warning" and theirs["logger"] == "nsq.conn"
+    assert set(ours) - {"logger"} <= set(theirs)  # same keys: level, timestamp, service
+    assert theirs["service"] == "caller"
+
+
+def test_library_tracebacks_are_rendered_and_masked(captured: io.StringIO) -> None:
+    try:
+        raise RuntimeError("Bearer abc123secret")
+    except RuntimeError:
+        logging.getLogger("tornado.general").exception("callback failed")
+    (line,) = captured.getvalue().splitlines()
+    event = json.loads(line)
+    assert "RuntimeError" in event["exception"]
+    assert "abc123secret" not in line
+
+
+def test_text_format_renders_library_lines_as_text() -> None:
+    stream = io.StringIO()
+    glog.configure("text", "info", stream=stream)
+    logging.getLogger("nsq").warning("library line")
+    glog.get_logger("t").info("our line")
+    structlog.reset_defaults()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and not any(line.startswith("{") for line in lines)
+    assert "[warning  ] library line" in lines[0] and "[info     ] our line" in lines[1]
+
+
+def screen(written: str) -> list[str]:
+    """What a terminal shows for `written`: \\r returns to the column 0, ESC[K clears."""
+    lines, column = [""], 0
+    i = 0
+    while i < len(written):
+        if written.startswith("\x1b[K", i):
+            lines[-1] = lines[-1][:column]
+            i += 3
+            continue
+        char = written[i]
+        if char == "\r":
+            column = 0
+        elif char == "\n":
+            lines.append("")
+            column = 0
+        else:
+            line = lines[-1]
+            lines[-1] = line[:column] + char + line[column + 1 :]
+            column += 1
+        i += 1
+    return lines
+
+
+def test_a_log_line_goes_above_the_progress_bar_not_into_it() -> None:
+    from gpt4batch.common.status_line import StatusLine
+
+    stream = io.StringIO()
+    glog.configure("text", "info", stream=stream)
+    bar = StatusLine(stream)
+    try:
+        bar.show("[#####...............] 5/20")
+        glog.get_logger("t").warning("first")
+        logging.getLogger("nsq").warning("second")
+        bar.show("[##########..........] 10/20")
+        bar.finish()
+        glog.get_logger("t").info("after")
+    finally:
+        structlog.reset_defaults()
+    shown = screen(stream.getvalue())
+    assert "first" in shown[0] and "[####" not in shown[0]
+    assert "second" in shown[1] and "[####" not in shown[1]
+    assert shown[2] == "[##########..........] 10/20"
+    assert "after" in shown[3] and shown[4] == ""
