@@ -221,15 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--access-token",
         default=None,
         metavar="TOKEN",
-        help="upstream token; visible to others in ps, prefer --access-token-file (unset: "
-        "GPT4BATCH_ACCESS_TOKEN, else the credentials file)",
-    )
-    g.add_argument(
-        "--access-token-file",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="file holding the upstream token (also GPT4BATCH_ACCESS_TOKEN_FILE)",
+        help="upstream token, prefer --access-token-file (unset: GPT4BATCH_ACCESS_TOKEN, "
+        "else the credentials file)",
     )
     g.add_argument(
         "--credentials",
@@ -290,14 +283,6 @@ def build_parser() -> argparse.ArgumentParser:
         "folder is always allowed)",
     )
     r.add_argument(
-        "--allow-download-host",
-        action="append",
-        default=[],
-        metavar="HOST[:PORT]|CIDR",
-        help="a non-public host or range downloads may come from, repeatable (the configured "
-        "upstream's own host:port is allowed already; also GPT4BATCH_ALLOW_DOWNLOAD_HOST)",
-    )
-    r.add_argument(
         "--batch", default=None, metavar="ID", help="batch id (default: derived from the input)"
     )
     r.add_argument(
@@ -319,6 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "text", "json"],
         default="auto",
         help="log lines as text or JSON lines; auto: text on a terminal, JSON otherwise",
+    )
+    dx = p.add_argument_group("downloads", advanced=True)
+    dx.add_argument(
+        "--allow-download-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]|CIDR",
+        help="a non-public host or range downloads may come from, repeatable (the configured "
+        "upstream's own host:port is allowed already; also GPT4BATCH_ALLOW_DOWNLOAD_HOST)",
     )
     # Every other caller setting, generated: a new caller option reaches `run` by itself.
     taken = {action.dest for action in p._actions} | set(ORIGINAL_ALIASES.values())
