@@ -20,6 +20,8 @@ from gpt4batch.common.credentials import DEFAULT_CREDENTIALS, parse_expiry, writ
 from gpt4batch.common.logging import redact_text, register_secret
 from gpt4batch.common.settings import CliParser
 
+#: The account site (seed 000: sign-up and the token console) is gpt4api.shop; the API the
+#: batch calls (uploads, chat) is gpt4api.plus (common/upstreams/config.py).
 DEFAULT_CONSOLE_URL = "https://beta.gpt4api.shop/console/access_token"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -35,7 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
         "-p", "--password", help="account password (prompted without echo when not given)"
     )
     p.add_argument("-t", "--ttl", type=int, default=86400, help="token lifetime, seconds")
-    p.add_argument("-u", "--url", default=DEFAULT_CONSOLE_URL, help="console access_token URL")
+    p.add_argument(
+        "-u",
+        "--url",
+        default=DEFAULT_CONSOLE_URL,
+        help="console access_token URL: the account site is gpt4api.shop (as in the original); "
+        "the API the batch calls is gpt4api.plus",
+    )
     p.add_argument(
         "--credentials",
         type=Path,

@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _run(settings: ReconcileSettings) -> int:
     try:
-        bus = NsqBus(settings, service="reconcile")
+        bus = NsqBus(settings, service="reconcile", connect_timeout=15.0)  # a command: bounded
         await bus.start()
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import re
+import textwrap
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
@@ -40,6 +41,10 @@ class DefaultsFormatter(argparse.HelpFormatter):
     def __init__(self, prog: str, **kwargs: Any) -> None:
         kwargs.setdefault("max_help_position", 30)
         super().__init__(prog, **kwargs)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        """Wrapped at spaces only: `--lookupd-http-address` never splits at its hyphens."""
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
     def _format_action_invocation(self, action: argparse.Action) -> str:
         """`-i, --in, --input FILE`: the value's name once, not after every spelling."""

@@ -14,10 +14,8 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Mapping, Sequence
-from contextlib import suppress
 from typing import Any
 
-import httpx
 import nsq
 from nsq import event as nsq_event
 from nsq import protocol
@@ -30,8 +28,8 @@ from gpt4batch.common.errors import (
     PublishError,
 )
 from gpt4batch.common.logging import get_logger
+from gpt4batch.common.nsq_admin import NsqdAdmin
 from gpt4batch.common.settings import BaseServiceSettings
-from gpt4batch.common.tls import client_context
 from gpt4batch.common.topics import standard_channels
 
 log = get_logger("gpt4batch.nsq")
@@ -180,6 +178,23 @@ class _Writer(_CoalescingClient, nsq.Writer):
         while conn.callback_queue:
             conn.callback_queue.pop(0)(conn, error)
 
+    def _on_connection_close(self, conn: Any, **kwargs: Any) -> None:
+        """pynsq's, minus its WARNING when the close is ours or nsqd never took the
+        connection (a service waiting for nsqd says so once, not every 2 s)."""
+        if not self.closing and conn.id in self.conns:
+            log.warning("nsqd connection lost; reconnecting", conn=str(conn.id))
+        self.conns.pop(conn.id, None)
+        while conn.callback_queue:
+            callback = conn.callback_queue.pop(0)
+            try:
+                callback(conn, protocol.ConnectionClosedError())
+            except Exception:
+                log.exception("uncaught exception in a publish callback")
+        if not self.closing:
+            asyncio.get_running_loop().call_later(
+                self.reconnect_interval, self.connect_to_nsqd, conn.host, conn.port
+            )
+
 
 class _Reader(_CoalescingClient, nsq.Reader):
     closing = False
@@ -204,6 +219,16 @@ class _Reader(_CoalescingClient, nsq.Reader):
     def _on_connection_error(self, conn: Any, error: Any, **kwargs: Any) -> None:
         if not self.closing:  # see _Writer._on_connection_error
             super()._on_connection_error(conn, error, **kwargs)
+
+    def _on_connection_close(self, conn: Any, **kwargs: Any) -> None:
+        if not self.closing:
+            super()._on_connection_close(conn, **kwargs)
+            return
+        # Ours (stop): pynsq would log a WARNING per connection and plan a reconnect.
+        self.conns.pop(conn.id, None)
+        if conn.rdy_timeout:
+            self.io_loop.remove_timeout(conn.rdy_timeout)
+            conn.rdy_timeout = None
 
 
 class _NsqDelivery:
@@ -248,7 +273,7 @@ class NsqBus(Bus):
         settings: BaseServiceSettings,
         service: str,
         *,
-        connect_timeout: float = 15.0,
+        connect_timeout: float | None = None,
         publish_timeout: float = 30.0,
         max_msg_size: int | None = None,
         lookupd_poll_interval: int = 10,
@@ -282,127 +307,75 @@ class NsqBus(Bus):
         self._readers: list[tuple[_Reader, Dispatcher]] = []
         self._windows: dict[str, _Window] = {}
         self._started = False
+        self._creating: asyncio.Task[None] | None = None
+        self.admin = NsqdAdmin(
+            settings.nsqd_tcp_address,
+            settings.nsqd_http_address,
+            settings.lookupd_http_address,
+            timeout=connect_timeout or 15.0,
+            service=service,
+        )
 
     # --- lifecycle --------------------------------------------------------------
     async def start(self) -> None:
+        """Connect, create the topics and channels, subscribe. Waits as long as nsqd and
+        nsqlookupd take to appear (`connect_timeout` None, the default: without end).
+
+        A bus that consumes creates its channels before it subscribes (nothing flows to it
+        before). A producer publishes as soon as nsqd takes its connection (PUB creates a
+        topic; messages wait in a topic without channels) and creates the channels as soon
+        as nsqd's HTTP API answers.
+        """
         if self._started:
             return
         self._started = True
-        await self._create_channels()
-        await self._start_writer()
+        loop = asyncio.get_running_loop()
+        deadline = None if self.connect_timeout is None else loop.time() + self.connect_timeout
+        await self._start_writer(deadline)
+        wanted = self.wanted_channels()
+        if self._subscriptions:
+            await self.admin.wait_created(wanted, deadline)
+        elif await self.admin.create(wanted):
+            self._creating = loop.create_task(self.admin.wait_created(wanted, deadline))
         for sub in self._subscriptions:
             self._readers.append(self._start_reader(sub))
 
-    async def _publish_addresses(self) -> list[str]:
-        if self.settings.nsqd_tcp_address:
-            return list(self.settings.nsqd_tcp_address)
-        return await discover_nsqd(self.settings.lookupd_http_address)
-
-    async def _start_writer(self) -> None:
-        addresses = await self._publish_addresses()
-        if not addresses:
-            raise BusConnectError(
-                "nsqlookupd knows no nsqd yet; start nsqd with --lookupd-tcp-address "
-                "or give --nsqd-tcp-address"
-            )
+    async def _start_writer(self, deadline: float | None) -> None:
+        addresses = await self.admin.wait_publish_addresses(deadline)
         self._writer = _Writer(
             addresses, reconnect_interval=self.reconnect_interval, **self._conn_kwargs
         )
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.connect_timeout
         while not self._open_conns():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
                 self._writer.close()
+                self._writer = None
                 raise BusConnectError(
                     f"cannot connect to nsqd at {', '.join(addresses)} "
                     f"within {self.connect_timeout:.0f}s"
                 )
             self._writer.ready.clear()  # woken by the next ready connection, not a poll
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._writer.ready.wait(), remaining)
+            try:
+                await asyncio.wait_for(self._writer.ready.wait(), min(remaining or 1.0, 1.0))
+            except TimeoutError:
+                self.admin.say_once("waiting for nsqd", nsqd_tcp=addresses)
         log.info("connected to nsqd", addresses=addresses, service=self.service)
 
-    async def nsqd_http_addresses(self) -> list[str]:
-        """HTTP addresses of every nsqd this bus knows: from nsqlookupd's /nodes, and for
-        each --nsqd-tcp-address the node with that TCP address (else nsqd's default
-        pairing, HTTP port = TCP port + 1)."""
-        found: list[str] = []
-        by_tcp: dict[str, str] = {}
-        if self.settings.lookupd_http_address:
-            for node in await lookupd_producers(self.settings.lookupd_http_address):
-                host = node.get("broadcast_address") or node.get("hostname")
-                http = f"{host}:{node['http_port']}"
-                by_tcp[f"{host}:{node['tcp_port']}"] = http
-                if http not in found:
-                    found.append(http)
-        for addr in self.settings.nsqd_tcp_address:
-            host, _, port = addr.rpartition(":")
-            http = by_tcp.get(addr) or f"{host}:{int(port) + 1}"
-            if http not in found:
-                found.append(http)
-        return found
-
-    async def _create_channels(self) -> None:
-        """Create every topic and channel this bus uses on each nsqd before any message
-        flows: nsqd copies a message only to the channels that exist at that moment."""
+    def wanted_channels(self) -> dict[str, list[str]]:
+        """Every topic and channel this bus uses: `prepare`'s and the subscriptions'."""
         wanted: dict[str, list[str]] = {t: list(c) for t, c in self.prepare.items()}
         for sub in self._subscriptions:
             channels = wanted.setdefault(sub.topic, [])
             if sub.channel not in channels:
                 channels.append(sub.channel)
-        if not wanted:
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.connect_timeout
-        addresses = await self.nsqd_http_addresses()
-        async with self._admin_http() as client:
-            for http in addresses:
-                while True:  # nsqd may be restarting: retry like the TCP connect does
-                    try:
-                        for topic, channels in wanted.items():
-                            await _nsqd_post(client, http, "topic/create", topic=topic)
-                            for channel in channels:
-                                await _nsqd_post(
-                                    client, http, "channel/create", topic=topic, channel=channel
-                                )
-                        break
-                    except httpx.HTTPError as exc:
-                        if loop.time() > deadline:
-                            raise BusConnectError(
-                                f"cannot create topics/channels on nsqd {http}: {exc} (its "
-                                "HTTP address is taken from nsqlookupd, else TCP port + 1)"
-                            ) from None
-                        await asyncio.sleep(0.2)
-
-    def _admin_http(self) -> httpx.AsyncClient:
-        """A client for nsqd's HTTP API (topics, channels, stats)."""
-        return httpx.AsyncClient(timeout=self.connect_timeout, verify=client_context())
+        return wanted
 
     async def delete_channel(self, topic: str, channel: str) -> None:
-        async with self._admin_http() as client:
-            for http in await self.nsqd_http_addresses():
-                try:
-                    await _nsqd_post(client, http, "channel/delete", topic=topic, channel=channel)
-                except httpx.HTTPStatusError as exc:
-                    if exc.response.status_code != 404:
-                        raise
+        await self.admin.delete_channel(topic, channel)
 
     async def backlog(self, topic: str, channel: str) -> int:
-        total = 0
-        async with self._admin_http() as client:
-            for http in await self.nsqd_http_addresses():
-                url = http if "://" in http else f"http://{http}"
-                resp = await client.get(
-                    f"{url}/stats", params={"format": "json", "topic": topic, "channel": channel}
-                )
-                resp.raise_for_status()
-                for t in resp.json().get("topics") or []:
-                    for c in t.get("channels") or [] if t.get("topic_name") == topic else []:
-                        if c.get("channel_name") == channel:
-                            total += int(c["depth"]) + int(c["in_flight_count"])
-                            total += int(c["deferred_count"])
-        return total
+        return await self.admin.backlog(topic, channel)
 
     def _open_conns(self) -> list[Any]:
         assert self._writer is not None
@@ -432,6 +405,7 @@ class NsqBus(Bus):
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop taking work (RDY 0), drain in-flight handlers, then close connections."""
+        self._stop_creating()
         for reader, _ in self._readers:
             reader.set_max_in_flight(0)
         await asyncio.gather(*(d.drain(grace) for _, d in self._readers))
@@ -443,6 +417,20 @@ class NsqBus(Bus):
             self._writer.close()
             self._writer = None
         self._started = False
+
+    def _stop_creating(self) -> None:
+        creating, self._creating = self._creating, None
+        if creating is None:
+            return
+        if not creating.done():
+            creating.cancel()
+            log.warning(
+                "stopped before nsqd's HTTP API answered: topics/channels not created; "
+                "the messages wait in their topics for the first channel",
+                service=self.service,
+            )
+        elif not creating.cancelled() and creating.exception() is not None:
+            log.warning("topics/channels not created", error=str(creating.exception()))
 
     async def stop_consuming(self, topic: str, grace: float = 30.0) -> None:
         chosen = [(r, d) for r, d in self._readers if r.topic == topic]
@@ -598,44 +586,3 @@ def _chunks(bodies: list[bytes]) -> list[list[bytes]]:
     if current:
         chunks.append(current)
     return chunks
-
-
-def node_addresses(nodes: object, port: str, into: list[str]) -> list[str]:
-    """Add `host:<port>` of every producer in an nsqlookupd `/nodes` answer to `into`.
-
-    `port` is `tcp_port` (to publish) or `http_port` (for /stats).
-    """
-    producers = nodes.get("producers") if isinstance(nodes, dict) else None
-    for p in producers or []:
-        address = f"{p.get('broadcast_address') or p.get('hostname')}:{p[port]}"
-        if address not in into:
-            into.append(address)
-    return into
-
-
-async def _nsqd_post(client: httpx.AsyncClient, http: str, path: str, **params: str) -> None:
-    url = http if "://" in http else f"http://{http}"
-    resp = await client.post(f"{url}/{path}", params=params)
-    resp.raise_for_status()
-
-
-async def lookupd_producers(lookupd_addresses: list[str], timeout: float = 5.0) -> list[dict]:
-    """The nsqd nodes (producers) of nsqlookupd's /nodes answers."""
-    nodes: list[dict] = []
-    async with httpx.AsyncClient(timeout=timeout, verify=client_context()) as client:
-        for addr in lookupd_addresses:
-            url = addr if "://" in addr else f"http://{addr}"
-            try:
-                resp = await client.get(f"{url}/nodes", headers={"Accept": "application/json"})
-                resp.raise_for_status()
-                body = resp.json()
-                nodes.extend(p for p in body.get("producers") or [] if isinstance(p, dict))
-            except (httpx.HTTPError, ValueError, AttributeError) as exc:
-                log.warning("nsqlookupd query failed", address=addr, error=str(exc))
-    return nodes
-
-
-async def discover_nsqd(lookupd_addresses: list[str], timeout: float = 5.0) -> list[str]:
-    """TCP addresses of the nsqd nodes nsqlookupd knows (for publishing)."""
-    nodes = await lookupd_producers(lookupd_addresses, timeout)
-    return node_addresses({"producers": nodes}, "tcp_port", [])

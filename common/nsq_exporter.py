@@ -26,7 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gpt4batch.common import logging as glog
 from gpt4batch.common.errors import ConfigError
-from gpt4batch.common.nsq_bus import node_addresses
+from gpt4batch.common.nsq_admin import http_url, node_addresses
 from gpt4batch.common.settings import ENV_PREFIX, CliParser, CommaList, add_flags, load
 
 PREFIX = "gpt4batch_nsq"
@@ -57,11 +57,6 @@ class ExporterSettings(BaseSettings):
     log_level: str = Field("info", description="Log level.")
 
 
-def _url(address: str, path: str) -> str:
-    base = address if "://" in address else f"http://{address}"
-    return base.rstrip("/") + path
-
-
 class NsqdStatsCollector(Collector):
     """One scrape = one `/nodes` query per nsqlookupd and one `/stats` per nsqd."""
 
@@ -83,7 +78,7 @@ class NsqdStatsCollector(Collector):
         found = list(self.nsqd_http)
         for lookupd in self.lookupd_http:
             try:
-                resp = client.get(_url(lookupd, "/nodes"))
+                resp = client.get(http_url(lookupd, "/nodes"))
                 resp.raise_for_status()
                 node_addresses(resp.json(), "http_port", found)
             except (httpx.HTTPError, ValueError, KeyError) as exc:
@@ -95,7 +90,7 @@ class NsqdStatsCollector(Collector):
         with httpx.Client(timeout=self.timeout) as client:
             for node in self.nodes(client):
                 try:
-                    resp = client.get(_url(node, "/stats"), params={"format": "json"})
+                    resp = client.get(http_url(node, "/stats"), params={"format": "json"})
                     resp.raise_for_status()
                     stats = resp.json()
                 except (httpx.HTTPError, ValueError) as exc:

@@ -229,7 +229,8 @@ async def host(app: App, bus: Bus, stop: asyncio.Event, grace: float) -> int:
             started.append(part)
             if isinstance(part, Service):
                 part.register(bus)
-        await bus.start()
+        if not await start_unless_stopped(bus, stop):
+            return EXIT_OK if app.main is None else EXIT_ABORTED
         freeze_start_up()
         if app.main is None:
             await stop.wait()
@@ -240,6 +241,25 @@ async def host(app: App, bus: Bus, stop: asyncio.Event, grace: float) -> int:
         await bus.stop(grace)
         for part in reversed(started):
             await part.close()
+
+
+async def start_unless_stopped(bus: Bus, stop: asyncio.Event) -> bool:
+    """Start `bus`, however long nsqd and nsqlookupd take to appear, unless `stop` is set
+    first (then False: a signal ends a process still waiting for them)."""
+    starting = asyncio.ensure_future(bus.start())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+    if starting.cancelled():
+        return False
+    starting.result()  # its error, if it failed
+    return True
 
 
 async def _run_main(job: Awaitable[int], stop: asyncio.Event, grace: float) -> int:

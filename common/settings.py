@@ -66,6 +66,12 @@ class BaseServiceSettings(BaseSettings):
         default_factory=list,
         description="nsqd TCP address host:port (repeatable). Publishing goes here.",
     )
+    nsqd_http_address: CommaList = Field(
+        default_factory=list,
+        description="nsqd HTTP address host:port (repeatable), one per --nsqd-tcp-address in "
+        "the same order; topics and channels are created there. Without it: the address "
+        "nsqlookupd lists, else TCP port + 1.",
+    )
     lookupd_http_address: CommaList = Field(
         default_factory=list,
         description="nsqlookupd HTTP address host:port (repeatable). Consumers discover nsqd.",
@@ -95,11 +101,25 @@ class BaseServiceSettings(BaseSettings):
             host, _, port = addr.rpartition(":")
             if not host or not port.isdigit():
                 raise ValueError(f"NSQ address {addr!r} is not host:port")
+        check_nsqd_http(self.nsqd_tcp_address, self.nsqd_http_address)
         return self
 
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
+
+
+def check_nsqd_http(nsqd_tcp: list[str], nsqd_http: list[str]) -> None:
+    """--nsqd-http-address pairs with --nsqd-tcp-address by position: one each, or none."""
+    for addr in nsqd_http:
+        host, _, port = addr.split("://")[-1].rstrip("/").rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"nsqd HTTP address {addr!r} is not host:port")
+    if nsqd_http and len(nsqd_http) != len(nsqd_tcp):
+        raise ValueError(
+            f"{len(nsqd_http)} --nsqd-http-address for {len(nsqd_tcp)} --nsqd-tcp-address: "
+            "give one per nsqd, in the same order (or none)"
+        )
 
 
 def _field_type(annotation: Any) -> tuple[type, bool]:

@@ -45,6 +45,7 @@ from gpt4batch.cli.run.preflight import (
     check_input,
     check_output,
     check_reachable,
+    check_upstream,
 )
 from gpt4batch.cli.run.progress import RunProgress, clock
 from gpt4batch.cli.run.resume import resume_command, token_note
@@ -71,6 +72,7 @@ from gpt4batch.common.service import (
     EXIT_USAGE,
     install_stop_signals,
     run_process,
+    start_unless_stopped,
 )
 from gpt4batch.common.settings import BaseServiceSettings, load
 from gpt4batch.services.caller.auth_gate import AuthGate, token_source
@@ -192,6 +194,7 @@ class Run:
             BaseServiceSettings,
             topic_prefix=opts.topic_prefix,
             nsqd_tcp_address=opts.nsqd_tcp_address,
+            nsqd_http_address=opts.nsqd_http_address,
             lookupd_http_address=opts.lookupd_http_address,
             shutdown_grace=opts.grace,
             **{k: v for k, v in opts.extra.items() if k in BaseServiceSettings.model_fields},
@@ -202,7 +205,9 @@ class Run:
         self.token_source = token_source(
             opts.access_token, settings.credentials, token_file=settings.access_token_file
         )
-        gate = AuthGate(self.token_source, retry_interval=0, on_close=self._token_refused)
+        gate = AuthGate(
+            self.token_source, retry_interval=0, on_close=self._token_refused, prove_first=True
+        )
         # Builds the upstream config: a missing or expired token fails here, before work.
         # In this process (no -n) an ask is never handed out again once its result is
         # published, so the caller remembers no answered ids (100k of them took ~15 MB).
@@ -242,7 +247,10 @@ class Run:
         self.stop.set()
 
     async def preflight(self) -> None:
-        """Checks that need the event loop: NSQ is reachable (-n), before any work."""
+        """Checks that need the event loop, before any work: the upstream answers, and NSQ
+        is reachable (-n)."""
+        config = self.caller.config
+        await check_upstream(config.explicit_urls() or {"--base-url": config.base()})
         if self.opts.enable_nsq:
             await check_reachable(self.opts.nsqd_tcp_address, "--nsqd-tcp-address")
             await check_reachable(self.opts.lookupd_http_address, "--lookupd-http-address")
@@ -270,12 +278,14 @@ class Run:
         self._register_sink(bus)
         interrupted = True
         try:
-            await bus.start()
-            ingest_task = asyncio.create_task(self._ingest(bus))
-            try:
-                interrupted = await self._wait(ingest_task, ledger)
-            finally:
-                await self._shutdown(bus, ingest_task, interrupted)
+            if not await start_unless_stopped(bus, self.stop):  # Ctrl-C while NSQ is awaited
+                await bus.stop(0)
+            else:
+                ingest_task = asyncio.create_task(self._ingest(bus))
+                try:
+                    interrupted = await self._wait(ingest_task, ledger)
+                finally:
+                    await self._shutdown(bus, ingest_task, interrupted)
         finally:
             for service in services:
                 await service.close()

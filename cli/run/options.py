@@ -263,6 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="nsqlookupd host:port, repeatable (unset: read only the --nsqd-tcp-address ones)",
     )
     nx = p.add_argument_group("NSQ details (-n)", advanced=True)
+    nx.add_argument(
+        "--nsqd-http-address",
+        action="append",
+        metavar="HOST:PORT",
+        default=[],
+        help="nsqd's HTTP host:port, repeatable, one per --nsqd-tcp-address in the same order "
+        "(unset: as nsqlookupd lists it, else TCP port + 1)",
+    )
     nx.add_argument("--topic-prefix", default=DEFAULT_PREFIX, help="prefix of every topic name")
     _bool_flag(
         nx,
@@ -303,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format",
         choices=["auto", "text", "json"],
         default="auto",
-        help="log lines as text or JSON lines; auto: text on a terminal, JSON otherwise",
+        metavar="FORMAT",
+        help="log lines as text or json; auto: text on a terminal, JSON lines otherwise",
     )
     dx = p.add_argument_group("downloads", advanced=True)
     dx.add_argument(
@@ -353,6 +362,7 @@ class RunOptions:
     retries: int
     read_timeout: float
     nsqd_tcp_address: list[str]
+    nsqd_http_address: list[str]
     lookupd_http_address: list[str]
     topic_prefix: str
     feed: bool

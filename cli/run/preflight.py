@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from gpt4batch.common.errors import ConfigError
 from gpt4batch.services.ingest.reader import STDIN
@@ -69,20 +71,53 @@ def check_download_dir(path: Path, flag: str = "-d/--download-dir") -> None:
     check_folder(path, flag, str(path))
 
 
+async def connect_failure(host: str, port: int, timeout: float) -> str | None:
+    """Why a TCP connection to host:port fails (refused, unresolvable, timed out), or None."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except TimeoutError:
+        return f"timed out after {timeout:g} s"
+    except socket.gaierror:
+        return f"cannot resolve the host {host}"
+    except ConnectionRefusedError:
+        return "connection refused"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return None
+
+
 async def check_reachable(addresses: list[str], flag: str, timeout: float = 3.0) -> None:
     """Each host:port accepts a TCP connection (nsqd, nsqlookupd), else one line."""
     for address in addresses:
         host, _, port = address.rpartition(":")
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
-        except (OSError, TimeoutError, ValueError) as exc:
-            reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        reason = (
+            await connect_failure(host, int(port), timeout)
+            if port.isdigit()
+            else f"no port in {address!r}"
+        )
+        if reason is not None:
+            raise ConfigError(f"{flag}: cannot reach {address} ({reason}); is it running?")
+
+
+async def check_upstream(urls: dict[str, str], timeout: float = 5.0) -> None:
+    """The upstream answers at each URL (flag -> URL), before a record is touched: a dead
+    or mistyped host is one line naming the URL, not a failure of every record."""
+    seen = set()
+    for flag, url in urls.items():
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if (parts.hostname, port) in seen or not parts.hostname:
+            continue
+        seen.add((parts.hostname, port))
+        reason = await connect_failure(parts.hostname, port, timeout)
+        if reason is not None:
             raise ConfigError(
-                f"{flag}: cannot reach {address} ({reason}); is it running?"
-            ) from None
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+                f"{flag}: the upstream at {url} does not answer ({reason}); check the URL "
+                "and that the service is up"
+            )
 
 
 def check_allowed_dirs(paths: list[str], flag: str = "--allowed-dirs") -> None:

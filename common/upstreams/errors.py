@@ -12,6 +12,8 @@ the ones the clients use.
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 
 from gpt4batch.common.errors import FinalError, IErrCode, RetryableError, UpstreamError
@@ -72,15 +74,39 @@ def from_response(
     )
 
 
-def from_transport(exc: httpx.HTTPError, endpoint: str) -> RetryableError:
-    """The error for a failure below HTTP: timeouts and broken connections are retryable.
+def from_transport(exc: BaseException, endpoint: str) -> RetryableError:
+    """The error for a failure below HTTP (timeouts and broken connections are retryable),
+    named for what it was: timed out, connection refused, host not resolved, closed…
 
     The httpx message is not copied: it may carry the URL, and URLs can carry secrets.
+    The cause is looked at, not the exception's class: httpx-aiohttp turns every aiohttp
+    connection error into `httpx.ConnectTimeout` (a refused connection read "timed out").
     """
-    kind = type(exc).__name__
-    if isinstance(exc, httpx.TimeoutException):
+    chain = [exc]
+    while chain[-1].__cause__ is not None and len(chain) < 8:
+        chain.append(chain[-1].__cause__)
+    root = chain[-1]
+    kind = type(root).__name__
+    mislabelled = isinstance(root, (ConnectionError, socket.gaierror)) or any(
+        type(e).__module__.startswith("aiohttp") for e in chain
+    )
+    if any(isinstance(e, TimeoutError) for e in chain) or (
+        isinstance(exc, httpx.TimeoutException) and not mislabelled
+    ):
         return RetryableError(TIMEOUT, f"{endpoint}: timed out ({kind})")
-    return RetryableError(CONNECTION, f"{endpoint}: connection failed ({kind})")
+    return RetryableError(CONNECTION, f"{endpoint}: {_connection_failure(root)} ({kind})")
+
+
+def _connection_failure(exc: BaseException) -> str:
+    """What went wrong with a connection, in a few words."""
+    os_error = getattr(exc, "os_error", None) or exc  # aiohttp keeps the OSError there
+    if isinstance(os_error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(os_error, socket.gaierror) or "DNS" in type(exc).__name__:
+        return "cannot resolve the host"
+    if isinstance(os_error, ConnectionResetError) or "Disconnected" in type(exc).__name__:
+        return "connection closed by the upstream"
+    return "connection failed"
 
 
 def bad_response(endpoint: str, what: str) -> RetryableError:

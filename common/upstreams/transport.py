@@ -26,7 +26,6 @@ import yarl
 from httpx_aiohttp import AiohttpTransport
 
 from gpt4batch.common.bounded_body import BodyTooLarge, BoundedBody, UnsupportedEncoding
-from gpt4batch.common.errors import RetryableError
 from gpt4batch.common.tls import client_context
 from gpt4batch.common.upstreams import errors
 from gpt4batch.common.upstreams.config import MAX_ANSWER_BYTES
@@ -117,14 +116,8 @@ class UpstreamHttp(httpx.AsyncClient):
                     response.headers.get("Retry-After"),
                     await _read_aiohttp(response, endpoint, limit),
                 )
-        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
-            kind = type(exc).__name__
-            raise RetryableError(errors.TIMEOUT, f"{endpoint}: timed out ({kind})") from None
-        except aiohttp.ClientError as exc:
-            kind = type(exc).__name__
-            raise RetryableError(
-                errors.CONNECTION, f"{endpoint}: connection failed ({kind})"
-            ) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:  # aiohttp's timeouts: TimeoutErrors
+            raise errors.from_transport(exc, endpoint) from None
         if self._observe is not None:
             self._observe(endpoint, reply.status, time.perf_counter() - started)
         return reply

@@ -9,18 +9,23 @@ check. Every `retry_interval` s it reloads the token (a new `gpt4batch auth`
 or secret is picked up) and takes one ask as the probe; the first ask the
 upstream answers without a refusal opens the gate again.
 
-`gpt4batch run` uses the same gate with `on_close` stopping the run (exit 2).
+`gpt4batch run` uses the same gate with `on_close` stopping the run (exit 2),
+and `prove_first`: until the upstream has answered one conversation without a
+refusal, only one conversation calls at a time (`turn`), so a wrong token costs
+one call, not one per conversation in flight (`-g`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from prometheus_client import Gauge
 
+from gpt4batch.common.errors import IErrCode
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import IErr
 from gpt4batch.common.metrics import NAMESPACE
@@ -34,6 +39,14 @@ AUTH_REFUSED = Gauge(
     f"{NAMESPACE}_caller_auth_refused",
     "1 while the upstream refuses this caller's token (the caller takes no asks), else 0.",
 )
+
+
+def _upstream_answered(status: int | None) -> bool:
+    """Whether a failing ask's status is the upstream's answer (an HTTP status, or a 200
+    whose `code` is not 0), not one of our own codes for no answer (597 refused, 598…)."""
+    return status is not None and (
+        status < IErrCode.RESULT_TOO_LARGE or status == IErrCode.CODE_NOT_ZERO
+    )
 
 
 def token_source(
@@ -63,6 +76,7 @@ class AuthGate:
         on_close: Callable[[IErr], None] | None = None,
         on_probe: Callable[[], None] | None = None,
         on_open: Callable[[], None] | None = None,
+        prove_first: bool = False,
     ) -> None:
         self.source = source
         self.retry_interval = retry_interval
@@ -72,6 +86,10 @@ class AuthGate:
         self.refusal: IErr | None = None
         self.probing = False
         self._timer: asyncio.TimerHandle | None = None
+        #: False until the upstream answered a call with this token (`prove_first`).
+        self.proven = not prove_first
+        self._proof_running = False
+        self._proof_settled: asyncio.Event | None = None
         AUTH_REFUSED.set(0)
 
     @property
@@ -87,12 +105,40 @@ class AuthGate:
             return True
         return False
 
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Around a conversation: while the token is unproven, one conversation runs (the
+        proof) and the others wait for its outcome; then every one goes at once."""
+        proof = False
+        while not self.proven and self.refusal is None:
+            if not self._proof_running:
+                self._proof_running = proof = True
+                break
+            if self._proof_settled is None:
+                self._proof_settled = asyncio.Event()
+            await self._proof_settled.wait()
+        try:
+            yield
+        finally:
+            if proof:  # proven, refused, or no answer (then the next one tries)
+                self._proof_running = False
+                self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        if self._proof_settled is not None:
+            self._proof_settled.set()
+            self._proof_settled = None
+
     def observe(self, status: int | None, error: IErr | None) -> bool:
         """Record an ask's outcome (`status`: the upstream's failing HTTP status, if any);
         True when the upstream refused the token (the ask must go back, unanswered)."""
         if status in AUTH_STATUSES and error is not None:
             self.close(error)
+            self._wake_waiters()
             return True
+        if not self.proven and (error is None or _upstream_answered(status)):
+            self.proven = True  # the upstream answered this token without refusing it
+            self._wake_waiters()
         if self.refusal is not None:
             self.open()
         return False

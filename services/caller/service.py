@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any
@@ -29,6 +28,7 @@ from gpt4batch.common.topics import Channels
 from gpt4batch.common.upstreams import ConversationClient, UpstreamConfig, make_client
 from gpt4batch.common.upstreams.transport import UpstreamHttp
 from gpt4batch.services.caller import metrics
+from gpt4batch.services.caller.answered import AnsweredAsks
 from gpt4batch.services.caller.auth_gate import AuthGate, token_source
 from gpt4batch.services.caller.call_stats import CallStats
 from gpt4batch.services.caller.conversation import ConversationRunner
@@ -39,8 +39,8 @@ from gpt4batch.services.caller.settings import CallerSettings
 
 log = get_logger("gpt4batch.caller")
 
-#: How many answered message ids a caller remembers (a few MB): far more than can be
-#: in flight when nsqd restarts, so a redelivery of an answered ask is never paid again.
+#: How many answered asks a caller remembers (a few MB): far more than can be in
+#: flight when nsqd restarts, so a redelivery of an answered ask is never paid again.
 ANSWERED_MEMORY = 100_000
 
 _ENDPOINTS = {"uploaded": "upload", "all-tools": "chat", "gizmos": "chat", "completions": "chat"}
@@ -128,7 +128,6 @@ class CallerService:
         answered_memory: int = ANSWERED_MEMORY,
     ) -> None:
         self.settings = settings
-        self._answered_memory = answered_memory
         self._own_config = config is None
         self.config = config or settings.upstream_config()
         self.limiter = limiter or ProcessLimiter(
@@ -138,8 +137,8 @@ class CallerService:
         self._own_http = http is None
         self._clients: dict[str, ConversationClient] = {}
         self._bus: Bus | None = None
-        # NSQ ids of asks whose result this process already published (bounded, oldest out).
-        self._answered: OrderedDict[str, None] = OrderedDict()
+        # Asks whose result this process already published (bounded), and those running now.
+        self.answered = AnsweredAsks(answered_memory)
         self.paths = PathPolicy.build(settings.allowed_dirs, settings.secret_files())
         self.runner = ConversationRunner(
             client_for=self.client_for,
@@ -210,13 +209,20 @@ class CallerService:
 
         A refused token (401/403) is no result: the ask goes back (see `auth_gate`).
         """
-        if delivery.id in self._answered:
-            # Redelivered after we published its result (nsqd restarted before our FIN
-            # reached it, or the FIN was lost): the result is on NSQ; never pay again.
+        if await self.answered.already_answered(msg.batch, msg.seq, delivery.id):
+            # Its result is on NSQ (see `answered`): never pay again.
             metrics.REDELIVERED_ANSWERED.inc()
             return
-        if not self.auth.admits():
-            raise Requeue("the upstream refuses the token", delay=self.auth.retry_interval or 1.0)
+        async with self.auth.turn():  # an unproven token: one conversation calls first
+            if not self.auth.admits():
+                raise Requeue(
+                    "the upstream refuses the token", delay=self.auth.retry_interval or 1.0
+                )
+            async with self.answered.running(msg.batch, msg.seq, delivery.id):
+                await self._answer(msg)
+
+    async def _answer(self, msg: AskMessage) -> None:
+        """Run the conversation and publish what it produced."""
         self.calls.conversation(len(msg.record.asks))
         async with self.limiter.conversation():
             outcome = await self.runner.run(msg)
@@ -245,12 +251,6 @@ class CallerService:
                 self.settings.feed_dir,
                 msg.record.id,
             )
-        self._remember_answered(delivery.id)
-
-    def _remember_answered(self, message_id: str) -> None:
-        self._answered[message_id] = None
-        if len(self._answered) > self._answered_memory:
-            self._answered.popitem(last=False)
 
     def _throttle_asks(self, max_in_flight: int | None) -> None:
         if self._bus is not None:

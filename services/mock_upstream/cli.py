@@ -8,6 +8,7 @@ import sys
 
 from tornado.httpserver import HTTPServer
 
+from gpt4batch.common import logging as glog
 from gpt4batch.services.mock_upstream.app import serve
 from gpt4batch.services.mock_upstream.fast import serve_fast
 from gpt4batch.services.mock_upstream.options import Options, parse
@@ -36,6 +37,7 @@ async def _run(options: Options) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse(argv)
+    glog.configure(options.log_format, "info", service="mock-upstream")
     try:
         asyncio.run(_run(options))
     except ValueError as exc:

@@ -34,6 +34,7 @@ class Options:
     seed: int | None = None
     fault_header: bool = True
     fast: bool = False
+    log_format: str = "auto"
 
     def fault_rates(self) -> dict[str, float]:
         return {
@@ -83,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="load-generator path for benchmarks: only the chat endpoints and /stats, "
         "no faults, far less CPU per call (services/mock_upstream/fast.py)",
+    )
+    a(
+        "--log-format",
+        choices=["auto", "text", "json"],
+        default="auto",
+        metavar="FORMAT",
+        help="log lines as text or json; auto: text on a terminal, JSON lines otherwise",
     )
     return p
 

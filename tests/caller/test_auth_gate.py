@@ -49,6 +49,50 @@ def test_gate_admits_one_probe_at_a_time_and_reopens() -> None:
     assert gate.is_open and _refused() == 0 and closes == [401]
 
 
+def test_an_unproven_token_lets_one_conversation_call_first() -> None:
+    """Issue 23: the others wait for the first's outcome; a connection failure (no answer)
+    hands the proof to the next; an answer proves the token and lets all go at once."""
+    gate = AuthGate("x", retry_interval=0, prove_first=True)
+    calling: list[int] = []
+    outcomes = iter([(597, False), (None, True)])  # no answer, then an answer
+
+    async def conversation(n: int) -> None:
+        async with gate.turn():
+            calling.append(n)
+            if len(calling) <= 2:
+                await asyncio.sleep(0.05)
+                status, ok = next(outcomes)
+                gate.observe(status, None if ok else IErr(code=597, message="refused"))
+
+    async def go() -> None:
+        tasks = [asyncio.create_task(conversation(n)) for n in range(5)]
+        await asyncio.sleep(0.02)
+        assert calling == [0]  # the proof alone
+        await asyncio.sleep(0.05)
+        assert calling == [0, 1]  # no answer: the next one is the proof
+        await asyncio.gather(*tasks)
+
+    asyncio.run(go())
+    assert gate.proven and sorted(calling) == list(range(5))
+
+
+def test_a_refused_proof_releases_the_waiters_to_be_refused() -> None:
+    gate = AuthGate("x", retry_interval=0, prove_first=True)
+    admitted: list[bool] = []
+
+    async def conversation(first: bool) -> None:
+        async with gate.turn():
+            admitted.append(gate.admits())
+            if first:
+                gate.observe(401, IErr(code=401, message="no"))
+
+    async def go() -> None:
+        await asyncio.gather(conversation(True), *(conversation(False) for _ in range(3)))
+
+    asyncio.run(go())
+    assert admitted == [True, False, False, False] and not gate.proven
+
+
 def test_refused_token_pauses_the_caller_until_a_good_token_arrives(
     mock: MockUpstream, nsqd: Nsqd, topic_prefix: str, tmp_path: Path
 ) -> None:

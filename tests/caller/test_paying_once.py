@@ -227,7 +227,7 @@ def test_the_answered_ids_kept_are_bounded_by_answered_memory() -> None:
             def touch(self) -> None:
                 return None
 
-        async def scenario(memory: int) -> list[str]:
+        async def scenario(memory: int) -> list[tuple[str, int, str]]:
             from gpt4batch.common.memory_bus import MemoryBus
             from gpt4batch.common.topics import Topics
 
@@ -240,10 +240,11 @@ def test_the_answered_ids_kept_are_bounded_by_answered_memory() -> None:
                     await service.handle(msg, Delivered(f"{n:016x}"))
             finally:
                 await service.close()
-            return list(service._answered)
+            return service.answered.keys()
 
         assert asyncio.run(scenario(0)) == []
-        assert asyncio.run(scenario(2)) == [f"{1:016x}", f"{2:016x}"]  # the newest, in order
+        newest = [("b", 0, f"{1:016x}"), ("b", 0, f"{2:016x}")]
+        assert asyncio.run(scenario(2)) == newest  # the newest, in order
 
 
 class MisshapenSecondAnswer:

@@ -71,6 +71,17 @@ def mistakes(folder: Path, mock: MockUpstream) -> list[tuple[str, list[str], str
             "credentials",
         ),
         ("flag missing its value", [*ok, "-i", "in.jsonl", "-o"], "expected one argument"),
+        (
+            "upstream refuses connections",
+            ["-i", "in.jsonl", "--base-url", f"http://{dead}", "--access-token", "t"],
+            f"the upstream at http://{dead} does not answer (connection refused)",
+        ),
+        (
+            "upstream host unknown",
+            ["-i", "in.jsonl", "--base-url", "http://no-such-host.invalid", "--access-token", "t"],
+            "(cannot resolve the host no-such-host.invalid)",
+        ),
+        ("allowed dir missing", [*ok, "-i", "in.jsonl", "--allowed-dirs", "nope"], "nope does not"),
     ]
 
 
@@ -148,6 +159,17 @@ def test_a_refused_token_stops_the_run_and_the_right_one_resumes_it(
     assert r2.returncode == 0, r2.stderr[-2000:]
     out = read_jsonl(tmp_path / "out.jsonl")
     assert len(out) == 40 and all(rec["iErr"] is None for rec in out)
+
+
+def test_a_refused_token_costs_one_call_whatever_g(mock: MockUpstream, tmp_path: Path) -> None:
+    """Issue 23: `run -g 60` with a refused token sent 60 calls (60 x 401)."""
+    write_input(tmp_path, 200, asks=1)
+    before = mock.stats()["unauthorized"]
+    flags = ["-i", "in.jsonl", "--base-url", mock.url, "-q", "0", "-g", "60"]
+    r = run_cmd(tmp_path, *flags, "--access-token", "sk-wrong")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert mock.stats()["unauthorized"] - before == 1
+    assert {rec["iErr"]["code"] for rec in read_jsonl(tmp_path / "out.jsonl")} == {499}
 
 
 def test_refusal_from_the_credentials_file_names_it(mock: MockUpstream, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,3 +41,23 @@ def test_text_when_asked(mock: MockUpstream, tmp_path: Path) -> None:
     assert len(lines) == 2
     assert not any(line.lstrip().startswith("{") for line in lines)
     assert all("[info     ] record" in line for line in lines)
+
+
+def test_the_simulators_lines_are_json_lines_too(tmp_path: Path) -> None:
+    """Its warnings went through Python's bare last-resort handler (plain text)."""
+    import httpx
+
+    with MockUpstream(
+        "--fault-hang", "1", "--hang-seconds", "0.1", stderr=subprocess.PIPE
+    ) as hanging:
+        r = httpx.post(
+            f"{hanging.url}/standard/all-tools",
+            headers=hanging.headers,
+            json={"action": "next", "model": "gpt-4", "messages": []},
+            timeout=30,
+        )
+        assert r.status_code == 504
+    assert hanging.proc is not None and hanging.proc.stderr is not None
+    lines = hanging.proc.stderr.read().splitlines()
+    events = [json.loads(line) for line in lines if line.strip()]
+    assert {"event": "answered 504", "logger": "mock_upstream"}.items() <= events[0].items()

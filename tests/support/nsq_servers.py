@@ -155,8 +155,11 @@ async def wait_channel(nsqd: Nsqd, topic: str, channel: str, timeout: float = 20
 
 
 @contextmanager
-def run_nsqlookupd(workdir: Path) -> Iterator[Nsqlookupd]:
-    tcp, http = free_port(), free_port()
+def run_nsqlookupd(
+    workdir: Path, tcp: int | None = None, http: int | None = None
+) -> Iterator[Nsqlookupd]:
+    """nsqlookupd on the given ports (free ones by default) for the block."""
+    tcp, http = tcp or free_port(), http or free_port()
     log = (workdir / "nsqlookupd.log").open("ab")
     proc = subprocess.Popen(
         [
@@ -175,11 +178,26 @@ def run_nsqlookupd(workdir: Path) -> Iterator[Nsqlookupd]:
         stop_pid(proc)
 
 
+def free_ports_apart() -> tuple[int, int]:
+    """Two free ports N, M with M != N + 1: an nsqd whose HTTP port is not its TCP port + 1."""
+    while True:
+        tcp, http = free_port(), free_port()
+        if http not in (tcp, tcp + 1):
+            return tcp, http
+
+
 @contextmanager
 def run_nsqd(
-    workdir: Path, lookupd: Nsqlookupd | None = None, *extra: str, name: str = "nsqd"
+    workdir: Path,
+    lookupd: Nsqlookupd | None = None,
+    *extra: str,
+    name: str = "nsqd",
+    ports: tuple[int, int] | None = None,
+    lookupd_tcp: str | None = None,
 ) -> Iterator[Nsqd]:
-    tcp, http = free_port_pair()
+    """nsqd for the block; `ports` (TCP, HTTP) default to a free pair N, N + 1, and
+    `lookupd_tcp` names an nsqlookupd by address (one that may start later)."""
+    tcp, http = ports or free_port_pair()
     data = workdir / f"{name}-data"
     data.mkdir(parents=True, exist_ok=True)
     args = [
@@ -190,8 +208,9 @@ def run_nsqd(
         f"--data-path={data}",
         *extra,
     ]
-    if lookupd is not None:
-        args.append(f"--lookupd-tcp-address={lookupd.tcp_address}")
+    lookupd_tcp = lookupd_tcp or (lookupd.tcp_address if lookupd is not None else None)
+    if lookupd_tcp:
+        args.append(f"--lookupd-tcp-address={lookupd_tcp}")
     nsqd = Nsqd(tcp, http, data, args, workdir / f"{name}.log")
     nsqd.start()
     try:

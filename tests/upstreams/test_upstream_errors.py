@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import socket
+from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from gpt4batch.common.errors import FinalError, RetryableError
-from gpt4batch.common.upstreams import errors
+from gpt4batch.common.upstreams import ConversationState, errors, make_client
+from gpt4batch.common.upstreams.config import UpstreamConfig
+from gpt4batch.common.upstreams.transport import UpstreamHttp
 
 
 @pytest.mark.parametrize(
@@ -62,3 +68,45 @@ def test_transport_failures_are_retryable(exc: httpx.HTTPError, status: int) -> 
     error = errors.from_transport(exc, "chat")
     assert isinstance(error, RetryableError) and error.status == status
     assert "sk-LEAK" not in str(error)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("endpoint", ["upload", "chat"])
+def test_a_refused_connection_is_reported_as_refused(endpoint: str, tmp_path: Path) -> None:
+    """Issue 23: through the services' client (httpx over aiohttp for uploads, plain aiohttp
+    for chats) a refused connection read "598 timed out (ConnectTimeout)"."""
+    picture = tmp_path / "p.png"
+    picture.write_bytes(b"x" * 100)
+    config = UpstreamConfig(
+        kind="gpt4api", base_url=f"http://127.0.0.1:{_free_port()}", access_token=SecretStr("t")
+    )
+
+    async def call() -> None:
+        async with UpstreamHttp(2) as http:
+            client = make_client(config, http)
+            if endpoint == "upload":
+                await client.upload(str(picture), "multimodal", None)  # type: ignore[attr-defined]
+            else:
+                await client.chat("hi", ConversationState())  # type: ignore[attr-defined]
+
+    with pytest.raises(RetryableError) as info:
+        asyncio.run(call())
+    assert info.value.status == 597
+    assert str(info.value).startswith(f"597: {endpoint}: connection refused")
+
+
+def test_causes_name_what_happened() -> None:
+    refused = httpx.ConnectTimeout("x")
+    refused.__cause__ = ConnectionRefusedError(111, "refused")
+    assert "connection refused" in str(errors.from_transport(refused, "upload"))
+    unresolved = httpx.ConnectError("x")
+    unresolved.__cause__ = socket.gaierror(-2, "Name or service not known")
+    assert "cannot resolve the host" in str(errors.from_transport(unresolved, "chat"))
+    timed_out = httpx.ConnectTimeout("x")
+    timed_out.__cause__ = TimeoutError()
+    assert errors.from_transport(timed_out, "chat").status == 598

@@ -77,6 +77,7 @@ class FleetLimiter(PacedLimiter):
         *,
         nsqd_tcp: Sequence[str] = (),
         lookupd_http: Sequence[str] = (),
+        nsqd_http: Sequence[str] = (),
         auth_secret: str | None = None,
         poll_interval: float = 0.5,
         member_id: str | None = None,
@@ -86,6 +87,7 @@ class FleetLimiter(PacedLimiter):
         self.me = Member(member_id or new_member_id(), qps, concurrency)
         self.nsqd_tcp = list(nsqd_tcp)
         self.lookupd_http = list(lookupd_http)
+        self.nsqd_http = list(nsqd_http)
         self.auth_secret = auth_secret
         self.poll_interval = poll_interval
         self.stale_after = 3 * poll_interval
@@ -140,7 +142,8 @@ class FleetLimiter(PacedLimiter):
             polls = 0
             while True:
                 if not nodes or polls % _REDISCOVER_EVERY == 0:
-                    nodes = await discover_nodes(http, self.nsqd_tcp, self.lookupd_http) or nodes
+                    found = discover_nodes(http, self.nsqd_tcp, self.lookupd_http, self.nsqd_http)
+                    nodes = await found or nodes
                     self._register(nodes)
                 polls += 1
                 read_at = time.monotonic()
@@ -210,5 +213,6 @@ def build_limiter(settings: CallerSettings) -> Limiter:
         group,
         nsqd_tcp=settings.nsqd_tcp_address,
         lookupd_http=settings.lookupd_http_address,
+        nsqd_http=settings.nsqd_http_address,
         auth_secret=secret.get_secret_value() if secret else None,
     )

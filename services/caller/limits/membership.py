@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import httpx
 
 from gpt4batch.common.logging import get_logger
+from gpt4batch.common.nsq_admin import find_nodes, http_url
 from gpt4batch.common.topics import check_name
 
 log = get_logger("gpt4batch.limits")
@@ -126,27 +127,16 @@ class Registration:
 
 
 async def discover_nodes(
-    http: httpx.AsyncClient, nsqd_tcp: Sequence[str], lookupd_http: Sequence[str]
+    http: httpx.AsyncClient,
+    nsqd_tcp: Sequence[str],
+    lookupd_http: Sequence[str],
+    nsqd_http: Sequence[str] = (),
 ) -> list[Node]:
-    """nsqd nodes from nsqlookupd `/nodes`, then the given TCP addresses (HTTP = TCP port + 1)."""
-    from gpt4batch.common.nsq_bus import node_addresses  # pynsq only in a fleet (lazy import)
-
-    nodes: dict[str, Node] = {}
-    for lookupd in lookupd_http:
-        base = lookupd if "://" in lookupd else f"http://{lookupd}"
-        try:
-            answer = (await http.get(f"{base}/nodes")).json()
-        except (httpx.HTTPError, ValueError) as exc:
-            log.warning("nsqlookupd query failed", address=lookupd, error=str(exc))
-            continue
-        tcp = node_addresses(answer, "tcp_port", [])
-        web = node_addresses(answer, "http_port", [])
-        for t, h in zip(tcp, web, strict=False):
-            nodes.setdefault(t, Node(t, h))
-    for address in nsqd_tcp:
-        host, port = _host_port(address)
-        nodes.setdefault(address, Node(address, f"{host}:{port + 1}"))
-    return list(nodes.values())
+    """nsqd nodes from nsqlookupd `/nodes`, then the given addresses (see common/nsq_admin)."""
+    nodes, problems = await find_nodes(http, nsqd_tcp, nsqd_http, lookupd_http)
+    for problem in problems:
+        log.warning("nsqlookupd query failed", problem=problem)
+    return [Node(node.tcp, node.http) for node in nodes]
 
 
 async def read_members(http: httpx.AsyncClient, nodes: Sequence[Node], topic: str) -> dict | None:
@@ -168,7 +158,7 @@ async def read_members(http: httpx.AsyncClient, nodes: Sequence[Node], topic: st
 
 async def _node_members(http: httpx.AsyncClient, node: Node, topic: str) -> list[Member]:
     response = await http.get(
-        f"http://{node.http}/stats", params={"format": "json", "topic": topic, "channel": CHANNEL}
+        http_url(node.http, "/stats"), params={"format": "json", "topic": topic, "channel": CHANNEL}
     )
     response.raise_for_status()
     found = []
