@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -267,3 +269,37 @@ def test_a_hard_link_to_the_credentials_file_is_not_uploaded(
     assert "credentials file" in records["steal"]["iErr"]["message"]
     assert records["plain"]["iErr"] is None  # uploads as such still work
     assert uploads == 1  # the ordinary file only: the token never reached the upstream
+
+
+def run_gpt4batch(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "GPT4BATCH_ACCESS_TOKEN"}
+    return subprocess.run(
+        [sys.executable, "-m", "gpt4batch.cli", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+
+
+def test_a_token_in_argv_is_warned_about_and_a_token_file_is_the_quiet_way(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "in.jsonl").write_text(
+        json.dumps({"id": "r", "asks": [{"id": "a", "content": "c"}]}) + "\n"
+    )
+    with MockUpstream(token="sk-argv-secret") as sim:
+        (tmp_path / "token").write_text(sim.token + "\n")
+        common = ["run", "-i", "in.jsonl", "--base-url", sim.url, "--progress", "off"]
+        quiet = run_gpt4batch(tmp_path, *common, "-o", "a.jsonl", "--access-token-file", "token")
+        loud = run_gpt4batch(tmp_path, *common, "-o", "b.jsonl", "--access-token", sim.token)
+        caller = run_gpt4batch(
+            tmp_path, "caller", "--access-token", sim.token, "--base-url", "gopher://h",
+            "--nsqd-tcp-address", "127.0.0.1:1",
+        )  # fmt: skip
+    assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr + loud.stderr
+    assert read_jsonl(tmp_path / "a.jsonl")[0]["iErr"] is None  # the file's token was used
+    assert "warning" not in quiet.stderr
+    for result in (loud, caller):
+        warnings = [
+            line for line in result.stderr.splitlines() if "warning: --access-token" in line
+        ]
+        assert len(warnings) == 1 and "--access-token-file" in warnings[0], result.stderr
+        assert sim.token not in result.stderr + result.stdout
