@@ -74,7 +74,8 @@ def main() -> int:
                 subprocess.run(
                     [sys.executable, "-m", "gpt4batch.services.ingest", "-i", str(path),
                      f"--nsqd-tcp-address={nsqd.tcp_address}", "--topic-prefix=bench",
-                     "--batch=bench", "--progress=false", "--log-level=warning"],
+                     "--batch=bench", "--progress=false", "--log-level=warning",
+                     f"--state-dir={work / 'state'}"],
                     check=True,
                 )  # fmt: skip
             else:

@@ -48,7 +48,10 @@ def bench_nsq(
     with run_nsqd(work, None, *nsqd_flags) as nsqd, MockUpstream() as mock:
         flags = ["--nsqd-tcp-address", nsqd.tcp_address, "--topic-prefix", "bench"]
         out = work / "nsq-out.jsonl"
-        with ServiceProcs(work / "nsq", flags) as procs:
+        # Ingest's published index in this run's folder, not ~/.local/state: a bench run
+        # neither reads nor leaves state behind.
+        state = {"XDG_STATE_HOME": str(work / "state")}
+        with ServiceProcs(work / "nsq", flags, state) as procs:
             procs.start("sink", "sink", "-o", str(out), "--max-in-flight", "1000")
             for n in range(callers):
                 procs.start(

@@ -16,8 +16,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gpt4batch.cli.run.command import Run, print_summary
+from gpt4batch.cli.run.command import Run
 from gpt4batch.cli.run.options import parse as parse_run
+from gpt4batch.cli.run.report import print_summary
 from gpt4batch.common import logging as glog
 from gpt4batch.common.filenames import sibling
 from gpt4batch.common.settings import CliParser

@@ -225,6 +225,16 @@ class Bus(abc.ABC):
     async def delete_channel(self, topic: str, channel: str) -> None:
         """Remove `channel` (and what it still holds) from `topic`."""
 
+    async def create_channel(self, topic: str, channel: str) -> bool:
+        """Create `topic` and `channel` on every node known now; False if some node's
+        API did not answer (nothing waits for it)."""
+        raise NotImplementedError
+
+    async def nodes_with_channel(self, topic: str, channel: str) -> dict[str, bool] | None:
+        """Each node (nsqd by TCP address) and whether `channel` exists on `topic` there;
+        None if the nodes cannot be asked (nsqd's HTTP API does not answer)."""
+        raise NotImplementedError
+
     def dispatcher(self, sub: Subscription[Any]) -> Dispatcher:
         return Dispatcher(self, sub) if sub.batch_handler is None else BatchDispatcher(self, sub)
 

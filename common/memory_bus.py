@@ -190,6 +190,13 @@ class MemoryBus(Bus):
     async def delete_channel(self, topic: str, channel: str) -> None:
         self._topic_state(topic).channels.pop(channel, None)
 
+    async def create_channel(self, topic: str, channel: str) -> bool:
+        self.channel(topic, channel)
+        return True
+
+    async def nodes_with_channel(self, topic: str, channel: str) -> dict[str, bool] | None:
+        return {"memory": channel in self._topic_state(topic).channels}
+
     async def start(self) -> None:
         started = {id(c.dispatcher.sub) for c in self._consumers}
         for sub in self._subscriptions:

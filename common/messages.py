@@ -209,7 +209,13 @@ class AskOverrides(BaseModel):
 
 
 class AskMessage(_KeepsReceivedRecord):
-    """One conversation to run (topic `…asks`)."""
+    """One conversation to run (topic `…asks`).
+
+    No BatchManifest is required: the sink appends each answer to its batch's
+    output as it arrives. A BatchManifest giving the batch's total lets the sink
+    complete the batch (output rewritten in input order, `.done`); a sink holds
+    a bounded number of batches without one (docs/deployment.md).
+    """
 
     kind: ClassVar[str] = "AskMessage"
     seq: int = Field(ge=0, description="0-based position of the record in its batch input.")
@@ -340,7 +346,11 @@ class DownloadResult(_Body):
 
 
 class BatchManifest(_Body):
-    """Announces a batch and how many records it holds (topic `…batches`)."""
+    """Announces a batch and how many records it holds (topic `…batches`).
+
+    Optional for a stream of asks; with it the sink completes the batch once
+    every seq below `total` has a line.
+    """
 
     kind: ClassVar[str] = "BatchManifest"
     total: int = Field(ge=0)

@@ -227,6 +227,43 @@ class NsqdAdmin:
                             total += int(c["deferred_count"])
         return total
 
+    async def channel_on_nodes(
+        self, topic: str, channel: str, deadline: float
+    ) -> dict[str, bool] | None:
+        """Each nsqd (by TCP address) and whether it has `channel` on `topic`; asked again
+        with backoff until every known nsqd's HTTP API answers, None if that is not so by
+        `deadline` (a loop time)."""
+        retry = 0
+        while True:
+            try:
+                async with self.client() as client:
+                    found = {
+                        node.tcp: await _has_channel(client, node.http, topic, channel)
+                        for node in await self.nodes(client)
+                    }
+                if found:
+                    return found
+            except (httpx.HTTPError, ValueError):
+                pass
+            retry += 1
+            wait = DISCOVERY.delay(retry)
+            if asyncio.get_running_loop().time() + wait > deadline:
+                return None
+            await asyncio.sleep(wait)
+
+
+async def _has_channel(client: httpx.AsyncClient, http: str, topic: str, channel: str) -> bool:
+    resp = await client.get(
+        http_url(http, "/stats"), params={"format": "json", "topic": topic, "channel": channel}
+    )
+    resp.raise_for_status()
+    return any(
+        c.get("channel_name") == channel
+        for t in resp.json().get("topics") or []
+        if t.get("topic_name") == topic
+        for c in t.get("channels") or []
+    )
+
 
 async def _post(client: httpx.AsyncClient, http: str, path: str, **params: str) -> None:
     resp = await client.post(http_url(http, f"/{path}"), params=params)

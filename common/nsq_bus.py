@@ -377,6 +377,15 @@ class NsqBus(Bus):
     async def backlog(self, topic: str, channel: str) -> int:
         return await self.admin.backlog(topic, channel)
 
+    async def create_channel(self, topic: str, channel: str) -> bool:
+        return not await self.admin.create({topic: [channel]})
+
+    async def nodes_with_channel(
+        self, topic: str, channel: str, patience: float = 5.0
+    ) -> dict[str, bool] | None:
+        deadline = asyncio.get_running_loop().time() + patience
+        return await self.admin.channel_on_nodes(topic, channel, deadline)
+
     def _open_conns(self) -> list[Any]:
         assert self._writer is not None
         return [c for c in self._writer.conns.values() if c.connected()]

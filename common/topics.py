@@ -64,6 +64,13 @@ class Topics:
         return self._t("batches")
 
     @property
+    def ingested(self) -> str:
+        """No messages: one empty channel per batch ingest published, the batch's trace on
+        nsqd (kept in nsqd's metadata; gone when nsqd is new or wiped). See
+        services/ingest/resume.py."""
+        return self._t("ingested")
+
+    @property
     def dead(self) -> str:
         """Poison messages: bodies that failed to decode or validate, with the reason."""
         return self._t("dead")

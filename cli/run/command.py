@@ -38,6 +38,7 @@ from pydantic import SecretStr
 
 from gpt4batch.cli.run.errors_file import ErrorBreakdown, write_errors
 from gpt4batch.cli.run.finalize import FinalCounts, write_final
+from gpt4batch.cli.run.notices import end_notices, start_notices
 from gpt4batch.cli.run.options import RunOptions, parse
 from gpt4batch.cli.run.preflight import (
     check_allowed_dirs,
@@ -47,14 +48,13 @@ from gpt4batch.cli.run.preflight import (
     check_reachable,
     check_upstream,
 )
-from gpt4batch.cli.run.progress import RunProgress, clock
-from gpt4batch.cli.run.resume import resume_command, token_note
+from gpt4batch.cli.run.progress import RunProgress
+from gpt4batch.cli.run.report import first_line, print_summary, refused_line
 from gpt4batch.cli.run.side_files import retire_side_files
 from gpt4batch.common import logging as glog
 from gpt4batch.common.bus import Bus, Delivery, Handler
 from gpt4batch.common.credentials import DEFAULT_CREDENTIALS, warn_secrets_in_argv
 from gpt4batch.common.errors import BusConnectError, ConfigError
-from gpt4batch.common.filenames import sibling
 from gpt4batch.common.memory_bus import MemoryBus
 from gpt4batch.common.messages import (
     BatchManifest,
@@ -76,6 +76,7 @@ from gpt4batch.common.service import (
 )
 from gpt4batch.common.settings import BaseServiceSettings, load
 from gpt4batch.services.caller.auth_gate import AuthGate, token_source
+from gpt4batch.services.caller.limits import Limiter
 from gpt4batch.services.caller.service import ANSWERED_MEMORY, CallerService
 from gpt4batch.services.caller.settings import CallerSettings
 from gpt4batch.services.ingest.batch_id import default_batch_id
@@ -156,6 +157,14 @@ def upstream_hosts(settings: CallerSettings) -> list[str]:
     return found
 
 
+def fleet_limiter(settings: CallerSettings) -> Limiter:
+    """With -n, `--limit-scope fleet` (the default): -q and -g are shared with every caller
+    of the limit group, as a caller service does; `process`: this run has them all."""
+    from gpt4batch.services.caller.limits.fleet import build_limiter
+
+    return build_limiter(settings)
+
+
 def run_channel(batch: str) -> str:
     """The run's own channel on the results topics: one per batch, deleted when done."""
     return f"run-{hashlib.sha1(batch.encode()).hexdigest()[:12]}"
@@ -212,7 +221,10 @@ class Run:
         # In this process (no -n) an ask is never handed out again once its result is
         # published, so the caller remembers no answered ids (100k of them took ~15 MB).
         self.caller = CallerService(
-            settings, auth_gate=gate, answered_memory=ANSWERED_MEMORY if opts.enable_nsq else 0
+            settings,
+            auth_gate=gate,
+            answered_memory=ANSWERED_MEMORY if opts.enable_nsq else 0,
+            limiter=fleet_limiter(settings) if opts.enable_nsq else None,  # --limit-scope
         )
         download_dir = Path(opts.download_dir or self.input.parent).resolve()
         self.downloader: DownloaderService | None = None
@@ -431,67 +443,11 @@ async def _until_drained(
         await asyncio.sleep(0.05)
 
 
-def print_summary(
-    run: Run, result: RunResult, stream: object = None, *, show_resume: bool = True
-) -> None:
-    out = stream or sys.stderr
-    f = result.final
-    rate = result.calls / result.seconds if result.seconds else 0.0
-    lines = [
-        "",
-        f"gpt4batch run: {'stopped' if result.interrupted else 'finished'} "
-        f"batch {run.batch} in {clock(result.seconds)}",
-        f"  records   {f.total:,}: {f.ok:,} ok, {f.failed:,} failed, {f.not_run:,} not run",
-        f"  upstream  {int(result.calls):,} calls ({rate:,.1f}/s), "
-        f"{result.rate_limited:,} answered 429",
-        f"  output    {run.out}",
-    ]
-    errors = result.errors
-    if errors.total:
-        plural = "s" if errors.total != 1 else ""
-        lines.append(f"  errors    {errors.path} ({errors.total:,} record{plural}), by code:")
-        lines += [f"           {row}" for row in errors.lines()]
-    rejects = sibling(run.out, "rejects.jsonl")
-    if rejects.exists() and rejects.stat().st_size:
-        lines.append(f"  rejects   {rejects}")
-    downloads = sibling(run.out, "downloads.jsonl")
-    if downloads.exists() and downloads.stat().st_size:
-        assert run.ledger is not None
-        c = run.ledger.counts
-        lines.append(
-            f"  downloads {run.download_dir} ({c.downloads_ok} ok, {c.downloads_failed} failed;"
-            f" list in {downloads})"
-        )
-    if show_resume and errors.resumable:
-        lines.append(f"  resume    {resume_command(run.opts, run.out)}")
-        lines.append(f"            ({token_note(run.opts, run.token_source)})")
-    print("\n".join(lines), file=out)  # type: ignore[arg-type]
-
-
-def first_line(opts: RunOptions, argv: Sequence[str]) -> str:
-    """What the run reads and writes, said before anything else (the defaults overwrite)."""
-    given = {a.split("=", 1)[0] for a in argv}
-    source = "" if given & {"-i", "--in", "--input"} else " (default)"
-    target = "" if given & {"-o", "--out", "--output"} else " (default)"
-    mode = "through NSQ" if opts.enable_nsq else "in this process"
-    return f"gpt4batch run: input {opts.input}{source} -> output {opts.out}{target}, {mode}"
-
-
-def refused_line(run: Run, result: RunResult) -> str:
-    error = run.auth_refusal
-    assert error is not None
-    return (
-        f"gpt4batch run: error: the upstream refused the token from {run.token_source} "
-        f"({error.code}); stopped before paying for more: {result.final.not_run:,} records "
-        "not run keep iErr 499 - fix the token, then run the resume command above"
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     opts = parse(args)
     glog.configure(opts.log_format, "info", service="run")
-    print(first_line(opts, args), file=sys.stderr, flush=True)
+    print("\n".join([first_line(opts, args), *start_notices(opts)]), file=sys.stderr, flush=True)
     warn_secrets_in_argv("gpt4batch run", args)
 
     async def go() -> int:
@@ -523,6 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(refused_line(run, result), file=sys.stderr)
             return EXIT_USAGE
         print_summary(run, result)
+        for line in end_notices(opts, result.final):
+            print(line, file=sys.stderr)
         ok = result.final.failed == 0 and result.final.not_run == 0
         return EXIT_OK if ok else EXIT_FAILED
 

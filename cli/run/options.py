@@ -385,7 +385,10 @@ def parse(argv: Sequence[str]) -> RunOptions:
     if args.qps < 0:
         parser.error("-q/--qps must be >= 0")
     if args.enable_nsq and not (args.nsqd_tcp_address or args.lookupd_http_address):
-        parser.error("-n/--enable_nsq needs --nsqd-tcp-address or --lookupd-http-address")
+        parser.error(
+            "-n/--enable_nsq needs --nsqd-tcp-address or --lookupd-http-address; no nsqd yet? "
+            "`gpt4batch stack up` starts one on this machine (docs/deployment.md)"
+        )
     values = vars(args)
     own = {f.name for f in fields(RunOptions)}
     extra = {k: values.pop(k) for k in list(values) if k not in own}

@@ -6,22 +6,29 @@ pay for) what is already on the bus or done. The sink's ledger cannot answer
 this: an ask still queued in nsqd has no result yet. Lost messages (nsqd
 killed) are `gpt4batch reconcile`'s job, from the ledger.
 
-One file per (batch, input sha256): `<state dir>/<batch>-<sha[:12]>.published`,
-lines `first-last` of seq ranges, appended and fsynced after each acknowledged
-chunk. A torn last line is ignored.
+One file per (batch, input sha256): `<state dir>/<batch>-<sha[:12]>.published`.
+Its first line, `# cluster {json}`, says which cluster it belongs to (the nsqd
+and the batch's trace there, see `resume.py`); then lines `first-last` of seq
+ranges, appended and fsynced after each acknowledged chunk. A torn last line is
+ignored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from gpt4batch.common.filenames import safe_component
 from gpt4batch.common.logging import get_logger
 from gpt4batch.services.sink.ledger import SeqSet
 
 log = get_logger("gpt4batch.ingest")
+
+CLUSTER_LINE = b"# cluster "
 
 
 def default_state_dir() -> Path:
@@ -48,12 +55,18 @@ class PublishedSeqs:
         name = f"{safe_component(batch, 'batch')[:80]}-{tag}-{input_sha256[:12]}.published"
         self.path = state_dir / name
         self.seqs = SeqSet()
+        self.cluster: dict[str, Any] | None = None
+        """What the `# cluster` line recorded; None in an index written before it existed."""
 
     def load(self) -> int:
         """Read the index (blocking); returns how many seqs it holds."""
         if not self.path.exists():
             return 0
         for line in self.path.read_bytes().splitlines(keepends=True):
+            if line.startswith(CLUSTER_LINE) and line.endswith(b"\n"):
+                with contextlib.suppress(ValueError):
+                    self.cluster = json.loads(line[len(CLUSTER_LINE) :])
+                continue
             first, sep, last = line.strip().partition(b"-")
             if not line.endswith(b"\n") or not sep or not first.isdigit() or not last.isdigit():
                 continue
@@ -75,3 +88,15 @@ class PublishedSeqs:
             os.close(fd)
         for seq in seqs:
             self.seqs.add(seq)
+
+    def begin(self, cluster: dict[str, Any]) -> None:
+        """Start the index afresh for `cluster`, replacing an earlier one (blocking)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(self.path.name + ".new")
+        with temporary.open("wb") as fh:
+            fh.write(CLUSTER_LINE + json.dumps(cluster, sort_keys=True).encode() + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temporary, self.path)
+        self.seqs = SeqSet()
+        self.cluster = cluster

@@ -88,7 +88,7 @@ async def ingest_file(
         )
         digest = await asyncio.to_thread(file_sha256, source.path) if source.path else None
         published = None
-        if digest is not None and settings.resume:
+        if digest is not None:
             state_dir = Path(settings.state_dir) if settings.state_dir else default_state_dir()
             published = PublishedSeqs(state_dir, batch, digest)
         return await ingest(
@@ -107,4 +107,5 @@ async def ingest_file(
             max_outstanding=settings.publish_concurrency,
             progress=None if settings.progress == "off" else Progress(mode=settings.progress),
             published=published,
+            resume=settings.resume,
         )

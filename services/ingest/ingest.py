@@ -26,6 +26,7 @@ from gpt4batch.services.ingest import metrics
 from gpt4batch.services.ingest.checkpoint import PublishedSeqs
 from gpt4batch.services.ingest.publisher import ChunkedPublisher
 from gpt4batch.services.ingest.reader import RawLine
+from gpt4batch.services.ingest.resume import open_index
 from gpt4batch.services.ingest.validate import (
     MIB,
     Accepted,
@@ -95,6 +96,7 @@ async def ingest(
     progress: ProgressFn | None = None,
     skip: Callable[[int], bool] | None = None,
     published: PublishedSeqs | None = None,
+    resume: bool = True,
     off_loop: bool = False,
 ) -> IngestSummary:
     """Validate and publish every line, then the BatchManifest; returns the counts.
@@ -108,7 +110,9 @@ async def ingest(
     it is counted in the total but not validated or published again.
     `published` is ingest's index of the seqs this (batch, input) already
     published: they are skipped the same way and newly acknowledged ones are
-    added, so a re-run after a kill publishes only the rest.
+    added, so a re-run after a kill publishes only the rest. The index applies
+    only while the cluster has a trace of the batch (`resume.open_index`);
+    `resume` False starts it afresh.
     """
     try:
         BatchManifest(batch=batch, total=0)
@@ -123,7 +127,7 @@ async def ingest(
     )
     on_acked = None
     if published is not None:
-        resumed = await asyncio.to_thread(published.load)
+        resumed = await open_index(bus, published, batch, resume=resume)
         if resumed:
             log.info("resuming: seqs already published are skipped", batch=batch, seqs=resumed)
         index = published
@@ -290,7 +294,10 @@ class _Encoder:
                 topic, body = self.asks_topic, self._envelope(seq, verdict.json)
             if self._fits(body):
                 return topic, body, verdict
-            reason = f"message of {len(body)} bytes is over the bus limit of {self.limit} bytes"
+            reason = (
+                f"message of {len(body)} bytes is over the bus limit of {self.limit} bytes "
+                "(raise --max-msg-size, and nsqd's --max-msg-size with it)"
+            )
             verdict = self.validator.reject(
                 line.number,
                 verdict.record.model_dump(),

@@ -27,7 +27,9 @@ class IngestSettings(BaseServiceSettings):
     resume: bool = Field(
         True,
         description="Skip the records this batch id already published from this same input "
-        "(a re-run after ingest was killed pays for nothing twice).",
+        "(a re-run after ingest was killed pays for nothing twice), while nsqd still has a "
+        "trace of the batch (a new or wiped nsqd gets every record). false: publish every "
+        "record and start the index afresh.",
     )
     state_dir: str | None = Field(
         None,

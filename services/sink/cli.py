@@ -8,9 +8,11 @@ from gpt4batch.services.sink.settings import SinkSettings
 
 DESCRIPTION = (
     "Keep each batch's ledger (every result fsynced before its message is finished, "
-    "duplicates dropped, dead letters counted as failed lines); once every record has a line "
+    "duplicates dropped, dead letters counted as failed lines). While a batch is open its "
+    "output file grows in arrival order; once its manifest's every record has a line "
     "and every planned download a result, write the output in input order and mark the "
-    "batch complete (.done + a message)."
+    "batch complete (.done + a message). No manifest is required, but batches without one "
+    "are bounded (--max-batches-without-manifest)."
 )
 
 

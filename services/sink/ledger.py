@@ -43,7 +43,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from gpt4batch.common.errors import IErrCode
 from gpt4batch.common.filenames import sibling
@@ -60,6 +60,10 @@ from gpt4batch.common.messages import (
 from gpt4batch.services.sink import metrics
 from gpt4batch.services.sink.appender import Fsync, SyncedAppender
 from gpt4batch.services.sink.index import iter_lines, json_object, repair_tail
+from gpt4batch.services.sink.seqset import SeqSet
+
+if TYPE_CHECKING:
+    from gpt4batch.services.sink.arrival import ArrivalOutput
 
 log = get_logger("gpt4batch.sink")
 
@@ -71,50 +75,6 @@ _DECODER = json.JSONDecoder()
 _NO_FILES = b'[],"record":'
 
 Status = Literal["open", "ready", "complete"]
-
-
-class SeqSet:
-    """A growable bitmap of seqs (1 bit per record: 125 KB per million)."""
-
-    def __init__(self) -> None:
-        self._bits = bytearray()
-        self.count = 0
-
-    def __contains__(self, seq: int) -> bool:
-        byte = seq >> 3
-        return byte < len(self._bits) and bool(self._bits[byte] & (1 << (seq & 7)))
-
-    def add(self, seq: int) -> bool:
-        """Mark `seq`; False if it was already there."""
-        byte = seq >> 3
-        if byte >= len(self._bits):
-            self._bits.extend(bytes(max(byte + 1 - len(self._bits), len(self._bits))))
-        mask = 1 << (seq & 7)
-        if self._bits[byte] & mask:
-            return False
-        self._bits[byte] |= mask
-        self.count += 1
-        return True
-
-    def discard(self, seq: int) -> None:
-        if seq in self:
-            self._bits[seq >> 3] &= ~(1 << (seq & 7)) & 0xFF
-            self.count -= 1
-
-    def has_all_below(self, total: int) -> bool:
-        """Every seq in 0..total-1 is marked (whole bytes compared at once)."""
-        full, rest = divmod(total, 8)
-        bits = self._bits
-        if len(bits) < full + (1 if rest else 0):
-            return False
-        if bits[:full].count(0xFF) != full:
-            return False
-        return not rest or bits[full] & ((1 << rest) - 1) == (1 << rest) - 1
-
-    def missing_below(self, total: int) -> Iterator[int]:
-        for seq in range(total):
-            if seq not in self:
-                yield seq
 
 
 def entry_line(seq: int, ok: bool, record_json: str | bytes, files: list[str] = ()) -> bytes:  # type: ignore[assignment]
@@ -204,9 +164,12 @@ class BatchLedger:
         every: int = 500,
         interval: float = 0.05,
         fsync: Fsync = os.fsync,
+        arrival: ArrivalOutput | None = None,
     ) -> None:
         self.out = out
         self.batch = batch
+        self.arrival = arrival
+        """The output in arrival order while the batch is open (None: only at completion)."""
         self.journal_path = sibling(out, "journal.jsonl")
         self.rejects_path = sibling(out, "rejects.jsonl")
         self.downloads_path = sibling(out, "downloads.jsonl")
@@ -457,21 +420,24 @@ class BatchLedger:
 
     async def _write_results(self, msgs: list[ResultMessage]) -> list[bool]:
         lines: list[bytes] = []
-        entries: list[tuple[int, bool, list[str]]] = []
+        entries: list[tuple[int, bool, list[str], bytes]] = []
         for msg in msgs:
             ok = msg.record.iErr is None
             # Only what the caller planned: a record passed through by `--fix` or
             # dead-lettered carries an earlier run's `spec_downloads`, which no downloader
             # of this batch will fetch (planning them kept `run -f` waiting forever).
             files = list(msg.planned_downloads)
-            lines.append(entry_line(msg.seq, ok, msg.record_json(), files))
-            entries.append((msg.seq, ok, files))
+            record = msg.record_json()
+            lines.append(entry_line(msg.seq, ok, record, files))
+            entries.append((msg.seq, ok, files, record))
         await self._journal.write_now(b"".join(lines))
-        added = [self._count_entry(seq, ok, files) for seq, ok, files in entries]
+        added = [self._count_entry(seq, ok, files) for seq, ok, files, _ in entries]
+        if self.arrival is not None:
+            self.arrival.append([e[3] for e, new in zip(entries, added, strict=True) if new])
         written = added.count(True)
         if written:
             metrics.LINES_WRITTEN.labels("output").inc(written)
-            metrics.BATCH_WRITTEN.labels(self.batch).set(self.counts.done)
+            metrics.BATCH_GAUGES.written(self.batch, self.counts.done)
         rows: dict[int, Reject] = {}
         for msg, was_added in zip(msgs, added, strict=True):
             reject = msg.reject
@@ -551,7 +517,7 @@ class BatchLedger:
             await asyncio.to_thread(write_atomically, self.manifest_path, data, self._fsync)
             self.manifest = manifest
         self.counts.total = manifest.total
-        metrics.BATCH_TOTAL.labels(manifest.batch).set(manifest.total)
+        metrics.BATCH_GAUGES.total(manifest.batch, manifest.total)
 
     async def write_done(self) -> None:
         """The completion marker (atomically); only once `ready_to_complete`."""
@@ -579,6 +545,8 @@ class BatchLedger:
     async def close(self) -> None:
         for appender in (self._journal, self._rejects, self._downloads):
             await appender.close()
+        if self.arrival is not None:
+            self.arrival.close()
 
 
 def write_atomically(path: Path, data: bytes, fsync: Fsync = os.fsync) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from contextlib import suppress
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from gpt4batch.common.metrics import LATENCY_BUCKETS, NAMESPACE
@@ -23,14 +26,52 @@ FSYNC_SECONDS = Histogram(
 )
 BATCH_WRITTEN = Gauge(
     f"{NAMESPACE}_sink_batch_written_records",
-    "Output lines written so far, per batch.",
+    "Output lines written so far, per batch (the 100 most recently active batches).",
     ["batch"],
 )
 BATCH_TOTAL = Gauge(
     f"{NAMESPACE}_sink_batch_expected_records",
-    "Records the batch manifest announced, per batch.",
+    "Records the batch manifest announced, per batch (the 100 most recently active batches).",
     ["batch"],
 )
+#: Batches that have per-batch gauges at once; the least recently updated lose theirs.
+MAX_BATCH_LABELS = 100
+
+
+class BatchGauges:
+    """The per-batch gauges, for at most `limit` batches: anyone can make up batch ids,
+    and every label value is a time series Prometheus keeps."""
+
+    def __init__(self, limit: int = MAX_BATCH_LABELS) -> None:
+        self.limit = limit
+        self._batches: OrderedDict[str, None] = OrderedDict()
+
+    def written(self, batch: str, done: int) -> None:
+        self._keep(batch)
+        BATCH_WRITTEN.labels(batch).set(done)
+
+    def total(self, batch: str, total: int) -> None:
+        self._keep(batch)
+        BATCH_TOTAL.labels(batch).set(total)
+
+    def forget(self, batch: str) -> None:
+        """Drop the batch's gauges (it completed or went idle)."""
+        if batch not in self._batches:
+            return
+        del self._batches[batch]
+        for gauge in (BATCH_WRITTEN, BATCH_TOTAL):
+            with suppress(KeyError):  # a batch may have only one of the two
+                gauge.remove(batch)
+
+    def _keep(self, batch: str) -> None:
+        self._batches[batch] = None
+        self._batches.move_to_end(batch)
+        while len(self._batches) > self.limit:
+            self.forget(next(iter(self._batches)))
+
+
+BATCH_GAUGES = BatchGauges()
+
 BATCHES_COMPLETED = Counter(
     f"{NAMESPACE}_sink_batches_completed_total",
     "Batches whose output reached the manifest total.",

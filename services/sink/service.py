@@ -28,6 +28,8 @@ class SinkService:
             out_dir=Path(settings.out_dir) if settings.out_dir else None,
             every=settings.fsync_every,
             interval=settings.fsync_interval_ms / 1000,
+            stream=settings.stream_output,
+            limits=settings.limits(),
         )
 
     def register(self, bus: Bus) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from gpt4batch.common.settings import BaseServiceSettings
+from gpt4batch.services.sink.pool import Limits
 
 
 class SinkSettings(BaseServiceSettings):
@@ -32,8 +33,42 @@ class SinkSettings(BaseServiceSettings):
         "then the piece goes to the dead-letter topic).",
     )
 
+    stream_output: bool = Field(
+        True,
+        description="While a batch is open (no manifest yet, or records still missing), "
+        "append each record to its output file as it arrives; the file is rewritten in input "
+        "order when the batch completes. false: the output appears only at completion.",
+    )
+    batch_idle_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A batch without messages for this long closes its files (they reopen on "
+        "its next message); a batch without a manifest idle this long gives its place to a new "
+        "one (see --max-batches-without-manifest).",
+    )
+    max_batches_without_manifest: int = Field(
+        64,
+        ge=1,
+        description="Batches without a BatchManifest held open at once. A message of a further "
+        "one waits (requeued, counting toward --max-attempts, then dead-lettered) until one of "
+        "them is idle for --batch-idle-seconds. A batch with a manifest is never refused.",
+    )
+    max_batch_records: int = Field(
+        10_000_000,
+        ge=1,
+        description="Highest record count of one batch: a result whose seq is at or above it, "
+        "or a manifest announcing more, is dead-lettered (the sink keeps a bit per record).",
+    )
+
     @model_validator(mode="after")
     def _one_destination(self) -> SinkSettings:
         if bool(self.out) == bool(self.out_dir):
             raise ValueError("give exactly one of --out/-o FILE or --out-dir DIR")
         return self
+
+    def limits(self) -> Limits:
+        return Limits(
+            idle_seconds=self.batch_idle_seconds,
+            max_unannounced=self.max_batches_without_manifest,
+            max_records=self.max_batch_records,
+        )

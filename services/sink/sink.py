@@ -23,13 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from gpt4batch.common.bus import Bus, Delivery
+from gpt4batch.common.errors import Poison
 from gpt4batch.common.filenames import safe_component
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import BatchManifest, DeadLetter, DownloadResult, ResultMessage
 from gpt4batch.services.sink import metrics
 from gpt4batch.services.sink.appender import Fsync
+from gpt4batch.services.sink.arrival import ArrivalOutput
 from gpt4batch.services.sink.ledger import BatchLedger, journal_batch
 from gpt4batch.services.sink.ordered import write_in_order
+from gpt4batch.services.sink.pool import LedgerPool, Limits
 
 log = get_logger("gpt4batch.sink")
 
@@ -81,6 +84,8 @@ class Sink:
         only_batch: str | None = None,
         finish: bool = True,
         on_record: OnRecord | None = None,
+        stream: bool = False,
+        limits: Limits | None = None,
     ) -> None:
         if (out is None) == (out_dir is None):
             raise ValueError("give exactly one of out or out_dir")
@@ -93,8 +98,10 @@ class Sink:
         self.finish = finish
         self.on_record = on_record
         self.bus: Bus | None = None
+        self.stream = stream
+        self.limits = limits or Limits()
         self._owner: str | None = only_batch
-        self._ledgers: dict[Path, asyncio.Task[BatchLedger]] = {}
+        self.pool = LedgerPool(self.path_for, self._load, self.limits)
         self._completer: asyncio.Task[None] | None = None
 
     def path_for(self, batch: str) -> Path:
@@ -110,20 +117,18 @@ class Sink:
 
     async def ledger(self, batch: str) -> BatchLedger:
         """The loaded ledger of `batch` (read from disk at first use)."""
-        path = self.path_for(batch)
-        task = self._ledgers.get(path)
-        if task is None:
-            ledger = BatchLedger(
-                path, batch, every=self.every, interval=self.interval, fsync=self.fsync
-            )
-            task = asyncio.get_running_loop().create_task(asyncio.to_thread(ledger.load))
-            self._ledgers[path] = task
-        try:
-            return await asyncio.shield(task)
-        except Exception:
-            if self._ledgers.get(path) is task:
-                del self._ledgers[path]  # let the next delivery try again
-            raise
+        return await self.pool.get(batch)
+
+    def _load(self, batch: str, path: Path) -> BatchLedger:
+        """Blocking: the ledger of `batch` from its files; with `stream`, the output of an
+        open batch is made to hold every journal record, in arrival order."""
+        arrival = ArrivalOutput(path) if self.stream else None
+        ledger = BatchLedger(
+            path, batch, every=self.every, interval=self.interval, fsync=self.fsync, arrival=arrival
+        ).load()
+        if arrival is not None and not ledger.completed:
+            arrival.rebuild(ledger.journal_path)
+        return ledger
 
     # --- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -151,16 +156,15 @@ class Sink:
         if self.only_batch is not None:
             await self.ledger(self.only_batch)
         self._completer = asyncio.get_running_loop().create_task(self._complete_leftovers())
+        self.pool.start()
 
     async def _complete_leftovers(self) -> None:
         """Retry completion of loaded batches until the bus is bound and publishing works."""
         while True:
             waiting = False
-            for task in list(self._ledgers.values()):
-                if not task.done() or task.exception() is not None:
-                    continue
+            for ledger in self.pool.loaded():
                 try:
-                    await self.maybe_complete(task.result())
+                    await self.maybe_complete(ledger)
                 except Exception as exc:
                     waiting = True
                     log.debug("completion not yet possible", error=str(exc))
@@ -172,10 +176,7 @@ class Sink:
         if self._completer is not None:
             self._completer.cancel()
             await asyncio.gather(self._completer, return_exceptions=True)
-        for task in list(self._ledgers.values()):
-            if task.done() and task.exception() is None:
-                await task.result().close()
-        self._ledgers.clear()
+        await self.pool.close()
 
     def _foreign(self, batch: str) -> bool:
         """Another run's message on this run's own channel: a copy, finished and ignored."""
@@ -185,13 +186,14 @@ class Sink:
     async def handle_result(self, msg: ResultMessage, delivery: Delivery) -> None:
         if self._foreign(msg.batch):
             return
-        ledger = await self.ledger(msg.batch)
-        if await ledger.add_result(msg):
-            if ledger.completed:  # a success replacing a failure after completion
-                await ledger.reopen()
-            if self.on_record is not None:
-                self.on_record(msg)
-        await self.maybe_complete(ledger)
+        self.limits.check_seq(msg.batch, msg.seq)
+        async with self.pool.use(msg.batch) as ledger:
+            if await ledger.add_result(msg):
+                if ledger.completed:  # a success replacing a failure after completion
+                    await ledger.reopen()
+                if self.on_record is not None:
+                    self.on_record(msg)
+            await self.maybe_complete(ledger)
 
     async def handle_results(
         self, items: list[tuple[ResultMessage, Delivery]]
@@ -201,21 +203,27 @@ class Sink:
         outcomes: list[Exception | None] = [None] * len(items)
         groups: dict[str, list[int]] = {}
         for i, (msg, _) in enumerate(items):
-            if not self._foreign(msg.batch):
-                groups.setdefault(msg.batch, []).append(i)
+            if self._foreign(msg.batch):
+                continue
+            try:
+                self.limits.check_seq(msg.batch, msg.seq)
+            except Poison as exc:
+                outcomes[i] = exc
+                continue
+            groups.setdefault(msg.batch, []).append(i)
         for batch, indexes in groups.items():
             try:
-                ledger = await self.ledger(batch)
-                msgs = [items[i][0] for i in indexes]
-                added = await ledger.add_results(msgs)
-                if any(added):
-                    if ledger.completed:  # a success replacing a failure after completion
-                        await ledger.reopen()
-                    if self.on_record is not None:
-                        for msg, was_added in zip(msgs, added, strict=True):
-                            if was_added:
-                                self.on_record(msg)
-                await self.maybe_complete(ledger)
+                async with self.pool.use(batch) as ledger:
+                    msgs = [items[i][0] for i in indexes]
+                    added = await ledger.add_results(msgs)
+                    if any(added):
+                        if ledger.completed:  # a success replacing a failure after completion
+                            await ledger.reopen()
+                        if self.on_record is not None:
+                            for msg, was_added in zip(msgs, added, strict=True):
+                                if was_added:
+                                    self.on_record(msg)
+                    await self.maybe_complete(ledger)
             except Exception as exc:
                 for i in indexes:
                     outcomes[i] = exc
@@ -224,10 +232,10 @@ class Sink:
     async def handle_download(self, msg: DownloadResult, delivery: Delivery) -> None:
         if self._foreign(msg.batch):
             return
-        ledger = await self.ledger(msg.batch)
-        if await ledger.add_download(msg) and ledger.completed:
-            await ledger.reopen()  # a file fetched after all (reconcile): rows changed
-        await self.maybe_complete(ledger)
+        async with self.pool.use(msg.batch) as ledger:
+            if await ledger.add_download(msg) and ledger.completed:
+                await ledger.reopen()  # a file fetched after all (reconcile): rows changed
+            await self.maybe_complete(ledger)
 
     async def handle_dead(self, letter: DeadLetter, delivery: Delivery) -> None:
         """A dead-lettered ask, result (or piece of one) or download job still counts (as
@@ -240,18 +248,26 @@ class Sink:
         body = dead_letter_body(letter)
         if body is None or self._foreign(body["batch"]):
             return
-        ledger = await self.ledger(body["batch"])
-        await ledger.add_dead_letter(letter, body)
-        await self.maybe_complete(ledger)
+        seq = body.get("seq")
+        if isinstance(seq, int) and seq >= self.limits.max_records:
+            return  # its result was refused for the same reason
+        async with self.pool.use(body["batch"]) as ledger:
+            await ledger.add_dead_letter(letter, body)
+            await self.maybe_complete(ledger)
 
     async def handle_manifest(self, msg: BatchManifest, delivery: Delivery) -> None:
         if msg.status != "published" or self._foreign(msg.batch):
             return  # our own (or another sink's) completion notice
-        ledger = await self.ledger(msg.batch)
-        await ledger.set_manifest(msg)
-        c = ledger.counts
-        log.info("batch announced", batch=msg.batch, total=msg.total, written=c.done)
-        await self.maybe_complete(ledger)
+        if msg.total > self.limits.max_records:
+            raise Poison(
+                f"batch {msg.batch!r} announces {msg.total} records, more than the sink's "
+                f"limit of {self.limits.max_records} (--max-batch-records)"
+            )
+        async with self.pool.use(msg.batch, admit=False) as ledger:
+            await ledger.set_manifest(msg)
+            c = ledger.counts
+            log.info("batch announced", batch=msg.batch, total=msg.total, written=c.done)
+            await self.maybe_complete(ledger)
 
     async def maybe_complete(self, ledger: BatchLedger) -> None:
         """Once the counts say complete: the output in input order, a `complete`
@@ -283,9 +299,7 @@ class Sink:
 
     async def _forget(self, ledger: BatchLedger) -> None:
         """Drop a completed batch's in-memory state (a late message reloads it)."""
-        task = self._ledgers.get(ledger.out)
-        if task is not None and task.done() and task.result() is ledger:
-            del self._ledgers[ledger.out]
+        if self.pool.forget(ledger):
             await ledger.close()
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from gpt4batch.common.topics import Topics
-from tests.support.nsq_servers import Nsqd
+from tests.support.nsq_servers import Nsqd, run_nsqd
 
 
 def run_cli(args: list[str], stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -95,3 +95,39 @@ def test_no_nsq_address_is_a_usage_error(tmp_path: Path) -> None:
 
     assert done.returncode == 2
     assert "--nsqd-tcp-address" in done.stderr.decode()
+
+
+def test_a_rerun_into_a_new_nsqd_publishes_every_record(tmp_path: Path, topic_prefix: str) -> None:
+    """Given a file published with batch id "same" to one nsqd (the index in the state
+    folder says so), when the same file and batch id go to a new nsqd, every record is
+    published there (not `published=0`), with one line saying why; a re-run on that nsqd,
+    and one on the first nsqd after its restart, publish nothing again."""
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        "".join(
+            json.dumps({"id": f"r{i}", "asks": [{"id": "p", "content": "q"}]}) + "\n"
+            for i in range(5)
+        )
+    )
+    asks = Topics(topic_prefix).asks
+
+    def ingest_into(nsqd: Nsqd) -> subprocess.CompletedProcess[bytes]:
+        args = ["--nsqd-tcp-address", nsqd.tcp_address, "--topic-prefix", topic_prefix]
+        done = run_cli([*args, "-i", str(source), "--batch", "same", "--progress", "off"])
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        return done
+
+    with run_nsqd(tmp_path, None, name="first") as first:
+        assert b"published=5 " in ingest_into(first).stdout
+        first.stop()
+        first.start()  # the same nsqd, restarted: the batch's trace is still there
+        assert b"published=0 " in ingest_into(first).stdout
+        assert depth(first, asks) == 5
+    with run_nsqd(tmp_path, None, name="second") as second:
+        done = ingest_into(second)
+        assert b"published=5 " in done.stdout
+        said = [line for line in done.stderr.splitlines() if b"no trace of this batch" in line]
+        assert len(said) == 1
+        assert depth(second, asks) == 5
+        assert b"published=0 " in ingest_into(second).stdout
+        assert depth(second, asks) == 5

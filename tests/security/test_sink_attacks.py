@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -166,3 +167,66 @@ def test_orphan_result_parts_end_dead_and_never_block_real_parts(
         sink.proc,
     )
     assert nsqd.depth(topics.result_parts, "sink") == 0
+
+
+def output_ids(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [json.loads(line)["id"] for line in path.read_text().splitlines()]
+
+
+def junk_results(n: int = 300) -> list[bytes]:
+    return [body(result("junk", f"junk-{k}", 0)) for k in range(n)]
+
+
+def test_results_of_made_up_batches_are_bounded_and_a_real_batch_completes(
+    start_sink: Callable[..., RunningSink], nsqd: Nsqd, topic_prefix: str
+) -> None:
+    topics = Topics(topic_prefix)
+    http_post(nsqd, f"/topic/create?topic={topics.dead}")
+    http_post(nsqd, f"/channel/create?topic={topics.dead}&channel=inspect")
+    # Given a sink under a small container's descriptor limit
+    sink = start_sink("--max-attempts", "2", max_fds=256)
+    # When 300 results with made-up batch ids arrive
+    mpub(nsqd, topics.results, junk_results())
+    # and then a real batch
+    real = [body(result(f"r{s}", "real", s)) for s in range(5)]
+    http_post(nsqd, f"/pub?topic={topics.batches}", manifest(5, "real").model_dump_json().encode())
+    mpub(nsqd, topics.results, real)
+    # Then the real batch completes
+    wait_until((sink.out_dir / "real.done").exists, 90, "the real batch completes", sink.proc)
+    assert output_ids(sink.out_dir / "real.jsonl") == [f"r{s}" for s in range(5)]
+    # And the sink holds a bounded number of batches: the rest are dead-lettered
+    wait_until(
+        lambda: nsqd.depth(topics.dead, "inspect") >= 300 - 64,
+        120,
+        "results of batches over the limit dead-lettered",
+        sink.proc,
+    )
+    assert len(list(sink.out_dir.glob("junk-*.journal.jsonl"))) <= 64
+    assert sink.open_fds() < 200
+    gauge = "gpt4batch_sink_batch_written_records{"
+    lines = [line for line in sink.metrics().splitlines() if line.startswith(gauge)]
+    labelled = {line.split('batch="')[1].split('"')[0] for line in lines}
+    assert len(labelled) <= 100 and "real" not in labelled  # a completed batch loses its gauge
+
+
+def test_a_stream_without_manifest_goes_on_through_a_flood_of_made_up_batches(
+    start_sink: Callable[..., RunningSink], nsqd: Nsqd, topic_prefix: str
+) -> None:
+    topics = Topics(topic_prefix)
+    sink = start_sink("--max-attempts", "2", max_fds=256)
+    # Given a system streaming answers without a manifest (a legitimate use)
+    feed = sink.out_dir / "feed.jsonl"
+    mpub(nsqd, topics.results, [body(result(f"f{s}", "feed", s)) for s in range(3)])
+    wait_until(lambda: len(output_ids(feed)) == 3, 60, "the stream's answers", sink.proc)
+    # When 300 results with made-up batch ids arrive, then more of the stream
+    mpub(nsqd, topics.results, junk_results())
+    mpub(nsqd, topics.results, [body(result(f"f{s}", "feed", s)) for s in range(3, 5)])
+    # Then the stream's answers keep coming out, in arrival order
+    wait_until(lambda: len(output_ids(feed)) == 5, 60, "the stream's later answers", sink.proc)
+    assert output_ids(feed) == [f"f{s}" for s in range(5)]
+
+
+def body(msg: ResultMessage) -> bytes:
+    return msg.model_dump_json().encode()

@@ -25,7 +25,7 @@ from pathlib import Path
 from gpt4batch.services.ingest.reader import file_sha256
 from gpt4batch.services.sink.ledger import read_ledger
 from tests.support.mock_upstream import MockUpstream
-from tests.support.nsq_servers import run_nsqd
+from tests.support.nsq_servers import free_ports_apart, run_nsqd
 from tests.support.pipeline import ServiceProcs, read_jsonl
 
 
@@ -85,9 +85,12 @@ def run_chaos(
     *,
     kills: bool = True,
     only: set[str] | None = None,
+    services_first: bool = False,
 ) -> ChaosReport:
     """One chaos run; `kills=False` is the calm baseline (faults only, nothing killed),
-    `only` limits the events to some of ingest, caller, downloader, sink, nsqd."""
+    `only` limits the events to some of ingest, caller, downloader, sink, nsqd;
+    `services_first` starts every service before nsqd, whose HTTP port is then not its
+    TCP port + 1 (given to them as --nsqd-http-address)."""
     if not kills:
         only = set()
     rng = random.Random(seed)
@@ -97,9 +100,13 @@ def run_chaos(
     make_input(source, records, rng)
     out, downloads = workdir / "chaos.jsonl", workdir / "dl"
     done_path = out.with_name("chaos.done")
-    with run_nsqd(workdir, None, "--mem-queue-size=0", "--msg-timeout=4s") as nsqd:
+    ports = free_ports_apart() if services_first else None  # else N, N + 1 (nsqd's default)
+    nsqd_args = ("--mem-queue-size=0", "--msg-timeout=4s")
+    with run_nsqd(workdir, None, *nsqd_args, ports=ports, started=not services_first) as nsqd:
         flags = ["--nsqd-tcp-address", nsqd.tcp_address, "--topic-prefix", f"chaos{seed}",
                  "--touch-interval", "1", "--shutdown-grace", "3"]  # fmt: skip
+        if services_first:
+            flags += ["--nsqd-http-address", nsqd.http_address]
         sim_args = ["--seed", str(seed), "--latency-ms", "15", "--jitter-ms", "15",
                     "--fault-5xx", "0.1", "--fault-drop", "0.04", "--fault-bad-json", "0.03",
                     "--fault-truncate", "0.03"]  # fmt: skip
@@ -130,6 +137,11 @@ def run_chaos(
 
             for name in services:
                 start(name)
+            if services_first:
+                time.sleep(rng.uniform(1, 5))  # the services wait for nsqd, none exits
+                procs.assert_alive()
+                nsqd.start()
+                report.events.append("services started before nsqd (HTTP port not TCP + 1)")
             # ingest: kill -9 at a random moment, then run it again to the end
             ingest_cmd = procs.command("ingest", "-i", str(source), "--batch", "chaos",
                                        "--publish-batch-size", "20")  # fmt: skip
@@ -240,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--calm", action="store_true", help="faults only, nothing killed")
     parser.add_argument("--only", default=None, help="comma list of events to keep")
+    parser.add_argument(
+        "--services-first", action="store_true", help="start every service before nsqd"
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
     print(f"chaos: seed {seed}", flush=True)
@@ -249,7 +264,15 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(",")) if args.only else None
-    report = run_chaos(workdir, args.records, seed, args.timeout, kills=not args.calm, only=only)
+    report = run_chaos(
+        workdir,
+        args.records,
+        seed,
+        args.timeout,
+        kills=not args.calm,
+        only=only,
+        services_first=args.services_first,
+    )
     print(report.summary())
     return 1 if report.problems else 0
 

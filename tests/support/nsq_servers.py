@@ -194,9 +194,11 @@ def run_nsqd(
     name: str = "nsqd",
     ports: tuple[int, int] | None = None,
     lookupd_tcp: str | None = None,
+    started: bool = True,
 ) -> Iterator[Nsqd]:
-    """nsqd for the block; `ports` (TCP, HTTP) default to a free pair N, N + 1, and
-    `lookupd_tcp` names an nsqlookupd by address (one that may start later)."""
+    """nsqd for the block; `ports` (TCP, HTTP) default to a free pair N, N + 1,
+    `lookupd_tcp` names an nsqlookupd by address (one that may start later), and
+    `started=False` leaves the start to the block (`nsqd.start()`, e.g. after services)."""
     tcp, http = ports or free_port_pair()
     data = workdir / f"{name}-data"
     data.mkdir(parents=True, exist_ok=True)
@@ -212,7 +214,8 @@ def run_nsqd(
     if lookupd_tcp:
         args.append(f"--lookupd-tcp-address={lookupd_tcp}")
     nsqd = Nsqd(tcp, http, data, args, workdir / f"{name}.log")
-    nsqd.start()
+    if started:
+        nsqd.start()
     try:
         yield nsqd
     finally:

@@ -134,8 +134,8 @@ async def discover_nodes(
 ) -> list[Node]:
     """nsqd nodes from nsqlookupd `/nodes`, then the given addresses (see common/nsq_admin)."""
     nodes, problems = await find_nodes(http, nsqd_tcp, nsqd_http, lookupd_http)
-    for problem in problems:
-        log.warning("nsqlookupd query failed", problem=problem)
+    for problem in problems:  # every 0.5 s while nsqlookupd is away: the bus says it once
+        log.debug("nsqlookupd query failed", problem=problem)
     return [Node(node.tcp, node.http) for node in nodes]
 
 

@@ -1,0 +1,72 @@
+"""What `gpt4batch run` prints around its work: the first line, the summary (with the
+resume command) and the line of a refused token."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from gpt4batch.cli.run.options import RunOptions
+from gpt4batch.cli.run.progress import clock
+from gpt4batch.cli.run.resume import resume_command, token_note
+from gpt4batch.common.filenames import sibling
+
+if TYPE_CHECKING:
+    from gpt4batch.cli.run.command import Run, RunResult
+
+
+def print_summary(
+    run: Run, result: RunResult, stream: object = None, *, show_resume: bool = True
+) -> None:
+    out = stream or sys.stderr
+    f = result.final
+    rate = result.calls / result.seconds if result.seconds else 0.0
+    lines = [
+        "",
+        f"gpt4batch run: {'stopped' if result.interrupted else 'finished'} "
+        f"batch {run.batch} in {clock(result.seconds)}",
+        f"  records   {f.total:,}: {f.ok:,} ok, {f.failed:,} failed, {f.not_run:,} not run",
+        f"  upstream  {int(result.calls):,} calls ({rate:,.1f}/s), "
+        f"{result.rate_limited:,} answered 429",
+        f"  output    {run.out}",
+    ]
+    errors = result.errors
+    if errors.total:
+        plural = "s" if errors.total != 1 else ""
+        lines.append(f"  errors    {errors.path} ({errors.total:,} record{plural}), by code:")
+        lines += [f"           {row}" for row in errors.lines()]
+    rejects = sibling(run.out, "rejects.jsonl")
+    if rejects.exists() and rejects.stat().st_size:
+        lines.append(f"  rejects   {rejects}")
+    downloads = sibling(run.out, "downloads.jsonl")
+    if downloads.exists() and downloads.stat().st_size:
+        assert run.ledger is not None
+        c = run.ledger.counts
+        lines.append(
+            f"  downloads {run.download_dir} ({c.downloads_ok} ok, {c.downloads_failed} failed;"
+            f" list in {downloads})"
+        )
+    if show_resume and errors.resumable:
+        lines.append(f"  resume    {resume_command(run.opts, run.out)}")
+        lines.append(f"            ({token_note(run.opts, run.token_source)})")
+    print("\n".join(lines), file=out)  # type: ignore[arg-type]
+
+
+def first_line(opts: RunOptions, argv: Sequence[str]) -> str:
+    """What the run reads and writes, said before anything else (the defaults overwrite)."""
+    given = {a.split("=", 1)[0] for a in argv}
+    source = "" if given & {"-i", "--in", "--input"} else " (default)"
+    target = "" if given & {"-o", "--out", "--output"} else " (default)"
+    mode = "through NSQ" if opts.enable_nsq else "in this process"
+    return f"gpt4batch run: input {opts.input}{source} -> output {opts.out}{target}, {mode}"
+
+
+def refused_line(run: Run, result: RunResult) -> str:
+    error = run.auth_refusal
+    assert error is not None
+    return (
+        f"gpt4batch run: error: the upstream refused the token from {run.token_source} "
+        f"({error.code}); stopped before paying for more: {result.final.not_run:,} records "
+        "not run keep iErr 499 - fix the token, then run the resume command above"
+    )

@@ -1,0 +1,137 @@
+"""The sink's bounds per unknown batch (issue 18): held batches, idle files, seqs, labels."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+
+from gpt4batch.common.errors import Poison, Requeue
+from gpt4batch.services.sink.metrics import BatchGauges
+from gpt4batch.services.sink.pool import Limits
+from gpt4batch.services.sink.sink import Sink
+from tests.sink.helpers import DELIVERY, make_sink, manifest, result, run
+
+
+def bounded_sink(out_dir: Path, **limits: float) -> Sink:
+    sink, _ = make_sink(out_dir=out_dir)
+    sink.limits = sink.pool.limits = Limits(**limits)  # type: ignore[arg-type]
+    return sink
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_batches_without_a_manifest_are_bounded_and_announced_ones_never_refused(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        sink = bounded_sink(tmp_path, max_unannounced=3, idle_seconds=3600)
+        await sink.start()
+        for n in range(3):
+            await sink.handle_result(result("r", batch=f"junk{n}"), DELIVERY)
+        # When a fourth batch without a manifest sends a result while three are busy
+        with pytest.raises(Requeue) as caught:
+            await sink.handle_result(result("r", batch="junk3"), DELIVERY)
+        # Then it is requeued, counting toward max attempts, and no file is made for it
+        assert caught.value.bounded and "--max-batches-without-manifest 3" in caught.value.reason
+        assert not (tmp_path / "junk3.journal.jsonl").exists()
+        outcomes = await sink.handle_results([(result("r", batch="junk4"), DELIVERY)])
+        assert isinstance(outcomes[0], Requeue)
+        # And a batch its manifest announced still goes through, results first or not
+        await sink.handle_manifest(manifest(1, batch="real"), DELIVERY)
+        await sink.handle_result(result("r", batch="real"), DELIVERY)
+        assert (tmp_path / "real.done").exists()
+        # And a manifest frees the place of the batch it announces
+        await sink.handle_manifest(manifest(5, batch="junk0"), DELIVERY)
+        await sink.handle_result(result("r", batch="junk3"), DELIVERY)
+        await sink.close()
+
+    run(scenario())
+
+
+def test_an_idle_batch_without_a_manifest_gives_its_place_and_comes_back(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        sink = bounded_sink(tmp_path, max_unannounced=2, idle_seconds=0.05)
+        await sink.start()
+        await sink.handle_result(result("a0", batch="a", seq=0), DELIVERY)
+        await sink.handle_result(result("b0", batch="b", seq=0), DELIVERY)
+        await asyncio.sleep(0.1)
+        # Given both are idle, a third takes the place of the least recently used
+        await sink.handle_result(result("c0", batch="c", seq=0), DELIVERY)
+        held = sorted(ledger.batch for ledger in sink.pool.loaded())
+        assert held == ["b", "c"]
+        # And the first, back later, is loaded again with what it had
+        await asyncio.sleep(0.1)
+        await sink.handle_result(result("a1", batch="a", seq=1), DELIVERY)
+        ledger = await sink.ledger("a")
+        assert ledger.is_done(0) and ledger.is_done(1) and ledger.counts.done == 2
+        await sink.close()
+
+    run(scenario())
+
+
+def test_idle_batches_close_their_files_and_completed_ones_are_forgotten(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        sink = bounded_sink(tmp_path, max_unannounced=500, idle_seconds=30)
+        await sink.start()
+        before = open_fds()
+        for n in range(50):
+            await sink.handle_result(result("r", batch=f"b{n}"), DELIVERY)
+        assert open_fds() >= before + 50  # each open batch's journal
+        await sink.handle_manifest(manifest(1, batch="b0"), DELIVERY)  # b0 completes
+        await sink.handle_result(result("r", batch="b0"), DELIVERY)  # a late copy loads it
+        # When 30 s pass without a message
+        used = sink.pool._used
+        for path in used:
+            used[path] -= 31
+        await sink.pool.sweep()
+        assert open_fds() <= before + 1
+        assert "b0" not in {ledger.batch for ledger in sink.pool.loaded()}
+        # A closed batch writes again on its next message
+        await sink.handle_result(result("r1", batch="b7", seq=1), DELIVERY)
+        assert len((tmp_path / "b7.journal.jsonl").read_text().splitlines()) == 3
+        await sink.close()
+
+    run(scenario())
+
+
+def test_seqs_and_totals_beyond_the_record_limit_are_poison(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        sink = bounded_sink(tmp_path, max_records=1000)
+        await sink.start()
+        # A seq of 10^12 would make a 125 GB bitmap
+        with pytest.raises(Poison, match="--max-batch-records"):
+            await sink.handle_result(result("r", seq=10**12), DELIVERY)
+        outcomes = await sink.handle_results(
+            [(result("r", seq=1000), DELIVERY), (result("r", seq=999), DELIVERY)]
+        )
+        assert isinstance(outcomes[0], Poison) and outcomes[1] is None
+        with pytest.raises(Poison, match="announces 1001 records"):
+            await sink.handle_manifest(manifest(1001), DELIVERY)
+        await sink.close()
+
+    run(scenario())
+
+
+def test_per_batch_gauges_are_kept_for_a_bounded_number_of_batches() -> None:
+    gauges = BatchGauges(limit=3)
+    for n in range(10):
+        gauges.written(f"labels{n}", n)
+        gauges.total(f"labels{n}", 10)
+    labelled = {
+        s.labels["batch"]
+        for metric in REGISTRY.collect()
+        if metric.name.startswith("gpt4batch_sink_batch_")
+        for s in metric.samples
+        if s.labels.get("batch", "").startswith("labels")
+    }
+    assert labelled == {"labels7", "labels8", "labels9"}
+    gauges.forget("labels9")
+    gauges.forget("never-seen")
+    for n in (7, 8):
+        gauges.forget(f"labels{n}")
