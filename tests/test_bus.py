@@ -63,6 +63,18 @@ def ask(seq: int, batch: str = "b1") -> AskMessage:
     return AskMessage(batch=batch, seq=seq, record=record)
 
 
+async def feed_two_asks(bus: Bus, handle: Any, dead: list[DeadLetter]) -> None:
+    """`handle` on the asks topic, dead letters collected into `dead`; asks 0 and 1 published."""
+
+    async def on_dead(letter: DeadLetter, delivery: Delivery) -> None:
+        dead.append(letter)
+
+    bus.subscribe(bus.topics.asks, "caller", AskMessage, handle)
+    bus.subscribe(bus.topics.dead, "inspect", DeadLetter, on_dead)
+    await bus.start()
+    await bus.publish_many(bus.topics.asks, [ask(0), ask(1)])
+
+
 async def collect_until(got: list[Any], n: int, timeout: float = 20) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while len(got) < n:
@@ -215,13 +227,7 @@ def test_poison_and_exhausted_retries_are_dead_lettered(make_bus: BusFactory) ->
                 raise Poison("record 0 can never work")
             raise RuntimeError("boom")
 
-        async def on_dead(letter: DeadLetter, delivery: Delivery) -> None:
-            dead.append(letter)
-
-        bus.subscribe(bus.topics.asks, "caller", AskMessage, handle)
-        bus.subscribe(bus.topics.dead, "inspect", DeadLetter, on_dead)
-        await bus.start()
-        await bus.publish_many(bus.topics.asks, [ask(0), ask(1)])
+        await feed_two_asks(bus, handle, dead)
         # seq 1: attempt 1 fails → requeued with backoff (≤1 s); attempt 2 → dead.
         await collect_until(dead, 2, timeout=30)
         await bus.stop(grace=1)
@@ -245,13 +251,7 @@ def test_bounded_requeues_end_in_dead_letters_unbounded_ones_do_not(make_bus: Bu
             if delivery.attempts <= 4:  # past max_attempts, still requeued: not bounded
                 raise Requeue("rate limited", delay=0.05)
 
-        async def on_dead(letter: DeadLetter, delivery: Delivery) -> None:
-            dead.append(letter)
-
-        bus.subscribe(bus.topics.asks, "caller", AskMessage, handle)
-        bus.subscribe(bus.topics.dead, "inspect", DeadLetter, on_dead)
-        await bus.start()
-        await bus.publish_many(bus.topics.asks, [ask(0), ask(1)])
+        await feed_two_asks(bus, handle, dead)
         await collect_until(dead, 1, timeout=30)
         while attempts.get(1, 0) < 5:
             await asyncio.sleep(0.05)

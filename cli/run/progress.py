@@ -30,6 +30,8 @@ class RunProgress:
 
     Calls, calls/s and 429s show from the first second (a record of 4 asks takes
     a while); the ETA comes from calls: asks still to answer at the current rate.
+    Without a terminal the first `progress` line comes when the first conversation
+    starts (within a redraw, 0.2 s), then one every `log_every` s.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class RunProgress:
         self.log_every = log_every
         self._last_draw = 0.0
         self._last_log = self.started
+        self._logged = False
         self.status = StatusLine(self.stream)
 
     def on_record(self, msg: ResultMessage) -> None:
@@ -103,8 +106,12 @@ class RunProgress:
     def draw(self, final: bool = False) -> None:
         now = time.monotonic()
         if not self.bar:
-            if self.log_records and not final and now - self._last_log >= self.log_every:
+            # The first line as soon as the first conversation starts calling (a user
+            # without a terminal sees the run is alive), then one every `log_every` s.
+            first = not self._logged and self.calls.conversations > 0
+            if self.log_records and not final and (first or now - self._last_log >= self.log_every):
                 self._last_log = now
+                self._logged = True
                 left = self.eta(now)
                 log.info(
                     "progress",

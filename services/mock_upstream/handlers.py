@@ -17,8 +17,8 @@ from typing import Any
 from tornado import httputil
 from tornado.web import RequestHandler, stream_request_body
 
+from gpt4batch.common.imagesize import image_size
 from gpt4batch.services.mock_upstream import shapes
-from gpt4batch.services.mock_upstream.imagesize import image_size
 from gpt4batch.services.mock_upstream.options import FAULT_KINDS
 from gpt4batch.services.mock_upstream.state import Conversation, SimState, now
 

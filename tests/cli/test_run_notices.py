@@ -53,3 +53,14 @@ def test_n_without_addresses_says_how_to_get_an_nsqd(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "`gpt4batch stack up` starts one on this machine (docs/deployment.md)" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_the_first_progress_line_comes_with_the_first_call(tmp_path: Path) -> None:
+    """Issue 23: the first `progress` line came 5 s after the start, so a run whose first
+    answers take 3 s showed none before its first record. Order, not timing, is checked."""
+    (tmp_path / "in.jsonl").write_text('{"id": "r", "asks": [{"id": "a", "content": "c"}]}\n')
+    with MockUpstream("--latency-ms", "3000") as slow:
+        r = run_cmd(tmp_path, "-i", "in.jsonl", "--progress", "log", *upstream(slow))
+    assert r.returncode == 0, r.stderr[-2000:]
+    events = [json.loads(ln)["event"] for ln in r.stderr.splitlines() if ln.startswith("{")]
+    assert "progress" in events and events.index("progress") < events.index("record")

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from gpt4batch.common.errors import RetryableError
+from gpt4batch.common.imagesize import image_size
 from gpt4batch.common.messages import Ask
 from gpt4batch.common.upstreams import ConversationState, Gpt4ApiClient
-from gpt4batch.services.mock_upstream.imagesize import image_size
 from gpt4batch.services.mock_upstream.options import parse
 
 from ._helpers import DATA, MockUpstream, delta, gpt4api_config, run
