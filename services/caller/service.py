@@ -209,7 +209,7 @@ class CallerService:
 
         A refused token (401/403) is no result: the ask goes back (see `auth_gate`).
         """
-        if await self.answered.already_answered(msg.batch, msg.seq, delivery.id):
+        if await self.answered.already_answered(msg.batch, msg.seq, delivery.id, msg.republished):
             # Its result is on NSQ (see `answered`): never pay again.
             metrics.REDELIVERED_ANSWERED.inc()
             return
