@@ -68,6 +68,28 @@ def test_two_asks_with_the_same_message_id_are_both_answered() -> None:
         assert chat_calls(mock) == 2
 
 
+def test_a_republished_copy_of_an_answered_ask_is_not_paid_again() -> None:
+    """Given an ask answered here, when ingest (re-run after a kill) publishes it again
+    marked `republished` (a new message id), it is finished without a call; the same ask
+    again without the mark (reconcile after nsqd lost its result) runs."""
+    with MockUpstream("--seed", "3") as mock:
+
+        async def scenario() -> int:
+            service, bus = await memory_caller(mock)
+            try:
+                await service.handle(ask("a", 3), Delivered("0000000000000001"))
+                again = ask("a", 3).model_copy(update={"republished": True})
+                await service.handle(again, Delivered("0000000000000002"))
+                assert chat_calls(mock) == 1
+                await service.handle(ask("a", 3), Delivered("0000000000000003"))
+            finally:
+                await service.close()
+            return len(bus.published[bus.topics.results])
+
+        assert asyncio.run(scenario()) == 2
+        assert chat_calls(mock) == 2
+
+
 def test_a_copy_of_an_ask_running_here_waits_for_it_and_is_not_paid_again() -> None:
     """Given an ask published twice (ingest re-run after a kill: a new message id) or handed
     back by nsqd while it runs here, when both copies are in flight at once, the upstream is

@@ -237,13 +237,13 @@ def test_the_answered_ids_kept_are_bounded_by_answered_memory() -> None:
             service.register(bus)
             try:
                 for n in range(3):
-                    await service.handle(msg, Delivered(f"{n:016x}"))
+                    await service.handle(msg.model_copy(update={"seq": n}), Delivered(f"{n:016x}"))
             finally:
                 await service.close()
             return service.answered.keys()
 
         assert asyncio.run(scenario(0)) == []
-        newest = [("b", 0, f"{1:016x}"), ("b", 0, f"{2:016x}")]
+        newest = [("b", 1, f"{1:016x}"), ("b", 2, f"{2:016x}")]
         assert asyncio.run(scenario(2)) == newest  # the newest, in order
 
 
