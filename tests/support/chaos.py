@@ -138,7 +138,12 @@ def run_chaos(
                       "--retries", "6"]  # fmt: skip
             services = {
                 "sink": ("sink", "-o", str(out), "--fsync-interval-ms", "20"),
-                "downloader": ("downloader", "--download-dir", str(downloads)),
+                "downloader": (
+                    "downloader",
+                    "--download-dir",
+                    str(downloads),
+                    *sim.download_allowance,
+                ),
                 "caller": ("caller", *caller),
             }
             generation = {name: 0 for name in services}
