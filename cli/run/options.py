@@ -221,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--access-token",
         default=None,
         metavar="TOKEN",
-        help="upstream token (unset: GPT4BATCH_ACCESS_TOKEN, else the credentials file)",
+        help="upstream token, prefer --access-token-file (unset: GPT4BATCH_ACCESS_TOKEN, "
+        "else the credentials file)",
     )
     g.add_argument(
         "--credentials",
@@ -326,6 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
         help="no call: tokens, cost and time",
     )
+    dx = p.add_argument_group("downloads", advanced=True)
+    dx.add_argument(
+        "--allow-download-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]|CIDR",
+        help="a non-public host or range downloads may come from, repeatable (the configured "
+        "upstream's own host:port is allowed already; also GPT4BATCH_ALLOW_DOWNLOAD_HOST)",
+    )
     # Every other caller setting, generated: a new caller option reaches `run` by itself.
     taken = {action.dest for action in p._actions} | set(ORIGINAL_ALIASES.values())
     add_flags(
@@ -377,6 +387,7 @@ class RunOptions:
     budget_usd: float | None = None
     estimate: bool = False
     allowed_dirs: list[str] = field(default_factory=list)
+    allow_download_host: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     """Generated caller settings given on the command line."""
 
