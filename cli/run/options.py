@@ -319,13 +319,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="USD",
-        help="spend cap, priced by --input-usd-per-1m etc.; then iErr 402",
+        help="spend cap (docs/limits.md)",
     )
+    tx = p.add_argument_group("tokens and cost", advanced=True)
     _bool_flag(
-        r,
+        tx,
         "--estimate",
         default=False,
-        help="no call: tokens, cost and time",
+        help="make no call: say the tokens and cost the batch would take at the prices "
+        "(--input-usd-per-1m, --output-usd-per-1m, --usd-per-call) and how long it needs at "
+        "the limits (-q, --tpm)",
     )
     dx = p.add_argument_group("downloads", advanced=True)
     dx.add_argument(
