@@ -23,11 +23,13 @@ from gpt4batch.common.messages import (
     AskMessage,
     BatchManifest,
     DeadLetter,
+    DownloadJob,
     Record,
     ResultMessage,
 )
 from gpt4batch.common.nsq_bus import NsqBus
 from gpt4batch.common.settings import BaseServiceSettings
+from tests.downloader.fileserver import serve_files
 from tests.gateway.test_openai_sdk import (
     Gateway,
     create,
@@ -183,3 +185,27 @@ def test_forged_result_does_not_complete_a_file_batch_at_the_sink(
     assert [line["id"] for line in lines] == ["r0"]
     assert lines[0]["answers"] == [{"message_id": "m"}]
     assert FORGED not in json.dumps(lines)
+
+
+def test_forged_download_job_is_refused_and_never_fetched(
+    procs: ServiceProcs, nsqd: Nsqd, topic_prefix: str, tmp_path: Path
+) -> None:
+    """A made-up download job would make the downloader fetch any URL into its folder."""
+    folder = tmp_path / "downloads"
+    procs.start("downloader", "downloader", "--download-dir", str(folder))
+    metrics_port = procs.metrics_ports["downloader"]
+    downloads = f"{topic_prefix}.downloads"
+    with serve_files({"payload.bin": b"attacker's bytes"}) as server:
+        job = DownloadJob(
+            batch="b", record_id="r", ask_id="a", url=f"{server.url}/f/payload.bin", local="x.bin"
+        )
+        pub(nsqd, downloads, job.model_dump_json().encode())
+
+        def settled() -> bool:  # refused (the fix), or fetched (the attack works)
+            return refused(metrics_port, downloads) >= 1 or server.hits["/f/payload.bin"] > 0
+
+        wait_for(settled, 60, "the downloader to handle the forged job", procs.assert_alive)
+        time.sleep(1)
+        assert server.hits["/f/payload.bin"] == 0
+    assert refused(metrics_port, downloads) == 1
+    assert not (folder / "x.bin").exists()
