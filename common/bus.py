@@ -248,6 +248,10 @@ class Bus(abc.ABC):
     async def backlog(self, topic: str, channel: str) -> int:
         """Messages of `channel` not yet finished: queued, deferred or in flight."""
 
+    async def consumers(self, topic: str) -> int | None:
+        """Clients subscribed to any channel of `topic` (None: this bus cannot tell)."""
+        return None
+
     @abc.abstractmethod
     async def delete_channel(self, topic: str, channel: str) -> None:
         """Remove `channel` (and what it still holds) from `topic`."""

@@ -397,6 +397,9 @@ class NsqBus(Bus):
     async def backlog(self, topic: str, channel: str) -> int:
         return await self.admin.backlog(topic, channel)
 
+    async def consumers(self, topic: str) -> int:
+        return await self.admin.consumers(topic)
+
     async def create_channel(self, topic: str, channel: str) -> bool:
         return not await self.admin.create({topic: [channel]})
 

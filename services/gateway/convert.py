@@ -11,11 +11,16 @@ model override. A file of gpt4batch records (`{"id", "asks"}`) is accepted as
 well, detected by the shape of its first line, and checked by ingest's own
 validator. Any bad line fails the whole batch at `validating`, with the line
 numbers, as the real API does.
+
+A gpt4batch record's images and files may only name files the same key
+uploaded to the gateway, by file id (`"files": ["file-…"]`): a host path is
+refused without being looked at, and no error names a path on the host.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +34,7 @@ from gpt4batch.common.answer_text import content_text, gpt4api_text
 from gpt4batch.common.errors import IErrCode
 from gpt4batch.common.messages import Ask, AskMessage, AskOverrides, Record
 from gpt4batch.services.ingest.reader import RawLine, read_lines
-from gpt4batch.services.ingest.validate import Accepted, Validator, json_type
+from gpt4batch.services.ingest.validate import Accepted, RejectKind, Validator, json_type
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 SUPPORTED_ENDPOINTS = (CHAT_ENDPOINT,)
@@ -72,13 +77,15 @@ def convert_file(
     source: Path,
     asks_out: BinaryIO,
     *,
+    owned_files: frozenset[str],
     batch: str,
     endpoint: str,
     max_line_bytes: int,
     max_msg_size: int,
 ) -> Conversion:
     """Check every line of `source` and write one AskMessage JSON line per request to
-    `asks_out` (meaningless when the result has errors: the batch fails)."""
+    `asks_out` (meaningless when the result has errors: the batch fails). `source` is in
+    the gateway's files folder, next to the `owned_files` its records may name."""
     result = Conversion()
     with source.open("rb", buffering=1 << 20) as stream:
         lines = read_lines(stream, max_line_bytes)
@@ -91,7 +98,11 @@ def convert_file(
         except ValueError:
             head = None
         result.format = detect_format(head)
-        convert = _GptLines(source) if result.format == "gpt4batch" else _OpenAILines(endpoint)
+        convert = (
+            _GptLines(source, owned_files)
+            if result.format == "gpt4batch"
+            else _OpenAILines(endpoint)
+        )
         for line in _chain(first, lines):
             try:
                 message = convert.message(line, batch, result.total)
@@ -215,18 +226,40 @@ def _chat_request(body: dict[str, Any]) -> tuple[str, Ask, list[dict[str, Any]]]
     return model, Ask(id=ASK_ID, content=text), list(messages[:-1])
 
 
-class _GptLines:
-    """gpt4batch records, checked exactly as `gpt4batch ingest` checks them."""
+#: The one answer to a path that is not a file of this key: the same whether or not
+#: anything exists there, and naming nothing on the host.
+NOT_AN_UPLOAD = (
+    "must name a file you uploaded to this gateway, by its id (e.g. 'file-…'); "
+    "paths on the gateway's host are not accepted"
+)
 
-    def __init__(self, source: Path) -> None:
-        self.validator = Validator(source=source.name, base_dir=source.parent)
+
+class _GptLines:
+    """gpt4batch records, checked as `gpt4batch ingest` checks them, except that what an
+    ask references must be one of `owned` (file ids) in the files folder."""
+
+    def __init__(self, source: Path, owned: frozenset[str]) -> None:
+        self.files_dir = str(source.parent)
+        self.owned = owned
+        self.validator = Validator(source=source.name, base_dir=source.parent, stat=self._stat)
+
+    def _stat(self, path: str) -> os.stat_result:
+        folder, name = os.path.split(path)
+        if folder != self.files_dir or name not in self.owned:
+            raise FileNotFoundError(name)  # never stat a host path
+        return os.stat(path)
 
     def message(self, line: RawLine, batch: str, seq: int) -> AskMessage:
         verdict = self.validator.check(line)
         if not isinstance(verdict, Accepted):
             reject = verdict.reject
-            raise _Bad(verdict.kind.value, reject.reason, reject.field)
-        return AskMessage(batch=batch, seq=seq, record=verdict.record)
+            reason = reject.reason
+            if verdict.kind == RejectKind.MISSING_FILE:
+                reason = NOT_AN_UPLOAD
+            elif verdict.kind == RejectKind.FILE_TOO_LARGE:
+                reason = "the file is over the size limit of a referenced file"
+            raise _Bad(verdict.kind.value, reason, reject.field)
+        return AskMessage(batch=batch, seq=seq, record=verdict.record, base_dir=self.files_dir)
 
 
 # --- results → output lines ---------------------------------------------------------
