@@ -78,7 +78,7 @@ def main() -> int:
                 subprocess.run(
                     [sys.executable, "-m", "gpt4batch.services.ingest", "-i", str(path),
                      f"--nsqd-tcp-address={nsqd.tcp_address}", "--topic-prefix=bench",
-                     "--batch=bench", "--progress=false", "--log-level=warning",
+                     "--batch=bench", "--progress=off", "--log-level=warning",
                      f"--state-dir={work / 'state'}"],
                     check=True,
                     env={**os.environ, SECRET_ENV: bus_secret()},  # ingest needs one (any)
@@ -86,11 +86,11 @@ def main() -> int:
             else:
                 asyncio.run(in_process(nsqd, path, args))
             seconds = time.perf_counter() - started
-            depth = nsqd.depth("bench.asks")
+            depth = nsqd.depth("bench.asks", "caller")  # ingest created the channel
         mode = "cli" if args.cli else "in-process"
         print(
             f"{mode}: {args.lines} lines ({size_mb:.1f} MB) in {seconds:.2f}s = "
-            f"{args.lines / seconds:,.0f} lines/s; nsqd bench.asks depth {depth}"
+            f"{args.lines / seconds:,.0f} lines/s; nsqd bench.asks caller depth {depth}"
         )
         return 0 if depth == args.lines else 1
 

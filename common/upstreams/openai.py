@@ -90,7 +90,7 @@ class OpenAIClient(HttpBase):
     ) -> tuple[Answer, ConversationState]:
         """Append the ask (images/text files inline) to the history and complete it."""
         config = self.config.with_overrides(overrides)
-        user = user_message(ask, base_dir, config.max_upload_bytes)
+        user = user_message(ask, base_dir, config.max_upload_bytes, self.open_file)
         answer = await self.chat_completion([*state.messages, user], config=config)
         reply = {"role": "assistant", "content": _first_content(answer)}
         return answer, replace(

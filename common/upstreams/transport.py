@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +25,10 @@ import httpx
 import yarl
 from httpx_aiohttp import AiohttpTransport
 
+from gpt4batch.common.bounded_body import BodyTooLarge, BoundedBody, UnsupportedEncoding
 from gpt4batch.common.tls import client_context
 from gpt4batch.common.upstreams import errors
+from gpt4batch.common.upstreams.config import MAX_ANSWER_BYTES
 
 #: JSON request bodies: compact, UTF-8 as is, no NaN (one encoder, not one per call).
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -86,9 +89,11 @@ class UpstreamHttp(httpx.AsyncClient):
         headers: Mapping[str, str],
         timeout: httpx.Timeout,
         body: Any = None,
+        limit: int = MAX_ANSWER_BYTES,
     ) -> JsonReply:
-        """One request with a JSON body (or none), read whole; transport failures become
-        the upstream error model's retryable TIMEOUT/CONNECTION errors."""
+        """One request with a JSON body (or none), read whole up to `limit` bytes after
+        decompression (else FinalError); transport failures become the upstream error
+        model's retryable TIMEOUT/CONNECTION errors."""
         data = None
         if body is not None:
             # A payload object (not bytes) skips aiohttp's payload-type lookup and brings its
@@ -107,7 +112,9 @@ class UpstreamHttp(httpx.AsyncClient):
                 allow_redirects=False,
             ) as response:
                 reply = JsonReply(
-                    response.status, response.headers.get("Retry-After"), await response.read()
+                    response.status,
+                    response.headers.get("Retry-After"),
+                    await _read_aiohttp(response, endpoint, limit),
                 )
         except (TimeoutError, aiohttp.ClientError) as exc:  # aiohttp's timeouts: TimeoutErrors
             raise errors.from_transport(exc, endpoint) from None
@@ -145,3 +152,37 @@ class UpstreamHttp(httpx.AsyncClient):
         if self._session is not None and not self._session.closed:
             await self._session.close()
             await asyncio.sleep(0)  # let aiohttp's connection close callbacks run
+
+
+async def _read_aiohttp(response: aiohttp.ClientResponse, endpoint: str, limit: int) -> bytes:
+    """The body, at most `limit` bytes after decompression (aiohttp inflates it in bounded
+    steps; the pieces are counted as they come), else `errors.answer_too_large`."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        raise errors.answer_too_large(endpoint, limit)
+    if declared is not None and "Content-Encoding" not in response.headers:
+        return await response.read()  # exactly `declared` bytes: the common, fast case
+    pieces: list[bytes] = []
+    size = 0
+    async for piece in response.content.iter_any():
+        size += len(piece)
+        if size > limit:
+            raise errors.answer_too_large(endpoint, limit)
+        pieces.append(piece)
+    return b"".join(pieces)
+
+
+async def read_httpx(response: httpx.Response, endpoint: str, limit: int) -> bytes:
+    """A streamed httpx response's body, decoded step by step and capped after
+    decompression (httpx's own decoder inflates each network chunk whole)."""
+    try:
+        body = BoundedBody(response.headers.get("content-encoding"), limit)
+        pieces: list[bytes] = []
+        async for raw in response.aiter_raw():
+            pieces.extend(body.feed(raw))
+        pieces.extend(body.flush())
+    except BodyTooLarge:
+        raise errors.answer_too_large(endpoint, limit) from None
+    except (UnsupportedEncoding, zlib.error) as exc:
+        raise errors.bad_response(endpoint, f"undecodable body ({exc})") from None
+    return b"".join(pieces)
