@@ -230,6 +230,12 @@ class AskMessage(_KeepsReceivedRecord):
         description="OpenAI-style chat messages before the first ask (system prompt, earlier "
         "turns), e.g. from a Batch API line; sent as they are by the openai upstream.",
     )
+    republished: bool = Field(
+        default=False,
+        description="Published again by an ingest re-run: the killed run had sent it "
+        "without nsqd's acknowledgement, so nsqd may hold it twice. A caller that answered "
+        "this (batch, seq) finishes it without a call.",
+    )
 
     def record_object(self) -> dict[str, Any]:
         """The record as a JSON object: as received in the message body (its unknown fields,

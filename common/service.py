@@ -98,7 +98,10 @@ class HttpServer:
         from tornado.httpserver import HTTPServer
         from tornado.netutil import bind_sockets
 
-        sockets = bind_sockets(self.port, self.host, family=socket.AF_INET)
+        try:
+            sockets = bind_sockets(self.port, self.host, family=socket.AF_INET)
+        except OSError as exc:  # the operator's --host/--port: one line, exit 2
+            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from None
         self.port = sockets[0].getsockname()[1]
         self._server = (self.server_class or HTTPServer)(self.app, **self.server_kwargs)
         self._server.add_sockets(sockets)

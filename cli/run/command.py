@@ -32,6 +32,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
@@ -53,7 +54,7 @@ from gpt4batch.cli.run.side_files import retire_side_files
 from gpt4batch.common import logging as glog
 from gpt4batch.common.authenticator import from_config as authenticator_from_config
 from gpt4batch.common.bus import Bus, Delivery, Handler
-from gpt4batch.common.credentials import DEFAULT_CREDENTIALS
+from gpt4batch.common.credentials import DEFAULT_CREDENTIALS, warn_secrets_in_argv
 from gpt4batch.common.errors import BusConnectError, ConfigError
 from gpt4batch.common.memory_bus import MemoryBus
 from gpt4batch.common.messages import (
@@ -146,6 +147,17 @@ def caller_settings(opts: RunOptions, bus_settings: BaseServiceSettings) -> Call
     return load(CallerSettings, **values)
 
 
+def upstream_hosts(settings: CallerSettings) -> list[str]:
+    """`host:port` of each upstream URL the operator configured (none: the public default)."""
+    found = []
+    for url in (settings.base_url, settings.chat_url, settings.gizmo_url, settings.upload_url):
+        if url:
+            parts = urlsplit(url)
+            host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+            found.append(f"{host}:{parts.port or {'https': 443}.get(parts.scheme, 80)}")
+    return found
+
+
 def fleet_limiter(settings: CallerSettings) -> Limiter:
     """With -n, `--limit-scope fleet` (the default): -q and -g are shared with every caller
     of the limit group, as a caller service does; `process`: this run has them all."""
@@ -202,7 +214,9 @@ class Run:
         # A refused token stops the run (exit 2); the records not run keep iErr 499.
         self.auth_refusal: IErr | None = None
         settings = caller_settings(opts, self.bus_settings)
-        self.token_source = token_source(opts.access_token, settings.credentials)
+        self.token_source = token_source(
+            opts.access_token, settings.credentials, token_file=settings.access_token_file
+        )
         gate = AuthGate(
             self.token_source, retry_interval=0, on_close=self._token_refused, prove_first=True
         )
@@ -222,7 +236,17 @@ class Run:
             from gpt4batch.services.downloader.service import DownloaderService
             from gpt4batch.services.downloader.settings import DownloaderSettings
 
-            self.downloader = DownloaderService(DownloaderSettings(download_dir=str(download_dir)))
+            # The upstream the operator configured may serve its own files (the simulator on
+            # 127.0.0.1:PORT): its host:port is allowed, every other local address is not.
+            from_env = load(DownloaderSettings, download_dir=str(download_dir))
+            allowed = [*from_env.allow_download_host, *opts.allow_download_host]
+            self.downloader = DownloaderService(
+                load(
+                    DownloaderSettings,
+                    download_dir=str(download_dir),
+                    allow_download_host=allowed + upstream_hosts(settings),
+                )
+            )
         self.download_dir = download_dir
         self.channel = run_channel(self.batch)
         self.sink = Sink(out=self.out, only_batch=self.batch, finish=False)
@@ -427,6 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = parse(args)
     glog.configure(opts.log_format, "info", service="run")
     print("\n".join([first_line(opts, args), *start_notices(opts)]), file=sys.stderr, flush=True)
+    warn_secrets_in_argv("gpt4batch run", args)
 
     async def go() -> int:
         try:

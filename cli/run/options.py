@@ -221,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--access-token",
         default=None,
         metavar="TOKEN",
-        help="upstream token (unset: GPT4BATCH_ACCESS_TOKEN, else the credentials file)",
+        help="upstream token, prefer --access-token-file (unset: GPT4BATCH_ACCESS_TOKEN, "
+        "else the credentials file)",
     )
     g.add_argument(
         "--credentials",
@@ -313,6 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FORMAT",
         help="log lines as text or json; auto: text on a terminal, JSON lines otherwise",
     )
+    dx = p.add_argument_group("downloads", advanced=True)
+    dx.add_argument(
+        "--allow-download-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]|CIDR",
+        help="a non-public host or range downloads may come from, repeatable (the configured "
+        "upstream's own host:port is allowed already; also GPT4BATCH_ALLOW_DOWNLOAD_HOST)",
+    )
     # Every other caller setting, generated: a new caller option reaches `run` by itself.
     taken = {action.dest for action in p._actions} | set(ORIGINAL_ALIASES.values())
     add_flags(
@@ -362,6 +372,7 @@ class RunOptions:
     progress: str
     log_format: str = "auto"
     allowed_dirs: list[str] = field(default_factory=list)
+    allow_download_host: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     """Generated caller settings given on the command line."""
 

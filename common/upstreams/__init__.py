@@ -15,6 +15,7 @@ from gpt4batch.common.upstreams.base import (
     BeforeCall,
     ConversationClient,
     ConversationState,
+    FileOpener,
 )
 from gpt4batch.common.upstreams.chatgpt_service import ChatgptServiceClient
 from gpt4batch.common.upstreams.config import MAX_UPLOAD_BYTES, Sampling, UpstreamConfig
@@ -28,6 +29,7 @@ __all__ = [
     "ChatgptServiceClient",
     "ConversationClient",
     "ConversationState",
+    "FileOpener",
     "Gpt4ApiClient",
     "OpenAIClient",
     "Sampling",
@@ -43,7 +45,12 @@ _CLIENTS: dict[str, type[Gpt4ApiClient | OpenAIClient | ChatgptServiceClient]] =
 
 
 def make_client(
-    config: UpstreamConfig, http: httpx.AsyncClient, *, before_call: BeforeCall | None = None
+    config: UpstreamConfig,
+    http: httpx.AsyncClient,
+    *,
+    before_call: BeforeCall | None = None,
+    open_file: FileOpener | None = None,
 ) -> Gpt4ApiClient | OpenAIClient | ChatgptServiceClient:
-    """The client for `config.kind`, sharing the process's pooled `http` client."""
-    return _CLIENTS[config.kind](config, http, before_call=before_call)
+    """The client for `config.kind`, sharing the process's pooled `http` client; `open_file`
+    opens the files asks upload (the caller's path policy)."""
+    return _CLIENTS[config.kind](config, http, before_call=before_call, open_file=open_file)

@@ -49,10 +49,17 @@ def _upstream_answered(status: int | None) -> bool:
     )
 
 
-def token_source(explicit: object, credentials: Path, flag: str = "--access-token") -> str:
+def token_source(
+    explicit: object,
+    credentials: Path,
+    flag: str = "--access-token",
+    token_file: Path | None = None,
+) -> str:
     """Where the token came from, for the one-line error (never the token itself)."""
     if explicit:
         return flag
+    if token_file:
+        return f"--access-token-file {token_file.expanduser()}"
     if os.environ.get("GPT4BATCH_ACCESS_TOKEN"):
         return "GPT4BATCH_ACCESS_TOKEN"
     return f"the credentials file {credentials.expanduser()}"

@@ -139,18 +139,22 @@ class CallerService:
         self._bus: Bus | None = None
         # Asks whose result this process already published (bounded), and those running now.
         self.answered = AnsweredAsks(answered_memory)
+        self.paths = PathPolicy.build(settings.allowed_dirs, settings.secret_files())
         self.runner = ConversationRunner(
             client_for=self.client_for,
             default_kind=self.config.kind,
             policy=settings.retry_policy(),
             download_prefix=settings.download_prefix,
             enable_download=settings.enable_download,
-            paths=PathPolicy.build(settings.allowed_dirs, [settings.credentials]),
+            paths=self.paths,
             deadline=settings.conversation_deadline or None,
         )
         self.auth = auth_gate or AuthGate(
             token_source(
-                settings.access_token, settings.credentials, "--access-token/GPT4BATCH_ACCESS_TOKEN"
+                settings.access_token,
+                settings.credentials,
+                "--access-token/GPT4BATCH_ACCESS_TOKEN",
+                settings.access_token_file,
             ),
             retry_interval=settings.auth_retry_interval,
             on_close=lambda _error: self._throttle_asks(0),
@@ -171,7 +175,10 @@ class CallerService:
                 else self.config.model_copy(update={"kind": kind})
             )
             client = self._clients[kind] = make_client(
-                config, self._http, before_call=self.limiter.acquire
+                config,
+                self._http,
+                before_call=self.limiter.acquire,
+                open_file=self.paths.open_for_upload,
             )
         return client
 
@@ -202,7 +209,7 @@ class CallerService:
 
         A refused token (401/403) is no result: the ask goes back (see `auth_gate`).
         """
-        if await self.answered.already_answered(msg.batch, msg.seq, delivery.id):
+        if await self.answered.already_answered(msg.batch, msg.seq, delivery.id, msg.republished):
             # Its result is on NSQ (see `answered`): never pay again.
             metrics.REDELIVERED_ANSWERED.inc()
             return

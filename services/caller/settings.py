@@ -12,7 +12,7 @@ from gpt4batch.common.messages import UpstreamKind
 from gpt4batch.common.retry import RetryPolicy
 from gpt4batch.common.settings import BaseServiceSettings, CommaList
 from gpt4batch.common.upstreams import Sampling, UpstreamConfig
-from gpt4batch.common.upstreams.config import DEFAULT_GPT4API_BASE
+from gpt4batch.common.upstreams.config import DEFAULT_GPT4API_BASE, MAX_ANSWER_BYTES
 
 
 class CallerSettings(BaseServiceSettings):
@@ -26,7 +26,16 @@ class CallerSettings(BaseServiceSettings):
     chat_url: str | None = Field(None, description="Full chat URL (wins over base URL + tier).")
     gizmo_url: str | None = Field(None, description="Full gizmos URL (gpt4api).")
     upload_url: str | None = Field(None, description="Full upload URL (gpt4api).")
-    access_token: SecretStr | None = Field(None, description="Upstream access token.")
+    access_token: SecretStr | None = Field(
+        None,
+        description="Upstream access token (on the command line other users see it: prefer "
+        "--access-token-file or the environment variable).",
+    )
+    access_token_file: Path | None = Field(
+        None,
+        description="File holding the upstream access token (e.g. a mounted secret); re-read "
+        "when the upstream refuses the token.",
+    )
     credentials: Path = Field(
         DEFAULT_CREDENTIALS, description="Credentials file written by `gpt4batch auth`."
     )
@@ -69,6 +78,12 @@ class CallerSettings(BaseServiceSettings):
     )
     connect_timeout: float = Field(10.0, gt=0, description="Upstream connect timeout (s).")
     read_timeout: float = Field(480.0, gt=0, description="Upstream chat read timeout (s).")
+    max_answer_bytes: int = Field(
+        MAX_ANSWER_BYTES,
+        ge=1024,
+        description="Largest upstream answer read, in bytes after decompression; a larger one "
+        "fails its record (iErr 596) without being read further.",
+    )
     http_transport: Literal["aiohttp", "httpx"] = Field(
         "aiohttp",
         description="HTTP engine under the httpx API: aiohttp (fast at high concurrency) or "
@@ -120,12 +135,22 @@ class CallerSettings(BaseServiceSettings):
             ),
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
+            max_answer_bytes=self.max_answer_bytes,
         )
         config.check_urls()  # a bad URL is a usage error now, not a transient one later
         token = resolve_token(
-            self.access_token.get_secret_value() if self.access_token else None, self.credentials
+            self.access_token.get_secret_value() if self.access_token else None,
+            self.credentials,
+            token_file=self.access_token_file,
         )
         return config.model_copy(update={"access_token": SecretStr(token)})
+
+    def secret_files(self) -> list[Path]:
+        """Files holding the token: never uploaded, whatever an ask names."""
+        files = [self.credentials]
+        if self.access_token_file:
+            files.append(self.access_token_file)
+        return files
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(self.retries, self.retry_base_delay, self.retry_max_delay)
