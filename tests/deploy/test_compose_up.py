@@ -360,7 +360,14 @@ def test_prometheus_scrapes_every_target_and_answers_every_dashboard_expression(
 
     stack.wait("every target up", all_up, 90)
     exprs = dashboard_expressions()
-    stack.wait("every dashboard expression", lambda: all(query(prometheus, e) for e in exprs), 90)
+
+    def missing() -> list[str]:
+        return [e for e in exprs if not query(prometheus, e)]
+
+    try:
+        stack.wait("every dashboard expression", lambda: not missing(), 90)
+    except AssertionError as exc:
+        raise AssertionError(f"no data for {missing()}: {exc}") from None
 
 
 def test_down_leaves_no_container_network_or_volume(stack: Stack) -> None:
