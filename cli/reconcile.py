@@ -12,7 +12,7 @@ from pydantic import Field
 
 from gpt4batch.common import logging as glog
 from gpt4batch.common.errors import BusError, ConfigError
-from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.nsq.bus import NsqBus
 from gpt4batch.common.service import EXIT_FAILED, EXIT_OK, EXIT_USAGE, parse_settings
 from gpt4batch.common.settings import BaseServiceSettings
 from gpt4batch.services.sink.reconcile import ReconcileError, reconcile

@@ -317,7 +317,7 @@ def run_app(
             built = build(settings)
             app = built if isinstance(built, App) else App(parts=[built])
             if make_bus is None:
-                from gpt4batch.common.nsq_bus import NsqBus  # pynsq/tornado only when used
+                from gpt4batch.common.nsq.bus import NsqBus  # pynsq/tornado only when used
 
                 bus: Bus = NsqBus(settings, service=name)
             else:

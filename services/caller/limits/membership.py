@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import httpx
 
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.nsq_admin import find_nodes, http_url
+from gpt4batch.common.nsq.admin import find_nodes, http_url
 from gpt4batch.common.topics import check_name
 
 log = get_logger("gpt4batch.limits")
@@ -134,7 +134,7 @@ async def discover_nodes(
     lookupd_http: Sequence[str],
     nsqd_http: Sequence[str] = (),
 ) -> list[Node]:
-    """nsqd nodes from nsqlookupd `/nodes`, then the given addresses (see common/nsq_admin)."""
+    """nsqd nodes from nsqlookupd `/nodes`, then the given addresses (see common/nsq/admin)."""
     nodes, problems = await find_nodes(http, nsqd_tcp, nsqd_http, lookupd_http)
     for problem in problems:  # every 0.5 s while nsqlookupd is away: the bus says it once
         log.debug("nsqlookupd query failed", problem=problem)
