@@ -30,6 +30,7 @@ from gpt4batch.common.upstreams.transport import UpstreamHttp
 from gpt4batch.services.caller import metrics
 from gpt4batch.services.caller.answered import AnsweredAsks
 from gpt4batch.services.caller.auth_gate import AuthGate, token_source
+from gpt4batch.services.caller.budget import Budget
 from gpt4batch.services.caller.call_stats import CallStats
 from gpt4batch.services.caller.conversation import ConversationRunner
 from gpt4batch.services.caller.feed import publish_feed
@@ -126,6 +127,7 @@ class CallerService:
         limiter: Limiter | None = None,
         auth_gate: AuthGate | None = None,
         answered_memory: int = ANSWERED_MEMORY,
+        budget: Budget | None = None,
     ) -> None:
         self.settings = settings
         self._own_config = config is None
@@ -148,6 +150,9 @@ class CallerService:
             enable_download=settings.enable_download,
             paths=self.paths,
             deadline=settings.conversation_deadline or None,
+            prices=settings.prices(),
+            budget=budget,
+            completion_estimate=getattr(settings, "completion_tokens_estimate", 1000),
         )
         self.auth = auth_gate or AuthGate(
             token_source(
@@ -234,12 +239,17 @@ class CallerService:
         planned = [job.local for job in outcome.downloads]
         # The result's JSON straight from the ask's record as received and the answers as
         # the upstream sent them (no model round trip; the sink writes this record as is).
-        body = result_json(msg.batch, msg.seq, outcome.record_object(msg.record_object()), planned)
+        record = outcome.record_object(msg.record_object())
+        body = result_json(msg.batch, msg.seq, record, planned, record["usage"])
         try:
             await self._publish_paid(topics.results, [body])
         except MessageTooLarge as exc:
             result = ResultMessage(
-                batch=msg.batch, seq=msg.seq, record=outcome.record, planned_downloads=planned
+                batch=msg.batch,
+                seq=msg.seq,
+                record=outcome.record,
+                planned_downloads=planned,
+                usage=record["usage"],
             )
             await self._publish_large(result, body, exc)
         if self.settings.feed:
