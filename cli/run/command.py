@@ -235,7 +235,9 @@ class Run:
             settings,
             auth_gate=gate,
             answered_memory=ANSWERED_MEMORY if opts.enable_nsq else 0,
-            limiter=fleet_limiter(settings) if opts.enable_nsq else None,  # --limit-scope
+            limiter=fleet_limiter(settings)  # --limit-scope (--accounts: one per account)
+            if opts.enable_nsq and not settings.accounts
+            else None,
             account_limiter=fleet_limiter if opts.enable_nsq else None,  # one per account
         )
         download_dir = Path(opts.download_dir or self.input.parent).resolve()
