@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -17,11 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gpt4batch.common.authenticator import SECRET_ENV, Authenticator
 from gpt4batch.common.nsq_bus import NsqBus
 from gpt4batch.common.settings import BaseServiceSettings
 from gpt4batch.services.ingest.ingest import IngestSummary, ingest
 from gpt4batch.services.ingest.reader import open_input, read_lines
 from tests.support.nsq_servers import Nsqd, run_nsqd
+from tests.support.signing import bus_secret
 
 
 def generate(path: Path, lines: int, asks: int) -> None:
@@ -38,7 +41,8 @@ def generate(path: Path, lines: int, asks: int) -> None:
 
 async def in_process(nsqd: Nsqd, path: Path, args: argparse.Namespace) -> IngestSummary:
     settings = BaseServiceSettings(nsqd_tcp_address=[nsqd.tcp_address], topic_prefix="bench")
-    bus = NsqBus(settings, service="bench")
+    # Ingest publishes only asks and manifests (open topics): any secret of its own will do.
+    bus = NsqBus(settings, service="bench", authenticator=Authenticator.generate())
     await bus.start()
     try:
         with open_input(str(path)) as src:
@@ -77,6 +81,7 @@ def main() -> int:
                      "--batch=bench", "--progress=off", "--log-level=warning",
                      f"--state-dir={work / 'state'}"],
                     check=True,
+                    env={**os.environ, SECRET_ENV: bus_secret()},  # ingest needs one (any)
                 )  # fmt: skip
             else:
                 asyncio.run(in_process(nsqd, path, args))

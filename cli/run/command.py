@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from gpt4batch.cli.run.errors_file import ErrorBreakdown, write_errors
+from gpt4batch.cli.run.estimate import print_estimate
 from gpt4batch.cli.run.finalize import FinalCounts, write_final
 from gpt4batch.cli.run.notices import end_notices, start_notices
 from gpt4batch.cli.run.options import RunOptions, parse
@@ -49,7 +50,7 @@ from gpt4batch.cli.run.preflight import (
     check_upstream,
 )
 from gpt4batch.cli.run.progress import RunProgress
-from gpt4batch.cli.run.report import first_line, print_summary, refused_line
+from gpt4batch.cli.run.report import budget_line, first_line, print_summary, refused_line
 from gpt4batch.cli.run.side_files import retire_side_files
 from gpt4batch.common import logging as glog
 from gpt4batch.common.authenticator import from_config as authenticator_from_config
@@ -77,6 +78,7 @@ from gpt4batch.common.service import (
 )
 from gpt4batch.common.settings import BaseServiceSettings, load
 from gpt4batch.services.caller.auth_gate import AuthGate, token_source
+from gpt4batch.services.caller.budget import batch_budget
 from gpt4batch.services.caller.limits import Limiter
 from gpt4batch.services.caller.service import ANSWERED_MEMORY, CallerService
 from gpt4batch.services.caller.settings import CallerSettings
@@ -218,6 +220,7 @@ class Run:
         # A refused token stops the run (exit 2); the records not run keep iErr 499.
         self.auth_refusal: IErr | None = None
         settings = caller_settings(opts, self.bus_settings)
+        self.budget = batch_budget(opts.budget_usd, settings.prices(), self.batch)
         self.token_source = (
             f"every account of --accounts {settings.accounts}"
             if settings.accounts
@@ -239,6 +242,7 @@ class Run:
             if opts.enable_nsq and not settings.accounts
             else None,
             account_limiter=fleet_limiter if opts.enable_nsq else None,  # one per account
+            budget=self.budget,
         )
         download_dir = Path(opts.download_dir or self.input.parent).resolve()
         self.downloader: DownloaderService | None = None
@@ -291,6 +295,8 @@ class Run:
                   f"{moved[self.out]}", file=sys.stderr)  # fmt: skip
         await self.sink.start()
         ledger = self.ledger = await self.sink.ledger(self.batch)
+        if self.budget is not None:  # what this batch's calls cost before a restart counts
+            self.budget.spent_usd = ledger.usage.cost_usd
         self.progress = RunProgress(self.opts.progress, ledger.counts, calls=self.caller.calls)
         self.sink.on_record = self.progress.on_record
         if ledger.counts.done:
@@ -461,6 +467,14 @@ async def _until_drained(
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     opts = parse(args)
+    if opts.estimate:  # no token, no NSQ, no call
+        try:
+            check_input(opts.input)
+            settings = caller_settings(opts, load(BaseServiceSettings))
+        except ConfigError as exc:
+            print(f"gpt4batch run: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        return print_estimate(opts, settings)
     glog.configure(opts.log_format, "info", service="run")
     print("\n".join([first_line(opts, args), *start_notices(opts)]), file=sys.stderr, flush=True)
     warn_secrets_in_argv("gpt4batch run", args)
@@ -494,6 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(refused_line(run, result), file=sys.stderr)
             return EXIT_USAGE
         print_summary(run, result)
+        if run.budget is not None and run.budget.reached:
+            print(budget_line(run, result), file=sys.stderr)
         for line in end_notices(opts, result.final):
             print(line, file=sys.stderr)
         ok = result.final.failed == 0 and result.final.not_run == 0

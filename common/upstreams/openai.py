@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +16,7 @@ from gpt4batch.common.upstreams import errors
 from gpt4batch.common.upstreams.base import Answer, ConversationState, HttpBase, check_host
 from gpt4batch.common.upstreams.config import UpstreamConfig
 from gpt4batch.common.upstreams.inline import user_message
+from gpt4batch.common.upstreams.transport import read_httpx, read_lines
 
 DEFAULT_MODEL = "gpt-3.5-turbo"
 
@@ -72,10 +74,17 @@ class OpenAIClient(HttpBase):
             async with self.http.stream(
                 "POST", self.chat_url(config), json=body, headers=headers, timeout=config.timeout()
             ) as response:
+                limit = config.max_answer_bytes
                 if response.status_code >= 300:
-                    await response.aread()
-                    raise errors.from_response(response, "chat", secret=config.secret())
-                return await _assemble(response)
+                    text = (await read_httpx(response, "chat", limit)).decode("utf-8", "replace")
+                    raise errors.from_status(
+                        response.status_code,
+                        "chat",
+                        text,
+                        retry_after=response.headers.get("retry-after"),
+                        secret=config.secret(),
+                    )
+                return await _assemble(read_lines(response, "chat", limit))
         except httpx.HTTPError as exc:
             raise errors.from_transport(exc, "chat") from None
 
@@ -134,13 +143,13 @@ def _first_content(answer: Answer) -> str | None:
     return content if isinstance(content, str) else None
 
 
-async def _assemble(response: httpx.Response) -> Answer:
+async def _assemble(lines: AsyncIterator[str]) -> Answer:
     """Join `data:` chunks' `choices[0].delta.content`; no `[DONE]` means truncated."""
     pieces: list[str] = []
     meta: dict[str, Any] = {}
     role = "assistant"
     finish_reason = None
-    async for line in response.aiter_lines():
+    async for line in lines:
         if not line.startswith("data:"):
             continue
         data = line[5:].strip()

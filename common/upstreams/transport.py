@@ -13,10 +13,12 @@ of caller CPU through httpx against 130–161 µs with a plain aiohttp session
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
+import re
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,17 +174,44 @@ async def _read_aiohttp(response: aiohttp.ClientResponse, endpoint: str, limit: 
     return b"".join(pieces)
 
 
-async def read_httpx(response: httpx.Response, endpoint: str, limit: int) -> bytes:
-    """A streamed httpx response's body, decoded step by step and capped after
-    decompression (httpx's own decoder inflates each network chunk whole)."""
+async def _decoded(response: httpx.Response, endpoint: str, limit: int) -> AsyncIterator[bytes]:
+    """A streamed httpx response's body in decoded pieces of at most 64 KB, capped at
+    `limit` bytes after decompression (httpx's own decoder inflates each network chunk
+    whole: 64 KB of a gzip bomb became 64 MB at once)."""
     try:
         body = BoundedBody(response.headers.get("content-encoding"), limit)
-        pieces: list[bytes] = []
         async for raw in response.aiter_raw():
-            pieces.extend(body.feed(raw))
-        pieces.extend(body.flush())
+            for piece in body.feed(raw):
+                yield piece
+        for piece in body.flush():
+            yield piece
     except BodyTooLarge:
         raise errors.answer_too_large(endpoint, limit) from None
     except (UnsupportedEncoding, zlib.error) as exc:
         raise errors.bad_response(endpoint, f"undecodable body ({exc})") from None
-    return b"".join(pieces)
+
+
+async def read_httpx(response: httpx.Response, endpoint: str, limit: int) -> bytes:
+    """The whole body of a streamed httpx response, capped as `_decoded` says."""
+    return b"".join([piece async for piece in _decoded(response, endpoint, limit)])
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+async def read_lines(response: httpx.Response, endpoint: str, limit: int) -> AsyncIterator[str]:
+    """The body's text lines (an SSE stream), capped as `_decoded` says."""
+    text = codecs.getincrementaldecoder("utf-8")("replace")
+    line: list[str] = []  # the line being received, in pieces
+    async for piece in _decoded(response, endpoint, limit):
+        parts = _LINE_BREAK.split(text.decode(piece))
+        line.append(parts[0])
+        if len(parts) == 1:
+            continue
+        yield "".join(line)
+        for whole in parts[1:-1]:
+            yield whole
+        line = [parts[-1]]
+    rest = "".join(line) + text.decode(b"", final=True)
+    if rest:
+        yield rest

@@ -28,6 +28,7 @@ from gpt4batch.common.topics import Channels
 from gpt4batch.common.upstreams import ConversationClient, UpstreamConfig, make_client
 from gpt4batch.services.caller import metrics
 from gpt4batch.services.caller.accounts import (
+    BUDGETS_REACHED,
     Account,
     AccountPool,
     load_accounts,
@@ -35,6 +36,7 @@ from gpt4batch.services.caller.accounts import (
 )
 from gpt4batch.services.caller.answered import AnsweredAsks
 from gpt4batch.services.caller.auth_gate import AuthGate, token_source
+from gpt4batch.services.caller.budget import Budget
 from gpt4batch.services.caller.call_stats import CallStats
 from gpt4batch.services.caller.conversation import ConversationRunner, Outcome
 from gpt4batch.services.caller.feed import publish_feed
@@ -69,6 +71,7 @@ class CallerService:
         auth_gate: AuthGate | None = None,
         answered_memory: int = ANSWERED_MEMORY,
         account_limiter: Callable[[CallerSettings], Limiter] | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.settings = settings
         #: `--accounts`: several accounts, each with its own token and limits (each limiter
@@ -92,6 +95,7 @@ class CallerService:
         self._http = http
         self._own_http = http is None
         self._clients: dict[str, ConversationClient] = {}
+        self._account_runners: dict[str, ConversationRunner] = {}
         self._bus: Bus | None = None
         # Asks whose result this process already published (bounded), and those running now.
         self.answered = AnsweredAsks(answered_memory)
@@ -107,6 +111,9 @@ class CallerService:
             enable_download=settings.enable_download,
             paths=self.paths,
             deadline=settings.conversation_deadline or None,
+            prices=settings.prices(),
+            budget=budget,
+            completion_estimate=getattr(settings, "completion_tokens_estimate", 1000),
         )
         self.auth = auth_gate or AuthGate(
             token_source(
@@ -149,12 +156,22 @@ class CallerService:
         return client
 
     def _account_runner(self, account: Account) -> ConversationRunner:
-        """The conversation runner whose clients use `account`'s token and limiter."""
+        """The conversation runner whose clients use `account`'s token and limiter, priced
+        at its prices (the batch's budget, if any, shared with every account)."""
+        runner = self._account_runners.get(account.name)
+        if runner is None:
 
-        def client_for(kind: str) -> ConversationClient:
-            return self._client(kind, account.config, account.clients, account.limiter)
+            def client_for(kind: str) -> ConversationClient:
+                return self._client(kind, account.config, account.clients, account.limiter)
 
-        return replace(self.runner, client_for=client_for, default_kind=account.config.kind)
+            runner = self._account_runners[account.name] = replace(
+                self.runner,
+                client_for=client_for,
+                default_kind=account.config.kind,
+                prices=account.prices,
+                account=account.name,
+            )
+        return runner
 
     async def start(self) -> None:
         await self.limiter.start()
@@ -210,21 +227,24 @@ class CallerService:
         assert self.pool is not None
         account = self.pool.choose(msg.batch, msg.seq)
         if account is None:
+            if self.pool.budgets_reached():  # no account will run it: the record says so
+                await self._publish_outcome(msg, Outcome(msg.record, error=BUDGETS_REACHED))
+                return
             delay = self.settings.auth_retry_interval or 1.0
-            raise Requeue("no account is in the rotation (refused or budget spent)", delay=delay)
+            raise Requeue("no account is in the rotation (token refused)", delay=delay)
         probe = not account.gate.is_open  # this conversation tries a refused token again
         async with account.gate.turn():  # an unproven token: one conversation calls first
             if not probe and not account.in_rotation():  # refused while this one waited
                 raise Requeue(f"account {account.name} left the rotation", delay=0.1)
             async with self.answered.running(msg.batch, msg.seq, delivery.id):
                 self.calls.conversation(len(msg.record.asks))
-                async with self.pool.running(account):
-                    outcome = await self._account_runner(account).run(msg)
+                outcome = await self.pool.converse(account, self._account_runner(account), msg)
+                if outcome is None:  # its budget cannot take it: another account may
+                    raise Requeue(f"account {account.name}'s budget is reached", delay=0.1)
                 if account.gate.observe(outcome.upstream_status, outcome.error):
                     if not outcome.answers:  # nothing paid: another account runs it
                         raise Requeue(f"account {account.name}'s token was refused", delay=0.1)
                     refused_midway(outcome, account.name, len(msg.record.asks))
-                account.charge(outcome.answers)
                 await self._publish_outcome(msg, outcome)
 
     def _account_back(self) -> None:
@@ -248,12 +268,17 @@ class CallerService:
         planned = [job.local for job in outcome.downloads]
         # The result's JSON straight from the ask's record as received and the answers as
         # the upstream sent them (no model round trip; the sink writes this record as is).
-        body = result_json(msg.batch, msg.seq, outcome.record_object(msg.record_object()), planned)
+        record = outcome.record_object(msg.record_object())
+        body = result_json(msg.batch, msg.seq, record, planned, record["usage"])
         try:
             await self._publish_paid(topics.results, [body])
         except MessageTooLarge as exc:
             result = ResultMessage(
-                batch=msg.batch, seq=msg.seq, record=outcome.record, planned_downloads=planned
+                batch=msg.batch,
+                seq=msg.seq,
+                record=outcome.record,
+                planned_downloads=planned,
+                usage=record["usage"],
             )
             await self._publish_large(result, body, exc)
         if self.settings.feed:

@@ -13,6 +13,7 @@ from gpt4batch.common.retry import RetryPolicy
 from gpt4batch.common.settings import BaseServiceSettings, CommaList
 from gpt4batch.common.upstreams import Sampling, UpstreamConfig
 from gpt4batch.common.upstreams.config import DEFAULT_GPT4API_BASE, MAX_ANSWER_BYTES
+from gpt4batch.common.usage import Prices
 
 
 class CallerSettings(BaseServiceSettings):
@@ -122,6 +123,24 @@ class CallerSettings(BaseServiceSettings):
     feed_dir: str = Field("", description="The `dir` the feed names (the download folder).")
     enable_download: bool = Field(True, description="Publish download jobs for produced files.")
     download_prefix: str = Field("GPT4API", description="Prefix of downloaded file names.")
+    input_usd_per_1m: float = Field(
+        0.0,
+        ge=0,
+        description="Price of a million prompt (input) tokens, USD, for each output line's "
+        "`usage.cost_usd` and the cost metrics (0, the default: prompt tokens cost 0).",
+    )
+    output_usd_per_1m: float = Field(
+        0.0,
+        ge=0,
+        description="Price of a million completion (output) tokens, USD (0, the default: "
+        "completion tokens cost 0).",
+    )
+    usd_per_call: float = Field(
+        0.0,
+        ge=0,
+        description="Price of one answered call, USD, on top of the token prices (gpt4api.plus "
+        "bills calls; 0, the default: calls cost 0).",
+    )
 
     def upstream_config(self) -> UpstreamConfig:
         """The upstream configuration, with the token resolved (ConfigError if none)."""
@@ -155,6 +174,10 @@ class CallerSettings(BaseServiceSettings):
         )
         config.check_urls()  # a bad URL is a usage error now, not a transient one later
         return config
+
+    def prices(self) -> Prices:
+        """What tokens and calls cost (all 0 unless configured)."""
+        return Prices(self.input_usd_per_1m, self.output_usd_per_1m, self.usd_per_call)
 
     def secret_files(self) -> list[Path]:
         """Files holding the token: never uploaded, whatever an ask names."""

@@ -42,12 +42,30 @@ def chat_calls(mock: MockUpstream) -> int:
     return sum(mock.stats()["calls"].values())
 
 
-async def memory_caller(mock: MockUpstream) -> tuple[CallerService, MemoryBus]:
+async def memory_caller(mock: MockUpstream, **kw: Any) -> tuple[CallerService, MemoryBus]:
     bus = MemoryBus(topics=Topics("t"), record=True)
-    service = CallerService(settings_for(mock))
+    service = CallerService(settings_for(mock), **kw)
     await service.start()
     service.register(bus)
     return service, bus
+
+
+def test_the_answered_asks_kept_are_bounded_by_answered_memory() -> None:
+    """`run` without -n (no redelivery after a publish) keeps none; NSQ callers a bounded few."""
+    with MockUpstream("--seed", "3") as mock:
+
+        async def scenario(memory: int) -> list[tuple[str, int, str]]:
+            service, _ = await memory_caller(mock, answered_memory=memory)
+            try:
+                for n in range(3):
+                    await service.handle(ask("b", n), Delivered(f"{n:016x}"))
+            finally:
+                await service.close()
+            return service.answered.keys()
+
+        assert asyncio.run(scenario(0)) == []
+        newest = [("b", 1, f"{1:016x}"), ("b", 2, f"{2:016x}")]
+        assert asyncio.run(scenario(2)) == newest  # the newest, in order
 
 
 def test_two_asks_with_the_same_message_id_are_both_answered() -> None:

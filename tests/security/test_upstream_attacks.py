@@ -61,12 +61,14 @@ class Hostile:
     url: str = ""
     bomb: bytes = b""
     answer_bomb: bytes = b""
+    stream_bomb: bytes = b""
     hits: list[str] = field(default_factory=list)
 
 
 @contextmanager
 def hostile_server(hostile: Hostile) -> Iterator[Hostile]:
-    """GET /f/ok (a file), /redirect?to=URL (302), /bomb (gzip bomb); POST: a bomb answer."""
+    """GET /f/ok (a file), /redirect?to=URL (302), /bomb (gzip bomb); POST: a bomb answer
+    (an SSE stream when asked for one)."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
@@ -93,9 +95,11 @@ def hostile_server(hostile: Hostile) -> Iterator[Hostile]:
         def do_POST(self) -> None:
             hostile.hits.append(self.path)
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self._send(
-                200, hostile.answer_bomb, Content_Encoding="gzip", Content_Type="application/json"
-            )
+            if "text/event-stream" in (self.headers.get("Accept") or ""):
+                body, kind = hostile.stream_bomb, "text/event-stream"
+            else:
+                body, kind = hostile.answer_bomb, "application/json"
+            self._send(200, body, Content_Encoding="gzip", Content_Type=kind)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
@@ -113,6 +117,12 @@ def hostile() -> Iterator[Hostile]:
     attacker = Hostile(
         bomb=gzip_of(b"", b"\0", 200 * MB),
         answer_bomb=gzip_of(b'{"message_id": "m1", "junk": "', b"a", 150 * MB, b'"}'),
+        stream_bomb=gzip_of(
+            b'data: {"choices": [{"delta": {"content": "',
+            b"a",
+            150 * MB,
+            b'"}}]}\n\ndata: [DONE]\n\n',
+        ),
     )
     with hostile_server(attacker) as running:
         yield running
@@ -212,15 +222,20 @@ def test_downloader_memory_stays_flat_on_a_gzip_bomb(
     assert peak - before < RSS_HEADROOM, f"RSS {before / MB:.0f} -> {peak / MB:.0f} MB"
 
 
+@pytest.mark.parametrize(
+    "upstream",
+    [["--upstream", "gpt4api"], ["--upstream", "openai", "--stream"]],
+    ids=["json-answer", "sse-stream"],
+)
 def test_caller_memory_stays_flat_on_a_gzip_bomb_answer(
-    procs: ServiceProcs, hostile: Hostile, tmp_path: Path
+    procs: ServiceProcs, hostile: Hostile, tmp_path: Path, upstream: list[str]
 ) -> None:
     procs.env["GPT4BATCH_ACCESS_TOKEN"] = "sk-attack-test"
     out = tmp_path / "out" / "bomb.jsonl"
     out.parent.mkdir()
     procs.start("sink", "sink", "-o", str(out))
     caller = procs.start(
-        "caller", "caller", "--base-url", hostile.url,
+        "caller", "caller", "--base-url", hostile.url, *upstream,
         "--qps", "0", "--limit-scope", "process", "--retries", "0",
     )  # fmt: skip
     before, _ = rss(caller.pid)
@@ -230,9 +245,9 @@ def test_caller_memory_stays_flat_on_a_gzip_bomb_answer(
     wait_for(out.with_name("bomb.done").exists, 90, "the batch to complete", procs.assert_alive)
     _, peak = rss(caller.pid)
     print(f"caller RSS before {before / MB:.0f} MB, peak {peak / MB:.0f} MB")
+    assert peak - before < RSS_HEADROOM, f"RSS {before / MB:.0f} -> {peak / MB:.0f} MB"
     (record,) = read_jsonl(out)
     assert record["iErr"]["code"] == 596 and "answer over" in record["iErr"]["message"]
-    assert peak - before < RSS_HEADROOM, f"RSS {before / MB:.0f} -> {peak / MB:.0f} MB"
 
 
 def test_a_hard_link_to_the_credentials_file_is_not_uploaded(

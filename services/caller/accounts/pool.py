@@ -29,19 +29,20 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Gauge
 
-from gpt4batch.common.errors import ConfigError
+from gpt4batch.common.errors import ConfigError, IErrCode
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import IErr
 from gpt4batch.common.metrics import NAMESPACE
-from gpt4batch.common.tokens import reported_usage
 from gpt4batch.common.upstreams import ConversationClient, UpstreamConfig
+from gpt4batch.common.usage import Prices
 from gpt4batch.services.caller.accounts.config import AccountSpec
 from gpt4batch.services.caller.auth_gate import AuthGate
+from gpt4batch.services.caller.budget import Budget
 from gpt4batch.services.caller.limits import Limiter
 
 if TYPE_CHECKING:
-    from gpt4batch.common.upstreams.base import Answer
-    from gpt4batch.services.caller.conversation import Outcome
+    from gpt4batch.common.messages import AskMessage
+    from gpt4batch.services.caller.conversation import ConversationRunner, Outcome
     from gpt4batch.services.caller.settings import CallerSettings
 
 log = get_logger("gpt4batch.caller")
@@ -55,6 +56,12 @@ ACCOUNT_IN_FLIGHT = Gauge(
     f"{NAMESPACE}_caller_account_conversations",
     "Conversations this caller runs on the account now.",
     ["account"],
+)
+
+#: A record no account could run: every account's `budget_usd` is reached.
+BUDGETS_REACHED = IErr(
+    code=int(IErrCode.BUDGET_REACHED),
+    message="budget reached: every account's budget_usd (--accounts) is spent or reserved; not run",
 )
 
 #: How many (batch, seq) -> account choices a caller remembers (redeliveries go back there).
@@ -72,8 +79,9 @@ class Account:
     in_flight: int = 0
     #: Its upstream clients by kind (dropped when its token is re-read).
     clients: dict[str, ConversationClient] = field(default_factory=dict)
-    spent_usd: float = 0.0
-    budget_spent: bool = False
+    prices: Prices = field(default_factory=Prices)
+    #: Its `budget_usd` (None: none): once spent + reserved would pass it, it leaves.
+    budget: Budget | None = None
     _in_flight_gauge: Gauge = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -92,30 +100,35 @@ class Account:
                 return float(value)
         return 1.0
 
-    def in_rotation(self) -> bool:
-        return self.gate.is_open and not self.budget_spent
+    @property
+    def budget_reached(self) -> bool:
+        return self.budget is not None and self.budget.reached
 
-    def charge(self, answers: list[Answer]) -> float:
-        """Add what `answers` cost at the account's prices (reported usage only); the cost."""
-        spec = self.spec
-        cost = 0.0
-        for answer in answers:
-            cost += spec.usd_per_call or 0.0
-            usage = reported_usage(answer)
-            if usage is not None:
-                cost += usage[0] * (spec.input_usd_per_1m or 0.0) / 1e6
-                cost += usage[1] * (spec.output_usd_per_1m or 0.0) / 1e6
-        self.spent_usd += cost
-        budget = spec.budget_usd
-        if budget is not None and not self.budget_spent and self.spent_usd >= budget:
-            self.budget_spent = True
+    def in_rotation(self) -> bool:
+        return self.gate.is_open and not self.budget_reached
+
+    def reserve(self, estimate_usd: float) -> bool:
+        """Reserve a conversation's estimated cost on the account's budget; False (the
+        account leaves the rotation, logged once) when it would pass it."""
+        budget = self.budget
+        if budget is None:
+            return True
+        reached = budget.reached
+        if budget.reserve(estimate_usd):
+            return True
+        if not reached:
             log.warning(
-                "account budget spent; it leaves the rotation",
+                "account budget reached; it leaves the rotation",
                 account=self.name,
-                spent_usd=round(self.spent_usd, 6),
-                budget_usd=budget,
+                spent_usd=round(budget.spent_usd, 6),
+                reserved_usd=round(budget.reserved_usd, 6),
+                budget_usd=budget.limit_usd,
             )
-        return cost
+        return False
+
+    def settle(self, estimate_usd: float, cost_usd: float) -> None:
+        if self.budget is not None:
+            self.budget.settle(estimate_usd, cost_usd)
 
 
 class AccountPool:
@@ -166,7 +179,14 @@ class AccountPool:
                 refused_text="upstream refused the account's token; it leaves the rotation",
                 accepted_text="upstream accepts the account's token again; back in the rotation",
             )
-            account = Account(spec, config, limiter, gate)
+            account = Account(
+                spec,
+                config,
+                limiter,
+                gate,
+                prices=account_prices(spec, settings.prices()),
+                budget=None if spec.budget_usd is None else Budget(spec.budget_usd),
+            )
             gate.on_close = pool._closed
             gate.on_probe = lambda account=account: pool._reload(account, where)  # type: ignore[misc]
             gate.on_open = pool._opened
@@ -211,6 +231,22 @@ class AccountPool:
                     best, best_load = account, load
         return best
 
+    async def converse(
+        self, account: Account, runner: ConversationRunner, msg: AskMessage
+    ) -> Outcome | None:
+        """`msg`'s conversation run on `account`: its place held, its estimated cost reserved
+        on its budget and settled; None when its budget cannot take it (it has left)."""
+        estimate = 0.0 if account.budget is None else runner.estimate_cost(msg, account.config.kind)
+        if not account.reserve(estimate):
+            return None
+        outcome: Outcome | None = None
+        try:
+            async with self.running(account):
+                outcome = await runner.run(msg)
+        finally:
+            account.settle(estimate, 0.0 if outcome is None else outcome.usage.cost_usd)
+        return outcome
+
     @asynccontextmanager
     async def running(self, account: Account) -> AsyncIterator[None]:
         """Count a conversation on `account` and hold its conversation place."""
@@ -222,6 +258,10 @@ class AccountPool:
         finally:
             account.in_flight -= 1
             account._in_flight_gauge.dec()
+
+    def budgets_reached(self) -> bool:
+        """Whether every account's budget is reached (no account will run anything more)."""
+        return all(account.budget_reached for account in self.accounts)
 
     def any_in_rotation(self) -> bool:
         return any(account.in_rotation() for account in self.accounts)
@@ -247,6 +287,15 @@ class AccountPool:
     def secret_files(self) -> list[Path]:
         """The accounts' token files: never uploaded, whatever an ask names."""
         return [a.spec.token_file for a in self.accounts if a.spec.token_file is not None]
+
+
+def account_prices(spec: AccountSpec, default: Prices) -> Prices:
+    """The account's prices; a price it leaves out is the caller's (`--input-usd-per-1m`…)."""
+    return Prices(
+        default.input_usd_per_1m if spec.input_usd_per_1m is None else spec.input_usd_per_1m,
+        default.output_usd_per_1m if spec.output_usd_per_1m is None else spec.output_usd_per_1m,
+        default.usd_per_call if spec.usd_per_call is None else spec.usd_per_call,
+    )
 
 
 def account_config(base: UpstreamConfig, spec: AccountSpec, where: str) -> UpstreamConfig:
