@@ -170,3 +170,31 @@ def test_two_caller_services_hold_each_accounts_qps_across_the_fleet(
     # Both callers in each account's group; none in the caller's own (no token of its own).
     assert groups == {f"{topic_prefix}.a": 2, f"{topic_prefix}.b": 2}, groups
     assert TOKEN_A not in logs and TOKEN_B not in logs
+
+
+def test_each_accounts_budget_holds_and_a_record_no_account_can_pay_gets_402(
+    tmp_path: Path, nsqd: Any, topic_prefix: str
+) -> None:
+    """$0.01 a call: a may spend $0.05, b $0.03. Eight records are paid (five on a, three on
+    b), each account leaves the rotation once its budget is reached (logged once), and the
+    other four records get iErr 402, unpaid; every record once."""
+    write_input(tmp_path, 12, asks=1)
+    with MockUpstream("--token", TOKEN_A, "--also-token", TOKEN_B, "--latency-ms", "40") as mock:
+        path = accounts_file(
+            tmp_path,
+            mock,
+            a={"qps": 0, "usd_per_call": 0.01, "budget_usd": 0.05},
+            b={"qps": 0, "usd_per_call": 0.01, "budget_usd": 0.03},
+        )
+        run = start_run(tmp_path, nsqd, topic_prefix, path, "-g", "4")
+        _, stderr = run.communicate(timeout=120)
+        stats = mock.stats()
+    records = read_jsonl(tmp_path / "out.jsonl")
+    assert sorted(r["id"] for r in records) == sorted(f"r{i}" for i in range(12))
+    assert run.returncode == 1, stderr[-3000:]  # records not run: exit 1, resume hint
+    assert stats["key_calls"][KEY_A]["calls"] == 5, stats
+    assert stats["key_calls"][KEY_B]["calls"] == 3, stats
+    unpaid = [r for r in records if r["iErr"] is not None]
+    assert len(unpaid) == 4 and all(r["iErr"]["code"] == 402 for r in unpaid), unpaid
+    assert all(not r.get("answers") for r in unpaid)
+    assert stderr.count("account budget reached") == 2, stderr[-3000:]

@@ -217,7 +217,7 @@ class AccountPool:
     def _probe(self) -> Account | None:
         """A refused account whose retry is due: this conversation tries its token."""
         for account in self.accounts:
-            if not account.budget_spent and account.gate.probing and account.gate.admits():
+            if not account.budget_reached and account.gate.probing and account.gate.admits():
                 return account
         return None
 
