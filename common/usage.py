@@ -216,3 +216,21 @@ def conversation_estimate(
         else:
             earlier = []  # the upstream keeps the conversation; only the first ask has it
     return prompt, completion, calls
+
+
+def batch_api_usage(totals: Mapping[str, Any]) -> dict[str, Any]:
+    """A batch's totals (`UsageTotals.as_dict`) as the Batch API's `usage` object (OpenAI's
+    field names), with what it cost and whether any of it is estimated besides."""
+    prompt, completion = (
+        int(totals.get("prompt_tokens", 0)),
+        int(totals.get("completion_tokens", 0)),
+    )
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": completion,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": prompt + completion,
+        "estimated": bool(totals.get("estimated", False)),
+        "cost_usd": float(totals.get("cost_usd", 0.0)),
+    }

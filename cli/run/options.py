@@ -280,6 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
         "original -n",
     )
     nx.add_argument("--feed-topic", default=_default("feed_topic"), help="topic of the feed")
+    nx.add_argument(
+        "--bus-secret-file",
+        default=None,
+        metavar="FILE",
+        help="the secret results and download jobs are signed with, shared with services on "
+        "the same nsqd (e.g. a separate downloader); default: GPT4BATCH_BUS_SECRET, else a "
+        "random one of this run [GPT4BATCH_BUS_SECRET_FILE]",
+    )
 
     r = p.add_argument_group("run")
     r.add_argument(
