@@ -149,10 +149,14 @@ def caller_settings(opts: RunOptions, bus_settings: BaseServiceSettings) -> Call
     return load(CallerSettings, **values)
 
 
-def upstream_hosts(settings: CallerSettings) -> list[str]:
-    """`host:port` of each upstream URL the operator configured (none: the public default)."""
+def upstream_hosts(settings: CallerSettings, caller: CallerService | None = None) -> list[str]:
+    """`host:port` of each upstream URL the operator configured (none: the public default),
+    the accounts' (`--accounts`) included."""
     found = []
-    for url in (settings.base_url, settings.chat_url, settings.gizmo_url, settings.upload_url):
+    urls = [settings.base_url, settings.chat_url, settings.gizmo_url, settings.upload_url]
+    if caller is not None and caller.pool is not None:
+        urls += [account.spec.base_url for account in caller.pool.accounts]
+    for url in urls:
         if url:
             parts = urlsplit(url)
             host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
@@ -217,8 +221,12 @@ class Run:
         self.auth_refusal: IErr | None = None
         settings = caller_settings(opts, self.bus_settings)
         self.budget = batch_budget(opts.budget_usd, settings.prices(), self.batch)
-        self.token_source = token_source(
-            opts.access_token, settings.credentials, token_file=settings.access_token_file
+        self.token_source = (
+            f"every account of --accounts {settings.accounts}"
+            if settings.accounts
+            else token_source(
+                opts.access_token, settings.credentials, token_file=settings.access_token_file
+            )
         )
         gate = AuthGate(
             self.token_source, retry_interval=0, on_close=self._token_refused, prove_first=True
@@ -230,7 +238,10 @@ class Run:
             settings,
             auth_gate=gate,
             answered_memory=ANSWERED_MEMORY if opts.enable_nsq else 0,
-            limiter=fleet_limiter(settings) if opts.enable_nsq else None,  # --limit-scope
+            limiter=fleet_limiter(settings)  # --limit-scope (--accounts: one per account)
+            if opts.enable_nsq and not settings.accounts
+            else None,
+            account_limiter=fleet_limiter if opts.enable_nsq else None,  # one per account
             budget=self.budget,
         )
         download_dir = Path(opts.download_dir or self.input.parent).resolve()
@@ -248,7 +259,7 @@ class Run:
                 load(
                     DownloaderSettings,
                     download_dir=str(download_dir),
-                    allow_download_host=allowed + upstream_hosts(settings),
+                    allow_download_host=allowed + upstream_hosts(settings, self.caller),
                 )
             )
         self.download_dir = download_dir
@@ -268,8 +279,9 @@ class Run:
     async def preflight(self) -> None:
         """Checks that need the event loop, before any work: the upstream answers, and NSQ
         is reachable (-n)."""
-        config = self.caller.config
-        await check_upstream(config.explicit_urls() or {"--base-url": config.base()})
+        pool = self.caller.pool
+        for config in [a.config for a in pool.accounts] if pool else [self.caller.config]:
+            await check_upstream(config.explicit_urls() or {"--base-url": config.base()})
         if self.opts.enable_nsq:
             await check_reachable(self.opts.nsqd_tcp_address, "--nsqd-tcp-address")
             await check_reachable(self.opts.lookupd_http_address, "--lookupd-http-address")

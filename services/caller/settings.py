@@ -66,6 +66,12 @@ class CallerSettings(BaseServiceSettings):
     limit_group: str | None = Field(
         None, description="Callers sharing --qps/--concurrency (default: the topic prefix)."
     )
+    accounts: Path | None = Field(
+        None,
+        description="Accounts file (JSON or YAML): several upstream accounts, each with its "
+        "own token, limits and prices; asks are spread over them, a conversation stays on one "
+        "(docs/deployment.md). Without it: one account, the token of --access-token*.",
+    )
     retries: int = Field(5, ge=0, description="Retries of a transient upstream failure.")
     retry_base_delay: float = Field(1.0, gt=0, description="First retry wait (s), doubling.")
     retry_max_delay: float = Field(60.0, gt=0, description="Longest retry wait (s).")
@@ -138,6 +144,16 @@ class CallerSettings(BaseServiceSettings):
 
     def upstream_config(self) -> UpstreamConfig:
         """The upstream configuration, with the token resolved (ConfigError if none)."""
+        config = self.upstream_config_without_token()
+        token = resolve_token(
+            self.access_token.get_secret_value() if self.access_token else None,
+            self.credentials,
+            token_file=self.access_token_file,
+        )
+        return config.model_copy(update={"access_token": SecretStr(token)})
+
+    def upstream_config_without_token(self) -> UpstreamConfig:
+        """The upstream configuration, URLs checked; the token is the caller's to add."""
         config = UpstreamConfig(
             kind=self.upstream,
             base_url=self.base_url,
@@ -157,12 +173,7 @@ class CallerSettings(BaseServiceSettings):
             max_answer_bytes=self.max_answer_bytes,
         )
         config.check_urls()  # a bad URL is a usage error now, not a transient one later
-        token = resolve_token(
-            self.access_token.get_secret_value() if self.access_token else None,
-            self.credentials,
-            token_file=self.access_token_file,
-        )
-        return config.model_copy(update={"access_token": SecretStr(token)})
+        return config
 
     def prices(self) -> Prices:
         """What tokens and calls cost (all 0 unless configured)."""
