@@ -293,7 +293,9 @@ class UsageLine(BaseModel):
     estimated: bool = Field(
         description="Some tokens are estimated: the upstream reported none (gpt4api.plus)."
     )
-    cost_usd: float = Field(ge=0, description="At the caller's prices (0 without prices).")
+    cost_usd: float = Field(
+        ge=0, allow_inf_nan=False, description="At the caller's prices (0 without prices)."
+    )
 
 
 class ResultMessage(_KeepsReceivedRecord):

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gpt4batch.common.messages import Ask
 from gpt4batch.common.tokens import (
     PER_MESSAGE,
     UNKNOWN_IMAGE_SIZE,
@@ -234,3 +235,21 @@ def batch_api_usage(totals: Mapping[str, Any]) -> dict[str, Any]:
         "estimated": bool(totals.get("estimated", False)),
         "cost_usd": float(totals.get("cost_usd", 0.0)),
     }
+
+
+def asks_estimate(
+    asks: Iterable[Ask],
+    *,
+    kind: str,
+    completion_default: int,
+    max_tokens: int | None = None,
+    history: Iterable[Mapping[str, Any]] = (),
+) -> tuple[int, int, int]:
+    """`conversation_estimate` of a record's asks as an upstream of `kind` gets them."""
+    return conversation_estimate(
+        ((ask.content, len(ask.image_paths())) for ask in asks),
+        history=history,
+        body={"max_tokens": max_tokens} if max_tokens else None,
+        completion_default=completion_default,
+        resends_history=kind == "openai",
+    )

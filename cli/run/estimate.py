@@ -20,7 +20,7 @@ from gpt4batch.cli.run.options import RunOptions
 from gpt4batch.cli.run.progress import clock
 from gpt4batch.common.messages import Record
 from gpt4batch.common.service import EXIT_OK, EXIT_USAGE
-from gpt4batch.common.usage import Prices, conversation_estimate
+from gpt4batch.common.usage import Prices, asks_estimate
 from gpt4batch.services.caller.settings import CallerSettings
 from gpt4batch.services.ingest.reader import open_input, read_lines
 
@@ -44,7 +44,6 @@ class BatchEstimate:
 def estimate_batch(opts: RunOptions, settings: CallerSettings) -> BatchEstimate:
     """Read the input and estimate every conversation a run of it would make."""
     found = BatchEstimate()
-    body = {"max_tokens": settings.max_tokens} if settings.max_tokens else None
     default = getattr(settings, "completion_tokens_estimate", 1000)
     with open_input(opts.input) as source:
         for line in read_lines(source.stream, MAX_LINE_BYTES):
@@ -57,11 +56,11 @@ def estimate_batch(opts: RunOptions, settings: CallerSettings) -> BatchEstimate:
                 found.kept += 1  # a resume passes it through
                 continue
             found.records += 1
-            prompt, completion, calls = conversation_estimate(
-                ((ask.content, len(ask.image_paths())) for ask in record.asks),
-                body=body,
+            prompt, completion, calls = asks_estimate(
+                record.asks,
+                kind=settings.upstream,
                 completion_default=default,
-                resends_history=settings.upstream == "openai",
+                max_tokens=settings.max_tokens,
             )
             found.prompt_tokens += prompt
             found.completion_tokens += completion

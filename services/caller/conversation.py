@@ -22,8 +22,14 @@ from gpt4batch.common.retry import RetryPolicy, with_retries
 from gpt4batch.common.upstreams import ConversationClient, ConversationState
 from gpt4batch.common.upstreams.base import Answer
 from gpt4batch.common.upstreams.errors import bad_response
-from gpt4batch.common.usage import DEFAULT_ACCOUNT, Prices, Usage, ask_prompt_tokens, call_tokens
-from gpt4batch.common.usage import conversation_estimate as estimate_conversation
+from gpt4batch.common.usage import (
+    DEFAULT_ACCOUNT,
+    Prices,
+    Usage,
+    ask_prompt_tokens,
+    asks_estimate,
+    call_tokens,
+)
 from gpt4batch.services.caller import metrics
 from gpt4batch.services.caller.budget import Budget
 from gpt4batch.services.caller.downloads import plan_downloads
@@ -110,6 +116,8 @@ class ConversationRunner:
     """A spending limit (`run --budget-usd`): see services/caller/budget.py."""
     completion_estimate: int = 1000
     """Tokens a budget reserves for an answer whose request sets no limit."""
+    max_tokens: int | None = None
+    """The caller's `--max-tokens` (an ask's override wins)."""
     account: str = DEFAULT_ACCOUNT
 
     def __post_init__(self) -> None:
@@ -150,13 +158,12 @@ class ConversationRunner:
 
     def estimate_cost(self, msg: AskMessage, kind: str) -> float:
         """What `msg`'s conversation is expected to cost (a budget's reservation)."""
-        sampling = msg.overrides.max_tokens if msg.overrides is not None else None
-        prompt, completion, calls = estimate_conversation(
-            ((ask.content, len(ask.image_paths())) for ask in msg.record.asks),
-            history=msg.history or (),
-            body={"max_tokens": sampling} if sampling else None,
+        prompt, completion, calls = asks_estimate(
+            msg.record.asks,
+            kind=kind,
             completion_default=self.completion_estimate,
-            resends_history=kind == "openai",
+            max_tokens=(msg.overrides and msg.overrides.max_tokens) or self.max_tokens,
+            history=msg.history or (),
         )
         return self.prices.cost(prompt, completion, calls)
 

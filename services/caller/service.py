@@ -114,6 +114,7 @@ class CallerService:
             prices=settings.prices(),
             budget=budget,
             completion_estimate=getattr(settings, "completion_tokens_estimate", 1000),
+            max_tokens=settings.max_tokens,
         )
         self.auth = auth_gate or AuthGate(
             token_source(

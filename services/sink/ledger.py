@@ -57,9 +57,10 @@ from gpt4batch.common.messages import (
     Record,
     Reject,
     ResultMessage,
+    UsageLine,
     rejected_line,
 )
-from gpt4batch.common.usage import UsageTotals, read_usage
+from gpt4batch.common.usage import Usage, UsageTotals, read_usage
 from gpt4batch.services.sink import metrics
 from gpt4batch.services.sink.appender import Fsync, SyncedAppender
 from gpt4batch.services.sink.index import iter_lines, json_object, repair_tail
@@ -77,6 +78,21 @@ _ENTRY = re.compile(rb'^\{"seq":(\d+),"ok":(true|false),"files":')
 _DECODER = json.JSONDecoder()
 
 Status = Literal["open", "ready", "complete"]
+
+
+def usage_entry(usage: UsageLine) -> bytes:
+    """A result's usage as the journal keeps it: its known fields only, one flat object
+    (`parse_entry` finds its end at the first closing brace)."""
+    return (
+        b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,"estimated":%s,"cost_usd":%s}'
+        % (
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.total_tokens,
+            b"true" if usage.estimated else b"false",
+            json.dumps(usage.cost_usd).encode(),
+        )
+    )
 
 
 def entry_line(
@@ -464,7 +480,7 @@ class BatchLedger:
     async def _write_results(self, msgs: list[ResultMessage]) -> list[bool]:
         lines: list[bytes] = []
         entries: list[tuple[int, bool, list[str], bytes]] = []
-        paid: list[dict[str, Any] | None] = []
+        paid: list[UsageLine | None] = []
         for msg in msgs:
             ok = msg.record.iErr is None
             # Only what the caller planned: a record passed through by `--fix` or
@@ -472,16 +488,23 @@ class BatchLedger:
             # of this batch will fetch (planning them kept `run -f` waiting forever).
             files = list(msg.planned_downloads)
             record = msg.record_json()
-            usage = None if msg.usage is None else msg.usage.model_dump(mode="json")
+            usage = msg.usage
             paid.append(usage)
-            usage_json = None if usage is None else json.dumps(usage, separators=(",", ":"))
-            lines.append(entry_line(msg.seq, ok, record, files, usage_json and usage_json.encode()))
+            journaled = None if usage is None else usage_entry(usage)
+            lines.append(entry_line(msg.seq, ok, record, files, journaled))
             entries.append((msg.seq, ok, files, record))
         await self._journal.write_now(b"".join(lines))
         added = [self._count_entry(seq, ok, files) for seq, ok, files, _ in entries]
         for usage, was_added in zip(paid, added, strict=True):
             if was_added and usage is not None:
-                self._count_usage(usage)
+                self.usage.add(
+                    Usage(
+                        usage.prompt_tokens,
+                        usage.completion_tokens,
+                        estimated=usage.estimated,
+                        cost_usd=usage.cost_usd,
+                    )
+                )
         if self.arrival is not None:
             self.arrival.append([e[3] for e, new in zip(entries, added, strict=True) if new])
         written = added.count(True)

@@ -60,3 +60,22 @@ def test_an_entry_with_files_and_usage_parses(tmp_path: Path) -> None:
     state = read_ledger(out)
     assert state.pending_downloads() == {"é.png"}
     assert state.usage.total_tokens == 3
+
+
+def test_unknown_usage_fields_never_reach_the_journal(tmp_path: Path) -> None:
+    """A result's `usage` with fields of its own (nested braces) is journaled by its known
+    fields only: the entry still parses on reload and keeps its record."""
+    out = tmp_path / "out.jsonl"
+    usage = UsageLine.model_validate(
+        {"prompt_tokens": 4, "completion_tokens": 1, "total_tokens": 5, "estimated": False,
+         "cost_usd": 0.5, "x": {"y": "}"}}
+    )  # fmt: skip
+
+    async def scenario() -> None:
+        ledger = BatchLedger(out, "b1").load()
+        await ledger.add_result(result("r0", seq=0).model_copy(update={"usage": usage}))
+        await ledger.close()
+
+    run(scenario())
+    state = read_ledger(out)
+    assert state.is_done(0) and state.usage.total_tokens == 5 and state.usage.cost_usd == 0.5
