@@ -78,7 +78,7 @@ lock:
 	@echo "review constraints.txt.new and move it over constraints.txt"
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info src/*.egg-info
 
 # The speed table of issue 11 (bench/table.py; BASE=<checkout with .venv> adds a side-by-side column).
 .PHONY: bench

@@ -18,7 +18,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "caller",
         "Consume AskMessages, run each conversation against the upstream, publish results.",
         CallerSettings,
-        lambda settings: CallerService(settings, limiter=build_limiter(settings)),
+        lambda settings: CallerService(
+            settings,
+            # With --accounts each account has a limiter (its own limit group) and no other.
+            limiter=None if settings.accounts else build_limiter(settings),
+            account_limiter=build_limiter,
+        ),
         argv,
         short={"concurrency": "-g", "qps": "-q", "model": "-m", "gizmo_id": "-z"},
         skip=frozenset({"max_in_flight"}),  # --concurrency is the caller's in-flight limit
