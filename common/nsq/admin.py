@@ -224,17 +224,10 @@ class NsqdAdmin:
 
     async def channel_stats(self, topic: str, channel: str | None = None) -> list[dict[str, Any]]:
         """nsqd's /stats of `topic`'s channels (or of one), from every nsqd."""
-        params = {"format": "json", "topic": topic}
-        if channel is not None:
-            params["channel"] = channel
         found: list[dict[str, Any]] = []
         async with self.client() as client:
             for node in await self.nodes(client):
-                resp = await client.get(http_url(node.http, "/stats"), params=params)
-                resp.raise_for_status()
-                for t in resp.json().get("topics") or []:
-                    if t.get("topic_name") == topic:
-                        found.extend(t.get("channels") or [])
+                found.extend(await node_channel_stats(client, node.http, topic, channel))
         return found
 
     async def channel_on_nodes(
@@ -262,17 +255,26 @@ class NsqdAdmin:
             await asyncio.sleep(wait)
 
 
-async def _has_channel(client: httpx.AsyncClient, http: str, topic: str, channel: str) -> bool:
-    resp = await client.get(
-        http_url(http, "/stats"), params={"format": "json", "topic": topic, "channel": channel}
-    )
+async def node_channel_stats(
+    client: httpx.AsyncClient, http: str, topic: str, channel: str | None = None
+) -> list[dict[str, Any]]:
+    """One nsqd's /stats of `topic`'s channels (of `channel` only, when given)."""
+    params = {"format": "json", "topic": topic}
+    if channel is not None:
+        params["channel"] = channel
+    resp = await client.get(http_url(http, "/stats"), params=params)
     resp.raise_for_status()
-    return any(
-        c.get("channel_name") == channel
+    return [
+        c
         for t in resp.json().get("topics") or []
         if t.get("topic_name") == topic
         for c in t.get("channels") or []
-    )
+        if channel is None or c.get("channel_name") == channel
+    ]
+
+
+async def _has_channel(client: httpx.AsyncClient, http: str, topic: str, channel: str) -> bool:
+    return bool(await node_channel_stats(client, http, topic, channel))
 
 
 async def _post(client: httpx.AsyncClient, http: str, path: str, **params: str) -> None:

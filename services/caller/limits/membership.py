@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import httpx
 
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.nsq.admin import find_nodes, http_url
+from gpt4batch.common.nsq.admin import find_nodes, node_channel_stats
 from gpt4batch.common.topics import check_name
 
 log = get_logger("gpt4batch.limits")
@@ -159,20 +159,11 @@ async def read_members(http: httpx.AsyncClient, nodes: Sequence[Node], topic: st
 
 
 async def _node_members(http: httpx.AsyncClient, node: Node, topic: str) -> list[Member]:
-    response = await http.get(
-        http_url(node.http, "/stats"), params={"format": "json", "topic": topic, "channel": CHANNEL}
-    )
-    response.raise_for_status()
     found = []
-    for t in response.json().get("topics") or []:
-        if t.get("topic_name") != topic:
-            continue
-        for channel in t.get("channels") or []:
-            if channel.get("channel_name") != CHANNEL:
-                continue
-            for client in channel.get("clients") or []:
-                match = _AGENT.search(client.get("user_agent") or "")
-                if client.get("client_id") and match:
-                    qps, concurrency = float(match[1]), int(match[2])
-                    found.append(Member(client["client_id"], qps, concurrency))
+    for channel in await node_channel_stats(http, node.http, topic, CHANNEL):
+        for client in channel.get("clients") or []:
+            match = _AGENT.search(client.get("user_agent") or "")
+            if client.get("client_id") and match:
+                qps, concurrency = float(match[1]), int(match[2])
+                found.append(Member(client["client_id"], qps, concurrency))
     return found
