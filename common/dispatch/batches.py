@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, cast
 
-from gpt4batch.common.bus import Bus, Subscription, TransportMessage
+from gpt4batch.common.bus import Bus, Delivery, Subscription, TransportMessage
 from gpt4batch.common.dispatch.dispatcher import Dispatcher
 
 
@@ -87,7 +87,7 @@ class BatchDispatcher(Dispatcher):
         settled = 0
         try:
             try:
-                outcomes = await sub.batch_handler(items)
+                outcomes = await sub.batch_handler(cast("list[tuple[Any, Delivery]]", items))
                 if len(outcomes) != len(items):
                     raise RuntimeError(f"{len(outcomes)} outcomes for {len(items)} messages")
             except asyncio.CancelledError:

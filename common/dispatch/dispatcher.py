@@ -62,6 +62,7 @@ class Dispatcher:
         started = time.perf_counter()
         self._working[id(msg)] = msg
         self._touch_working()
+        assert sub.handler is not None  # a Dispatcher's subscription: one message at a time
         try:
             await sub.handler(model, msg)
         except asyncio.CancelledError:

@@ -140,7 +140,7 @@ def _connect_callback(conn: Any, fut: Any) -> None:
         _pynsq_connect_callback(conn, fut)
 
 
-nsq_conn.AsyncConn._connect_callback = _connect_callback  # type: ignore[method-assign]
+nsq_conn.AsyncConn._connect_callback = _connect_callback
 
 
 class _CoalescingClient:
@@ -151,7 +151,7 @@ class _CoalescingClient:
         super()._on_connection_identify(conn, data, **kwargs)  # type: ignore[misc]
 
 
-class Writer(_CoalescingClient, nsq.Writer):
+class Writer(_CoalescingClient, nsq.Writer):  # type: ignore[misc]  # pynsq has no types
     closing = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -197,7 +197,7 @@ class Writer(_CoalescingClient, nsq.Writer):
             )
 
 
-class Reader(_CoalescingClient, nsq.Reader):
+class Reader(_CoalescingClient, nsq.Reader):  # type: ignore[misc]  # pynsq has no types
     closing = False
 
     def _on_connection_identify(self, conn: Any, data: Any, **kwargs: Any) -> None:
