@@ -32,6 +32,7 @@ from gpt4batch.services.caller.accounts import (
     Account,
     AccountPool,
     load_accounts,
+    pool_source,
     refused_midway,
 )
 from gpt4batch.services.caller.answered import AnsweredAsks
@@ -117,7 +118,9 @@ class CallerService:
             max_tokens=settings.max_tokens,
         )
         self.auth = auth_gate or AuthGate(
-            token_source(
+            pool_source(settings.accounts)
+            if settings.accounts is not None
+            else token_source(
                 settings.access_token,
                 settings.credentials,
                 "--access-token/GPT4BATCH_ACCESS_TOKEN",

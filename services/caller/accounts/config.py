@@ -87,6 +87,11 @@ class AccountSpec(BaseModel):
         return SecretStr(value)
 
 
+def pool_source(path: Path) -> str:
+    """Where the tokens of a pool come from, for messages about all of them refused."""
+    return f"every account of --accounts {path}"
+
+
 class AccountsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
