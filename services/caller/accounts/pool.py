@@ -38,6 +38,7 @@ from gpt4batch.services.caller.accounts.config import AccountSpec
 from gpt4batch.services.caller.auth_gate import AuthGate
 from gpt4batch.services.caller.budget import Budget
 from gpt4batch.services.caller.limits import Limiter
+from gpt4batch.services.caller.limits.base import Gate
 from gpt4batch.services.caller.metrics import ACCOUNT_IN_FLIGHT, ACCOUNT_REFUSED
 
 if TYPE_CHECKING:
@@ -69,6 +70,9 @@ class Account:
     #: Its upstream clients by kind (dropped when its token is re-read).
     clients: dict[str, ConversationClient] = field(default_factory=dict)
     prices: Prices = field(default_factory=Prices)
+    #: Its `concurrency` in this process (the process limiter leaves conversations to the
+    #: bus's max-in-flight, which is the caller's -g, not the account's).
+    places: Gate = field(default_factory=lambda: Gate(1))
     #: Its `budget_usd` (None: none): once spent + reserved would pass it, it leaves.
     budget: Budget | None = None
     _in_flight_gauge: Gauge = field(init=False, repr=False)
@@ -175,6 +179,7 @@ class AccountPool:
                 gate,
                 prices=account_prices(spec, settings.prices()),
                 budget=None if spec.budget_usd is None else Budget(spec.budget_usd),
+                places=Gate(spec.concurrency or settings.concurrency),
             )
             gate.on_close = pool._closed
             gate.on_probe = lambda account=account: pool._reload(account, where)  # type: ignore[misc]
@@ -242,7 +247,7 @@ class AccountPool:
         account.in_flight += 1
         account._in_flight_gauge.inc()
         try:
-            async with account.limiter.conversation():
+            async with account.places.hold(), account.limiter.conversation():
                 yield
         finally:
             account.in_flight -= 1
