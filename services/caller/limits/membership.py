@@ -21,6 +21,7 @@ import socket
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -141,7 +142,9 @@ async def discover_nodes(
     return [Node(node.tcp, node.http) for node in nodes]
 
 
-async def read_members(http: httpx.AsyncClient, nodes: Sequence[Node], topic: str) -> dict | None:
+async def read_members(
+    http: httpx.AsyncClient, nodes: Sequence[Node], topic: str
+) -> dict[str, Any] | None:
     """Members registered on any node (None when no node answered)."""
     answers = await asyncio.gather(
         *(_node_members(http, node, topic) for node in nodes), return_exceptions=True
