@@ -298,7 +298,9 @@ class Run:
         ledger = self.ledger = await self.sink.ledger(self.batch)
         if self.budget is not None:  # what this batch's calls cost before a restart counts
             self.budget.spent_usd = ledger.usage.cost_usd
-        self.progress = RunProgress(self.opts.progress, ledger.counts, calls=self.caller.calls)
+        self.progress = RunProgress(
+            self.opts.progress, ledger.counts, calls=self.caller.calls, usage=ledger.usage
+        )
         self.sink.on_record = self.progress.on_record
         if ledger.counts.done:
             log.info(
