@@ -100,7 +100,7 @@ class CallerService:
         # Asks whose result this process already published (bounded), and those running now.
         self.answered = AnsweredAsks(answered_memory)
         secret_files = settings.secret_files()
-        if self.pool is not None:
+        if self.pool is not None and settings.accounts is not None:
             secret_files += [settings.accounts, *self.pool.secret_files()]
         self.paths = PathPolicy.build(settings.allowed_dirs, secret_files)
         self.runner = ConversationRunner(
@@ -116,7 +116,7 @@ class CallerService:
             completion_estimate=getattr(settings, "completion_tokens_estimate", 1000),
             max_tokens=settings.max_tokens,
         )
-        self.auth = auth_gate or AuthGate(
+        self.auth: AuthGate = auth_gate or AuthGate(
             token_source(
                 settings.access_token,
                 settings.credentials,

@@ -41,11 +41,11 @@ class Stats:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         if not window:
             return
-        window = self.window
-        while window and window[0] <= now - 1.0:
-            window.popleft()
-        window.append(now)
-        self.max_calls_in_1s = max(self.max_calls_in_1s, len(window))
+        recent = self.window
+        while recent and recent[0] <= now - 1.0:
+            recent.popleft()
+        recent.append(now)
+        self.max_calls_in_1s = max(self.max_calls_in_1s, len(recent))
 
     def as_json(self) -> dict[str, object]:
         return {
