@@ -32,6 +32,7 @@ from gpt4batch.services.caller.accounts import (
     Account,
     AccountPool,
     load_accounts,
+    pool_source,
     refused_midway,
 )
 from gpt4batch.services.caller.answered import AnsweredAsks
@@ -82,7 +83,7 @@ class CallerService:
                 load_accounts(settings.accounts),
                 settings,
                 account_limiter or _process_limiter,
-                on_all_out=lambda error: self.auth.close(error),
+                on_all_out=self._all_accounts_out,
                 on_back=self._account_back,
                 prove_first=auth_gate is not None and not auth_gate.proven,
             )
@@ -117,7 +118,9 @@ class CallerService:
             max_tokens=settings.max_tokens,
         )
         self.auth: AuthGate = auth_gate or AuthGate(
-            token_source(
+            pool_source(settings.accounts)
+            if settings.accounts is not None
+            else token_source(
                 settings.access_token,
                 settings.credentials,
                 "--access-token/GPT4BATCH_ACCESS_TOKEN",
@@ -247,6 +250,10 @@ class CallerService:
                         raise Requeue(f"account {account.name}'s token was refused", delay=0.1)
                     refused_midway(outcome, account.name, len(msg.record.asks))
                 await self._publish_outcome(msg, outcome)
+
+    def _all_accounts_out(self, error: IErr) -> None:
+        """Every account is refused: the caller stops taking asks (`run` stops)."""
+        self.auth.close(error)
 
     def _account_back(self) -> None:
         if not self.auth.is_open:
