@@ -15,7 +15,8 @@ from pathlib import Path
 
 from gpt4batch.common.errors import IErrCode
 from gpt4batch.services.ingest.reader import RawLine
-from gpt4batch.services.sink.ordered import atomic_output, sorted_results
+from gpt4batch.services.sink.ledger.files import atomic_output
+from gpt4batch.services.sink.ordered import sorted_results
 
 #: iErr code of a record the run did not get to (client closed request, like nginx's 499).
 NOT_RUN = int(IErrCode.NOT_RUN)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from gpt4batch.common.logging import get_logger
 from gpt4batch.services.sink.index import iter_lines
-from gpt4batch.services.sink.ledger import parse_entry
-from gpt4batch.services.sink.ordered import atomic_output
+from gpt4batch.services.sink.ledger.files import atomic_output
+from gpt4batch.services.sink.ledger.journal import parse_entry
 
 log = get_logger("gpt4batch.sink")
 

@@ -15,9 +15,9 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from gpt4batch.common.filenames import file_mode
 from gpt4batch.services.sink.index import iter_lines
-from gpt4batch.services.sink.ledger import parse_entry
+from gpt4batch.services.sink.ledger.files import atomic_output
+from gpt4batch.services.sink.ledger.journal import parse_entry
 
 #: Journal bytes sorted in memory at once before spilling a sorted run to disk. As
 #: entry tuples they take about 1.4× their bytes: 16 MiB keeps the finalizer's peak
@@ -87,36 +87,3 @@ def write_in_order(journal: Path, out: Path) -> int:
             fh.write(record + b"\n")
             written += 1
     return written
-
-
-class atomic_output:
-    """`with atomic_output(path) as fh`: a temp file, fsynced and renamed over `path` on
-    success (the folder fsynced too), removed on failure."""
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        os.fchmod(fd, file_mode())  # mkstemp makes 0600; the output follows the umask rule
-        self.tmp = Path(name)
-        self.fh = os.fdopen(fd, "wb", buffering=1 << 20)
-
-    def __enter__(self):  # type: ignore[no-untyped-def]
-        return self.fh
-
-    def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
-        try:
-            if exc_type is None:
-                self.fh.flush()
-                os.fsync(self.fh.fileno())
-            self.fh.close()
-            if exc_type is not None:
-                return
-            os.replace(self.tmp, self.out)
-            fd = os.open(self.out.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        finally:
-            self.tmp.unlink(missing_ok=True)

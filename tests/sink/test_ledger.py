@@ -10,12 +10,12 @@ from pathlib import Path
 from gpt4batch.common.bus import Delivery
 from gpt4batch.common.memory_bus import MemoryBus
 from gpt4batch.common.messages import AskMessage, BatchManifest, Record, UsageLine
+from gpt4batch.common.seqset import SeqSet
 from gpt4batch.common.settings import load
 from gpt4batch.common.topics import Topics
 from gpt4batch.common.usage import UsageTotals
 from gpt4batch.services.sink.ledger import (
     BatchLedger,
-    SeqSet,
     entry_line,
     parse_entry,
     read_ledger,
