@@ -15,6 +15,7 @@ from gpt4batch.common.upstreams.base import (
     BeforeCall,
     ConversationClient,
     ConversationState,
+    TokenMeter,
 )
 from gpt4batch.common.upstreams.chatgpt_service import ChatgptServiceClient
 from gpt4batch.common.upstreams.config import MAX_UPLOAD_BYTES, Sampling, UpstreamConfig
@@ -31,6 +32,7 @@ __all__ = [
     "Gpt4ApiClient",
     "OpenAIClient",
     "Sampling",
+    "TokenMeter",
     "UpstreamConfig",
     "make_client",
 ]
@@ -43,7 +45,11 @@ _CLIENTS: dict[str, type[Gpt4ApiClient | OpenAIClient | ChatgptServiceClient]] =
 
 
 def make_client(
-    config: UpstreamConfig, http: httpx.AsyncClient, *, before_call: BeforeCall | None = None
+    config: UpstreamConfig,
+    http: httpx.AsyncClient,
+    *,
+    before_call: BeforeCall | None = None,
+    tokens: TokenMeter | None = None,
 ) -> Gpt4ApiClient | OpenAIClient | ChatgptServiceClient:
     """The client for `config.kind`, sharing the process's pooled `http` client."""
-    return _CLIENTS[config.kind](config, http, before_call=before_call)
+    return _CLIENTS[config.kind](config, http, before_call=before_call, tokens=tokens)

@@ -7,7 +7,11 @@ returned state to the next ask. Retrying is the caller's job: a client raises
 same ask can be sent again with the same state.
 
 Every HTTP request goes through `before_call(endpoint)` first (uploads, chats,
-and each retry the caller makes), so the caller can rate-limit all of them.
+and each retry the caller makes), so the caller can rate-limit all of them. A
+model call (endpoint `chat`/`completions`) with a JSON body also goes through a
+`TokenMeter` when one is given (the token limit, `--tpm`): `reserve(body)` before
+`before_call`, `started` right after it, then `settle(answer)` or, on a 429,
+`rate_limited`.
 """
 
 from __future__ import annotations
@@ -28,13 +32,32 @@ from gpt4batch.common.errors import FinalError
 from gpt4batch.common.messages import Ask, AskOverrides
 from gpt4batch.common.upstreams import errors
 from gpt4batch.common.upstreams.config import UpstreamConfig, origin
-from gpt4batch.common.upstreams.transport import JsonReply
+from gpt4batch.common.upstreams.transport import RESET_TOKENS, JsonReply
 
 #: Awaited right before every upstream HTTP request, with the endpoint name
 #: (`upload`, `chat`, `completions`, `models`); a rate limiter's `acquire`.
 BeforeCall = Callable[[str], Awaitable[None]]
 
 Answer = dict[str, Any]
+
+#: The endpoints whose calls take model tokens (what a `TokenMeter` sees).
+MODEL_ENDPOINTS = frozenset({"chat", "completions"})
+
+
+class TokenMeter(Protocol):
+    """A token limit's side of each model call (services/caller/limits/tokens.py)."""
+
+    async def reserve(self, body: Any) -> Any:
+        """Wait until the call's estimated tokens fit; a ticket for the calls below."""
+        ...
+
+    def started(self, ticket: Any) -> None: ...
+
+    def settle(self, ticket: Any, answer: Any) -> None: ...
+
+    def rate_limited(
+        self, ticket: Any, retry_after: str | None, reset_tokens: str | None
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -88,10 +111,12 @@ class HttpBase:
         http: httpx.AsyncClient,
         *,
         before_call: BeforeCall | None = None,
+        tokens: TokenMeter | None = None,
     ) -> None:
         self.config = config
         self.http = http
         self.before_call: BeforeCall = before_call or _no_limit
+        self.tokens = tokens
         # What every call with this client's own config sends along, built once.
         self._headers = config.headers()
         self._timeouts = {False: config.timeout(), True: config.timeout(upload=True)}
@@ -118,7 +143,13 @@ class HttpBase:
         else:  # per-message overrides: a copy (its token, URLs and timeouts are the same)
             headers, timeout = config.headers(), config.timeout(upload=upload)
             check_host(endpoint, url, config)
+        meter = self.tokens if endpoint in MODEL_ENDPOINTS else None
+        ticket = None
+        if meter is not None:
+            ticket = await meter.reserve(kwargs.get("json"))
         await self.before_call(endpoint)
+        if ticket is not None:
+            meter.started(ticket)  # type: ignore[union-attr]
         json_call = self._json_call
         if json_call is not None and kwargs.keys() <= {"json"}:
             reply = await json_call(
@@ -132,8 +163,13 @@ class HttpBase:
             except httpx.HTTPError as exc:
                 raise errors.from_transport(exc, endpoint) from None
             reply = JsonReply(
-                response.status_code, response.headers.get("retry-after"), response.content
+                response.status_code,
+                response.headers.get("retry-after"),
+                response.content,
+                response.headers.get(RESET_TOKENS),
             )
+        if meter is not None and reply.status == 429:
+            meter.rate_limited(ticket, reply.retry_after, reply.reset_tokens)
         if reply.status >= 300:
             raise errors.from_status(
                 reply.status,
@@ -142,7 +178,10 @@ class HttpBase:
                 retry_after=reply.retry_after,
                 secret=config.secret(),
             )
-        return parse_json(reply.body, endpoint)
+        answer = parse_json(reply.body, endpoint)
+        if ticket is not None:
+            meter.settle(ticket, answer)  # type: ignore[union-attr]
+        return answer
 
 
 def parse_json(body: bytes, endpoint: str) -> Any:

@@ -15,6 +15,7 @@ from gpt4batch.common.upstreams import errors
 from gpt4batch.common.upstreams.base import Answer, ConversationState, HttpBase, check_host
 from gpt4batch.common.upstreams.config import UpstreamConfig
 from gpt4batch.common.upstreams.inline import user_message
+from gpt4batch.common.upstreams.transport import RESET_TOKENS
 
 DEFAULT_MODEL = "gpt-3.5-turbo"
 
@@ -66,7 +67,11 @@ class OpenAIClient(HttpBase):
 
     async def _stream(self, body: dict[str, Any], config: UpstreamConfig) -> Answer:
         check_host("chat", self.chat_url(config), config)
+        meter = self.tokens
+        ticket = None if meter is None else await meter.reserve(body)
         await self.before_call("chat")
+        if ticket is not None:
+            meter.started(ticket)  # type: ignore[union-attr]
         headers = {**config.headers(), "Accept": "text/event-stream"}
         try:
             async with self.http.stream(
@@ -74,10 +79,19 @@ class OpenAIClient(HttpBase):
             ) as response:
                 if response.status_code >= 300:
                     await response.aread()
+                    if meter is not None and response.status_code == 429:
+                        meter.rate_limited(
+                            ticket,
+                            response.headers.get("retry-after"),
+                            response.headers.get(RESET_TOKENS),
+                        )
                     raise errors.from_response(response, "chat", secret=config.secret())
-                return await _assemble(response)
+                answer = await _assemble(response)
         except httpx.HTTPError as exc:
             raise errors.from_transport(exc, "chat") from None
+        if ticket is not None:
+            meter.settle(ticket, answer)  # type: ignore[union-attr]
+        return answer
 
     async def run_ask(
         self,

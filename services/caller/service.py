@@ -33,7 +33,7 @@ from gpt4batch.services.caller.auth_gate import AuthGate, token_source
 from gpt4batch.services.caller.call_stats import CallStats
 from gpt4batch.services.caller.conversation import ConversationRunner
 from gpt4batch.services.caller.feed import publish_feed
-from gpt4batch.services.caller.limits import Limiter, ProcessLimiter
+from gpt4batch.services.caller.limits import Limiter, process_limiter
 from gpt4batch.services.caller.paths import PathPolicy
 from gpt4batch.services.caller.settings import CallerSettings
 
@@ -130,9 +130,7 @@ class CallerService:
         self.settings = settings
         self._own_config = config is None
         self.config = config or settings.upstream_config()
-        self.limiter = limiter or ProcessLimiter(
-            settings.qps, settings.concurrency, pacing=settings.pacing
-        )
+        self.limiter = limiter or process_limiter(settings)
         self._http = http
         self._own_http = http is None
         self._clients: dict[str, ConversationClient] = {}
@@ -171,7 +169,7 @@ class CallerService:
                 else self.config.model_copy(update={"kind": kind})
             )
             client = self._clients[kind] = make_client(
-                config, self._http, before_call=self.limiter.acquire
+                config, self._http, before_call=self.limiter.acquire, tokens=self.limiter.tokens
             )
         return client
 

@@ -8,6 +8,11 @@ Each member reads every nsqd's `/stats` for that channel: the union of the
 client ids is the group. A member that exits or is `kill -9`ed drops out at
 once (the kernel closes its sockets); one whose host vanishes drops out after
 two missed heartbeats (2 s).
+
+A member that gets a 429 from a token limit registers a second client for the
+pause (`<member id>~pause`, user agent `pause-until=<epoch s>`) until it ends:
+every member reads it with the group and pauses its model calls as long
+(fleet.py). It is no member: it takes no share.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from gpt4batch.common.topics import check_name
 log = get_logger("gpt4batch.limits")
 
 CHANNEL = "members#ephemeral"
-_AGENT = re.compile(r"qps=([0-9.eE+-]+) concurrency=(\d+)")
+_AGENT = re.compile(r"qps=([0-9.eE+-]+) concurrency=(\d+)(?: tpm=(\d+))?")
+_PAUSE = re.compile(r"pause-until=([0-9.]+)")
 _FRAME_ERROR = 1
 
 
@@ -51,6 +57,30 @@ class Member:
     id: str
     qps: float
     concurrency: int
+    tpm: int = 0
+
+    def agent(self) -> str:
+        """The user agent that registers it: its limits, read by the other members."""
+        return f"gpt4batch-limiter qps={self.qps:g} concurrency={self.concurrency} tpm={self.tpm}"
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A member's 429 pause (`until`: wall-clock seconds), published like a member."""
+
+    id: str
+    until: float
+
+    def agent(self) -> str:
+        return f"gpt4batch-limiter pause-until={self.until:.3f}"
+
+
+@dataclass
+class GroupView:
+    """What one read of the group found: its members, and the latest pause announced."""
+
+    members: dict[str, Member]
+    pause_until: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -72,7 +102,7 @@ class Registration:
     """The subscription that makes `member` visible on one nsqd; reconnects until closed."""
 
     def __init__(
-        self, node: Node, topic: str, member: Member, auth_secret: str | None = None
+        self, node: Node, topic: str, member: Member | Pause, auth_secret: str | None = None
     ) -> None:
         self.node = node
         self.topic = topic
@@ -93,8 +123,7 @@ class Registration:
         identify = {
             "client_id": self.member.id,
             "hostname": socket.gethostname(),
-            "user_agent": f"gpt4batch-limiter qps={self.member.qps:g} "
-            f"concurrency={self.member.concurrency}",
+            "user_agent": self.member.agent(),
             "heartbeat_interval": 1000,
             "feature_negotiation": False,
         }
@@ -139,29 +168,34 @@ async def discover_nodes(
     return [Node(node.tcp, node.http) for node in nodes]
 
 
-async def read_members(http: httpx.AsyncClient, nodes: Sequence[Node], topic: str) -> dict | None:
-    """Members registered on any node (None when no node answered)."""
+async def read_members(
+    http: httpx.AsyncClient, nodes: Sequence[Node], topic: str
+) -> GroupView | None:
+    """Members (and pauses) registered on any node (None when no node answered)."""
     answers = await asyncio.gather(
         *(_node_members(http, node, topic) for node in nodes), return_exceptions=True
     )
-    members: dict[str, Member] = {}
+    view = GroupView({})
     answered = False
     for node, answer in zip(nodes, answers, strict=True):
         if isinstance(answer, BaseException):
             log.debug("nsqd /stats failed", nsqd=node.http, error=str(answer))
             continue
         answered = True
-        for member in answer:
-            members.setdefault(member.id, member)
-    return members if answered else None
+        for found in answer:
+            if isinstance(found, Pause):
+                view.pause_until = max(view.pause_until, found.until)
+            else:
+                view.members.setdefault(found.id, found)
+    return view if answered else None
 
 
-async def _node_members(http: httpx.AsyncClient, node: Node, topic: str) -> list[Member]:
+async def _node_members(http: httpx.AsyncClient, node: Node, topic: str) -> list[Member | Pause]:
     response = await http.get(
         http_url(node.http, "/stats"), params={"format": "json", "topic": topic, "channel": CHANNEL}
     )
     response.raise_for_status()
-    found = []
+    found: list[Member | Pause] = []
     for t in response.json().get("topics") or []:
         if t.get("topic_name") != topic:
             continue
@@ -169,8 +203,12 @@ async def _node_members(http: httpx.AsyncClient, node: Node, topic: str) -> list
             if channel.get("channel_name") != CHANNEL:
                 continue
             for client in channel.get("clients") or []:
-                match = _AGENT.search(client.get("user_agent") or "")
-                if client.get("client_id") and match:
-                    qps, concurrency = float(match[1]), int(match[2])
-                    found.append(Member(client["client_id"], qps, concurrency))
+                agent, client_id = client.get("user_agent") or "", client.get("client_id")
+                if not client_id:
+                    continue
+                if match := _AGENT.search(agent):
+                    qps, concurrency, tpm = float(match[1]), int(match[2]), int(match[3] or 0)
+                    found.append(Member(client_id, qps, concurrency, tpm))
+                elif match := _PAUSE.search(agent):
+                    found.append(Pause(client_id, float(match[1])))
     return found
