@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gpt4batch.common import logging as glog
+from gpt4batch.common.authenticator import from_config as authenticator_from_config
 from gpt4batch.common.bus import Delivery
 from gpt4batch.common.errors import BusError, ConfigError, Requeue
 from gpt4batch.common.messages import DeadLetter
@@ -54,6 +55,8 @@ class Held:
 
 def describe(letter: DeadLetter) -> str:
     kept = "replayable" if original_body(letter) is not None else "truncated: cannot replay"
+    if letter.unauthenticated:
+        kept += "; refused: no valid authenticator"
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(letter.at))
     return (
         f"{letter.id}  {when}Z  {letter.topic}/{letter.channel}  attempts {letter.attempts}  "
@@ -65,7 +68,10 @@ async def take(
     settings: BaseServiceSettings, limit: int, quiet: float, timeout: float
 ) -> tuple[NsqBus, Held]:
     """Subscribe to `keep` and hold up to `limit` letters until none came for `quiet` s."""
-    bus = NsqBus(settings, service="dead", connect_timeout=timeout)
+    # `dead` signs nothing (a replay is verbatim) and verifies nothing (it shows every
+    # letter): its own secret if there is none configured.
+    secret = authenticator_from_config(settings.bus_secret_file, generate=True)
+    bus = NsqBus(settings, service="dead", connect_timeout=timeout, authenticator=secret)
     held = Held()
 
     async def hold(letter: DeadLetter, delivery: Delivery) -> None:
@@ -76,7 +82,14 @@ async def take(
         if index not in held.replay:
             raise Requeue("kept", delay=0)  # back on `keep`, for the next look
 
-    bus.subscribe(bus.topics.dead, Channels.DEAD_KEEP, DeadLetter, hold, max_in_flight=limit)
+    bus.subscribe(
+        bus.topics.dead,
+        Channels.DEAD_KEEP,
+        DeadLetter,
+        hold,
+        max_in_flight=limit,
+        authenticate=False,  # every letter is shown, verified or not
+    )
     await bus.start()
     started = time.monotonic()
     while len(held.letters) < limit:
@@ -113,7 +126,9 @@ async def run(args: argparse.Namespace, settings: BaseServiceSettings) -> int:
                 print(f"would replay {letter.id} to {letter.topic} ({len(body)} bytes)")
                 continue
             try:
-                await bus.publish(letter.topic, body)
+                # As received: an authenticated body keeps its authenticator, a forged one
+                # stays forged (never signed by a replay).
+                await bus.publish(letter.topic, body, verbatim=True)
             except BusError as exc:
                 failed += 1
                 print(f"kept     {letter.id}: republishing failed: {exc}", file=sys.stderr)

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "auth": ("gpt4batch.cli.auth", "get an access token and store it (the original authsvc)"),
     "demo": ("gpt4batch.cli.demo", "run the bundled example against the simulator"),
+    "export": ("gpt4batch.cli.export", "an output as text, CSV or Markdown, one row per ask"),
     "dead": ("gpt4batch.cli.dead", "list or replay dead letters without losing them"),
     "stack": ("gpt4batch.cli.stack", "start the compose topology as local processes"),
 }

@@ -9,6 +9,8 @@ from how the handler ends (see `Dispatcher.run`):
                        `Requeue(bounded=True)` after `max_attempts` → `…dead`
 - raises `Poison`    → published to `…dead` with the reason, then FIN
 - body fails to decode/validate → `…dead` with the reason, then FIN
+- body on an authenticated topic without a valid authenticator (common/authenticator.py)
+  → counted as refused, `…dead` marked `unauthenticated` (on `…dead` itself: dropped), FIN
 - any other error    → REQ with backoff; after `max_attempts` → `…dead`
 - cancelled (shutdown past its grace) → REQ at once, so another consumer takes it
 
@@ -30,6 +32,8 @@ from typing import Any, Generic, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from gpt4batch.common import metrics
+from gpt4batch.common.authenticator import OVERHEAD as AUTHENTICATOR_OVERHEAD
+from gpt4batch.common.authenticator import Authenticator, Refusals
 from gpt4batch.common.errors import MessageTooLarge, Poison, Requeue
 from gpt4batch.common.logging import get_logger, redact_text
 from gpt4batch.common.messages import DeadLetter
@@ -90,6 +94,9 @@ class Subscription(Generic[M]):
     batch_handler: BatchHandler[M] | None = None
     batch_every: int = 500
     batch_interval: float = 0.05
+    #: Verify the authenticator of messages on authenticated topics (off only for tools
+    #: that show every letter, verified or not: `gpt4batch dead`).
+    authenticate: bool = True
 
 
 def encode(body: BaseModel | bytes) -> bytes:
@@ -114,9 +121,14 @@ class Bus(abc.ABC):
         topics: Topics,
         touch_interval: float = 20.0,
         max_attempts: int = 10,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self.service = service
         self.topics = topics
+        #: Signs what this bus publishes on `topics.authenticated()` and verifies what it
+        #: consumes there; without one given, a random secret of this process only.
+        self.authenticator = authenticator or Authenticator.generate()
+        self._authenticated = frozenset(topics.authenticated())
         self.touch_interval = touch_interval
         self.max_attempts = max_attempts
         self._subscriptions: list[Subscription[Any]] = []
@@ -124,17 +136,28 @@ class Bus(abc.ABC):
         self._published_counters: dict[str, Any] = {}
 
     # --- publishing -----------------------------------------------------------
-    async def publish(self, topic: str, body: BaseModel | bytes) -> None:
-        """Publish one message; returns once the transport has accepted it durably."""
-        await self._publish(self._topic(topic), [encode(body)])
+    async def publish(self, topic: str, body: BaseModel | bytes, *, verbatim: bool = False) -> None:
+        """Publish one message; returns once the transport has accepted it durably.
+
+        On an authenticated topic the body gets this bus's authenticator, unless
+        `verbatim`: bytes replayed as they were received keep theirs (or none), so a
+        replayed forgery stays one.
+        """
+        await self._publish(self._topic(topic), [self._signed(topic, body, verbatim)])
         self._published(topic).inc()
 
     async def publish_many(self, topic: str, bodies: Sequence[BaseModel | bytes]) -> None:
         """Publish several messages (MPUB on NSQ); returns once all are accepted."""
         if not bodies:
             return
-        await self._publish(self._topic(topic), [encode(b) for b in bodies])
+        await self._publish(self._topic(topic), [self._signed(topic, b, False) for b in bodies])
         self._published(topic).inc(len(bodies))
+
+    def _signed(self, topic: str, body: BaseModel | bytes, verbatim: bool) -> bytes:
+        data = encode(body)
+        if verbatim or topic not in self._authenticated:
+            return data
+        return self.authenticator.sign(topic, data)
 
     def _published(self, topic: str) -> Any:
         """The published-messages counter of `topic` (its metric child, made once)."""
@@ -175,11 +198,15 @@ class Bus(abc.ABC):
         handler: Handler[M],
         *,
         max_in_flight: int = 200,
+        authenticate: bool = True,
     ) -> None:
-        """Register a handler; consumption starts with `start()`."""
+        """Register a handler; consumption starts with `start()`. On an authenticated
+        topic only verified messages reach it (unless `authenticate` is False)."""
         check_name(topic)
         check_name(channel, "channel")
-        self._subscriptions.append(Subscription(topic, channel, model, handler, max_in_flight))
+        self._subscriptions.append(
+            Subscription(topic, channel, model, handler, max_in_flight, authenticate=authenticate)
+        )
 
     def subscribe_batches(
         self,
@@ -221,6 +248,10 @@ class Bus(abc.ABC):
     async def backlog(self, topic: str, channel: str) -> int:
         """Messages of `channel` not yet finished: queued, deferred or in flight."""
 
+    async def consumers(self, topic: str) -> int | None:
+        """Clients subscribed to any channel of `topic` (None: this bus cannot tell)."""
+        return None
+
     @abc.abstractmethod
     async def delete_channel(self, topic: str, channel: str) -> None:
         """Remove `channel` (and what it still holds) from `topic`."""
@@ -238,10 +269,31 @@ class Bus(abc.ABC):
     def dispatcher(self, sub: Subscription[Any]) -> Dispatcher:
         return Dispatcher(self, sub) if sub.batch_handler is None else BatchDispatcher(self, sub)
 
-    async def dead_letter(self, sub: Subscription[Any], msg: TransportMessage, reason: str) -> None:
-        await self.publish(self.topics.dead, self.letter_for(sub, msg, reason))
+    def verifier(self, sub: Subscription[Any]) -> Callable[[str, bytes], str | None] | None:
+        """How `sub`'s messages are verified (None: not at all)."""
+        if sub.authenticate and sub.topic in self._authenticated:
+            return self.authenticator.verify
+        return None
 
-    def letter_for(self, sub: Subscription[Any], msg: TransportMessage, reason: str) -> bytes:
+    async def dead_letter(
+        self,
+        sub: Subscription[Any],
+        msg: TransportMessage,
+        reason: str,
+        *,
+        unauthenticated: bool = False,
+    ) -> None:
+        letter = self.letter_for(sub, msg, reason, unauthenticated=unauthenticated)
+        await self.publish(self.topics.dead, letter)
+
+    def letter_for(
+        self,
+        sub: Subscription[Any],
+        msg: TransportMessage,
+        reason: str,
+        *,
+        unauthenticated: bool = False,
+    ) -> bytes:
         """The dead letter of `msg`, always small enough to publish.
 
         A poison body can be as large as the biggest message nsqd takes, so the
@@ -250,11 +302,13 @@ class Bus(abc.ABC):
         to publish, the message would be requeued forever instead.
         """
         body = msg.body
-        limit = self.max_msg_size or DEAD_BODY_KEEP * 16
+        limit = (self.max_msg_size or DEAD_BODY_KEEP * 16) - AUTHENTICATOR_OVERHEAD
         keep = min(DEAD_BODY_KEEP, limit // 16)
         reason = redact_text(reason)[:2000]
         while True:
-            letter = encode(_letter(self.service, sub, msg, body[:keep], reason, len(body)))
+            letter = encode(
+                _letter(self.service, sub, msg, body[:keep], reason, len(body), unauthenticated)
+            )
             if len(letter) <= limit or (keep == 0 and len(reason) <= 100):
                 return letter
             keep //= 2
@@ -267,7 +321,13 @@ DEAD_BODY_KEEP = 16 * 1024
 
 
 def _letter(
-    service: str, sub: Subscription[Any], msg: TransportMessage, kept: bytes, reason: str, size: int
+    service: str,
+    sub: Subscription[Any],
+    msg: TransportMessage,
+    kept: bytes,
+    reason: str,
+    size: int,
+    unauthenticated: bool,
 ) -> DeadLetter:
     text = _utf8(kept, cut=len(kept) < size)
     body = msg.body
@@ -284,6 +344,7 @@ def _letter(
         body_size=size,
         body_sha256=hashlib.sha256(body).hexdigest(),
         body_truncated=len(kept) < size,
+        unauthenticated=unauthenticated,
     )
 
 
@@ -304,6 +365,8 @@ class Dispatcher:
             outcome: metrics.MESSAGES.labels(*self._labels, outcome)
             for outcome in ("finish", "requeue", "dead")
         }
+        self._verify = bus.verifier(sub)
+        self._refusals = Refusals(metrics.REFUSED.labels(*self._labels), sub.topic, sub.channel)
 
     def spawn(self, msg: TransportMessage) -> asyncio.Task[None] | None:
         """Handle `msg` in a task; once draining, give it straight back to NSQ instead."""
@@ -348,11 +411,27 @@ class Dispatcher:
         """The message's body as the subscription's model; an invalid body is dead-lettered
         (None)."""
         model = self.sub.model
+        if self._verify is not None:
+            why = self._verify(self.sub.topic, msg.body)
+            if why is not None:
+                await self._refuse(msg, why)
+                return None
         try:
             return model.model_validate_json(msg.body)
         except ValidationError as exc:
             await self._dead(msg, f"invalid {model.__name__}: {_short_errors(exc)}")
             return None
+
+    async def _refuse(self, msg: TransportMessage, why: str) -> None:
+        """A message without a valid authenticator: counted, and dead-lettered as
+        `unauthenticated` (a letter that never fails a record); a letter on the dead topic
+        itself is only dropped (its copy stays on the `keep` channel)."""
+        self._refusals.add(why)
+        if self.sub.topic == self.bus.topics.dead:
+            msg.finish()
+            self._count("finish")
+            return
+        await self._dead(msg, f"refused: {why}", unauthenticated=True)
 
     def _touch_working(self) -> None:
         """Make sure the sweeper that touches the messages being worked on runs."""
@@ -387,15 +466,18 @@ class Dispatcher:
                 msg.requeue(backoff_delay(msg.attempts))
                 self._count("requeue")
 
-    async def _dead(self, msg: TransportMessage, reason: str) -> None:
+    async def _dead(
+        self, msg: TransportMessage, reason: str, *, unauthenticated: bool = False
+    ) -> None:
         try:
-            await self.bus.dead_letter(self.sub, msg, reason)
+            await self.bus.dead_letter(self.sub, msg, reason, unauthenticated=unauthenticated)
         except Exception as exc:  # nsqd down: keep the message rather than lose it
             log.error("cannot dead-letter, requeueing", id=msg.id, error=str(exc))
             msg.requeue(backoff_delay(msg.attempts))
             self._count("requeue")
             return
-        log.warning("dead-lettered", topic=self.sub.topic, id=msg.id, reason=reason[:300])
+        if not unauthenticated:  # refusals are logged by `Refusals`, rate-limited
+            log.warning("dead-lettered", topic=self.sub.topic, id=msg.id, reason=reason[:300])
         msg.finish()
         self._count("dead")
 

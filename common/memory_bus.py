@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gpt4batch.common.authenticator import Authenticator
 from gpt4batch.common.bus import Bus, Dispatcher
 from gpt4batch.common.settings import DEFAULT_MAX_MSG_SIZE
 from gpt4batch.common.topics import Topics
@@ -130,12 +131,14 @@ class MemoryBus(Bus):
         channel_capacity: int = 10_000,
         record: bool = False,
         max_msg_size: int | None = DEFAULT_MAX_MSG_SIZE,
+        authenticator: Authenticator | None = None,
     ) -> None:
         super().__init__(
             service=service,
             topics=topics or Topics(),
             touch_interval=touch_interval,
             max_attempts=max_attempts,
+            authenticator=authenticator,
         )
         self.channel_capacity = channel_capacity
         self.record = record

@@ -384,6 +384,12 @@ class DeadLetter(BaseModel):
     body_truncated: bool = Field(
         default=False, description="Only the body's first bytes are kept, so the letter fits."
     )
+    unauthenticated: bool = Field(
+        default=False,
+        description="The message was refused for want of a valid authenticator (a forgery, "
+        "or a publisher with another secret): its letter never turns a record into a failed "
+        "line.",
+    )
 
 
 class ResultPart(_Body):

@@ -36,6 +36,11 @@ IN_FLIGHT = Gauge(
     "Messages being handled right now.",
     ["service", "topic"],
 )
+REFUSED = Counter(
+    f"{NAMESPACE}_refused_messages_total",
+    "Messages refused because they carry no valid authenticator (forged, or another secret).",
+    ["service", "topic"],
+)
 PUBLISHED = Counter(
     f"{NAMESPACE}_published_messages_total",
     "Messages published and acknowledged by nsqd.",

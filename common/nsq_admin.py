@@ -213,19 +213,29 @@ class NsqdAdmin:
     async def backlog(self, topic: str, channel: str) -> int:
         """Messages of `channel` not finished yet, on every nsqd (depth, in flight, deferred)."""
         total = 0
+        for c in await self.channel_stats(topic, channel):
+            if c.get("channel_name") == channel:
+                total += int(c["depth"]) + int(c["in_flight_count"]) + int(c["deferred_count"])
+        return total
+
+    async def consumers(self, topic: str) -> int:
+        """Clients subscribed to any channel of `topic`, over every nsqd."""
+        return sum(len(c.get("clients") or []) for c in await self.channel_stats(topic))
+
+    async def channel_stats(self, topic: str, channel: str | None = None) -> list[dict[str, Any]]:
+        """nsqd's /stats of `topic`'s channels (or of one), from every nsqd."""
+        params = {"format": "json", "topic": topic}
+        if channel is not None:
+            params["channel"] = channel
+        found: list[dict[str, Any]] = []
         async with self.client() as client:
             for node in await self.nodes(client):
-                resp = await client.get(
-                    http_url(node.http, "/stats"),
-                    params={"format": "json", "topic": topic, "channel": channel},
-                )
+                resp = await client.get(http_url(node.http, "/stats"), params=params)
                 resp.raise_for_status()
                 for t in resp.json().get("topics") or []:
-                    for c in t.get("channels") or [] if t.get("topic_name") == topic else []:
-                        if c.get("channel_name") == channel:
-                            total += int(c["depth"]) + int(c["in_flight_count"])
-                            total += int(c["deferred_count"])
-        return total
+                    if t.get("topic_name") == topic:
+                        found.extend(t.get("channels") or [])
+        return found
 
     async def channel_on_nodes(
         self, topic: str, channel: str, deadline: float

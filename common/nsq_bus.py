@@ -17,10 +17,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import nsq
+from nsq import conn as nsq_conn
 from nsq import event as nsq_event
 from nsq import protocol
 from tornado.ioloop import IOLoop
 
+from gpt4batch.common.authenticator import Authenticator
+from gpt4batch.common.authenticator import from_config as authenticator_from_config
 from gpt4batch.common.bus import Bus, Dispatcher, Subscription
 from gpt4batch.common.errors import (
     BusConnectError,
@@ -140,6 +143,20 @@ def coalesce_reads(conn: Any) -> None:
         start_read()
 
     conn._start_read = start_read
+
+
+_pynsq_connect_callback = nsq_conn.AsyncConn._connect_callback
+
+
+def _connect_callback(conn: Any, fut: Any) -> None:
+    """pynsq's, minus the ERROR traceback ("Exception in callback … StreamClosedError") it
+    makes the loop log each time nsqd refuses a connection (not up yet, restarting): the
+    stream's close callback already reports that connection closed, and reconnects."""
+    if fut.exception() is None:
+        _pynsq_connect_callback(conn, fut)
+
+
+nsq_conn.AsyncConn._connect_callback = _connect_callback  # type: ignore[method-assign]
 
 
 class _CoalescingClient:
@@ -279,12 +296,15 @@ class NsqBus(Bus):
         lookupd_poll_interval: int = 10,
         reconnect_interval: float = 2.0,
         prepare: Mapping[str, Sequence[str]] | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         super().__init__(
             service=service,
             topics=settings.topics,
             touch_interval=settings.touch_interval,
             max_attempts=settings.max_attempts,
+            # Services on NSQ must share a secret: none configured is a ConfigError.
+            authenticator=authenticator or authenticator_from_config(settings.bus_secret_file),
         )
         if not settings.nsqd_tcp_address and not settings.lookupd_http_address:
             raise ConfigError(
@@ -376,6 +396,9 @@ class NsqBus(Bus):
 
     async def backlog(self, topic: str, channel: str) -> int:
         return await self.admin.backlog(topic, channel)
+
+    async def consumers(self, topic: str) -> int:
+        return await self.admin.consumers(topic)
 
     async def create_channel(self, topic: str, channel: str) -> bool:
         return not await self.admin.create({topic: [channel]})

@@ -76,12 +76,21 @@ class App:
 
 
 class HttpServer:
-    """A tornado application as an app part; `port` 0 picks a free one (see `.port`)."""
+    """A tornado application as an app part; `port` 0 picks a free one (see `.port`).
+    `server_class` is tornado's HTTPServer or a subclass; `server_kwargs` go to it."""
 
-    def __init__(self, app: Any, port: int, host: str = "0.0.0.0", **server_kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: Any,
+        port: int,
+        host: str = "0.0.0.0",
+        server_class: Any = None,
+        **server_kwargs: Any,
+    ) -> None:
         self.app = app
         self.port = port
         self.host = host
+        self.server_class = server_class
         self.server_kwargs = server_kwargs
         self._server: Any = None
 
@@ -91,7 +100,7 @@ class HttpServer:
 
         sockets = bind_sockets(self.port, self.host, family=socket.AF_INET)
         self.port = sockets[0].getsockname()[1]
-        self._server = HTTPServer(self.app, **self.server_kwargs)
+        self._server = (self.server_class or HTTPServer)(self.app, **self.server_kwargs)
         self._server.add_sockets(sockets)
         log.info("listening", url=f"http://{self.host}:{self.port}")
 

@@ -93,6 +93,12 @@ class BaseServiceSettings(BaseSettings):
         "run with the same --max-msg-size.",
     )
     nsq_auth_secret: SecretStr | None = Field(None, description="nsqd AUTH secret, if any.")
+    bus_secret_file: str | None = Field(
+        None,
+        description="File holding the secret the services share to sign and verify results, "
+        "download jobs and dead letters (or give the secret itself in GPT4BATCH_BUS_SECRET; "
+        "never as a flag). Required by the services; `run` makes its own.",
+    )
 
     @model_validator(mode="after")
     def _check_nsq(self) -> BaseServiceSettings:

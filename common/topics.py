@@ -75,6 +75,12 @@ class Topics:
         """Poison messages: bodies that failed to decode or validate, with the reason."""
         return self._t("dead")
 
+    def authenticated(self) -> list[str]:
+        """Topics only our services publish to: each message carries an authenticator
+        (common/authenticator.py) and consumers refuse what does not verify. Asks and
+        batch manifests stay open: they are how other systems hand work in."""
+        return [self.results, self.result_parts, self.downloads, self.downloaded, self.dead]
+
     def all(self) -> list[str]:
         return [
             self.asks,

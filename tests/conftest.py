@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.nsq_servers import Nsqd, Nsqlookupd, run_nsqd, run_nsqlookupd
 from tests.support.pipeline import ServiceProcs, nsq_flags
+from tests.support.signing import TEST_BUS_SECRET
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +52,10 @@ def ingest_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     state = tmp_path / "xdg-state"
     monkeypatch.setenv("XDG_STATE_HOME", str(state))
     return state
+
+
+@pytest.fixture(autouse=True)
+def bus_secret(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The secret the services of a test sign and verify with (subprocesses inherit it)."""
+    monkeypatch.setenv("GPT4BATCH_BUS_SECRET", TEST_BUS_SECRET)
+    return TEST_BUS_SECRET

@@ -51,6 +51,7 @@ from gpt4batch.cli.run.progress import RunProgress
 from gpt4batch.cli.run.report import first_line, print_summary, refused_line
 from gpt4batch.cli.run.side_files import retire_side_files
 from gpt4batch.common import logging as glog
+from gpt4batch.common.authenticator import from_config as authenticator_from_config
 from gpt4batch.common.bus import Bus, Delivery, Handler
 from gpt4batch.common.credentials import DEFAULT_CREDENTIALS
 from gpt4batch.common.errors import BusConnectError, ConfigError
@@ -163,7 +164,9 @@ def make_bus(opts: RunOptions, settings: BaseServiceSettings) -> Bus:
         from gpt4batch.common.nsq_bus import NsqBus  # pynsq and tornado only with -n
 
         # Only the run's own channels: a `sink` channel nobody reads would fill nsqd's disk.
-        return NsqBus(settings, service="run", prepare={})
+        # Everything runs in this process: a secret of its own unless one is configured.
+        secret = authenticator_from_config(settings.bus_secret_file, generate=True)
+        return NsqBus(settings, service="run", prepare={}, authenticator=secret)
     # Bounded channels: ingest waits while the caller is busy (flat memory).
     capacity = max(1000, 4 * opts.concurrency)
     return MemoryBus(

@@ -19,8 +19,11 @@ from typing import Any
 from gpt4batch.cli.run.options import RunOptions, build_parser
 from gpt4batch.common.filenames import sibling
 
-#: Options the resume sets itself (-i/-o/-f), the token (never printed) and help.
-_NOT_REPEATED = frozenset({"input", "out", "fix", "access_token", "help", "help_all", "version"})
+#: Options the resume sets itself (-i/-o/-f), the token (never printed), help, and the
+#: batch id (the resume is a batch of its own: its id comes from its input).
+_NOT_REPEATED = frozenset(
+    {"input", "out", "fix", "access_token", "batch", "help", "help_all", "version"}
+)
 
 
 def _given(opts: RunOptions) -> dict[str, Any]:
@@ -65,8 +68,10 @@ def resume_command(opts: RunOptions, out: Path) -> str:
 def token_note(opts: RunOptions, source: str) -> str:
     """How the pasted command finds the token (`source`: auth_gate.token_source's words)."""
     if opts.access_token:
+        flags = {flag for action in build_parser()._actions for flag in action.option_strings}
+        other = " or --access-token-file" if "--access-token-file" in flags else ""
         return (
             "the token was given with --access-token, which is not repeated: add it, or "
-            "give it in GPT4BATCH_ACCESS_TOKEN or --access-token-file"
+            f"give it in GPT4BATCH_ACCESS_TOKEN{other}"
         )
     return f"the token comes from {source}, as in this run"

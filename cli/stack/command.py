@@ -212,6 +212,7 @@ def _state(plan: Plan, started: list[Proc]) -> dict[str, Any]:
             "nsqadmin_http": a.nsqadmin_http,
             "gateway": a.gateway,
             "gateway_api_key_file": str(plan.gateway_key_file),
+            "bus_secret_file": str(plan.bus_secret_file),
             "simulator": a.simulator,
             "prometheus": a.prometheus,
         },

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gpt4batch.cli.stack.procs import Proc, free_port
 from gpt4batch.cli.stack.topology import NSQ_PROGRAMS, Component, components
+from gpt4batch.common.authenticator import write_secret
 from gpt4batch.common.settings import DEFAULT_MAX_MSG_SIZE
 
 HOST = "127.0.0.1"
@@ -88,6 +89,8 @@ class Plan:
         self.downloads = self.workdir / "downloads"
         self.gateway_dir = self.workdir / "gateway"
         self.gateway_key_file = self.gateway_dir / "api-key"
+        #: The services' shared bus secret (mode 600), made at the first `up`.
+        self.bus_secret_file = self.workdir / "bus-secret"
         self.addresses = Addresses(
             lookupd_tcp=f"{HOST}:{free_port()}",
             lookupd_http=f"{HOST}:{free_port()}",
@@ -153,6 +156,8 @@ class Plan:
         }
         if name == "GPT4BATCH_API_KEYS":
             return self.gateway_key()
+        if name == "GPT4BATCH_BUS_SECRET_FILE":
+            return str(write_secret(self.bus_secret_file))
         if name not in values:
             raise KeyError(f"no stack value for {name} ({proc_name})")
         return values[name]

@@ -20,6 +20,8 @@ COMMON_ENV = (
     "GPT4BATCH_METRICS_PORT",
     "GPT4BATCH_LOG_FORMAT",
     "GPT4BATCH_MAX_MSG_SIZE",
+    # The secret the services sign and verify results with (common/authenticator.py).
+    "GPT4BATCH_BUS_SECRET_FILE",
 )
 
 

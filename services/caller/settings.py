@@ -106,10 +106,10 @@ class CallerSettings(BaseServiceSettings):
         "of it (the caller takes no asks meanwhile and /ready fails).",
     )
     feed: bool = Field(
-        True,
+        False,
         description="Publish every answered ask as {ask, answer, dir} to --feed-topic, like the "
-        "original batchsvc -n (a topic nobody reads keeps its messages: consume it or turn "
-        "this off).",
+        "original batchsvc -n (on by default only in `run -n`: a topic nobody reads keeps "
+        "every answer and fills nsqd's disk, so turn it on only with a consumer).",
     )
     feed_topic: str = Field("gpt4api", description="Topic of the feed (the original's name).")
     feed_dir: str = Field("", description="The `dir` the feed names (the download folder).")

@@ -1,127 +1,153 @@
 """The HTTP side: the OpenAI `files` and `batches` endpoints the official SDK calls.
 
-Every route needs `Authorization: Bearer <key>` with a configured key; errors
-have the API's shape `{"error": {"message", "type", "param", "code"}}`.
+Every route needs `Authorization: Bearer <key>` with a configured key, checked
+before the body is read, and sees only that key's files and batches
+(http_base.py). Uploads stream to disk (bodies.py), a few at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 from typing import Any
 
 from tornado import iostream
-from tornado.web import Application, HTTPError, RequestHandler
+from tornado.web import Application
 
 from gpt4batch.common.logging import get_logger
 from gpt4batch.services.gateway import metrics
 from gpt4batch.services.gateway.batches import Batches
+from gpt4batch.services.gateway.bodies import BadBody, MultipartUpload, multipart_boundary
 from gpt4batch.services.gateway.convert import SUPPORTED_ENDPOINTS
-from gpt4batch.services.gateway.store import Store
+from gpt4batch.services.gateway.http_base import ApiError, Base, log_request
+from gpt4batch.services.gateway.store import FILE_ID, Store
+from gpt4batch.services.gateway.tenants import Tenants
 
 log = get_logger("gpt4batch.gateway")
 
 COMPLETION_WINDOWS = ("24h",)
 MAX_PAGE = 100
 CHUNK = 1 << 20
+#: The API's limits on `metadata`: pairs, key and value lengths.
+METADATA_PAIRS, METADATA_KEY, METADATA_VALUE = 16, 64, 512
+#: Room over --max-upload-bytes for the multipart envelope.
+ENVELOPE = 65536
 
 
-class ApiError(HTTPError):
-    def __init__(
-        self, status: int, message: str, *, param: str | None = None, code: str | None = None
-    ) -> None:
-        super().__init__(status)
-        self.message, self.param, self.code = message, param, code
+class UploadSlots:
+    """At most `limit` uploads received at once, over every key."""
 
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.busy = 0
 
-class Base(RequestHandler):
-    route = "other"
+    def take(self) -> bool:
+        if self.busy >= self.limit:
+            return False
+        self.busy += 1
+        metrics.UPLOADS.set(self.busy)
+        return True
 
-    def initialize(self, store: Store, batches: Batches, keys: list[str]) -> None:
-        self.store = store
-        self.batches = batches
-        self.keys = [k.encode() for k in keys]
-
-    def prepare(self) -> None:
-        header = self.request.headers.get("Authorization", "")
-        scheme, _, key = header.partition(" ")
-        given = key.strip().encode()
-        ok = (
-            scheme.lower() == "bearer"
-            and given
-            and any(hmac.compare_digest(given, k) for k in self.keys)
-        )
-        if not ok:
-            raise ApiError(
-                401,
-                "Incorrect or missing API key. Send 'Authorization: Bearer <key>' with a key "
-                "the gateway was started with (--api-key).",
-                code="invalid_api_key",
-            )
-
-    def send(self, obj: dict[str, Any], status: int = 200) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(obj))
-
-    def json_body(self) -> dict[str, Any]:
-        try:
-            body = json.loads(self.request.body or b"{}")
-        except ValueError:
-            raise ApiError(400, "The request body is not valid JSON.") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "The request body must be a JSON object.")
-        return body
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None))[1]
-        if isinstance(exc, ApiError):
-            message, param, code = exc.message, exc.param, exc.code
-        else:
-            message, param, code = self._reason or "error", None, None
-        kind = "invalid_request_error" if status_code < 500 else "server_error"
-        self.set_header("Content-Type", "application/json")
-        body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-        self.finish(json.dumps(body))
-
-    def file_or_404(self, file_id: str) -> Any:
-        record = self.store.get_file(file_id)
-        if record is None:
-            raise ApiError(404, f"No such File object: {file_id}", param="id")
-        return record
-
-    def batch_or_404(self, batch_id: str) -> Any:
-        batch = self.store.get_batch(batch_id)
-        if batch is None:
-            raise ApiError(404, f"No batch found with id '{batch_id}'.", param="batch_id")
-        return batch
+    def give_back(self) -> None:
+        self.busy -= 1
+        metrics.UPLOADS.set(self.busy)
 
 
 class FilesHandler(Base):
     route = "files"
 
-    async def post(self) -> None:
-        purpose = self.get_body_argument("purpose", None)
-        if purpose != "batch":
+    def initialize(  # type: ignore[override]
+        self, uploads: UploadSlots, max_upload: int, upload_timeout: float, **kw: Any
+    ) -> None:
+        super().initialize(**kw)
+        self.uploads = uploads
+        self.max_upload = max_upload
+        self.upload_timeout = upload_timeout
+        self.form: MultipartUpload | None = None
+        self._slot = False
+
+    def prepare(self) -> None:
+        if self.request.method != "POST":
+            return super().prepare()
+        self.authenticate()
+        self.check_length(self.max_upload + ENVELOPE)
+        try:
+            boundary = multipart_boundary(self.request.headers.get("Content-Type", ""))
+        except BadBody as exc:
+            raise ApiError(400, str(exc), param="file") from None
+        if not self.uploads.take():
+            metrics.REFUSED.labels("upload_cap").inc()
             raise ApiError(
-                400,
-                f"purpose {purpose!r} is not supported here; only 'batch'.",
-                param="purpose",
+                429,
+                f"{self.uploads.limit} uploads are in progress; retry when one is done.",
+                code="too_many_uploads",
             )
-        uploads = self.request.files.get("file")
-        if not uploads:
-            raise ApiError(400, "Missing the 'file' part (multipart/form-data).", param="file")
-        upload = uploads[0]
-        spooled = await asyncio.to_thread(self.store.spool, upload.body)  # off the loop
-        record = self.store.add_file(upload.filename or "upload.jsonl", purpose, spooled)
+        self._slot = True
+        connection = self.request.connection
+        connection.set_max_body_size(self.max_upload + ENVELOPE)  # type: ignore[union-attr]
+        connection.set_body_timeout(self.upload_timeout)  # type: ignore[union-attr]
+        self.form = MultipartUpload(boundary, self.store.spool_path())
+
+    def data_received(self, chunk: bytes) -> None:
+        if self.form is None:
+            return super().data_received(chunk)
+        if self._finished or self._body_error is not None:
+            return None
+        try:
+            self.form.feed(chunk)
+        except BadBody as exc:
+            self._body_error = exc
+            self.form.discard()
+        return None
+
+    async def post(self) -> None:
+        form = self.form
+        assert form is not None
+        try:
+            if self._body_error is not None:
+                raise self._body_error
+            form.finish()
+            purpose = form.fields.get("purpose")
+            if purpose != "batch":
+                raise ApiError(
+                    400,
+                    f"purpose {purpose!r} is not supported here; only 'batch'.",
+                    param="purpose",
+                )
+            if not form.has_file:
+                raise ApiError(400, "Missing the 'file' part (multipart/form-data).", param="file")
+            if form.file_bytes > self.max_upload:
+                raise ApiError(
+                    413,
+                    f"The file is over the {self.max_upload}-byte limit (--max-upload-bytes).",
+                    code="request_too_large",
+                )
+            await asyncio.to_thread(form.close)  # fsync off the loop
+            record = self.store.add_file(str(form.filename), purpose, form.path, self.owner)
+        except BadBody as exc:
+            raise ApiError(400, str(exc), param="file") from None
+        finally:
+            form.discard()  # nothing left behind unless add_file moved it into place
         metrics.BYTES.labels("uploaded").inc(record.bytes)
-        log.info("file uploaded", file=record.id, bytes=record.bytes)
+        log.info("file uploaded", file=record.id, bytes=record.bytes, tenant=self.tenant_name)
         self.send(record.api())
+
+    def on_finish(self) -> None:
+        self._release()
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        if self.form is not None and not self._finished:
+            self.form.discard()  # the client went away mid-upload
+        self._release()
+
+    def _release(self) -> None:
+        if self._slot:
+            self._slot = False
+            self.uploads.give_back()
 
     def get(self) -> None:
         purpose = self.get_query_argument("purpose", None)
-        data = [f.api() for f in self.store.list_files(purpose)]
+        data = [f.api() for f in self.store.list_files(self.owner, purpose)]
         self.send({"object": "list", "data": data, "has_more": False})
 
 
@@ -133,7 +159,8 @@ class FileHandler(Base):
 
     def delete(self, file_id: str) -> None:
         self.file_or_404(file_id)
-        self.store.delete_file(file_id)
+        self.store.delete_file(file_id, self.owner)
+        log.info("file deleted", file=file_id, tenant=self.tenant_name)
         self.send({"id": file_id, "object": "file", "deleted": True})
 
 
@@ -165,6 +192,12 @@ class BatchesHandler(Base):
             raise ApiError(
                 400, "Missing required parameter: 'input_file_id'.", param="input_file_id"
             )
+        if not FILE_ID.fullmatch(file_id):
+            raise ApiError(
+                400,
+                "input_file_id is not a file id ('file-' and 24 hex digits).",
+                param="input_file_id",
+            )
         endpoint = body.get("endpoint")
         if endpoint not in SUPPORTED_ENDPOINTS:
             raise ApiError(
@@ -177,24 +210,18 @@ class BatchesHandler(Base):
         window = body.get("completion_window")
         if window not in COMPLETION_WINDOWS:
             raise ApiError(400, "completion_window must be '24h'.", param="completion_window")
-        metadata = body.get("metadata")
-        if metadata is not None and not (
-            isinstance(metadata, dict)
-            and len(metadata) <= 16
-            and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
-        ):
-            raise ApiError(
-                400, "metadata must map at most 16 string keys to strings.", param="metadata"
-            )
-        record = self.store.get_file(file_id)
-        if record is None or record.purpose != "batch":
+        metadata = checked_metadata(body.get("metadata"))
+        record = self.store.get_file(file_id, self.owner)
+        if record is None:  # none, or another key's: the same answer
+            raise ApiError(404, f"No such File object: {file_id}", param="input_file_id")
+        if record.purpose != "batch":
             raise ApiError(
                 400,
-                f"The input file {file_id!r} does not exist or was not uploaded with "
-                "purpose 'batch'.",
+                f"The input file {file_id} was not uploaded with purpose 'batch'.",
                 param="input_file_id",
             )
-        batch = self.batches.create(file_id, endpoint, window, metadata)
+        batch = self.batches.create(file_id, endpoint, window, metadata, self.owner)
+        log.info("batch created", batch=batch.id, file=file_id, tenant=self.tenant_name)
         self.send(await self.batches.view(batch))
 
     async def get(self) -> None:
@@ -204,7 +231,7 @@ class BatchesHandler(Base):
         except ValueError:
             raise ApiError(400, "limit must be an integer.", param="limit") from None
         limit = max(1, min(MAX_PAGE, limit))
-        found, more = self.store.list_batches(after, limit)
+        found, more = self.store.list_batches(self.owner, after, limit)
         data = [await self.batches.view(b) for b in found]
         self.send(
             {
@@ -233,25 +260,59 @@ class BatchCancelHandler(Base):
             raise ApiError(
                 400, f"Cannot cancel a batch with status '{batch.status}'.", param="batch_id"
             )
-        batch = await self.batches.cancel(batch_id)
-        self.send(await self.batches.view(batch))
+        cancelled = await self.batches.cancel(batch_id)
+        assert cancelled is not None
+        log.info("batch cancelled", batch=batch_id, tenant=self.tenant_name)
+        self.send(await self.batches.view(cancelled))
 
 
 class NotFound(Base):
     def prepare(self) -> None:
-        super().prepare()
-        raise ApiError(404, f"Unknown route {self.request.method} {self.request.path}.")
+        self.authenticate()
+        raise ApiError(404, f"Unknown route {self.request.method} {self.request.path[:200]}.")
 
 
-def _log_request(handler: RequestHandler) -> None:
-    route = getattr(handler, "route", "other")
-    metrics.REQUESTS.labels(route, str(handler.get_status())).inc()
+def checked_metadata(metadata: Any) -> dict[str, str] | None:
+    """`metadata` within the API's limits, or a 400 saying which one it breaks."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict) or len(metadata) > METADATA_PAIRS:
+        raise ApiError(
+            400, f"metadata must be an object of at most {METADATA_PAIRS} pairs.", param="metadata"
+        )
+    for key, value in metadata.items():
+        if len(key) > METADATA_KEY:
+            raise ApiError(
+                400, f"metadata keys are at most {METADATA_KEY} characters.", param="metadata"
+            )
+        if not isinstance(value, str) or len(value) > METADATA_VALUE:
+            raise ApiError(
+                400,
+                f"metadata values are strings of at most {METADATA_VALUE} characters.",
+                param="metadata",
+            )
+    return metadata
 
 
-def make_app(store: Store, batches: Batches, keys: list[str]) -> Application:
-    kw = {"store": store, "batches": batches, "keys": keys}
+def make_app(
+    store: Store,
+    batches: Batches,
+    tenants: Tenants,
+    *,
+    max_body: int,
+    max_upload: int,
+    max_uploads: int,
+    upload_timeout: float,
+) -> Application:
+    kw = {"store": store, "batches": batches, "tenants": tenants, "max_body": max_body}
+    files_kw = {
+        **kw,
+        "uploads": UploadSlots(max_uploads),
+        "max_upload": max_upload,
+        "upload_timeout": upload_timeout,
+    }
     routes = [
-        (r"/v1/files", FilesHandler, kw),
+        (r"/v1/files", FilesHandler, files_kw),
         (r"/v1/files/([^/]+)", FileHandler, kw),
         (r"/v1/files/([^/]+)/content", FileContentHandler, kw),
         (r"/v1/batches", BatchesHandler, kw),
@@ -262,6 +323,6 @@ def make_app(store: Store, batches: Batches, keys: list[str]) -> Application:
         routes,
         default_handler_class=NotFound,
         default_handler_args=kw,
-        log_function=_log_request,
+        log_function=log_request,
         compress_response=False,
     )

@@ -92,6 +92,7 @@ class Batches:
         endpoint: str,
         completion_window: str,
         metadata: dict[str, str] | None,
+        owner: str,
     ) -> BatchRecord:
         batch = BatchRecord(
             id=new_id("batch_"),
@@ -100,6 +101,7 @@ class Batches:
             completion_window=completion_window,
             created_at=int(time.time()),
             metadata=metadata,
+            owner=owner,
         )
         self._save(batch)
         self._spawn(batch.id)
@@ -107,7 +109,7 @@ class Batches:
 
     async def cancel(self, batch_id: str) -> BatchRecord | None:
         async with self._lock(batch_id):
-            batch = self.store.get_batch(batch_id)
+            batch = self.store.get_batch(batch_id, None)
             if batch is None or batch.status not in ("validating", "in_progress"):
                 return batch
             batch.status = "cancelling"
@@ -190,7 +192,7 @@ class Batches:
                 wake.clear()
                 try:
                     async with self._lock(batch_id):
-                        batch = self.store.get_batch(batch_id)
+                        batch = self.store.get_batch(batch_id, None)
                         if batch is None or not batch.active:
                             return
                         progressed = await self._step(batch)
@@ -244,7 +246,8 @@ class Batches:
         folder = self.store.batch_dir(batch.id)
         folder.mkdir(parents=True, exist_ok=True)
         asks = folder / "asks.jsonl"
-        result = await asyncio.to_thread(self._convert, source, asks, batch)
+        owned = self.store.file_ids_of(batch.owner)  # what its asks may name (gpt4batch lines)
+        result = await asyncio.to_thread(self._convert, source, asks, batch, owned)
         now = int(time.time())
         batch.format = result.format
         batch.total = result.total
@@ -264,11 +267,12 @@ class Batches:
             log.info("batch accepted", batch=batch.id, total=batch.total, format=batch.format)
         self._save(batch)
 
-    def _convert(self, source: Path, asks: Path, batch: BatchRecord) -> Any:
+    def _convert(self, source: Path, asks: Path, batch: BatchRecord, owned: frozenset[str]) -> Any:
         with asks.open("wb") as out:
             result = convert_file(
                 source,
                 out,
+                owned_files=owned,
                 batch=batch.id,
                 endpoint=batch.endpoint,
                 max_line_bytes=self.max_line_bytes,
@@ -299,7 +303,7 @@ class Batches:
         for kind, (tmp, n) in written.items():
             if n:
                 name = f"{batch.id}_{kind}.jsonl"
-                file_id = self.store.add_file(name, f"batch_{kind}", tmp).id
+                file_id = self.store.add_file(name, f"batch_{kind}", tmp, batch.owner).id
                 setattr(batch, f"{kind}_file_id", file_id)
                 metrics.LINES.labels(kind).inc(n)
             else:

@@ -11,11 +11,16 @@ model override. A file of gpt4batch records (`{"id", "asks"}`) is accepted as
 well, detected by the shape of its first line, and checked by ingest's own
 validator. Any bad line fails the whole batch at `validating`, with the line
 numbers, as the real API does.
+
+A gpt4batch record's images and files may only name files the same key
+uploaded to the gateway, by file id (`"files": ["file-…"]`): a host path is
+refused without being looked at, and no error names a path on the host.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,10 +30,11 @@ from typing import Any, BinaryIO, Literal
 import pydantic_core
 from pydantic import ValidationError
 
+from gpt4batch.common.answer_text import content_text, gpt4api_text
 from gpt4batch.common.errors import IErrCode
 from gpt4batch.common.messages import Ask, AskMessage, AskOverrides, Record
 from gpt4batch.services.ingest.reader import RawLine, read_lines
-from gpt4batch.services.ingest.validate import Accepted, Validator, json_type
+from gpt4batch.services.ingest.validate import Accepted, RejectKind, Validator, json_type
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 SUPPORTED_ENDPOINTS = (CHAT_ENDPOINT,)
@@ -71,13 +77,15 @@ def convert_file(
     source: Path,
     asks_out: BinaryIO,
     *,
+    owned_files: frozenset[str],
     batch: str,
     endpoint: str,
     max_line_bytes: int,
     max_msg_size: int,
 ) -> Conversion:
     """Check every line of `source` and write one AskMessage JSON line per request to
-    `asks_out` (meaningless when the result has errors: the batch fails)."""
+    `asks_out` (meaningless when the result has errors: the batch fails). `source` is in
+    the gateway's files folder, next to the `owned_files` its records may name."""
     result = Conversion()
     with source.open("rb", buffering=1 << 20) as stream:
         lines = read_lines(stream, max_line_bytes)
@@ -90,7 +98,11 @@ def convert_file(
         except ValueError:
             head = None
         result.format = detect_format(head)
-        convert = _GptLines(source) if result.format == "gpt4batch" else _OpenAILines(endpoint)
+        convert = (
+            _GptLines(source, owned_files)
+            if result.format == "gpt4batch"
+            else _OpenAILines(endpoint)
+        )
         for line in _chain(first, lines):
             try:
                 message = convert.message(line, batch, result.total)
@@ -204,7 +216,7 @@ def _chat_request(body: dict[str, Any]) -> tuple[str, Ask, list[dict[str, Any]]]
     where = f"body.messages[{len(messages) - 1}]"
     if last["role"] != "user":
         raise _Bad("invalid_message", "The last message must have the role 'user'.", where)
-    text = _text_of(last.get("content"))
+    text = content_text(last.get("content"))
     if text is None:
         raise _Bad(
             "unsupported_content",
@@ -214,28 +226,40 @@ def _chat_request(body: dict[str, Any]) -> tuple[str, Ask, list[dict[str, Any]]]
     return model, Ask(id=ASK_ID, content=text), list(messages[:-1])
 
 
-def _text_of(content: Any) -> str | None:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and content:
-        texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-        if len(texts) == len(content) and all(isinstance(t, str) for t in texts):
-            return "\n".join(texts)
-    return None
+#: The one answer to a path that is not a file of this key: the same whether or not
+#: anything exists there, and naming nothing on the host.
+NOT_AN_UPLOAD = (
+    "must name a file you uploaded to this gateway, by its id (e.g. 'file-…'); "
+    "paths on the gateway's host are not accepted"
+)
 
 
 class _GptLines:
-    """gpt4batch records, checked exactly as `gpt4batch ingest` checks them."""
+    """gpt4batch records, checked as `gpt4batch ingest` checks them, except that what an
+    ask references must be one of `owned` (file ids) in the files folder."""
 
-    def __init__(self, source: Path) -> None:
-        self.validator = Validator(source=source.name, base_dir=source.parent)
+    def __init__(self, source: Path, owned: frozenset[str]) -> None:
+        self.files_dir = str(source.parent)
+        self.owned = owned
+        self.validator = Validator(source=source.name, base_dir=source.parent, stat=self._stat)
+
+    def _stat(self, path: str) -> os.stat_result:
+        folder, name = os.path.split(path)
+        if folder != self.files_dir or name not in self.owned:
+            raise FileNotFoundError(name)  # never stat a host path
+        return os.stat(path)
 
     def message(self, line: RawLine, batch: str, seq: int) -> AskMessage:
         verdict = self.validator.check(line)
         if not isinstance(verdict, Accepted):
             reject = verdict.reject
-            raise _Bad(verdict.kind.value, reject.reason, reject.field)
-        return AskMessage(batch=batch, seq=seq, record=verdict.record)
+            reason = reject.reason
+            if verdict.kind == RejectKind.MISSING_FILE:
+                reason = NOT_AN_UPLOAD
+            elif verdict.kind == RejectKind.FILE_TOO_LARGE:
+                reason = "the file is over the size limit of a referenced file"
+            raise _Bad(verdict.kind.value, reason, reject.field)
+        return AskMessage(batch=batch, seq=seq, record=verdict.record, base_dir=self.files_dir)
 
 
 # --- results → output lines ---------------------------------------------------------
@@ -291,7 +315,7 @@ def chat_completion(answer: dict[str, Any]) -> dict[str, Any]:
     gpt4api-style ones (ChatGPT web messages) rebuilt around their text."""
     if isinstance(answer.get("choices"), list):
         return {k: v for k, v in answer.items() if k not in _ANSWER_ONLY}
-    text = _gpt4api_text(answer)
+    text = gpt4api_text(answer)
     return {
         "id": "chatcmpl-" + str(answer.get("message_id") or "")[:40],
         "object": "chat.completion",
@@ -307,16 +331,3 @@ def chat_completion(answer: dict[str, Any]) -> dict[str, Any]:
         ],
         "usage": None,
     }
-
-
-def _gpt4api_text(answer: dict[str, Any]) -> str:
-    texts: list[str] = []
-    for entry in answer.get("contents") or []:
-        message = entry.get("message") if isinstance(entry, dict) else None
-        if not isinstance(message, dict):
-            continue
-        role = (message.get("author") or {}).get("role")
-        parts = (message.get("content") or {}).get("parts") or []
-        if role == "assistant":
-            texts = [p for p in parts if isinstance(p, str)] or texts
-    return "\n".join(texts)

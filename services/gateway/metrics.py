@@ -38,8 +38,24 @@ for _direction in ("uploaded", "downloaded"):
     BYTES.labels(_direction)
 REQUESTS = Counter(
     f"{NAMESPACE}_gateway_http_requests_total",
-    "HTTP requests answered, by route and status code.",
-    ["route", "code"],
+    "HTTP requests answered, by route, status code and tenant (the key's name in "
+    "--api-key-file, key-N otherwise; '-' without a valid key).",
+    ["route", "code", "tenant"],
+)
+REFUSED = Counter(
+    f"{NAMESPACE}_gateway_refused_total",
+    "Requests and connections refused before any work: no valid key (unauthorized), body "
+    "over the route's limit (too_large), uploads at --max-concurrent-uploads (upload_cap), "
+    "connections at --max-connections (connection_cap), accept errors (accept_error).",
+    ["reason"],
+)
+for _reason in ("unauthorized", "too_large", "upload_cap", "connection_cap", "accept_error"):
+    REFUSED.labels(_reason)
+CONNECTIONS = Gauge(f"{NAMESPACE}_gateway_connections", "Open client connections.")
+UPLOADS = Gauge(f"{NAMESPACE}_gateway_uploads_in_progress", "Uploads being received.")
+ASKS_CONSUMERS = Gauge(
+    f"{NAMESPACE}_gateway_asks_consumers",
+    "Clients consuming the asks topic on every nsqd (callers); 0: batches cannot progress.",
 )
 
 

@@ -5,15 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from gpt4batch.common.bus import Bus
+from gpt4batch.common.errors import ConfigError
+from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import DeadLetter, DownloadResult, ResultMessage, ResultPart
-from gpt4batch.common.result_parts import PartAssembler
-from gpt4batch.common.service import App, HttpServer
+from gpt4batch.common.result_parts import PartAssembler, held_limit
+from gpt4batch.common.service import App
 from gpt4batch.common.topics import Channels
 from gpt4batch.services.gateway.api import make_app
+from gpt4batch.services.gateway.asks_watch import AsksWatch
 from gpt4batch.services.gateway.batches import Batches
 from gpt4batch.services.gateway.ledger import Ledger
+from gpt4batch.services.gateway.listener import listener
 from gpt4batch.services.gateway.settings import GatewaySettings
 from gpt4batch.services.gateway.store import Store
+from gpt4batch.services.gateway.tenants import Tenants, warn_if_shared, warn_key_on_argv
+
+log = get_logger("gpt4batch.gateway")
 
 
 class GatewayService:
@@ -63,7 +70,7 @@ class GatewayService:
             max_in_flight=mif,
         )
         # Results over one message's size arrive in pieces (common/result_parts.py).
-        pieces = PartAssembler(self.batches.handle_result)
+        pieces = PartAssembler(self.batches.handle_result, max_held=held_limit(mif))
         bus.subscribe(
             bus.topics.result_parts, Channels.GATEWAY, ResultPart, pieces.handle, max_in_flight=mif
         )
@@ -74,11 +81,34 @@ class GatewayService:
         self.store.close()
 
 
-def build(settings: GatewaySettings) -> App:
+def build(settings: GatewaySettings, *, key_on_argv: bool = False) -> App:
+    if key_on_argv:
+        warn_key_on_argv()
+    if settings.api_key_file:
+        warn_if_shared(settings.api_key_file)
+    try:
+        tenants = Tenants(settings.key_entries)
+    except ValueError as exc:
+        raise ConfigError(f"--api-key-file / --api-key: {exc}") from None
     service = GatewayService(settings)
-    api = make_app(service.store, service.batches, settings.api_key)
-    # Slack over the file limit for the multipart envelope.
-    server = HttpServer(
-        api, settings.port, settings.host, max_body_size=settings.max_upload_bytes + 65536
+    api = make_app(
+        service.store,
+        service.batches,
+        tenants,
+        max_body=settings.max_body_bytes,
+        max_upload=settings.max_upload_bytes,
+        max_uploads=settings.max_concurrent_uploads,
+        upload_timeout=settings.upload_timeout,
     )
-    return App(parts=[service, server])
+    server = listener(
+        api,
+        settings.port,
+        settings.host,
+        max_connections=settings.max_connections,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_body_size=settings.max_body_bytes,
+    )
+    log.info("tenants", names=tenants.names)
+    watch = AsksWatch(settings.consumer_check_interval)
+    return App(parts=[service, watch, server])

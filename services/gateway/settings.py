@@ -4,24 +4,36 @@ from __future__ import annotations
 
 import os
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from gpt4batch.common.settings import BaseServiceSettings, CommaList
+from gpt4batch.services.gateway.tenants import read_key_file
 
 #: Several keys in one variable, comma-separated (`--api-key` repeats on the command line).
 KEYS_ENV = "GPT4BATCH_API_KEYS"
+MIB = 1024 * 1024
 
 
 class GatewaySettings(BaseServiceSettings):
-    """HTTP, storage and pacing of the Batch API gateway."""
+    """HTTP, storage, tenants, limits and pacing of the Batch API gateway."""
 
     port: int = Field(8080, ge=0, le=65535, description="HTTP port of the API (0: any free).")
-    host: str = Field("0.0.0.0", description="Address the API listens on.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the API listens on; other hosts reach it through a TLS reverse "
+        "proxy (docs/security.md), or give 0.0.0.0 knowingly.",
+    )
     data_dir: str = Field(description="Folder for uploaded files, results and batch metadata.")
+    api_key_file: str | None = Field(
+        None,
+        description="File of accepted bearer keys, one per line: 'name: key' (the name is what "
+        "logs and metrics show) or a bare key. The preferred way to give keys.",
+    )
     api_key: CommaList = Field(
         default_factory=list,
-        description=f"Accepted bearer key (repeatable; also {KEYS_ENV}=k1,k2). "
-        "Nothing is served without one.",
+        description=f"Accepted bearer key (repeatable; also {KEYS_ENV}=k1,k2). On the command "
+        "line a key is visible to every user of the host: prefer --api-key-file. "
+        "Nothing is served without a key.",
     )
     window: int = Field(
         1000,
@@ -30,19 +42,59 @@ class GatewaySettings(BaseServiceSettings):
         "cancel stops spending within this many asks.",
     )
     max_upload_bytes: int = Field(
-        200 * 1024 * 1024, ge=1024, description="Largest file accepted by POST /v1/files."
+        200 * MIB, ge=1024, description="Largest file accepted by POST /v1/files."
     )
     max_line_bytes: int = Field(
-        10 * 1024 * 1024, ge=1024, description="Largest line of a batch input file."
+        10 * MIB, ge=1024, description="Largest line of a batch input file."
     )
+    max_body_bytes: int = Field(
+        MIB, ge=1024, description="Largest request body of every route but POST /v1/files."
+    )
+    max_concurrent_uploads: int = Field(
+        4, ge=1, description="Uploads received at once (all keys); more get 429."
+    )
+    max_connections: int = Field(
+        256,
+        ge=1,
+        description="Open client connections; past it the gateway stops accepting until one "
+        "closes (lowered to fit the open-files limit).",
+    )
+    header_timeout: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds a connection may take to send a request's headers (also the "
+        "idle time of a kept-alive connection).",
+    )
+    body_timeout: float = Field(
+        60.0, gt=0, description="Seconds to receive the body of a request other than an upload."
+    )
+    upload_timeout: float = Field(
+        900.0, gt=0, description="Seconds to receive the body of POST /v1/files."
+    )
+
+    consumer_check_interval: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds between checks that something (a caller) consumes the asks "
+        "topic; without one, /ready answers 503 and the log says so once.",
+    )
+
+    _key_entries: list[tuple[str | None, str]] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _keys(self) -> GatewaySettings:
         extra = os.environ.get(KEYS_ENV, "")
         self.api_key = [*self.api_key, *(k.strip() for k in extra.split(",") if k.strip())]
-        if not self.api_key:
+        from_file = read_key_file(self.api_key_file) if self.api_key_file else []
+        self._key_entries = [*from_file, *((None, k) for k in self.api_key)]
+        if not self._key_entries:
             raise ValueError(
-                f"no API key: give --api-key KEY (repeatable) or {KEYS_ENV}; "
+                f"no API key: give --api-key-file FILE (lines 'name: key') or {KEYS_ENV}; "
                 "the gateway serves nothing without one"
             )
         return self
+
+    @property
+    def key_entries(self) -> list[tuple[str | None, str]]:
+        """(name or None, key) of every accepted key: the file's first."""
+        return list(self._key_entries)

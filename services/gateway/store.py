@@ -5,6 +5,10 @@
     <data-dir>/batches/<batch-id>/asks.jsonl   the converted asks, published in windows
     <data-dir>/ledger/             the batch ledger (results, counts; services/sink)
 
+Every file and batch has an `owner` (services/gateway/tenants.py): each lookup
+and listing takes the caller's owner, so another key's rows are not found. Rows
+written before owners existed have the owner '' and belong to no key.
+
 A batch's progress (how many results, which failed, whether it is complete)
 is not stored here: it is read from the ledger. The batches table holds what
 only the API knows: ids, timestamps, metadata, the phase the API reports
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import sqlite3
 import time
@@ -28,14 +33,21 @@ CREATE TABLE IF NOT EXISTS files (
     filename TEXT NOT NULL,
     purpose TEXT NOT NULL,
     bytes INTEGER NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    owner TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS batches (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT UNIQUE NOT NULL,
-    doc TEXT NOT NULL
+    doc TEXT NOT NULL,
+    owner TEXT NOT NULL DEFAULT ''
 );
 """
+_FILE_COLUMNS = "id, filename, purpose, bytes, created_at, owner"
+
+#: The shape of the ids this gateway hands out (`new_id`): anything else is not looked up.
+FILE_ID = re.compile(r"file-[0-9a-f]{24}")
+BATCH_ID = re.compile(r"batch_[0-9a-f]{24}")
 
 
 def new_id(prefix: str) -> str:
@@ -49,6 +61,7 @@ class FileRecord:
     purpose: str
     bytes: int
     created_at: int
+    owner: str = ""
 
     def api(self) -> dict[str, Any]:
         """The File object of the API."""
@@ -89,6 +102,7 @@ class BatchRecord:
     cancelling_at: int | None = None
     cancelled_at: int | None = None
     final_counts: dict[str, int] | None = None
+    owner: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -113,6 +127,12 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
+        for partial in self.files_dir.glob(".upload-*.tmp"):  # uploads cut by a restart
+            partial.unlink(missing_ok=True)
+        for table in ("files", "batches"):  # a data dir from before owners existed
+            columns = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if "owner" not in columns:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         self.db.close()
@@ -121,40 +141,45 @@ class Store:
     def file_path(self, file_id: str) -> Path:
         return self.files_dir / file_id
 
-    def spool(self, data: bytes) -> Path:
-        """Write bytes to a fsynced temp file under files/ (blocking: call it in a thread);
-        `add_file` then moves it into place."""
-        tmp = self.files_dir / f".upload-{secrets.token_hex(8)}.tmp"
-        with tmp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        return tmp
+    def spool_path(self) -> Path:
+        """A fresh temp file name under files/ for an upload being received."""
+        return self.files_dir / f".upload-{secrets.token_hex(8)}.tmp"
 
-    def add_file(self, filename: str, purpose: str, written: Path) -> FileRecord:
-        """Move a fsynced file (see `spool`) into place and record it."""
-        record = FileRecord(new_id("file-"), filename, purpose, 0, int(time.time()))
+    def add_file(self, filename: str, purpose: str, written: Path, owner: str) -> FileRecord:
+        """Move a fsynced file (written at `spool_path`) into place and record it as `owner`'s."""
+        record = FileRecord(new_id("file-"), filename, purpose, 0, int(time.time()), owner)
         target = self.file_path(record.id)
         os.replace(written, target)
         record.bytes = target.stat().st_size
         self.db.execute(
-            "INSERT INTO files VALUES (?, ?, ?, ?, ?)",
-            (record.id, record.filename, record.purpose, record.bytes, record.created_at),
+            f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            (record.id, filename, purpose, record.bytes, record.created_at, owner),
         )
         return record
 
-    def get_file(self, file_id: str) -> FileRecord | None:
-        row = self.db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
+    def get_file(self, file_id: str, owner: str) -> FileRecord | None:
+        row = self.db.execute(
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ? AND owner = ?", (file_id, owner)
+        ).fetchone()
         return FileRecord(*row) if row else None
 
-    def list_files(self, purpose: str | None = None) -> list[FileRecord]:
-        sql, args = "SELECT * FROM files", ()
+    def list_files(self, owner: str, purpose: str | None = None) -> list[FileRecord]:
+        sql, args = f"SELECT {_FILE_COLUMNS} FROM files WHERE owner = ?", (owner,)
         if purpose:
-            sql, args = sql + " WHERE purpose = ?", (purpose,)
+            sql, args = sql + " AND purpose = ?", (owner, purpose)
         return [FileRecord(*row) for row in self.db.execute(sql + " ORDER BY created_at", args)]
 
-    def delete_file(self, file_id: str) -> bool:
-        gone = self.db.execute("DELETE FROM files WHERE id = ?", (file_id,)).rowcount > 0
+    def file_ids_of(self, owner: str) -> frozenset[str]:
+        rows = self.db.execute("SELECT id FROM files WHERE owner = ?", (owner,))
+        return frozenset(row[0] for row in rows)
+
+    def delete_file(self, file_id: str, owner: str) -> bool:
+        gone = (
+            self.db.execute(
+                "DELETE FROM files WHERE id = ? AND owner = ?", (file_id, owner)
+            ).rowcount
+            > 0
+        )
         if gone:
             self.file_path(file_id).unlink(missing_ok=True)
         return gone
@@ -164,29 +189,41 @@ class Store:
         return self.batches_dir / batch_id
 
     def save_batch(self, batch: BatchRecord) -> None:
+        doc = json.dumps(asdict(batch))
         self.db.execute(
-            "INSERT INTO batches (id, doc) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET doc = ?",
-            (batch.id, json.dumps(asdict(batch)), json.dumps(asdict(batch))),
+            "INSERT INTO batches (id, doc, owner) VALUES (?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET doc = excluded.doc",
+            (batch.id, doc, batch.owner),
         )
 
-    def get_batch(self, batch_id: str) -> BatchRecord | None:
-        row = self.db.execute("SELECT doc FROM batches WHERE id = ?", (batch_id,)).fetchone()
+    def get_batch(self, batch_id: str, owner: str | None) -> BatchRecord | None:
+        """The batch, if `owner` owns it (None: the gateway's own look-up, any owner)."""
+        sql, args = "SELECT doc FROM batches WHERE id = ?", (batch_id,)
+        if owner is not None:
+            sql, args = sql + " AND owner = ?", (batch_id, owner)
+        row = self.db.execute(sql, args).fetchone()
         return BatchRecord(**json.loads(row[0])) if row else None
 
-    def list_batches(self, after: str | None, limit: int) -> tuple[list[BatchRecord], bool]:
-        """Newest first; `after` is the id of the last batch of the previous page."""
+    def list_batches(
+        self, owner: str, after: str | None, limit: int
+    ) -> tuple[list[BatchRecord], bool]:
+        """`owner`'s batches, newest first; `after` is the id of the last batch of the
+        previous page."""
         bound = None
         if after:
-            row = self.db.execute("SELECT seq FROM batches WHERE id = ?", (after,)).fetchone()
+            row = self.db.execute(
+                "SELECT seq FROM batches WHERE id = ? AND owner = ?", (after, owner)
+            ).fetchone()
             bound = row[0] if row else None
         if bound is None:
             rows = self.db.execute(
-                "SELECT doc FROM batches ORDER BY seq DESC LIMIT ?", (limit + 1,)
+                "SELECT doc FROM batches WHERE owner = ? ORDER BY seq DESC LIMIT ?",
+                (owner, limit + 1),
             )
         else:
             rows = self.db.execute(
-                "SELECT doc FROM batches WHERE seq < ? ORDER BY seq DESC LIMIT ?",
-                (bound, limit + 1),
+                "SELECT doc FROM batches WHERE owner = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+                (owner, bound, limit + 1),
             )
         found = [BatchRecord(**json.loads(r[0])) for r in rows]
         return found[:limit], len(found) > limit

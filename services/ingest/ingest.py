@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from gpt4batch.common.authenticator import OVERHEAD as AUTHENTICATOR_OVERHEAD
 from gpt4batch.common.bus import Bus
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import SCHEMA_VERSION, BatchManifest, Record, ResultMessage
@@ -292,7 +293,7 @@ class _Encoder:
                 topic, body = self.results_topic, self._envelope(seq, verdict.json, b"null")
             else:
                 topic, body = self.asks_topic, self._envelope(seq, verdict.json)
-            if self._fits(body):
+            if self._fits(body, topic):
                 return topic, body, verdict
             reason = (
                 f"message of {len(body)} bytes is over the bus limit of {self.limit} bytes "
@@ -304,7 +305,7 @@ class _Encoder:
                 Problem(RejectKind.MESSAGE_TOO_LARGE, None, reason),
             )
         body = self._result(seq, verdict.output, verdict)
-        if not self._fits(body):
+        if not self._fits(body, self.results_topic):
             # Even the refused line is too big to carry: keep only its id and the error.
             slim = Record(id=verdict.output.id, asks=[], answers=None, iErr=verdict.output.iErr)
             body = self._result(seq, slim, verdict)
@@ -319,8 +320,13 @@ class _Encoder:
         tail = self._ask_tail if reject is None else b',"reject":' + reject + b"}"
         return b'%s,"seq":%d,"record":%s%s' % (self._head, seq, record_json, tail)
 
-    def _fits(self, body: bytes) -> bool:
-        return self.limit is None or len(body) <= self.limit
+    def _fits(self, body: bytes, topic: str) -> bool:
+        """Whether `body` fits the bus limit on `topic`, with room for the authenticator
+        the bus adds to a result (common/authenticator.py)."""
+        if self.limit is None:
+            return True
+        room = self.limit - (AUTHENTICATOR_OVERHEAD if topic == self.results_topic else 0)
+        return len(body) <= room
 
     def _result(self, seq: int, record: Record, rejected: Rejected | None = None) -> bytes:
         message = ResultMessage.model_construct(

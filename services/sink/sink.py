@@ -57,7 +57,13 @@ def _stem(out: Path) -> str:
 
 
 def dead_letter_body(letter: DeadLetter) -> dict[str, Any] | None:
-    """The dead message's body as a dict; from a truncated body, at least batch and seq."""
+    """The dead message's body as a dict; from a truncated body, at least batch and seq.
+
+    None for the letter of a refused (unauthenticated) message: a forgery's letter must
+    not turn its record into a failed line (the real answer is still to come).
+    """
+    if letter.unauthenticated:
+        return None
     text = letter.body or ""
     try:
         body = json.loads(text)

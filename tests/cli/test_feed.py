@@ -9,15 +9,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 
 from gpt4batch.common.bus import Delivery
-from gpt4batch.common.messages import FeedMessage
+from gpt4batch.common.messages import Ask, AskMessage, FeedMessage, Record
 from gpt4batch.common.nsq_bus import NsqBus
 from gpt4batch.common.settings import BaseServiceSettings
 from tests.cli.test_run import run_cmd, upstream, write_input
 from tests.support.mock_upstream import MockUpstream
 from tests.support.nsq_servers import Nsqd, wait_channel
+from tests.support.pipeline import ServiceProcs, wait_for
 
 SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "FeedMessage.json"
 
@@ -79,4 +81,28 @@ def test_feed_false_publishes_nothing(nsqd: Nsqd, topic_prefix: str, tmp_path: P
     topic = f"feed{uuid.uuid4().hex[:10]}"
     result = _run(tmp_path, nsqd, topic_prefix, topic, "--feed=false")
     assert result.returncode == 0, result.stderr[-1500:]
+    assert _feed_count(nsqd, topic) == 0
+
+
+def test_the_caller_service_feeds_nothing_unless_told(
+    procs: ServiceProcs, nsqd: Nsqd, topic_prefix: str
+) -> None:
+    """A caller service nobody configured a feed for must not fill nsqd's disk with every
+    answer on a topic nobody reads (`run -n` keeps the original's feed, above)."""
+    topic = f"feed{uuid.uuid4().hex[:10]}"
+    results = f"{topic_prefix}.results"
+    asks = [
+        AskMessage(batch="b", seq=i, record=Record(id=f"r{i}", asks=[Ask(id="a", content="hi")]))
+        for i in range(3)
+    ]
+    with MockUpstream("--seed", "9") as mock:
+        procs.start(
+            "caller", "caller", "--feed-topic", topic, *upstream(mock),
+            "--upstream", "gpt4api", "--retries", "0",
+        )  # fmt: skip
+        body = b"\n".join(a.model_dump_json().encode() for a in asks)
+        http = f"http://{nsqd.http_address}"
+        reply = httpx.post(f"{http}/mpub", params={"topic": f"{topic_prefix}.asks"}, content=body)
+        assert reply.status_code == 200, reply.text
+        wait_for(lambda: _feed_count(nsqd, results) >= 3, 60, "3 results", procs.assert_alive)
     assert _feed_count(nsqd, topic) == 0

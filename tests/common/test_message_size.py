@@ -34,9 +34,9 @@ def test_a_body_over_the_limit_is_refused_alike_in_memory_and_on_nsqd(
         memory = MemoryBus(topics=settings.topics, max_msg_size=settings.max_msg_size)
         try:
             for bus in (memory, nsq):
-                await bus.publish(bus.topics.results, b"x" * limit)  # at the limit: fine
+                await bus.publish(bus.topics.asks, b"x" * limit)  # at the limit: fine
                 with pytest.raises(MessageTooLarge, match=f"{limit}-byte limit") as caught:
-                    await bus.publish(bus.topics.results, b"x" * (limit + 1))
+                    await bus.publish(bus.topics.asks, b"x" * (limit + 1))
                 assert caught.value.size == limit + 1
         finally:
             await nsq.stop(1)

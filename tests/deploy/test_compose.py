@@ -98,7 +98,7 @@ def test_nsqd_keeps_data_on_a_volume_and_allows_large_long_messages() -> None:
 
 def test_access_token_comes_from_a_secret_or_the_environment_never_the_image() -> None:
     caller = SERVICES["caller"]
-    assert caller["secrets"] == ["gpt4api_credentials"]
+    assert caller["secrets"] == ["gpt4batch_bus_secret", "gpt4api_credentials"]
     assert caller["environment"]["GPT4BATCH_CREDENTIALS"].startswith("/run/secrets/")
     # Only ever substituted from .env or the shell, empty (the secret file) by default.
     assert caller["environment"]["GPT4BATCH_ACCESS_TOKEN"] == "${GPT4BATCH_ACCESS_TOKEN:-}"
@@ -180,3 +180,60 @@ def test_grafana_provisioning_points_at_the_dashboard() -> None:
     dash = json.loads((ROOT / "deploy/grafana/dashboards/gpt4batch.json").read_text())
     targets = [t for p in dash["panels"] for t in p.get("targets", [])]
     assert targets and all(t["datasource"]["uid"] == ds["uid"] for t in targets)
+
+
+def _published(svc: dict[str, Any]) -> list[str]:
+    return [p if isinstance(p, str) else p.get("host_ip", "") for p in svc.get("ports", [])]
+
+
+def test_every_published_port_is_bound_to_localhost_only() -> None:
+    published = {name: _published(svc) for name, svc in SERVICES.items() if "ports" in svc}
+    assert {"nsqd", "nsqlookupd", "nsqadmin", "gateway", "prometheus", "grafana"} <= set(published)
+    for name, ports in published.items():
+        for port in ports:
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def test_grafana_has_no_anonymous_access_and_needs_an_admin_password() -> None:
+    env = SERVICES["grafana"]["environment"]
+    assert str(env.get("GF_AUTH_ANONYMOUS_ENABLED")).lower() == "false"
+    assert "GF_AUTH_ANONYMOUS_ORG_ROLE" not in env
+    # `${VAR:?…}`: compose refuses to start without a password (prepare.sh writes one).
+    required = r"\$\{GPT4BATCH_GRAFANA_PASSWORD:\?[^}]+\}"
+    assert re.fullmatch(required, env["GF_SECURITY_ADMIN_PASSWORD"])
+
+
+def test_every_service_on_the_bus_gets_the_bus_secret_and_no_other_container_does() -> None:
+    on_bus = {c.name for c in components("compose") if "GPT4BATCH_BUS_SECRET_FILE" in c.env}
+    assert on_bus == {"sink", "downloader", "caller", "gateway", "ingest"}
+    assert COMPOSE["secrets"]["gpt4batch_bus_secret"]["file"] == "./secrets/bus-secret"
+    for name, svc in SERVICES.items():
+        mounted = "gpt4batch_bus_secret" in svc.get("secrets", [])
+        assert mounted == (name in on_bus), name
+        if mounted:
+            path = svc["environment"]["GPT4BATCH_BUS_SECRET_FILE"]
+            assert path == "/run/secrets/gpt4batch_bus_secret"
+
+
+def test_prepare_makes_secrets_0600_and_data_0700(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("GPT4BATCH_ACCESS_TOKEN=sk-secret\n")
+    (tmp_path / ".env").chmod(0o644)  # as an older prepare.sh or a `cp` left it
+    for _ in range(2):  # and again: it keeps what it made
+        done = subprocess.run(
+            [str(ROOT / "deploy/prepare.sh"), str(tmp_path)], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+    assert "sk-secret" not in done.stdout + done.stderr
+
+    def mode(path: Path) -> int:
+        return path.stat().st_mode & 0o777
+
+    assert mode(tmp_path / ".env") == 0o600
+    assert mode(tmp_path / "secrets") == 0o700
+    secret = tmp_path / "secrets/bus-secret"
+    assert mode(secret) == 0o600 and len(secret.read_text().strip()) >= 32
+    data = tmp_path / "data"
+    assert {mode(p) for p in [data, *data.iterdir()]} == {0o700}
+    env = (tmp_path / ".env").read_text()
+    passwords = re.findall(r"^GPT4BATCH_GRAFANA_PASSWORD=(\S+)$", env, re.M)
+    assert len(passwords) == 1 and len(passwords[0]) >= 32

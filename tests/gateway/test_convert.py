@@ -18,7 +18,12 @@ def line(custom_id: str, messages: list[dict[str, Any]], **extra: Any) -> dict[s
     return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
 
 
-def convert(tmp_path: Path, lines: list[Any], max_msg_size: int = 1 << 20) -> Any:
+def convert(
+    tmp_path: Path,
+    lines: list[Any],
+    max_msg_size: int = 1 << 20,
+    owned: frozenset[str] = frozenset(),
+) -> Any:
     source = tmp_path / "in.jsonl"
     text = "".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines)
     source.write_text(text)
@@ -26,6 +31,7 @@ def convert(tmp_path: Path, lines: list[Any], max_msg_size: int = 1 << 20) -> An
     result = convert_file(
         source,
         out,
+        owned_files=owned,
         batch="b1",
         endpoint="/v1/chat/completions",
         max_line_bytes=4096,
@@ -155,3 +161,30 @@ def test_sampling_fields_of_the_body_reach_the_upstream_call(tmp_path: Path) -> 
     config = UpstreamConfig(kind="openai").with_overrides(overrides)
     assert config.model == "m-1"
     assert config.sampling.as_body() == {"temperature": 0.2, "top_p": 1, "max_tokens": 50}
+
+
+def test_a_record_may_name_only_files_of_its_own_key_never_host_paths(tmp_path: Path) -> None:
+    secret = tmp_path.parent / "id_rsa"
+    secret.write_text("PRIVATE")
+    mine, theirs = "file-" + "a" * 24, "file-" + "b" * 24
+    for name in (mine, theirs):
+        (tmp_path / name).write_bytes(b"\x89PNG")
+    refs = [str(secret), "/root/.ssh/id_rsa", "../id_rsa", theirs, str(tmp_path / theirs)]
+    records = [
+        {"id": f"r{i}", "asks": [{"id": "1", "content": "x", "files": [ref]}]}
+        for i, ref in enumerate(refs)
+    ]
+    records.append({"id": "ok", "asks": [{"id": "1", "content": "x", "images": [mine]}]})
+
+    result, _ = convert(tmp_path, records, owned=frozenset({mine}))
+
+    assert [(e["line"], e["code"]) for e in result.errors] == [
+        (n, "missing_file") for n in range(1, 6)
+    ]
+    # the same words whether the path exists (the secret) or not: nothing is told
+    assert len({e["message"] for e in result.errors}) == 1
+    assert not any(
+        str(tmp_path.parent) in e["message"] or "id_rsa" in e["message"] for e in result.errors
+    )
+    result, asks = convert(tmp_path, records[-1:], owned=frozenset({mine}))
+    assert result.errors == [] and asks[0].base_dir == str(tmp_path)

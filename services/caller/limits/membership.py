@@ -148,7 +148,9 @@ class Registration:
                     if frame[4:] == b"_heartbeat_":
                         writer.write(b"NOP\n")
             except (OSError, asyncio.IncompleteReadError) as exc:
-                log.warning("limit group registration lost", nsqd=self.node.tcp, error=str(exc))
+                # Refused (nsqd not up yet, restarting) is said by the bus, once.
+                report = log.warning if writer is not None else log.debug
+                report("limit group registration lost", nsqd=self.node.tcp, error=str(exc))
             finally:
                 if writer is not None:
                     writer.close()

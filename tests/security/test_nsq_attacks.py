@@ -1,0 +1,185 @@
+"""Attacks through nsqd by whoever can reach its HTTP port, replayed against real services.
+
+Asks and batch manifests are open by design (the documented way in); results, result
+parts, download jobs, downloaded notices and dead letters carry an authenticator
+(common/authenticator.py). Here a made-up result or dead letter is `/pub`lished to the
+test's real nsqd while a real gateway (driven with the `openai` SDK) or a real sink is
+waiting for the real answer: the forgery is refused and counted, the batch does not
+complete on it, and the real answer, once it comes, is what the output holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from gpt4batch.common.messages import (
+    AskMessage,
+    BatchManifest,
+    DeadLetter,
+    Record,
+    ResultMessage,
+)
+from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.settings import BaseServiceSettings
+from tests.gateway.test_openai_sdk import (
+    Gateway,
+    create,
+    jsonl,
+    lines_of,
+    request,
+    start_caller,
+    upload,
+    wait_status,
+)
+from tests.support.mock_upstream import MockUpstream
+from tests.support.nsq_servers import Nsqd, Nsqlookupd
+from tests.support.pipeline import ServiceProcs, read_jsonl, wait_for
+
+FORGED = "FORGED ANSWER"
+
+
+def pub(nsqd: Nsqd, topic: str, body: bytes) -> None:
+    """What an attacker on the network does: one HTTP /pub to nsqd."""
+    reply = httpx.post(f"http://{nsqd.http_address}/pub", params={"topic": topic}, content=body)
+    assert reply.status_code == 200, reply.text
+
+
+def forged_result(batch: str, seq: int, record_id: str) -> bytes:
+    answer = {"message_id": "m-forged", "contents": [{"type": "text", "text": FORGED}]}
+    record = Record.model_validate(
+        {"id": record_id, "asks": [{"id": "a0", "content": "hi"}], "answers": [answer]}
+    )
+    return ResultMessage(batch=batch, seq=seq, record=record).model_dump_json().encode()
+
+
+def forged_letter(topic: str, body: bytes) -> bytes:
+    """A dead letter as our services write them, saying the message of `body` died."""
+    return (
+        DeadLetter(
+            topic=topic,
+            channel="caller",
+            service="caller",
+            id="0000000000000001",
+            attempts=10,
+            reason="gave up after 10 attempts",
+            at=time.time(),
+            body=body.decode(),
+            body_size=len(body),
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
+def refused(metrics_port: int, topic: str) -> float:
+    """gpt4batch_refused_messages_total of `topic` on a service's /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == "gpt4batch_refused_messages":
+            for sample in family.samples:
+                if sample.name.endswith("_total") and sample.labels.get("topic") == topic:
+                    total += sample.value
+    return total
+
+
+def answer_texts(lines: list[dict[str, Any]]) -> str:
+    return json.dumps(lines)
+
+
+def test_forged_result_and_dead_letter_do_not_complete_a_gateway_batch(
+    procs: ServiceProcs, nsqd: Nsqd, topic_prefix: str, tmp_path: Path
+) -> None:
+    gateway = Gateway(procs, tmp_path / "gw").start()
+    metrics_port = procs.metrics_ports["gateway"]
+    client = gateway.client()
+    batch = create(client, upload(client, jsonl([request("req-0", "question 0")])))
+    wait_status(client, batch.id, ("in_progress",), procs, 60)
+    results, dead = f"{topic_prefix}.results", f"{topic_prefix}.dead"
+
+    # 1. A made-up result for the batch's only request, straight to nsqd.
+    pub(nsqd, results, forged_result(batch.id, 0, "req-0"))
+    # 2. A made-up dead letter saying the request's ask died (its record would fail).
+    ask = AskMessage(batch=batch.id, seq=0, record=Record(id="req-0", asks=[]))
+    pub(nsqd, dead, forged_letter(f"{topic_prefix}.asks", ask.model_dump_json().encode()))
+
+    def settled() -> bool:  # refused both (the fix), or taken in (the attack works)
+        refusals = refused(metrics_port, results) >= 1 and refused(metrics_port, dead) >= 1
+        return refusals or client.batches.retrieve(batch.id).status != "in_progress"
+
+    wait_for(settled, 60, "the gateway to handle both forgeries", procs.assert_alive)
+    # The letter of the refused result (written by the gateway, marked unauthenticated)
+    # reaches the gateway's dead channel too: give it time to be (not) counted.
+    time.sleep(3)
+    now = client.batches.retrieve(batch.id)
+    assert now.status == "in_progress", now
+    assert (now.request_counts.completed, now.request_counts.failed) == (0, 0)
+
+    # The real answer comes later and is the one kept.
+    with MockUpstream("--seed", "7") as mock:
+        start_caller(procs, mock)
+        done = wait_status(client, batch.id, ("completed", "failed"), procs, 120)
+    assert done.status == "completed"
+    assert (done.request_counts.completed, done.request_counts.failed) == (1, 0)
+    output = lines_of(client, done.output_file_id)
+    assert [line["custom_id"] for line in output] == ["req-0"]
+    assert FORGED not in answer_texts(output)
+    assert lines_of(client, done.error_file_id) == []
+
+
+def test_forged_result_does_not_complete_a_file_batch_at_the_sink(
+    procs: ServiceProcs, nsqd: Nsqd, nsqlookupd: Nsqlookupd, topic_prefix: str, tmp_path: Path
+) -> None:
+    out_dir = tmp_path / "out"
+    procs.start("sink", "sink", "--out-dir", str(out_dir))
+    metrics_port = procs.metrics_ports["sink"]
+    results, dead = f"{topic_prefix}.results", f"{topic_prefix}.dead"
+    manifest = BatchManifest(batch="b1", total=1)  # manifests are open, like asks
+    pub(nsqd, f"{topic_prefix}.batches", manifest.model_dump_json().encode())
+    pub(nsqd, results, forged_result("b1", 0, "r0"))
+    # A forged result signed with a guessed secret is no better.
+    guessed = forged_result("b1", 0, "r0")[:-1] + b',"auth":"' + b"0" * 64 + b'"}'
+    pub(nsqd, results, guessed)
+    pub(nsqd, dead, forged_letter(results, forged_result("b1", 0, "r0")))
+    output = out_dir / "b1.jsonl"
+
+    def settled() -> bool:  # refused all three (the fix), or the batch written (the attack)
+        refusals = refused(metrics_port, results) >= 2 and refused(metrics_port, dead) >= 1
+        return refusals or (out_dir / "b1.done").exists()
+
+    wait_for(settled, 60, "the sink to handle the forgeries", procs.assert_alive)
+    time.sleep(3)  # the letters of the refused results reach the sink's dead channel
+    assert not (out_dir / "b1.done").exists()
+    assert not output.exists() or read_jsonl(output) == []
+
+    # The real result, published by one of ours (a bus with the services' secret).
+    real = Record.model_validate(
+        {"id": "r0", "asks": [{"id": "a0", "content": "hi"}], "answers": [{"message_id": "m"}]}
+    )
+    settings = BaseServiceSettings(
+        nsqd_tcp_address=[nsqd.tcp_address],
+        lookupd_http_address=[nsqlookupd.http_address],
+        topic_prefix=topic_prefix,
+    )
+
+    async def publish_real() -> None:
+        bus = NsqBus(settings, service="caller", prepare={})
+        await bus.start()
+        try:
+            await bus.publish(results, ResultMessage(batch="b1", seq=0, record=real))
+        finally:
+            await bus.stop(grace=1)
+
+    asyncio.run(publish_real())
+    wait_for(lambda: (out_dir / "b1.done").exists(), 60, "the batch", procs.assert_alive)
+    lines = read_jsonl(output)
+    assert [line["id"] for line in lines] == ["r0"]
+    assert lines[0]["answers"] == [{"message_id": "m"}]
+    assert FORGED not in json.dumps(lines)
