@@ -54,6 +54,12 @@ class CallerSettings(BaseServiceSettings):
         description="--tpm: tokens reserved for an answer whose call sets no max_tokens "
         "(corrected from the reported usage).",
     )
+    tpm_window: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds --tpm is counted over (a minute, as OpenAI counts; shorter only "
+        "to test against a simulator counting so).",
+    )
     limit_scope: Literal["fleet", "process"] = Field(
         "fleet",
         description="fleet: --qps, --concurrency and --tpm are shared by every caller of the "

@@ -10,6 +10,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from gpt4batch.services.mock_upstream.options import FAULT_KINDS, Options
+from gpt4batch.services.mock_upstream.tpm import KeyTokens
 
 
 @dataclass
@@ -28,6 +29,8 @@ class Stats:
     faulted_calls: Counter[str] = field(default_factory=Counter)
     """Calls answered with an injected fault, per endpoint (never paid for)."""
     window: deque[float] = field(default_factory=deque)
+    keys: dict[str, KeyTokens] = field(default_factory=dict)
+    """Tokens taken by the OpenAI endpoints' calls, per key (tpm.py)."""
 
     def started(self, endpoint: str, now: float, *, window: bool = True) -> None:
         """Count a call; API calls (`window`) also feed the exact max calls in any 1 s window."""
@@ -55,6 +58,7 @@ class Stats:
             "not_found": self.not_found,
             "faults": {k: self.faults[k] for k in FAULT_KINDS},
             "faulted_calls": dict(self.faulted_calls),
+            "tokens": {key: tokens.as_json() for key, tokens in self.keys.items()},
         }
 
 

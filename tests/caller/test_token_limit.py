@@ -108,7 +108,7 @@ async def test_correction_returns_unused_tokens_and_charges_overuse() -> None:
     limit.settle(reservation, usage(PROMPT, 90))
     assert limit.window_tokens() == PROMPT + 90
     # The pace clock was given the unused tokens back: the next call waits for 100 only.
-    assert limit._wait(100, clock.now) == pytest.approx((PROMPT + 90) * 60 / 6000)
+    assert limit._wait(100, clock.now) == pytest.approx((PROMPT + 90) * 60.6 / 6000)
     limit.settle(reservation, {"usage": {"input_tokens": 500, "output_tokens": 600}})
     assert limit.window_tokens() == 1100  # a Responses usage, more than estimated
     limit.settle(reservation, {"message": {}})  # no usage reported: unchanged
@@ -168,11 +168,11 @@ async def test_unused_reservation_wakes_a_waiting_call() -> None:
 
 @run_async
 async def test_fleet_shares_stay_within_the_limit_through_a_join_and_a_leave() -> None:
-    """Given 3 members sharing 30,000/min, when a 4th joins at 317 s and one leaves at
+    """Given 3 members sharing 120,000/min, when a 4th joins at 317 s and one leaves at
     624 s (each taking its new share at once), then no 60-s window holds more than the
     limit plus one call per member."""
     clock, rng = Clock(), random.Random(11)
-    total = 30_000
+    total = 120_000
     members = [TokenLimit(total, share=total / 3, clock=clock) for _ in range(3)]
     starts: list[tuple[float, int]] = []
     begin = clock.now

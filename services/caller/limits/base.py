@@ -9,7 +9,11 @@ from typing import Protocol
 
 from gpt4batch.services.caller import metrics as caller_metrics
 from gpt4batch.services.caller.limits import metrics
-from gpt4batch.services.caller.limits.tokens import DEFAULT_COMPLETION_ESTIMATE, TokenLimit
+from gpt4batch.services.caller.limits.tokens import (
+    DEFAULT_COMPLETION_ESTIMATE,
+    WINDOW,
+    TokenLimit,
+)
 from gpt4batch.services.caller.pacer import Pacer, Pacing, SlotPacer
 
 
@@ -105,10 +109,11 @@ class ProcessLimiter(PacedLimiter):
         pacing: Pacing = "grid",
         tpm: int = 0,
         completion_estimate: int = DEFAULT_COMPLETION_ESTIMATE,
+        tpm_window: float = WINDOW,
     ) -> None:
         self.pacer = Pacer(qps, pacing=pacing)
         self.concurrency = concurrency
-        self.tokens = TokenLimit(tpm, completion_estimate=completion_estimate)
+        self.tokens = TokenLimit(tpm, completion_estimate=completion_estimate, window=tpm_window)
         metrics.LIMIT_QPS.labels(self.scope, group).set(qps)
         metrics.LIMIT_CONCURRENCY.labels(self.scope, group).set(concurrency)
         metrics.watch_tokens(self.scope, group, self.tokens)

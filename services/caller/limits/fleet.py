@@ -59,7 +59,11 @@ from gpt4batch.services.caller.limits.membership import (
     read_members,
     topic_for,
 )
-from gpt4batch.services.caller.limits.tokens import DEFAULT_COMPLETION_ESTIMATE, TokenLimit
+from gpt4batch.services.caller.limits.tokens import (
+    DEFAULT_COMPLETION_ESTIMATE,
+    WINDOW,
+    TokenLimit,
+)
 from gpt4batch.services.caller.pacer import SlotPacer
 
 if TYPE_CHECKING:
@@ -94,6 +98,7 @@ class FleetLimiter(PacedLimiter):
         member_id: str | None = None,
         tpm: int = 0,
         completion_estimate: int = DEFAULT_COMPLETION_ESTIMATE,
+        tpm_window: float = WINDOW,
     ) -> None:
         self.group = group
         self.topic = topic_for(group)
@@ -113,7 +118,11 @@ class FleetLimiter(PacedLimiter):
         self.qps, self.concurrency, self.tpm = qps, concurrency, tpm
         # No share until this member sees itself in the group (model calls wait).
         self.tokens = TokenLimit(
-            tpm, share=0, completion_estimate=completion_estimate, on_pause=self._announce_pause
+            tpm,
+            share=0,
+            completion_estimate=completion_estimate,
+            on_pause=self._announce_pause,
+            window=tpm_window,
         )
         metrics.watch_tokens(self.scope, group, self.tokens)
         self._nodes: list[Node] = []
@@ -262,6 +271,7 @@ def process_limiter(settings: CallerSettings, group: str = "") -> ProcessLimiter
         pacing=settings.pacing,
         tpm=settings.tpm,
         completion_estimate=settings.completion_tokens_estimate,
+        tpm_window=settings.tpm_window,
     )
 
 
@@ -284,4 +294,5 @@ def build_limiter(settings: CallerSettings) -> Limiter:
         auth_secret=secret.get_secret_value() if secret else None,
         tpm=settings.tpm,
         completion_estimate=settings.completion_tokens_estimate,
+        tpm_window=settings.tpm_window,
     )

@@ -19,6 +19,9 @@ process, T/N for each of N callers of a fleet, fleet.py):
   hold of fleet.py orders the changes), so old and new shares together stay
   within T (+ one call per member across the change).
 
+Both count the window 1% long (60.6 s): a call counted from our start arrives
+a little later, so its tokens leave the upstream's window a little later too.
+
 A 429 carrying `retry-after` or OpenAI's `x-ratelimit-reset-tokens` pauses every
 model call for that long (capped at 60 s); `on_pause` lets the fleet tell the
 other members (fleet.py). Waiting is the only timer: a call that fits takes a
@@ -47,8 +50,12 @@ from gpt4batch.common.tokens import (
 
 log = get_logger("gpt4batch.limits")
 
-#: The window the limit is counted in (tokens per minute).
+#: The window the limit is counted in: tokens per minute (`--tpm-window` for quick tests).
 WINDOW = 60.0
+#: Share of the window added to it, for the jitter between our clock and the upstream's
+#: (a call we count from t arrives a little later: its tokens leave the upstream's window
+#: a little later too). As the calls/s pacer's allowance (pacer.py).
+JITTER_ALLOWANCE = 0.01
 #: The longest pause one 429 imposes (a `reset-tokens` of hours is a daily quota, not TPM).
 MAX_PAUSE = 60.0
 #: What a call's completion is assumed to take when its body sets no `max_tokens`.
@@ -98,8 +105,10 @@ class TokenLimit:
         completion_estimate: int = DEFAULT_COMPLETION_ESTIMATE,
         clock: Callable[[], float] = time.monotonic,
         on_pause: Callable[[float], None] | None = None,
+        window: float = WINDOW,
     ) -> None:
         self.limit = limit
+        self.window = window * (1 + JITTER_ALLOWANCE)
         self.share = float(limit if share is None else share)
         self.completion_estimate = completion_estimate
         self.clock = clock
@@ -120,7 +129,7 @@ class TokenLimit:
             self._changed.set()
 
     def window_tokens(self) -> int:
-        """Tokens this caller started in the last 60 s (estimates until settled)."""
+        """Tokens this caller started in the last window (estimates until settled)."""
         self._expire(self.clock())
         return self.used
 
@@ -147,7 +156,7 @@ class TokenLimit:
             reservation = Reservation(tokens, now)
             self._window.append(reservation)
             self.used += tokens
-            self._pace = max(self._pace, now) + tokens * WINDOW / self.share
+            self._pace = max(self._pace, now) + tokens * self.window / self.share
             return reservation
 
     async def _wait_until_fits(self, tokens: int) -> float:
@@ -174,7 +183,7 @@ class TokenLimit:
             for reservation in self._window:
                 excess -= reservation.tokens
                 if excess <= 0:
-                    wait = max(wait, reservation.at + WINDOW - now)
+                    wait = max(wait, reservation.at + self.window - now)
                     break
         return wait
 
@@ -190,7 +199,7 @@ class TokenLimit:
 
     def _expire(self, now: float) -> None:
         window = self._window
-        edge = now - WINDOW
+        edge = now - self.window
         while window and window[0].at <= edge:
             reservation = window.popleft()
             reservation.counted = False
@@ -243,6 +252,6 @@ class TokenLimit:
             self.used += delta
         if self.share > 0:
             start = self._pace if delta < 0 else max(self._pace, self.clock())
-            self._pace = start + delta * WINDOW / self.share
+            self._pace = start + delta * self.window / self.share
         if delta < 0:
             self._changed.set()

@@ -1,0 +1,110 @@
+"""Tokens per key: OpenAI's tokens-per-minute limit, and what `/stats` reports of it.
+
+A model call takes its prompt tokens (counted by the documented estimator of
+common/tokens.py, which is then exact against this simulator) plus its
+answer's (the answer's text, by the same rule). With `--tpm T`, a call that would
+put a key over T tokens accepted within the last 60 s is refused with 429 and
+OpenAI's headers: `retry-after` (s), `x-ratelimit-limit-tokens`,
+`x-ratelimit-remaining-tokens`, `x-ratelimit-reset-tokens` (`1.5s`, `20ms`);
+accepted calls carry the last three as well. Refused calls take no tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+#: The window `max_tokens_in_60s` is measured over.
+WINDOW = 60.0
+#: Seconds of per-second token counts `/stats` keeps per key.
+SERIES_SECONDS = 1800
+
+
+def key_id(token: str) -> str:
+    """How `/stats` names a key: never the key itself."""
+    return "key-" + hashlib.sha256(token.encode()).hexdigest()[:8]
+
+
+def reset_text(seconds: float) -> str:
+    """A duration as OpenAI writes it in `x-ratelimit-reset-tokens`."""
+    if seconds < 1:
+        return f"{max(0, math.ceil(seconds * 1000))}ms"
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+@dataclass
+class KeyTokens:
+    """One key's accepted tokens: the sliding 60-s window, totals and a per-second series."""
+
+    prompt: int = 0
+    completion: int = 0
+    calls: int = 0
+    rate_limited: int = 0
+    max_in_60s: int = 0
+    used: int = 0  # tokens accepted in the last 60 s
+    window: deque[tuple[float, int]] = field(default_factory=deque)
+    first_second: int | None = None
+    per_second: deque[int] = field(default_factory=deque)
+    series_start: int = 0
+
+    def expire(self, now: float) -> None:
+        window = self.window
+        while window and window[0][0] <= now - WINDOW:
+            self.used -= window.popleft()[1]
+
+    def used_within(self, seconds: float, now: float) -> int:
+        """Tokens accepted in the last `seconds` (<= 60)."""
+        if seconds >= WINDOW:
+            return self.used
+        return sum(taken for at, taken in self.window if at > now - seconds)
+
+    def refusal(self, tokens: int, limit: int, now: float, window: float = WINDOW) -> float | None:
+        """Seconds until `tokens` fit under `limit` per `window` s if they do not now, else None."""
+        self.expire(now)
+        if limit <= 0:
+            return None
+        excess = self.used_within(window, now) + tokens - limit
+        if excess <= 0:
+            return None
+        if tokens > limit:
+            return window  # never fits: OpenAI's "request too large"
+        for at, taken in self.window:
+            if at <= now - window:
+                continue
+            excess -= taken
+            if excess <= 0:
+                return at + window - now
+        return window
+
+    def accept(self, prompt: int, completion: int, now: float) -> None:
+        tokens = prompt + completion
+        self.prompt += prompt
+        self.completion += completion
+        self.calls += 1
+        self.window.append((now, tokens))
+        self.used += tokens
+        self.max_in_60s = max(self.max_in_60s, self.used)
+        second = math.floor(now)
+        if self.first_second is None:
+            self.first_second = self.series_start = second
+        while self.series_start + len(self.per_second) <= second:
+            self.per_second.append(0)
+        self.per_second[second - self.series_start] += tokens
+        while len(self.per_second) > SERIES_SECONDS:
+            self.per_second.popleft()
+            self.series_start += 1
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "prompt_tokens": self.prompt,
+            "completion_tokens": self.completion,
+            "total_tokens": self.prompt + self.completion,
+            "calls": self.calls,
+            "rate_limited": self.rate_limited,
+            "max_tokens_in_60s": self.max_in_60s,
+            # Tokens accepted in each second from `series_start` (the simulator's clock, s).
+            "series_start": self.series_start,
+            "tokens_per_second": list(self.per_second),
+        }
