@@ -51,7 +51,10 @@ class TokenMeter(Protocol):
         """Wait until the call's estimated tokens fit; a ticket for the calls below."""
         ...
 
-    def started(self, ticket: Any) -> None: ...
+    def started(self, ticket: Any) -> bool:
+        """The call goes now (stamped), or False: a 429 pause began while it waited for
+        its calls/s slot; its tokens are released and it must reserve again."""
+        ...
 
     def settle(self, ticket: Any, answer: Any) -> None: ...
 
@@ -144,12 +147,7 @@ class HttpBase:
             headers, timeout = config.headers(), config.timeout(upload=upload)
             check_host(endpoint, url, config)
         meter = self.tokens if endpoint in MODEL_ENDPOINTS else None
-        ticket = None
-        if meter is not None:
-            ticket = await meter.reserve(kwargs.get("json"))
-        await self.before_call(endpoint)
-        if ticket is not None:
-            meter.started(ticket)  # type: ignore[union-attr]
+        ticket = await start_call(meter, self.before_call, endpoint, kwargs.get("json"))
         json_call = self._json_call
         if json_call is not None and kwargs.keys() <= {"json"}:
             reply = await json_call(
@@ -182,6 +180,21 @@ class HttpBase:
         if ticket is not None:
             meter.settle(ticket, answer)  # type: ignore[union-attr]
         return answer
+
+
+async def start_call(
+    meter: TokenMeter | None, before_call: BeforeCall, endpoint: str, body: Any
+) -> Any:
+    """Reserve the call's tokens, then its calls/s slot; both again if a 429 pause began
+    meanwhile (so the calls queued for slots do not all go at its end). The ticket."""
+    if meter is None:
+        await before_call(endpoint)
+        return None
+    while True:
+        ticket = await meter.reserve(body)
+        await before_call(endpoint)
+        if meter.started(ticket):
+            return ticket
 
 
 def parse_json(body: bytes, endpoint: str) -> Any:

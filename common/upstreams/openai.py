@@ -12,7 +12,13 @@ import httpx
 
 from gpt4batch.common.messages import Ask, AskOverrides
 from gpt4batch.common.upstreams import errors
-from gpt4batch.common.upstreams.base import Answer, ConversationState, HttpBase, check_host
+from gpt4batch.common.upstreams.base import (
+    Answer,
+    ConversationState,
+    HttpBase,
+    check_host,
+    start_call,
+)
 from gpt4batch.common.upstreams.config import UpstreamConfig
 from gpt4batch.common.upstreams.inline import user_message
 from gpt4batch.common.upstreams.transport import RESET_TOKENS
@@ -68,10 +74,7 @@ class OpenAIClient(HttpBase):
     async def _stream(self, body: dict[str, Any], config: UpstreamConfig) -> Answer:
         check_host("chat", self.chat_url(config), config)
         meter = self.tokens
-        ticket = None if meter is None else await meter.reserve(body)
-        await self.before_call("chat")
-        if ticket is not None:
-            meter.started(ticket)  # type: ignore[union-attr]
+        ticket = await start_call(meter, self.before_call, "chat", body)
         headers = {**config.headers(), "Accept": "text/event-stream"}
         try:
             async with self.http.stream(

@@ -35,12 +35,12 @@ class TokenCharged(Base):
         options, stats = self.sim.options, self.sim.stats
         limit, window = options.tpm, options.tpm_window
         key = key_id(self.presented_token())
-        keyed = stats.keys.get(key) or stats.keys.setdefault(key, KeyTokens())
-        wait = keyed.refusal(tokens[0] + tokens[1], limit, t, window)
+        keyed = stats.keys.get(key) or stats.keys.setdefault(key, KeyTokens(window))
+        wait = keyed.refusal(tokens[0] + tokens[1], limit, t)
         if wait is None:
             keyed.accept(*tokens, t)
+        used = keyed.used
         if limit:
-            used = keyed.used_within(window, t)
             self.set_header("x-ratelimit-limit-tokens", str(limit))
             self.set_header("x-ratelimit-remaining-tokens", str(max(0, limit - used)))
             reset = wait if wait is not None else keyed.window[-1][0] + window - t

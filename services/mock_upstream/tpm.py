@@ -16,7 +16,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-#: The window `max_tokens_in_60s` is measured over.
+#: The window tokens are counted over (`--tpm-window`; OpenAI: a minute).
 WINDOW = 60.0
 #: Seconds of per-second token counts `/stats` keeps per key.
 SERIES_SECONDS = 1800
@@ -36,47 +36,38 @@ def reset_text(seconds: float) -> str:
 
 @dataclass
 class KeyTokens:
-    """One key's accepted tokens: the sliding 60-s window, totals and a per-second series."""
+    """One key's accepted tokens: the sliding window, totals and a per-second series."""
 
+    window_seconds: float = WINDOW
     prompt: int = 0
     completion: int = 0
     calls: int = 0
     rate_limited: int = 0
-    max_in_60s: int = 0
-    used: int = 0  # tokens accepted in the last 60 s
+    max_in_window: int = 0
+    used: int = 0  # tokens accepted in the last window
     window: deque[tuple[float, int]] = field(default_factory=deque)
-    first_second: int | None = None
+    started: bool = False
     per_second: deque[int] = field(default_factory=deque)
     series_start: int = 0
 
     def expire(self, now: float) -> None:
         window = self.window
-        while window and window[0][0] <= now - WINDOW:
+        while window and window[0][0] <= now - self.window_seconds:
             self.used -= window.popleft()[1]
 
-    def used_within(self, seconds: float, now: float) -> int:
-        """Tokens accepted in the last `seconds` (<= 60)."""
-        if seconds >= WINDOW:
-            return self.used
-        return sum(taken for at, taken in self.window if at > now - seconds)
-
-    def refusal(self, tokens: int, limit: int, now: float, window: float = WINDOW) -> float | None:
-        """Seconds until `tokens` fit under `limit` per `window` s if they do not now, else None."""
+    def refusal(self, tokens: int, limit: int, now: float) -> float | None:
+        """Seconds until `tokens` fit under `limit` if they do not now, else None."""
         self.expire(now)
-        if limit <= 0:
-            return None
-        excess = self.used_within(window, now) + tokens - limit
-        if excess <= 0:
+        excess = self.used + tokens - limit
+        if limit <= 0 or excess <= 0:
             return None
         if tokens > limit:
-            return window  # never fits: OpenAI's "request too large"
+            return self.window_seconds  # never fits: OpenAI's "request too large"
         for at, taken in self.window:
-            if at <= now - window:
-                continue
             excess -= taken
             if excess <= 0:
-                return at + window - now
-        return window
+                return at + self.window_seconds - now
+        return self.window_seconds
 
     def accept(self, prompt: int, completion: int, now: float) -> None:
         tokens = prompt + completion
@@ -85,10 +76,10 @@ class KeyTokens:
         self.calls += 1
         self.window.append((now, tokens))
         self.used += tokens
-        self.max_in_60s = max(self.max_in_60s, self.used)
+        self.max_in_window = max(self.max_in_window, self.used)
         second = math.floor(now)
-        if self.first_second is None:
-            self.first_second = self.series_start = second
+        if not self.started:
+            self.started, self.series_start = True, second
         while self.series_start + len(self.per_second) <= second:
             self.per_second.append(0)
         self.per_second[second - self.series_start] += tokens
@@ -103,7 +94,8 @@ class KeyTokens:
             "total_tokens": self.prompt + self.completion,
             "calls": self.calls,
             "rate_limited": self.rate_limited,
-            "max_tokens_in_60s": self.max_in_60s,
+            "window_seconds": self.window_seconds,
+            "max_tokens_in_window": self.max_in_window,
             # Tokens accepted in each second from `series_start` (the simulator's clock, s).
             "series_start": self.series_start,
             "tokens_per_second": list(self.per_second),

@@ -70,7 +70,7 @@ def test_tpm_refuses_with_openai_headers_and_refused_calls_take_nothing() -> Non
         assert reply.json()["error"]["code"] == "rate_limit_exceeded"
     assert accepted[0].headers["x-ratelimit-remaining-tokens"] == str(300 - call)
     mine = stats["tokens"][key_id(mock.token)]
-    assert mine["total_tokens"] == mine["max_tokens_in_60s"] == 3 * call
+    assert mine["total_tokens"] == mine["max_tokens_in_window"] == 3 * call
     assert mine["rate_limited"] == 2 and stats["rate_limited"] == 2
 
 

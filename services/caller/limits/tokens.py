@@ -205,10 +205,17 @@ class TokenLimit:
             reservation.counted = False
             self.used -= reservation.tokens
 
-    def started(self, reservation: Reservation | None) -> None:
-        """The call is going out now (after the calls/s pacing): count it from now."""
+    def started(self, reservation: Reservation | None) -> bool:
+        """The call goes out now (after the calls/s pacing): count it from now. False if a
+        429 pause began while it waited: its tokens are released, it must reserve again."""
+        now = self.clock()
+        if self._paused_until > now:
+            if reservation is not None:
+                self._correct(reservation, 0)
+            return False
         if reservation is not None:
-            reservation.at = self.clock()
+            reservation.at = now
+        return True
 
     def settle(self, reservation: Reservation | None, answer: Any) -> None:
         """Correct the reservation to the tokens the upstream reports (if it does)."""
