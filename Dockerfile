@@ -11,6 +11,9 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY common ./common
 COPY services ./services
 COPY cli ./cli
+COPY examples ./examples
+# src/gpt4batch/: the symlinks that name those folders as the gpt4batch.* packages (pyproject).
+COPY src ./src
 COPY deploy/wheelhouse /wheels
 RUN python -m venv /opt/venv \
  && if ls /wheels/*.whl >/dev/null 2>&1; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels; fi \

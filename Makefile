@@ -78,7 +78,7 @@ lock:
 	@echo "review constraints.txt.new and move it over constraints.txt"
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info src/*.egg-info
 
 # The speed table of issue 11 (bench/table.py; BASE=<checkout with .venv> adds a side-by-side column).
 .PHONY: bench
@@ -90,3 +90,9 @@ bench: setup
 .PHONY: chaos
 chaos: setup
 	$(BIN)/python -m tests.support.chaos --records $${CHAOS_RECORDS:-2000} $${CHAOS_SEED:+--seed $$CHAOS_SEED}
+
+# The replayed attacks of tests/security/ (its README); ends with
+# "red team: N attacks tried, M succeeded" (an attack succeeds when its test fails).
+.PHONY: redteam
+redteam: setup
+	$(BIN)/python -m pytest tests/security $(PYTEST_ARGS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -17,11 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gpt4batch.common.authenticator import SECRET_ENV, Authenticator
 from gpt4batch.common.nsq_bus import NsqBus
 from gpt4batch.common.settings import BaseServiceSettings
 from gpt4batch.services.ingest.ingest import IngestSummary, ingest
 from gpt4batch.services.ingest.reader import open_input, read_lines
 from tests.support.nsq_servers import Nsqd, run_nsqd
+from tests.support.signing import bus_secret
 
 
 def generate(path: Path, lines: int, asks: int) -> None:
@@ -38,7 +41,8 @@ def generate(path: Path, lines: int, asks: int) -> None:
 
 async def in_process(nsqd: Nsqd, path: Path, args: argparse.Namespace) -> IngestSummary:
     settings = BaseServiceSettings(nsqd_tcp_address=[nsqd.tcp_address], topic_prefix="bench")
-    bus = NsqBus(settings, service="bench")
+    # Ingest publishes only asks and manifests (open topics): any secret of its own will do.
+    bus = NsqBus(settings, service="bench", authenticator=Authenticator.generate())
     await bus.start()
     try:
         with open_input(str(path)) as src:
@@ -74,18 +78,19 @@ def main() -> int:
                 subprocess.run(
                     [sys.executable, "-m", "gpt4batch.services.ingest", "-i", str(path),
                      f"--nsqd-tcp-address={nsqd.tcp_address}", "--topic-prefix=bench",
-                     "--batch=bench", "--progress=false", "--log-level=warning",
+                     "--batch=bench", "--progress=off", "--log-level=warning",
                      f"--state-dir={work / 'state'}"],
                     check=True,
+                    env={**os.environ, SECRET_ENV: bus_secret()},  # ingest needs one (any)
                 )  # fmt: skip
             else:
                 asyncio.run(in_process(nsqd, path, args))
             seconds = time.perf_counter() - started
-            depth = nsqd.depth("bench.asks")
+            depth = nsqd.depth("bench.asks", "caller")  # ingest created the channel
         mode = "cli" if args.cli else "in-process"
         print(
             f"{mode}: {args.lines} lines ({size_mb:.1f} MB) in {seconds:.2f}s = "
-            f"{args.lines / seconds:,.0f} lines/s; nsqd bench.asks depth {depth}"
+            f"{args.lines / seconds:,.0f} lines/s; nsqd bench.asks caller depth {depth}"
         )
         return 0 if depth == args.lines else 1
 

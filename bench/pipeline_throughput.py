@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from tests.support.mock_upstream import MockUpstream  # noqa: E402
 from tests.support.nsq_servers import run_nsqd  # noqa: E402
 from tests.support.pipeline import ServiceProcs, wait_for  # noqa: E402
+from tests.support.signing import TEST_BUS_SECRET as BENCH_BUS_SECRET  # noqa: E402
 
 
 def write_input(path: Path, records: int, asks: int) -> None:
@@ -50,7 +51,10 @@ def bench_nsq(
         out = work / "nsq-out.jsonl"
         # Ingest's published index in this run's folder, not ~/.local/state: a bench run
         # neither reads nor leaves state behind.
-        state = {"XDG_STATE_HOME": str(work / "state")}
+        state = {
+            "XDG_STATE_HOME": str(work / "state"),
+            "GPT4BATCH_BUS_SECRET": os.environ.get("GPT4BATCH_BUS_SECRET") or BENCH_BUS_SECRET,
+        }
         with ServiceProcs(work / "nsq", flags, state) as procs:
             procs.start("sink", "sink", "-o", str(out), "--max-in-flight", "1000")
             for n in range(callers):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -32,8 +33,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.support import Procs, cpu_seconds  # noqa: E402
+from gpt4batch.common.authenticator import SECRET_ENV  # noqa: E402
 from tests.support.nsq_servers import run_nsqd  # noqa: E402
 from tests.support.pipeline import wait_for  # noqa: E402
+from tests.support.signing import bus_secret, signed  # noqa: E402
 
 #: A result as the caller publishes it for a one-ask record answered by the simulator.
 ANSWER = {
@@ -142,7 +145,10 @@ def measure(
         with Procs(python, root, flags) as procs:
             if name in FLOORS:
                 script = FLOORS[name]
-                floor = subprocess.Popen([python, "-c", script, nsqd.tcp_address, "bench.results"])
+                floor = subprocess.Popen(
+                    [python, "-c", script, nsqd.tcp_address, "bench.results"],
+                    env={**os.environ, SECRET_ENV: bus_secret()},  # as the sink gets (Procs)
+                )
                 pid = floor.pid
                 time.sleep(1.0)
             else:
@@ -203,7 +209,8 @@ def main() -> int:
         trees["base"] = str(args.base.resolve() / ".venv" / "bin" / "python")
     if not args.no_floor:
         trees.update({name: trees["now"] for name in FLOORS})
-    bodies = [result_body(seq) for seq in range(args.records)]
+    # Signed as the caller signs them: the sink verifies each (an older tree ignores "auth").
+    bodies = [signed("bench.results", result_body(seq)) for seq in range(args.records)]
     figures: dict[str, list[float]] = {name: [] for name in trees}
     with tempfile.TemporaryDirectory(prefix="bench-sink-") as tmp:
         for round_ in range(args.rounds):

@@ -1,4 +1,4 @@
-"""The access token: flag/env first, else the credentials file `authsvc` writes.
+"""The access token: flag/env or a token file first, else the credentials file `authsvc` writes.
 
 The file (`~/.gpt4api-sk.pub`, like the original) holds the console's JSON
 answer: `{"access_token", "expired_at", "username"}`; it is written 0600.
@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -54,7 +56,7 @@ def read_credentials(path: Path) -> Credentials:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(
-            f"no access token: give --access-token, set GPT4BATCH_ACCESS_TOKEN, "
+            f"no access token: give --access-token-file, set GPT4BATCH_ACCESS_TOKEN, "
             f"or run `gpt4batch auth` to create {path}"
         ) from None
     except (OSError, ValueError) as exc:
@@ -66,11 +68,37 @@ def read_credentials(path: Path) -> Credentials:
     return Credentials(token, data.get("username"), parse_expiry(data.get("expired_at")))
 
 
-def resolve_token(explicit: str | None, credentials_file: Path, *, now: float | None = None) -> str:
+def read_token_file(path: Path) -> str:
+    """The token held by a file of its own (`--access-token-file`, e.g. a mounted secret)."""
+    path = path.expanduser()
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"--access-token-file {path}: cannot read it ({reason})") from None
+    if not token:
+        raise ConfigError(f"--access-token-file {path} is empty")
+    register_secret(token)
+    return token
+
+
+def resolve_token(
+    explicit: str | None,
+    credentials_file: Path,
+    *,
+    token_file: Path | None = None,
+    now: float | None = None,
+) -> str:
     """The token to use, or ConfigError saying how to get one (checked before any work)."""
+    if explicit and token_file:
+        raise ConfigError(
+            "give either --access-token/GPT4BATCH_ACCESS_TOKEN or --access-token-file, not both"
+        )
     if explicit:
         register_secret(explicit)
         return explicit
+    if token_file:
+        return read_token_file(token_file)
     creds = read_credentials(credentials_file)
     now = time.time() if now is None else now
     if creds.expires_at is not None and creds.expires_at <= now:
@@ -98,3 +126,18 @@ def write_credentials(path: Path, answer: dict[str, Any]) -> Path:
         raise
     os.chmod(path, 0o600)
     return path
+
+
+#: Flags whose value is a secret: other users of the host see argv (ps, /proc/<pid>/cmdline).
+SECRET_FLAGS = {"--access-token": "--access-token-file or GPT4BATCH_ACCESS_TOKEN"}
+
+
+def warn_secrets_in_argv(prog: str, argv: Sequence[str]) -> None:
+    """One line on stderr for each secret given on the command line (it still works)."""
+    for flag, instead in SECRET_FLAGS.items():
+        if any(arg.replace("_", "-").split("=", 1)[0] == flag for arg in argv):
+            print(
+                f"{prog}: warning: {flag} on the command line is visible to every user of "
+                f"this host (ps); prefer {instead}",
+                file=sys.stderr,
+            )

@@ -27,6 +27,7 @@ class IErrCode(IntEnum):
     speak to do.
     """
 
+    BUDGET_REACHED = 402  #: --budget-usd was reached before the record was run (resume it)
     REJECTED = 422  #: ingest refused the input line (message: file, line, field, reason)
     NOT_RUN = 499  #: the run stopped before the record was run (resume to run it)
     RESULT_TOO_LARGE = 587  #: the answers would not fit even in 64 message-sized pieces

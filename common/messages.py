@@ -230,6 +230,12 @@ class AskMessage(_KeepsReceivedRecord):
         description="OpenAI-style chat messages before the first ask (system prompt, earlier "
         "turns), e.g. from a Batch API line; sent as they are by the openai upstream.",
     )
+    republished: bool = Field(
+        default=False,
+        description="Published again by an ingest re-run: the killed run had sent it "
+        "without nsqd's acknowledgement, so nsqd may hold it twice. A caller that answered "
+        "this (batch, seq) finishes it without a call.",
+    )
 
     def record_object(self) -> dict[str, Any]:
         """The record as a JSON object: as received in the message body (its unknown fields,
@@ -275,6 +281,23 @@ class Reject(BaseModel):
     source: str | None = Field(default=None, description="The input file.")
 
 
+class UsageLine(BaseModel):
+    """Tokens and cost of a record's answered calls (its output line's `usage`), or their
+    sum over a batch (docs/limits.md)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    total_tokens: int = Field(ge=0)
+    estimated: bool = Field(
+        description="Some tokens are estimated: the upstream reported none (gpt4api.plus)."
+    )
+    cost_usd: float = Field(
+        ge=0, allow_inf_nan=False, description="At the caller's prices (0 without prices)."
+    )
+
+
 class ResultMessage(_KeepsReceivedRecord):
     """A finished record, successful or not (topic `…results`)."""
 
@@ -288,6 +311,12 @@ class ResultMessage(_KeepsReceivedRecord):
         default_factory=list,
         description="Local names of the files this record's answers will be downloaded to; "
         "the batch is complete only once each has a DownloadResult.",
+    )
+    usage: UsageLine | None = Field(
+        default=None,
+        description="What this result's calls used and cost, set by the caller that made them "
+        "(None: no call was made for it, e.g. a record `--fix` passed through); the sink "
+        "sums it into the batch's totals.",
     )
 
     def record_json(self) -> bytes:
@@ -304,11 +333,15 @@ class ResultMessage(_KeepsReceivedRecord):
 
 
 def result_json(
-    batch: str, seq: int, record: dict[str, Any], planned_downloads: list[str]
+    batch: str,
+    seq: int,
+    record: dict[str, Any],
+    planned_downloads: list[str],
+    usage: dict[str, Any] | None = None,
 ) -> bytes:
-    """The body of `ResultMessage(batch, seq, record, planned_downloads)` (no `reject`)
-    built from a record already in JSON form, without the models' round trip: the same
-    fields in the same order as `ResultMessage.model_dump_json()`."""
+    """The body of `ResultMessage(batch, seq, record, planned_downloads, usage)` (no
+    `reject`) built from a record already in JSON form, without the models' round trip:
+    the same fields in the same order as `ResultMessage.model_dump_json()`."""
     return pydantic_core.to_json(
         {
             "v": SCHEMA_VERSION,
@@ -317,6 +350,7 @@ def result_json(
             "record": record,
             "reject": None,
             "planned_downloads": planned_downloads,
+            "usage": usage,
         }
     )
 
@@ -360,6 +394,11 @@ class BatchManifest(_Body):
     input_sha256: str | None = Field(default=None, description="sha256 of the input's bytes.")
     input_size: int | None = Field(default=None, ge=0, description="Size of the input in bytes.")
     status: Literal["published", "complete"] = "published"
+    usage: UsageLine | None = Field(
+        default=None,
+        description="With status complete: the tokens and cost of the batch's calls, summed "
+        "(`records`: how many results carried a usage).",
+    )
 
 
 class DeadLetter(BaseModel):

@@ -32,6 +32,9 @@ from gpt4batch.common.settings import ENV_PREFIX, CliParser, CommaList, add_flag
 PREFIX = "gpt4batch_nsq"
 DEFAULT_PORT = 9117
 
+#: The topic of ingest's batch traces (Topics.ingested): its channels carry no messages.
+INGESTED_SUFFIX = ".ingested"
+
 TOPIC_LABELS = ["node", "topic"]
 CHANNEL_LABELS = ["node", "topic", "channel"]
 
@@ -156,6 +159,8 @@ class _Families:
             name = str(topic["topic_name"])
             self.topic_depth.add_metric([node, name], float(topic.get("depth", 0)))
             self.topic_messages.add_metric([node, name], float(topic.get("message_count", 0)))
+            if name.endswith(INGESTED_SUFFIX):
+                continue  # one empty channel per batch ingested: series without end, all 0
             for ch in topic.get("channels") or []:
                 labels = [node, name, str(ch["channel_name"])]
                 depth = float(ch.get("depth", 0))

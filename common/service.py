@@ -29,6 +29,7 @@ from gpt4batch.common import logging as glog
 from gpt4batch.common.bus import Bus
 from gpt4batch.common.errors import BusError, ConfigError
 from gpt4batch.common.metrics import serve_metrics
+from gpt4batch.common.module_names import ModuleLoadedTwice, check_one_name_per_module
 from gpt4batch.common.settings import BaseServiceSettings, CliParser, add_flags, load
 
 S = TypeVar("S", bound=BaseServiceSettings)
@@ -98,7 +99,10 @@ class HttpServer:
         from tornado.httpserver import HTTPServer
         from tornado.netutil import bind_sockets
 
-        sockets = bind_sockets(self.port, self.host, family=socket.AF_INET)
+        try:
+            sockets = bind_sockets(self.port, self.host, family=socket.AF_INET)
+        except OSError as exc:  # the operator's --host/--port: one line, exit 2
+            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from None
         self.port = sockets[0].getsockname()[1]
         self._server = (self.server_class or HTTPServer)(self.app, **self.server_kwargs)
         self._server.add_sockets(sockets)
@@ -215,12 +219,18 @@ def freeze_start_up() -> None:
 
 
 def run_process(main: Callable[[], Awaitable[int]]) -> int:
-    """Run a process's async main to its exit code (130 on a Ctrl-C outside the loop)."""
+    """Run a process's async main to its exit code (130 on a Ctrl-C outside the loop);
+    1 without running it if a module is loaded under two names (common/module_names.py)."""
     try:
         factory = loop_factory()
     except ConfigError as exc:
         print(f"gpt4batch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        check_one_name_per_module()
+    except ModuleLoadedTwice as exc:
+        print(f"gpt4batch: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     try:
         with steady_gc(), asyncio.Runner(loop_factory=factory) as runner:
             return runner.run(main())  # type: ignore[arg-type]

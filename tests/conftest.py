@@ -13,6 +13,9 @@ from tests.support.nsq_servers import Nsqd, Nsqlookupd, run_nsqd, run_nsqlookupd
 from tests.support.pipeline import ServiceProcs, nsq_flags
 from tests.support.signing import TEST_BUS_SECRET
 
+#: The session fails if a module was loaded under two names (issue 20).
+pytest_plugins = ["tests.support.module_guard"]
+
 
 @pytest.fixture(scope="session")
 def nsq_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -32,10 +32,12 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
 from gpt4batch.cli.run.errors_file import ErrorBreakdown, write_errors
+from gpt4batch.cli.run.estimate import print_estimate
 from gpt4batch.cli.run.finalize import FinalCounts, write_final
 from gpt4batch.cli.run.notices import end_notices, start_notices
 from gpt4batch.cli.run.options import RunOptions, parse
@@ -48,12 +50,12 @@ from gpt4batch.cli.run.preflight import (
     check_upstream,
 )
 from gpt4batch.cli.run.progress import RunProgress
-from gpt4batch.cli.run.report import first_line, print_summary, refused_line
+from gpt4batch.cli.run.report import budget_line, first_line, print_summary, refused_line
 from gpt4batch.cli.run.side_files import retire_side_files
 from gpt4batch.common import logging as glog
 from gpt4batch.common.authenticator import from_config as authenticator_from_config
 from gpt4batch.common.bus import Bus, Delivery, Handler
-from gpt4batch.common.credentials import DEFAULT_CREDENTIALS
+from gpt4batch.common.credentials import DEFAULT_CREDENTIALS, warn_secrets_in_argv
 from gpt4batch.common.errors import BusConnectError, ConfigError
 from gpt4batch.common.memory_bus import MemoryBus
 from gpt4batch.common.messages import (
@@ -76,6 +78,7 @@ from gpt4batch.common.service import (
 )
 from gpt4batch.common.settings import BaseServiceSettings, load
 from gpt4batch.services.caller.auth_gate import AuthGate, token_source
+from gpt4batch.services.caller.budget import batch_budget
 from gpt4batch.services.caller.limits import Limiter
 from gpt4batch.services.caller.service import ANSWERED_MEMORY, CallerService
 from gpt4batch.services.caller.settings import CallerSettings
@@ -146,6 +149,21 @@ def caller_settings(opts: RunOptions, bus_settings: BaseServiceSettings) -> Call
     return load(CallerSettings, **values)
 
 
+def upstream_hosts(settings: CallerSettings, caller: CallerService | None = None) -> list[str]:
+    """`host:port` of each upstream URL the operator configured (none: the public default),
+    the accounts' (`--accounts`) included."""
+    found = []
+    urls = [settings.base_url, settings.chat_url, settings.gizmo_url, settings.upload_url]
+    if caller is not None and caller.pool is not None:
+        urls += [account.spec.base_url for account in caller.pool.accounts]
+    for url in urls:
+        if url:
+            parts = urlsplit(url)
+            host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+            found.append(f"{host}:{parts.port or {'https': 443}.get(parts.scheme, 80)}")
+    return found
+
+
 def fleet_limiter(settings: CallerSettings) -> Limiter:
     """With -n, `--limit-scope fleet` (the default): -q and -g are shared with every caller
     of the limit group, as a caller service does; `process`: this run has them all."""
@@ -202,7 +220,14 @@ class Run:
         # A refused token stops the run (exit 2); the records not run keep iErr 499.
         self.auth_refusal: IErr | None = None
         settings = caller_settings(opts, self.bus_settings)
-        self.token_source = token_source(opts.access_token, settings.credentials)
+        self.budget = batch_budget(opts.budget_usd, settings.prices(), self.batch)
+        self.token_source = (
+            f"every account of --accounts {settings.accounts}"
+            if settings.accounts
+            else token_source(
+                opts.access_token, settings.credentials, token_file=settings.access_token_file
+            )
+        )
         gate = AuthGate(
             self.token_source, retry_interval=0, on_close=self._token_refused, prove_first=True
         )
@@ -213,7 +238,11 @@ class Run:
             settings,
             auth_gate=gate,
             answered_memory=ANSWERED_MEMORY if opts.enable_nsq else 0,
-            limiter=fleet_limiter(settings) if opts.enable_nsq else None,  # --limit-scope
+            limiter=fleet_limiter(settings)  # --limit-scope (--accounts: one per account)
+            if opts.enable_nsq and not settings.accounts
+            else None,
+            account_limiter=fleet_limiter if opts.enable_nsq else None,  # one per account
+            budget=self.budget,
         )
         download_dir = Path(opts.download_dir or self.input.parent).resolve()
         self.downloader: DownloaderService | None = None
@@ -222,7 +251,17 @@ class Run:
             from gpt4batch.services.downloader.service import DownloaderService
             from gpt4batch.services.downloader.settings import DownloaderSettings
 
-            self.downloader = DownloaderService(DownloaderSettings(download_dir=str(download_dir)))
+            # The upstream the operator configured may serve its own files (the simulator on
+            # 127.0.0.1:PORT): its host:port is allowed, every other local address is not.
+            from_env = load(DownloaderSettings, download_dir=str(download_dir))
+            allowed = [*from_env.allow_download_host, *opts.allow_download_host]
+            self.downloader = DownloaderService(
+                load(
+                    DownloaderSettings,
+                    download_dir=str(download_dir),
+                    allow_download_host=allowed + upstream_hosts(settings, self.caller),
+                )
+            )
         self.download_dir = download_dir
         self.channel = run_channel(self.batch)
         self.sink = Sink(out=self.out, only_batch=self.batch, finish=False)
@@ -240,8 +279,9 @@ class Run:
     async def preflight(self) -> None:
         """Checks that need the event loop, before any work: the upstream answers, and NSQ
         is reachable (-n)."""
-        config = self.caller.config
-        await check_upstream(config.explicit_urls() or {"--base-url": config.base()})
+        pool = self.caller.pool
+        for config in [a.config for a in pool.accounts] if pool else [self.caller.config]:
+            await check_upstream(config.explicit_urls() or {"--base-url": config.base()})
         if self.opts.enable_nsq:
             await check_reachable(self.opts.nsqd_tcp_address, "--nsqd-tcp-address")
             await check_reachable(self.opts.lookupd_http_address, "--lookupd-http-address")
@@ -255,6 +295,8 @@ class Run:
                   f"{moved[self.out]}", file=sys.stderr)  # fmt: skip
         await self.sink.start()
         ledger = self.ledger = await self.sink.ledger(self.batch)
+        if self.budget is not None:  # what this batch's calls cost before a restart counts
+            self.budget.spent_usd = ledger.usage.cost_usd
         self.progress = RunProgress(self.opts.progress, ledger.counts, calls=self.caller.calls)
         self.sink.on_record = self.progress.on_record
         if ledger.counts.done:
@@ -425,8 +467,17 @@ async def _until_drained(
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     opts = parse(args)
+    if opts.estimate:  # no token, no NSQ, no call
+        try:
+            check_input(opts.input)
+            settings = caller_settings(opts, load(BaseServiceSettings))
+        except ConfigError as exc:
+            print(f"gpt4batch run: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        return print_estimate(opts, settings)
     glog.configure(opts.log_format, "info", service="run")
     print("\n".join([first_line(opts, args), *start_notices(opts)]), file=sys.stderr, flush=True)
+    warn_secrets_in_argv("gpt4batch run", args)
 
     async def go() -> int:
         try:
@@ -457,6 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(refused_line(run, result), file=sys.stderr)
             return EXIT_USAGE
         print_summary(run, result)
+        if run.budget is not None and run.budget.reached:
+            print(budget_line(run, result), file=sys.stderr)
         for line in end_notices(opts, result.final):
             print(line, file=sys.stderr)
         ok = result.final.failed == 0 and result.final.not_run == 0

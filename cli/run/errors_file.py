@@ -3,7 +3,11 @@
 Like the OpenAI Batch API's error file: a user sees what failed without
 scanning the whole output. Each line is
 
-    {"line": 12, "id": "r12", "error": {"code": 429, "message": "ask a1: ..."}}
+    {"line": 12, "id": "r12", "error": {"code": 429, "message": "ask a1: ..."},
+     "usage": {"prompt_tokens": 40, ..., "cost_usd": 0.0004}}
+
+(`usage`: what the record's answered calls cost before it failed, as on its output line;
+the breakdown sums it, so a failed batch says what its failures cost.)
 
 (`line` counts the input's non-blank lines from 1). The file is written after
 the output, streaming it (bounded memory): a line holding `"iErr":null` is a
@@ -19,9 +23,11 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gpt4batch.common.errors import IErrCode
 from gpt4batch.common.filenames import file_mode, sibling
+from gpt4batch.common.usage import UsageTotals, read_usage
 from gpt4batch.services.sink.index import iter_lines
 
 #: Failures a resume (`-f`) cannot mend: the input, a local file, the setup, or a request
@@ -52,6 +58,8 @@ class ErrorBreakdown:
     path: Path
     by_code: Counter[int] = field(default_factory=Counter)
     example: dict[int, str] = field(default_factory=dict)
+    usage: UsageTotals = field(default_factory=UsageTotals)
+    """What the failed records' answered calls cost."""
 
     @property
     def total(self) -> int:
@@ -72,7 +80,7 @@ class ErrorBreakdown:
         return rows
 
 
-def _failure(line: bytes) -> tuple[str, int, str] | None:
+def _failure(line: bytes) -> tuple[str, int, str, Any] | None:
     if _OK in line:
         return None
     try:
@@ -84,7 +92,7 @@ def _failure(line: bytes) -> tuple[str, int, str] | None:
         return None
     code = err.get("code")
     code = code if isinstance(code, int) else IErrCode.INTERNAL
-    return str(record.get("id", "")), code, str(err.get("message", ""))
+    return str(record.get("id", "")), code, str(err.get("message", "")), record.get("usage")
 
 
 def write_errors(out: Path, lines: Iterable[bytes] | None = None) -> ErrorBreakdown:
@@ -99,10 +107,14 @@ def write_errors(out: Path, lines: Iterable[bytes] | None = None) -> ErrorBreakd
                 failure = _failure(line)
                 if failure is None:
                     continue
-                record_id, code, message = failure
+                record_id, code, message, usage = failure
                 breakdown.by_code[code] += 1
                 breakdown.example.setdefault(code, message[:120])
                 row = {"line": number, "id": record_id, "error": {"code": code, "message": message}}
+                paid = read_usage(usage)
+                if paid is not None:
+                    breakdown.usage.add(paid)
+                    row["usage"] = usage
                 fh.write(json.dumps(row, ensure_ascii=False).encode("utf-8", "replace") + b"\n")
             fh.flush()
             os.fsync(fh.fileno())

@@ -221,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--access-token",
         default=None,
         metavar="TOKEN",
-        help="upstream token (unset: GPT4BATCH_ACCESS_TOKEN, else the credentials file)",
+        help="upstream token, prefer --access-token-file (unset: GPT4BATCH_ACCESS_TOKEN, "
+        "else the credentials file)",
     )
     g.add_argument(
         "--credentials",
@@ -279,6 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
         "original -n",
     )
     nx.add_argument("--feed-topic", default=_default("feed_topic"), help="topic of the feed")
+    nx.add_argument(
+        "--bus-secret-file",
+        default=None,
+        metavar="FILE",
+        help="the secret results and download jobs are signed with, shared with services on "
+        "the same nsqd (e.g. a separate downloader); default: GPT4BATCH_BUS_SECRET, else a "
+        "random one of this run [GPT4BATCH_BUS_SECRET_FILE]",
+    )
 
     r = p.add_argument_group("run")
     r.add_argument(
@@ -312,6 +321,31 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         metavar="FORMAT",
         help="log lines as text or json; auto: text on a terminal, JSON lines otherwise",
+    )
+    r.add_argument(
+        "--budget-usd",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="spend cap (docs/limits.md)",
+    )
+    tx = p.add_argument_group("tokens and cost", advanced=True)
+    _bool_flag(
+        tx,
+        "--estimate",
+        default=False,
+        help="make no call: say the tokens and cost the batch would take at the prices "
+        "(--input-usd-per-1m, --output-usd-per-1m, --usd-per-call) and how long it needs at "
+        "the limits (-q, --tpm)",
+    )
+    dx = p.add_argument_group("downloads", advanced=True)
+    dx.add_argument(
+        "--allow-download-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]|CIDR",
+        help="a non-public host or range downloads may come from, repeatable (the configured "
+        "upstream's own host:port is allowed already; also GPT4BATCH_ALLOW_DOWNLOAD_HOST)",
     )
     # Every other caller setting, generated: a new caller option reaches `run` by itself.
     taken = {action.dest for action in p._actions} | set(ORIGINAL_ALIASES.values())
@@ -361,7 +395,10 @@ class RunOptions:
     grace: float
     progress: str
     log_format: str = "auto"
+    budget_usd: float | None = None
+    estimate: bool = False
     allowed_dirs: list[str] = field(default_factory=list)
+    allow_download_host: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     """Generated caller settings given on the command line."""
 
@@ -373,6 +410,8 @@ def parse(argv: Sequence[str]) -> RunOptions:
         parser.error("-g/--goroutine must be at least 1")
     if args.qps < 0:
         parser.error("-q/--qps must be >= 0")
+    if args.budget_usd is not None and args.budget_usd <= 0:
+        parser.error("--budget-usd must be more than 0")
     if args.enable_nsq and not (args.nsqd_tcp_address or args.lookupd_http_address):
         parser.error(
             "-n/--enable_nsq needs --nsqd-tcp-address or --lookupd-http-address; no nsqd yet? "

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from gpt4batch.cli.run.options import RunOptions
 from gpt4batch.cli.run.progress import clock
 from gpt4batch.cli.run.resume import resume_command, token_note
+from gpt4batch.common.errors import IErrCode
 from gpt4batch.common.filenames import sibling
 
 if TYPE_CHECKING:
@@ -29,13 +30,17 @@ def print_summary(
         f"  records   {f.total:,}: {f.ok:,} ok, {f.failed:,} failed, {f.not_run:,} not run",
         f"  upstream  {int(result.calls):,} calls ({rate:,.1f}/s), "
         f"{result.rate_limited:,} answered 429",
-        f"  output    {run.out}",
     ]
+    if run.ledger is not None:  # the batch's calls, before a restart too
+        lines.append(f"  usage     {run.ledger.usage.summary()}")
+    lines.append(f"  output    {run.out}")
     errors = result.errors
     if errors.total:
         plural = "s" if errors.total != 1 else ""
         lines.append(f"  errors    {errors.path} ({errors.total:,} record{plural}), by code:")
         lines += [f"           {row}" for row in errors.lines()]
+        if errors.usage.total_tokens or errors.usage.cost_usd:
+            lines.append(f"           their answered calls: {errors.usage.summary()}")
     rejects = sibling(run.out, "rejects.jsonl")
     if rejects.exists() and rejects.stat().st_size:
         lines.append(f"  rejects   {rejects}")
@@ -60,6 +65,18 @@ def first_line(opts: RunOptions, argv: Sequence[str]) -> str:
     target = "" if given & {"-o", "--out", "--output"} else " (default)"
     mode = "through NSQ" if opts.enable_nsq else "in this process"
     return f"gpt4batch run: input {opts.input}{source} -> output {opts.out}{target}, {mode}"
+
+
+def budget_line(run: Run, result: RunResult) -> str:
+    """Said when `--budget-usd` stopped the run from starting conversations."""
+    budget = run.budget
+    assert budget is not None
+    refused = result.errors.by_code.get(int(IErrCode.BUDGET_REACHED), 0)
+    return (
+        f"gpt4batch run: budget reached: ${budget.spent_usd:,.4f} spent of --budget-usd "
+        f"{budget.limit_usd:g}; {refused:,} records not run keep iErr 402 - the resume "
+        f"command above runs them with a budget of --budget-usd {budget.limit_usd:g} of their own"
+    )
 
 
 def refused_line(run: Run, result: RunResult) -> str:

@@ -178,6 +178,9 @@ class Plan:
             env["GPT4BATCH_HOST"] = HOST
         if comp.name == "caller" and self.addresses.simulator:
             env["GPT4BATCH_ACCESS_TOKEN"] = SIMULATOR_TOKEN
+        if comp.name == "downloader" and self.addresses.simulator:
+            # The simulator serves its pictures from 127.0.0.1: allowed, by host:port only.
+            env["GPT4BATCH_ALLOW_DOWNLOAD_HOST"] = self.addresses.simulator.split("://", 1)[1]
         return env, port
 
     # --- processes --------------------------------------------------------

@@ -15,6 +15,7 @@ from gpt4batch.common.upstreams.base import (
     BeforeCall,
     ConversationClient,
     ConversationState,
+    FileOpener,
     TokenMeter,
 )
 from gpt4batch.common.upstreams.chatgpt_service import ChatgptServiceClient
@@ -29,6 +30,7 @@ __all__ = [
     "ChatgptServiceClient",
     "ConversationClient",
     "ConversationState",
+    "FileOpener",
     "Gpt4ApiClient",
     "OpenAIClient",
     "Sampling",
@@ -49,7 +51,12 @@ def make_client(
     http: httpx.AsyncClient,
     *,
     before_call: BeforeCall | None = None,
+    open_file: FileOpener | None = None,
     tokens: TokenMeter | None = None,
 ) -> Gpt4ApiClient | OpenAIClient | ChatgptServiceClient:
-    """The client for `config.kind`, sharing the process's pooled `http` client."""
-    return _CLIENTS[config.kind](config, http, before_call=before_call, tokens=tokens)
+    """The client for `config.kind`, sharing the process's pooled `http` client; `open_file`
+    opens the files asks upload (the caller's path policy), `tokens` meters model calls
+    (the token limit, `--tpm`)."""
+    return _CLIENTS[config.kind](
+        config, http, before_call=before_call, open_file=open_file, tokens=tokens
+    )

@@ -32,7 +32,7 @@ from gpt4batch.common.errors import FinalError
 from gpt4batch.common.messages import Ask, AskOverrides
 from gpt4batch.common.upstreams import errors
 from gpt4batch.common.upstreams.config import UpstreamConfig, origin
-from gpt4batch.common.upstreams.transport import RESET_TOKENS, JsonReply
+from gpt4batch.common.upstreams.transport import RESET_TOKENS, JsonReply, read_httpx
 
 #: Awaited right before every upstream HTTP request, with the endpoint name
 #: (`upload`, `chat`, `completions`, `models`); a rate limiter's `acquire`.
@@ -61,6 +61,13 @@ class TokenMeter(Protocol):
     def rate_limited(
         self, ticket: Any, retry_after: str | None, reset_tokens: str | None
     ) -> None: ...
+
+
+class FileOpener(Protocol):
+    """Opens an ask's file for upload: `open_local`, or the caller's path policy, which
+    checks the opened file itself (where it is, whether it is the credentials file)."""
+
+    def __call__(self, path: str, limit: int) -> LocalFile: ...
 
 
 @dataclass(frozen=True)
@@ -114,11 +121,13 @@ class HttpBase:
         http: httpx.AsyncClient,
         *,
         before_call: BeforeCall | None = None,
+        open_file: FileOpener | None = None,
         tokens: TokenMeter | None = None,
     ) -> None:
         self.config = config
         self.http = http
         self.before_call: BeforeCall = before_call or _no_limit
+        self.open_file: FileOpener = open_file or open_local
         self.tokens = tokens
         # What every call with this client's own config sends along, built once.
         self._headers = config.headers()
@@ -151,19 +160,26 @@ class HttpBase:
         json_call = self._json_call
         if json_call is not None and kwargs.keys() <= {"json"}:
             reply = await json_call(
-                endpoint, method, url, headers=headers, timeout=timeout, body=kwargs.get("json")
+                endpoint,
+                method,
+                url,
+                headers=headers,
+                timeout=timeout,
+                body=kwargs.get("json"),
+                limit=config.max_answer_bytes,
             )
         else:
             try:
-                response = await self.http.request(
+                async with self.http.stream(
                     method, url, headers=headers, timeout=timeout, **kwargs
-                )
+                ) as response:
+                    body = await read_httpx(response, endpoint, config.max_answer_bytes)
             except httpx.HTTPError as exc:
                 raise errors.from_transport(exc, endpoint) from None
             reply = JsonReply(
                 response.status_code,
                 response.headers.get("retry-after"),
-                response.content,
+                body,
                 response.headers.get(RESET_TOKENS),
             )
         if meter is not None and reply.status == 429:

@@ -17,6 +17,10 @@ DEFAULT_GPT4API_BASE = "https://beta.gpt4api.plus"
 #: gpt4api.plus refuses uploads above this size (seed 001: 100M).
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 
+#: Largest answer body read, after decompression (a chat answer is kilobytes; a gzip
+#: bomb of 150 KB inflated to 150 MB and lifted the caller to 693 MB).
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+
 
 class Sampling(BaseModel):
     """OpenAI-style sampling parameters; only the ones set are sent."""
@@ -67,6 +71,7 @@ class UpstreamConfig(BaseModel):
     )
     upload_read_timeout: float = 120.0
     max_upload_bytes: int = MAX_UPLOAD_BYTES
+    max_answer_bytes: int = MAX_ANSWER_BYTES
 
     def with_overrides(self, overrides: AskOverrides | None) -> UpstreamConfig:
         """A copy with the message's overrides applied (the `upstream` kind is the caller's)."""

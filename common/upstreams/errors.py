@@ -112,3 +112,11 @@ def _connection_failure(exc: BaseException) -> str:
 def bad_response(endpoint: str, what: str) -> RetryableError:
     """An answer we could not understand (bad JSON, missing fields, truncated stream)."""
     return RetryableError(BAD_RESPONSE, f"{endpoint}: {what}")
+
+
+def answer_too_large(endpoint: str, limit: int) -> FinalError:
+    """An answer past the size limit (after decompression): not read further, not retried
+    (the same ask would be paid for again and answer the same)."""
+    return FinalError(
+        BAD_RESPONSE, f"{endpoint}: answer over {limit} bytes (--max-answer-bytes); not read"
+    )

@@ -13,7 +13,6 @@ from gpt4batch.common.upstreams.base import (
     Answer,
     ConversationState,
     HttpBase,
-    open_local,
     resolve,
 )
 from gpt4batch.common.upstreams.config import UpstreamConfig
@@ -57,7 +56,7 @@ class Gpt4ApiClient(HttpBase):
         config = config or self.config
         name = os.path.basename(path)
         mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        with open_local(path, config.max_upload_bytes) as fh:
+        with self.open_file(path, config.max_upload_bytes) as fh:
             answer = await self.request_json(
                 "upload",
                 "POST",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -21,7 +22,7 @@ from gpt4batch.common.upstreams.base import (
 )
 from gpt4batch.common.upstreams.config import UpstreamConfig
 from gpt4batch.common.upstreams.inline import user_message
-from gpt4batch.common.upstreams.transport import RESET_TOKENS
+from gpt4batch.common.upstreams.transport import RESET_TOKENS, read_httpx, read_lines
 
 DEFAULT_MODEL = "gpt-3.5-turbo"
 
@@ -80,16 +81,23 @@ class OpenAIClient(HttpBase):
             async with self.http.stream(
                 "POST", self.chat_url(config), json=body, headers=headers, timeout=config.timeout()
             ) as response:
+                limit = config.max_answer_bytes
                 if response.status_code >= 300:
-                    await response.aread()
+                    text = (await read_httpx(response, "chat", limit)).decode("utf-8", "replace")
                     if meter is not None and response.status_code == 429:
                         meter.rate_limited(
                             ticket,
                             response.headers.get("retry-after"),
                             response.headers.get(RESET_TOKENS),
                         )
-                    raise errors.from_response(response, "chat", secret=config.secret())
-                answer = await _assemble(response)
+                    raise errors.from_status(
+                        response.status_code,
+                        "chat",
+                        text,
+                        retry_after=response.headers.get("retry-after"),
+                        secret=config.secret(),
+                    )
+                answer = await _assemble(read_lines(response, "chat", limit))
         except httpx.HTTPError as exc:
             raise errors.from_transport(exc, "chat") from None
         if ticket is not None:
@@ -107,7 +115,7 @@ class OpenAIClient(HttpBase):
     ) -> tuple[Answer, ConversationState]:
         """Append the ask (images/text files inline) to the history and complete it."""
         config = self.config.with_overrides(overrides)
-        user = user_message(ask, base_dir, config.max_upload_bytes)
+        user = user_message(ask, base_dir, config.max_upload_bytes, self.open_file)
         answer = await self.chat_completion([*state.messages, user], config=config)
         reply = {"role": "assistant", "content": _first_content(answer)}
         return answer, replace(
@@ -151,13 +159,13 @@ def _first_content(answer: Answer) -> str | None:
     return content if isinstance(content, str) else None
 
 
-async def _assemble(response: httpx.Response) -> Answer:
+async def _assemble(lines: AsyncIterator[str]) -> Answer:
     """Join `data:` chunks' `choices[0].delta.content`; no `[DONE]` means truncated."""
     pieces: list[str] = []
     meta: dict[str, Any] = {}
     role = "assistant"
     finish_reason = None
-    async for line in response.aiter_lines():
+    async for line in lines:
         if not line.startswith("data:"):
             continue
         data = line[5:].strip()

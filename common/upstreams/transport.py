@@ -13,9 +13,12 @@ of caller CPU through httpx against 130–161 µs with a plain aiohttp session
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
+import re
 import time
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +27,10 @@ import httpx
 import yarl
 from httpx_aiohttp import AiohttpTransport
 
+from gpt4batch.common.bounded_body import BodyTooLarge, BoundedBody, UnsupportedEncoding
 from gpt4batch.common.tls import client_context
 from gpt4batch.common.upstreams import errors
+from gpt4batch.common.upstreams.config import MAX_ANSWER_BYTES
 
 #: JSON request bodies: compact, UTF-8 as is, no NaN (one encoder, not one per call).
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -91,9 +96,11 @@ class UpstreamHttp(httpx.AsyncClient):
         headers: Mapping[str, str],
         timeout: httpx.Timeout,
         body: Any = None,
+        limit: int = MAX_ANSWER_BYTES,
     ) -> JsonReply:
-        """One request with a JSON body (or none), read whole; transport failures become
-        the upstream error model's retryable TIMEOUT/CONNECTION errors."""
+        """One request with a JSON body (or none), read whole up to `limit` bytes after
+        decompression (else FinalError); transport failures become the upstream error
+        model's retryable TIMEOUT/CONNECTION errors."""
         data = None
         if body is not None:
             # A payload object (not bytes) skips aiohttp's payload-type lookup and brings its
@@ -115,7 +122,7 @@ class UpstreamHttp(httpx.AsyncClient):
                 reply = JsonReply(
                     response.status,
                     headers.get("Retry-After"),
-                    await response.read(),
+                    await _read_aiohttp(response, endpoint, limit),
                     headers.get(RESET_TOKENS) if response.status == 429 else None,
                 )
         except (TimeoutError, aiohttp.ClientError) as exc:  # aiohttp's timeouts: TimeoutErrors
@@ -154,3 +161,64 @@ class UpstreamHttp(httpx.AsyncClient):
         if self._session is not None and not self._session.closed:
             await self._session.close()
             await asyncio.sleep(0)  # let aiohttp's connection close callbacks run
+
+
+async def _read_aiohttp(response: aiohttp.ClientResponse, endpoint: str, limit: int) -> bytes:
+    """The body, at most `limit` bytes after decompression (aiohttp inflates it in bounded
+    steps; the pieces are counted as they come), else `errors.answer_too_large`."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        raise errors.answer_too_large(endpoint, limit)
+    if declared is not None and "Content-Encoding" not in response.headers:
+        return await response.read()  # exactly `declared` bytes: the common, fast case
+    pieces: list[bytes] = []
+    size = 0
+    async for piece in response.content.iter_any():
+        size += len(piece)
+        if size > limit:
+            raise errors.answer_too_large(endpoint, limit)
+        pieces.append(piece)
+    return b"".join(pieces)
+
+
+async def _decoded(response: httpx.Response, endpoint: str, limit: int) -> AsyncIterator[bytes]:
+    """A streamed httpx response's body in decoded pieces of at most 64 KB, capped at
+    `limit` bytes after decompression (httpx's own decoder inflates each network chunk
+    whole: 64 KB of a gzip bomb became 64 MB at once)."""
+    try:
+        body = BoundedBody(response.headers.get("content-encoding"), limit)
+        async for raw in response.aiter_raw():
+            for piece in body.feed(raw):
+                yield piece
+        for piece in body.flush():
+            yield piece
+    except BodyTooLarge:
+        raise errors.answer_too_large(endpoint, limit) from None
+    except (UnsupportedEncoding, zlib.error) as exc:
+        raise errors.bad_response(endpoint, f"undecodable body ({exc})") from None
+
+
+async def read_httpx(response: httpx.Response, endpoint: str, limit: int) -> bytes:
+    """The whole body of a streamed httpx response, capped as `_decoded` says."""
+    return b"".join([piece async for piece in _decoded(response, endpoint, limit)])
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+async def read_lines(response: httpx.Response, endpoint: str, limit: int) -> AsyncIterator[str]:
+    """The body's text lines (an SSE stream), capped as `_decoded` says."""
+    text = codecs.getincrementaldecoder("utf-8")("replace")
+    line: list[str] = []  # the line being received, in pieces
+    async for piece in _decoded(response, endpoint, limit):
+        parts = _LINE_BREAK.split(text.decode(piece))
+        line.append(parts[0])
+        if len(parts) == 1:
+            continue
+        yield "".join(line)
+        for whole in parts[1:-1]:
+            yield whole
+        line = [parts[-1]]
+    rest = "".join(line) + text.decode(b"", final=True)
+    if rest:
+        yield rest

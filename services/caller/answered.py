@@ -1,20 +1,22 @@
 """Which asks this caller already answered, so a second delivery is not paid again.
 
-Two kinds of second delivery reach a caller:
+An answered ask is remembered by its identity (batch, seq), with the id of the
+message that carried it: the id alone is not unique, since two nsqd with the same
+node id (the default is derived from the hostname) give different asks the same
+id when both publish in the same millisecond. Three kinds of second delivery:
 
 - a redelivery of the same NSQ message (nsqd restarted before our FIN reached it,
-  or the FIN was lost): same message id, same (batch, seq). Remembered by
-  (batch, seq, message id): the id alone is not unique, since two nsqd with the
-  same node id (the default is derived from the hostname) give different asks
-  the same id when both publish in the same millisecond;
-- a copy of an ask that is running here right now (ingest re-run after a kill
-  republishes the asks nsqd had but ingest had not yet recorded; nsqd hands
+  or the FIN was lost): same (batch, seq), same message id;
+- a copy of the ask under a new message id, marked `republished`: ingest,
+  re-run after a kill, publishes again what the killed run sent without nsqd's
+  acknowledgement. Finished without a call if this (batch, seq) was answered;
+- a copy of an ask that is running here right now (a republished one; nsqd hands
   back an in-flight ask after its restart while we still run it). It waits for
   the running one and is finished without a call once that one has published
   its result.
 
-A new message for an answered (batch, seq) that arrives later, e.g. from
-`gpt4batch reconcile` after nsqd lost the result, runs: its id is new.
+A new message for an answered (batch, seq) that is not marked, e.g. from
+`gpt4batch reconcile` after nsqd lost the result, runs.
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ AskKey = tuple[str, int]
 
 
 class AnsweredAsks:
-    """Bounded memory of answered (batch, seq, message id), plus the asks running now."""
+    """Bounded memory of answered asks (batch, seq → message id), plus the asks running now."""
 
     def __init__(self, memory: int) -> None:
         self.memory = memory
-        self._answered: OrderedDict[tuple[str, int, str], None] = OrderedDict()
+        self._answered: OrderedDict[AskKey, str] = OrderedDict()
         self._running: dict[AskKey, asyncio.Future[bool]] = {}
 
     def __len__(self) -> int:
@@ -41,15 +43,19 @@ class AnsweredAsks:
 
     def keys(self) -> list[tuple[str, int, str]]:
         """The remembered (batch, seq, message id), oldest first."""
-        return list(self._answered)
+        return [(batch, seq, message_id) for (batch, seq), message_id in self._answered.items()]
 
-    async def already_answered(self, batch: str, seq: int, message_id: str) -> bool:
-        """True if this delivery needs no call: this message was answered here, or a copy of
-        the ask that was running here has just published its result."""
-        while (running := self._running.get((batch, seq))) is not None:
+    async def already_answered(
+        self, batch: str, seq: int, message_id: str, republished: bool = False
+    ) -> bool:
+        """True if this delivery needs no call: this message (or, `republished`, this ask)
+        was answered here, or a copy of the ask running here has just published its result."""
+        key = (batch, seq)
+        while (running := self._running.get(key)) is not None:
             if await asyncio.shield(running):
                 return True
-        return (batch, seq, message_id) in self._answered
+        answered = self._answered.get(key)
+        return answered is not None and (republished or answered == message_id)
 
     @asynccontextmanager
     async def running(self, batch: str, seq: int, message_id: str) -> AsyncIterator[None]:
@@ -62,7 +68,8 @@ class AnsweredAsks:
             yield
             answered = True
             if self.memory > 0:
-                self._answered[(batch, seq, message_id)] = None
+                self._answered.pop(key, None)  # the newest answer goes last
+                self._answered[key] = message_id
                 if len(self._answered) > self.memory:
                     self._answered.popitem(last=False)
         finally:

@@ -49,10 +49,17 @@ def _upstream_answered(status: int | None) -> bool:
     )
 
 
-def token_source(explicit: object, credentials: Path, flag: str = "--access-token") -> str:
+def token_source(
+    explicit: object,
+    credentials: Path,
+    flag: str = "--access-token",
+    token_file: Path | None = None,
+) -> str:
     """Where the token came from, for the one-line error (never the token itself)."""
     if explicit:
         return flag
+    if token_file:
+        return f"--access-token-file {token_file.expanduser()}"
     if os.environ.get("GPT4BATCH_ACCESS_TOKEN"):
         return "GPT4BATCH_ACCESS_TOKEN"
     return f"the credentials file {credentials.expanduser()}"
@@ -70,8 +77,14 @@ class AuthGate:
         on_probe: Callable[[], None] | None = None,
         on_open: Callable[[], None] | None = None,
         prove_first: bool = False,
+        refused_gauge: Gauge | None = AUTH_REFUSED,
+        refused_text: str = "upstream refused the token; taking no asks until it is accepted",
+        accepted_text: str = "upstream accepts the token again; taking asks",
     ) -> None:
         self.source = source
+        self._gauge = refused_gauge
+        self._refused_text = refused_text
+        self._accepted_text = accepted_text
         self.retry_interval = retry_interval
         self.on_close = on_close
         self.on_probe = on_probe
@@ -83,7 +96,11 @@ class AuthGate:
         self.proven = not prove_first
         self._proof_running = False
         self._proof_settled: asyncio.Event | None = None
-        AUTH_REFUSED.set(0)
+        self._set_gauge(0)
+
+    def _set_gauge(self, value: int) -> None:
+        if self._gauge is not None:
+            self._gauge.set(value)
 
     @property
     def is_open(self) -> bool:
@@ -139,10 +156,10 @@ class AuthGate:
     def close(self, error: IErr) -> None:
         first = self.refusal is None
         self.refusal = error
-        AUTH_REFUSED.set(1)
+        self._set_gauge(1)
         if first:
             log.error(
-                "upstream refused the token; taking no asks until it is accepted",
+                self._refused_text,
                 status=error.code,
                 source=self.source,
                 retry_in=self.retry_interval,
@@ -154,11 +171,11 @@ class AuthGate:
     def open(self) -> None:
         self.refusal = None
         self.probing = False
-        AUTH_REFUSED.set(0)
+        self._set_gauge(0)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        log.info("upstream accepts the token again; taking asks")
+        log.info(self._accepted_text, source=self.source)
         if self.on_open is not None:
             self.on_open()
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
+from gpt4batch.common.credentials import warn_secrets_in_argv
 from gpt4batch.common.service import run_app
 from gpt4batch.services.caller.limits import build_limiter
 from gpt4batch.services.caller.service import CallerService
@@ -11,11 +13,17 @@ from gpt4batch.services.caller.settings import CallerSettings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    warn_secrets_in_argv("gpt4batch caller", sys.argv[1:] if argv is None else argv)
     return run_app(
         "caller",
         "Consume AskMessages, run each conversation against the upstream, publish results.",
         CallerSettings,
-        lambda settings: CallerService(settings, limiter=build_limiter(settings)),
+        lambda settings: CallerService(
+            settings,
+            # With --accounts each account has a limiter (its own limit group) and no other.
+            limiter=None if settings.accounts else build_limiter(settings),
+            account_limiter=build_limiter,
+        ),
         argv,
         short={"concurrency": "-g", "qps": "-q", "model": "-m", "gizmo_id": "-z"},
         skip=frozenset({"max_in_flight"}),  # --concurrency is the caller's in-flight limit

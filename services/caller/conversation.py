@@ -22,7 +22,16 @@ from gpt4batch.common.retry import RetryPolicy, with_retries
 from gpt4batch.common.upstreams import ConversationClient, ConversationState
 from gpt4batch.common.upstreams.base import Answer
 from gpt4batch.common.upstreams.errors import bad_response
+from gpt4batch.common.usage import (
+    DEFAULT_ACCOUNT,
+    Prices,
+    Usage,
+    ask_prompt_tokens,
+    asks_estimate,
+    call_tokens,
+)
 from gpt4batch.services.caller import metrics
+from gpt4batch.services.caller.budget import Budget
 from gpt4batch.services.caller.downloads import plan_downloads
 from gpt4batch.services.caller.paths import FORBIDDEN_PATH, PathPolicy
 
@@ -48,6 +57,8 @@ class Outcome:
     downloads: list[DownloadJob] = field(default_factory=list)
     #: HTTP status of the upstream's failing answer (None: no upstream failure).
     upstream_status: int | None = None
+    #: Tokens and cost of the answers (issue 21: the output line's `usage`).
+    usage: Usage = field(default_factory=Usage)
 
     @property
     def ok(self) -> bool:
@@ -60,6 +71,7 @@ class Outcome:
         record = self.source.model_copy()
         record.answers = [ChatResponse.model_validate(answer) for answer in self.answers]
         record.iErr = self.error
+        record.usage = self.usage.as_line()  # (an extra field: kept after the known ones)
         return record
 
     def record_object(self, received: dict[str, Any]) -> dict[str, Any]:
@@ -80,6 +92,7 @@ class Outcome:
         for key, value in received.items():
             if key not in record:
                 record[key] = value
+        record["usage"] = self.usage.as_line()
         return record
 
 
@@ -98,6 +111,19 @@ class ConversationRunner:
     paths: PathPolicy = field(default_factory=PathPolicy)
     deadline: float | None = None
     """Seconds one conversation may take (None: no limit); see `run`."""
+    prices: Prices = field(default_factory=Prices)
+    budget: Budget | None = None
+    """A spending limit (`run --budget-usd`): see services/caller/budget.py."""
+    completion_estimate: int = 1000
+    """Tokens a budget reserves for an answer whose request sets no limit."""
+    max_tokens: int | None = None
+    """The caller's `--max-tokens` (an ask's override wins)."""
+    account: str = DEFAULT_ACCOUNT
+
+    def __post_init__(self) -> None:
+        self._tokens_prompt = metrics.TOKENS.labels(self.account, "prompt")
+        self._tokens_completion = metrics.TOKENS.labels(self.account, "completion")
+        self._cost = metrics.COST.labels(self.account)
 
     async def run(self, msg: AskMessage) -> Outcome:
         """The record with its answers (or iErr) and the downloads its answers planned.
@@ -114,6 +140,47 @@ class ConversationRunner:
             return Outcome(record, error=IErr(code=int(FORBIDDEN_PATH), message=refusal))
         overrides = msg.overrides
         client = self.client_for((overrides and overrides.upstream) or self.default_kind)
+        budget = self.budget if self.budget is not None and self.budget.applies(msg.batch) else None
+        if budget is None:
+            return self._counted(await self._converse(msg, client))
+        estimate = self.estimate_cost(msg, client.kind)
+        if not budget.reserve(estimate):
+            metrics.BUDGET_REFUSED.inc()
+            _RECORDS_FAILED.inc()
+            error = IErr(code=int(IErrCode.BUDGET_REACHED), message=budget.refusal())
+            return Outcome(record, error=error)
+        outcome = Outcome(record)
+        try:
+            outcome = await self._converse(msg, client)
+        finally:
+            budget.settle(estimate, outcome.usage.cost_usd)
+        return self._counted(outcome)
+
+    def estimate_cost(self, msg: AskMessage, kind: str) -> float:
+        """What `msg`'s conversation is expected to cost (a budget's reservation)."""
+        prompt, completion, calls = asks_estimate(
+            msg.record.asks,
+            kind=kind,
+            completion_default=self.completion_estimate,
+            max_tokens=(msg.overrides and msg.overrides.max_tokens) or self.max_tokens,
+            history=msg.history or (),
+        )
+        return self.prices.cost(prompt, completion, calls)
+
+    def _counted(self, outcome: Outcome) -> Outcome:
+        """`outcome`, its tokens and cost counted in the metrics."""
+        usage = outcome.usage
+        if usage.calls:
+            self._tokens_prompt.inc(usage.prompt_tokens)
+            self._tokens_completion.inc(usage.completion_tokens)
+            self._cost.inc(usage.cost_usd)
+        return outcome
+
+    async def _converse(self, msg: AskMessage, client: ConversationClient) -> Outcome:
+        """The asks of `msg`, in order, chained; the outcome with the usage of its answers."""
+        record = msg.record
+        overrides = msg.overrides
+        usage = Usage()
         answers: list[Answer] = []
         jobs: list[DownloadJob] = []
         state = ConversationState(messages=tuple(msg.history or ()))
@@ -131,6 +198,7 @@ class ConversationRunner:
                 for ask in asks:
                     # What this ask uploaded survives its retries: only the failed call repeats.
                     uploaded: dict[str, Any] = {}
+                    state_before = state
                     call = partial(
                         client.run_ask,
                         state,
@@ -169,6 +237,12 @@ class ConversationRunner:
                         error = IErr(code=int(INTERNAL_ERROR), message=message)
                         break
                     answers.append(answer)
+                    sent = state_before.messages if client.kind == "openai" else ()
+                    prompt, completion, estimated = call_tokens(
+                        answer,
+                        partial(ask_prompt_tokens, ask.content, len(ask.image_paths()), sent),
+                    )
+                    usage.add(prompt, completion, estimated=estimated, prices=self.prices)
         except TimeoutError:
             done = len(answers)
             stopped = record.asks[min(done, len(record.asks) - 1)]
@@ -179,7 +253,7 @@ class ConversationRunner:
                 f"--max-msg-timeout); {done} of {len(record.asks)} asks answered",
             )
         (_RECORDS_OK if error is None else _RECORDS_FAILED).inc()
-        return Outcome(record, answers, error, jobs, status)
+        return Outcome(record, answers, error, jobs, status, usage)
 
 
 async def _checked(call: Callable[[], Awaitable[_Answered]]) -> _Answered:

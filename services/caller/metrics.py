@@ -36,3 +36,18 @@ REDELIVERED_ANSWERED = Counter(
     f"{NAMESPACE}_caller_redelivered_answered_total",
     "Asks redelivered after this caller had published their result: finished, not paid again.",
 )
+TOKENS = Counter(
+    f"{NAMESPACE}_tokens_total",
+    "Tokens of answered calls, by account and kind (prompt, completion): as the upstream "
+    "reported them, else estimated (common/tokens.py).",
+    ["account", "kind"],
+)
+COST = Counter(
+    f"{NAMESPACE}_cost_usd_total",
+    "What answered calls cost, USD, by account, at the configured prices (0 without prices).",
+    ["account"],
+)
+BUDGET_REFUSED = Counter(
+    f"{NAMESPACE}_budget_refused_total",
+    "Conversations not started because they would pass the budget (iErr 402).",
+)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
-from typing import Any
+from dataclasses import replace
 
 import httpx
 from pydantic import BaseModel
@@ -26,13 +26,21 @@ from gpt4batch.common.result_parts import TooLarge, split_result
 from gpt4batch.common.retry import REPUBLISH
 from gpt4batch.common.topics import Channels
 from gpt4batch.common.upstreams import ConversationClient, UpstreamConfig, make_client
-from gpt4batch.common.upstreams.transport import UpstreamHttp
 from gpt4batch.services.caller import metrics
+from gpt4batch.services.caller.accounts import (
+    BUDGETS_REACHED,
+    Account,
+    AccountPool,
+    load_accounts,
+    refused_midway,
+)
 from gpt4batch.services.caller.answered import AnsweredAsks
 from gpt4batch.services.caller.auth_gate import AuthGate, token_source
+from gpt4batch.services.caller.budget import Budget
 from gpt4batch.services.caller.call_stats import CallStats
-from gpt4batch.services.caller.conversation import ConversationRunner
+from gpt4batch.services.caller.conversation import ConversationRunner, Outcome
 from gpt4batch.services.caller.feed import publish_feed
+from gpt4batch.services.caller.http_client import make_http_client
 from gpt4batch.services.caller.limits import Limiter, process_limiter
 from gpt4batch.services.caller.paths import PathPolicy
 from gpt4batch.services.caller.settings import CallerSettings
@@ -42,74 +50,6 @@ log = get_logger("gpt4batch.caller")
 #: How many answered asks a caller remembers (a few MB): far more than can be in
 #: flight when nsqd restarts, so a redelivery of an answered ask is never paid again.
 ANSWERED_MEMORY = 100_000
-
-_ENDPOINTS = {"uploaded": "upload", "all-tools": "chat", "gizmos": "chat", "completions": "chat"}
-
-
-async def _mark_start(request: httpx.Request) -> None:
-    request.extensions["gpt4batch_started"] = time.perf_counter()
-
-
-def _endpoint(response: httpx.Response) -> str:
-    last = response.request.url.path.rstrip("/").rsplit("/", 1)[-1]
-    return _ENDPOINTS.get(last, "chat" if response.request.method == "POST" else last)
-
-
-async def _observe(response: httpx.Response) -> None:
-    endpoint = _endpoint(response)
-    metrics.UPSTREAM_CALLS.labels(endpoint, str(response.status_code)).inc()
-    if response.status_code == 429:
-        metrics.RATE_LIMITED.inc()
-    started = response.request.extensions.get("gpt4batch_started")
-    if started is not None:
-        metrics.UPSTREAM_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
-
-
-#: The metric children of each (endpoint, status) seen: `.labels()` once each, not per call.
-_CALL_METRICS: dict[tuple[str, int], tuple[Any, Any]] = {}
-
-
-def _observe_json_call(endpoint: str, status: int, seconds: float) -> None:
-    children = _CALL_METRICS.get((endpoint, status))
-    if children is None:
-        children = _CALL_METRICS[endpoint, status] = (
-            metrics.UPSTREAM_CALLS.labels(endpoint, str(status)),
-            metrics.UPSTREAM_SECONDS.labels(endpoint),
-        )
-    children[0].inc()
-    if status == 429:
-        metrics.RATE_LIMITED.inc()
-    children[1].observe(seconds)
-
-
-def make_http_client(
-    concurrency: int, transport: str = "aiohttp", calls: CallStats | None = None
-) -> httpx.AsyncClient:
-    """The process's one pooled HTTP client, instrumented for the upstream metrics.
-
-    httpx's own connection pool slows down as concurrency grows (110 calls/s at
-    64 in flight against 1,370 with aiohttp on this machine: bench/http_transport.py),
-    so by default aiohttp does the I/O: JSON calls straight through an aiohttp
-    session, the rest (uploads, streams) under the httpx API (`UpstreamHttp`).
-    """
-    hooks = {"request": [_mark_start], "response": [_observe]}
-    observe = _observe_json_call
-    if calls is not None:  # also count into the caller's own CallStats (a run's summary)
-
-        async def count(response: httpx.Response) -> None:
-            calls.record(_endpoint(response), response.status_code)
-
-        def observe(endpoint: str, status: int, seconds: float) -> None:
-            _observe_json_call(endpoint, status, seconds)
-            calls.record(endpoint, status)
-
-        hooks["response"].append(count)
-    if transport == "aiohttp":
-        return UpstreamHttp(
-            concurrency + 8, observe=observe, event_hooks=hooks, follow_redirects=False
-        )
-    limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency)
-    return httpx.AsyncClient(limits=limits, event_hooks=hooks, follow_redirects=False)
 
 
 class CallerService:
@@ -126,29 +66,56 @@ class CallerService:
         limiter: Limiter | None = None,
         auth_gate: AuthGate | None = None,
         answered_memory: int = ANSWERED_MEMORY,
+        account_limiter: Callable[[CallerSettings], Limiter] | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.settings = settings
+        #: `--accounts`: several accounts, each with its own token and limits (each limiter
+        #: from `account_limiter`, default per process); None: the one token of the settings.
+        self.pool: AccountPool | None = None
+        if settings.accounts is not None:
+            self.pool = AccountPool.build(
+                load_accounts(settings.accounts),
+                settings,
+                account_limiter or process_limiter,
+                on_all_out=lambda error: self.auth.close(error),
+                on_back=self._account_back,
+                prove_first=auth_gate is not None and not auth_gate.proven,
+            )
+            config = config or self.pool.accounts[0].config
         self._own_config = config is None
         self.config = config or settings.upstream_config()
         self.limiter = limiter or process_limiter(settings)
         self._http = http
         self._own_http = http is None
         self._clients: dict[str, ConversationClient] = {}
+        self._account_runners: dict[str, ConversationRunner] = {}
         self._bus: Bus | None = None
         # Asks whose result this process already published (bounded), and those running now.
         self.answered = AnsweredAsks(answered_memory)
+        secret_files = settings.secret_files()
+        if self.pool is not None:
+            secret_files += [settings.accounts, *self.pool.secret_files()]
+        self.paths = PathPolicy.build(settings.allowed_dirs, secret_files)
         self.runner = ConversationRunner(
             client_for=self.client_for,
             default_kind=self.config.kind,
             policy=settings.retry_policy(),
             download_prefix=settings.download_prefix,
             enable_download=settings.enable_download,
-            paths=PathPolicy.build(settings.allowed_dirs, [settings.credentials]),
+            paths=self.paths,
             deadline=settings.conversation_deadline or None,
+            prices=settings.prices(),
+            budget=budget,
+            completion_estimate=getattr(settings, "completion_tokens_estimate", 1000),
+            max_tokens=settings.max_tokens,
         )
         self.auth = auth_gate or AuthGate(
             token_source(
-                settings.access_token, settings.credentials, "--access-token/GPT4BATCH_ACCESS_TOKEN"
+                settings.access_token,
+                settings.credentials,
+                "--access-token/GPT4BATCH_ACCESS_TOKEN",
+                settings.access_token_file,
             ),
             retry_interval=settings.auth_retry_interval,
             on_close=lambda _error: self._throttle_asks(0),
@@ -159,22 +126,53 @@ class CallerService:
         self.calls = CallStats()  # this service's own counts (a run's progress and summary)
 
     def client_for(self, kind: str) -> ConversationClient:
-        client = self._clients.get(kind)
+        return self._client(kind, self.config, self._clients, self.limiter)
+
+    def _client(
+        self,
+        kind: str,
+        config: UpstreamConfig,
+        clients: dict[str, ConversationClient],
+        limiter: Limiter,
+    ) -> ConversationClient:
+        """The (cached) client of `kind` on `config`, its calls paced by `limiter`."""
+        client = clients.get(kind)
         if client is None:
             if self._http is None:
                 raise RuntimeError("CallerService.start() was not awaited")
-            config = (
-                self.config
-                if kind == self.config.kind
-                else self.config.model_copy(update={"kind": kind})
-            )
-            client = self._clients[kind] = make_client(
-                config, self._http, before_call=self.limiter.acquire, tokens=self.limiter.tokens
+            if kind != config.kind:
+                config = config.model_copy(update={"kind": kind})
+            client = clients[kind] = make_client(
+                config,
+                self._http,
+                before_call=limiter.acquire,
+                open_file=self.paths.open_for_upload,
+                tokens=limiter.tokens,
             )
         return client
 
+    def _account_runner(self, account: Account) -> ConversationRunner:
+        """The conversation runner whose clients use `account`'s token and limiter, priced
+        at its prices (the batch's budget, if any, shared with every account)."""
+        runner = self._account_runners.get(account.name)
+        if runner is None:
+
+            def client_for(kind: str) -> ConversationClient:
+                return self._client(kind, account.config, account.clients, account.limiter)
+
+            runner = self._account_runners[account.name] = replace(
+                self.runner,
+                client_for=client_for,
+                default_kind=account.config.kind,
+                prices=account.prices,
+                account=account.name,
+            )
+        return runner
+
     async def start(self) -> None:
         await self.limiter.start()
+        if self.pool is not None:
+            await self.pool.start()
         if self.settings.conversation_deadline:
             log.info(
                 "conversations end at their deadline; keep nsqd --max-msg-timeout above it",
@@ -200,9 +198,12 @@ class CallerService:
 
         A refused token (401/403) is no result: the ask goes back (see `auth_gate`).
         """
-        if await self.answered.already_answered(msg.batch, msg.seq, delivery.id):
+        if await self.answered.already_answered(msg.batch, msg.seq, delivery.id, msg.republished):
             # Its result is on NSQ (see `answered`): never pay again.
             metrics.REDELIVERED_ANSWERED.inc()
+            return
+        if self.pool is not None:
+            await self._handle_on_account(msg, delivery)
             return
         async with self.auth.turn():  # an unproven token: one conversation calls first
             if not self.auth.admits():
@@ -212,6 +213,40 @@ class CallerService:
             async with self.answered.running(msg.batch, msg.seq, delivery.id):
                 await self._answer(msg)
 
+    async def _handle_on_account(self, msg: AskMessage, delivery: Delivery) -> None:
+        """`--accounts`: run the conversation whole on one account of the pool.
+
+        A refusal (401/403) takes the account out of the rotation; if no ask was
+        answered yet the ask goes back at once and another account runs it; else the
+        record ends with its answers so far (`refused_midway`): nothing is paid twice.
+        """
+        assert self.pool is not None
+        account = self.pool.choose(msg.batch, msg.seq)
+        if account is None:
+            if self.pool.budgets_reached():  # no account will run it: the record says so
+                await self._publish_outcome(msg, Outcome(msg.record, error=BUDGETS_REACHED))
+                return
+            delay = self.settings.auth_retry_interval or 1.0
+            raise Requeue("no account is in the rotation (token refused)", delay=delay)
+        probe = not account.gate.is_open  # this conversation tries a refused token again
+        async with account.gate.turn():  # an unproven token: one conversation calls first
+            if not probe and not account.in_rotation():  # refused while this one waited
+                raise Requeue(f"account {account.name} left the rotation", delay=0.1)
+            async with self.answered.running(msg.batch, msg.seq, delivery.id):
+                self.calls.conversation(len(msg.record.asks))
+                outcome = await self.pool.converse(account, self._account_runner(account), msg)
+                if outcome is None:  # its budget cannot take it: another account may
+                    raise Requeue(f"account {account.name}'s budget is reached", delay=0.1)
+                if account.gate.observe(outcome.upstream_status, outcome.error):
+                    if not outcome.answers:  # nothing paid: another account runs it
+                        raise Requeue(f"account {account.name}'s token was refused", delay=0.1)
+                    refused_midway(outcome, account.name, len(msg.record.asks))
+                await self._publish_outcome(msg, outcome)
+
+    def _account_back(self) -> None:
+        if not self.auth.is_open:
+            self.auth.open()
+
     async def _answer(self, msg: AskMessage) -> None:
         """Run the conversation and publish what it produced."""
         self.calls.conversation(len(msg.record.asks))
@@ -219,18 +254,27 @@ class CallerService:
             outcome = await self.runner.run(msg)
         if self.auth.observe(outcome.upstream_status, outcome.error):
             raise Requeue("the upstream refused the token", delay=self.auth.retry_interval or 1.0)
+        await self._publish_outcome(msg, outcome)
+
+    async def _publish_outcome(self, msg: AskMessage, outcome: Outcome) -> None:
+        """Publish the downloads, the result and the feed of a finished conversation."""
         topics = self.bus.topics
         if outcome.downloads:
             await self._publish_paid(topics.downloads, outcome.downloads)
         planned = [job.local for job in outcome.downloads]
         # The result's JSON straight from the ask's record as received and the answers as
         # the upstream sent them (no model round trip; the sink writes this record as is).
-        body = result_json(msg.batch, msg.seq, outcome.record_object(msg.record_object()), planned)
+        record = outcome.record_object(msg.record_object())
+        body = result_json(msg.batch, msg.seq, record, planned, record["usage"])
         try:
             await self._publish_paid(topics.results, [body])
         except MessageTooLarge as exc:
             result = ResultMessage(
-                batch=msg.batch, seq=msg.seq, record=outcome.record, planned_downloads=planned
+                batch=msg.batch,
+                seq=msg.seq,
+                record=outcome.record,
+                planned_downloads=planned,
+                usage=record["usage"],
             )
             await self._publish_large(result, body, exc)
         if self.settings.feed:
@@ -249,7 +293,7 @@ class CallerService:
 
     def _probe_token(self) -> None:
         """Reload the token (a new `gpt4batch auth` or secret counts) and let one ask in."""
-        if self._own_config:
+        if self._own_config and self.pool is None:
             try:
                 self.config = self.settings.upstream_config()
                 self._clients.clear()
@@ -307,6 +351,8 @@ class CallerService:
 
     async def close(self) -> None:
         await self.limiter.close()
+        if self.pool is not None:
+            await self.pool.close()
         with suppress(ValueError):
             READINESS.remove(self.auth.readiness)
         if self._own_http and self._http is not None:

@@ -12,7 +12,8 @@ from gpt4batch.common.messages import UpstreamKind
 from gpt4batch.common.retry import RetryPolicy
 from gpt4batch.common.settings import BaseServiceSettings, CommaList
 from gpt4batch.common.upstreams import Sampling, UpstreamConfig
-from gpt4batch.common.upstreams.config import DEFAULT_GPT4API_BASE
+from gpt4batch.common.upstreams.config import DEFAULT_GPT4API_BASE, MAX_ANSWER_BYTES
+from gpt4batch.common.usage import Prices
 
 
 class CallerSettings(BaseServiceSettings):
@@ -26,7 +27,16 @@ class CallerSettings(BaseServiceSettings):
     chat_url: str | None = Field(None, description="Full chat URL (wins over base URL + tier).")
     gizmo_url: str | None = Field(None, description="Full gizmos URL (gpt4api).")
     upload_url: str | None = Field(None, description="Full upload URL (gpt4api).")
-    access_token: SecretStr | None = Field(None, description="Upstream access token.")
+    access_token: SecretStr | None = Field(
+        None,
+        description="Upstream access token (on the command line other users see it: prefer "
+        "--access-token-file or the environment variable).",
+    )
+    access_token_file: Path | None = Field(
+        None,
+        description="File holding the upstream access token (e.g. a mounted secret); re-read "
+        "when the upstream refuses the token.",
+    )
     credentials: Path = Field(
         DEFAULT_CREDENTIALS, description="Credentials file written by `gpt4batch auth`."
     )
@@ -76,6 +86,12 @@ class CallerSettings(BaseServiceSettings):
         None,
         description="Callers sharing --qps/--concurrency/--tpm (default: the topic prefix).",
     )
+    accounts: Path | None = Field(
+        None,
+        description="Accounts file (JSON or YAML): several upstream accounts, each with its "
+        "own token, limits and prices; asks are spread over them, a conversation stays on one "
+        "(docs/deployment.md). Without it: one account, the token of --access-token*.",
+    )
     retries: int = Field(5, ge=0, description="Retries of a transient upstream failure.")
     retry_base_delay: float = Field(1.0, gt=0, description="First retry wait (s), doubling.")
     retry_max_delay: float = Field(60.0, gt=0, description="Longest retry wait (s).")
@@ -89,6 +105,12 @@ class CallerSettings(BaseServiceSettings):
     )
     connect_timeout: float = Field(10.0, gt=0, description="Upstream connect timeout (s).")
     read_timeout: float = Field(480.0, gt=0, description="Upstream chat read timeout (s).")
+    max_answer_bytes: int = Field(
+        MAX_ANSWER_BYTES,
+        ge=1024,
+        description="Largest upstream answer read, in bytes after decompression; a larger one "
+        "fails its record (iErr 596) without being read further.",
+    )
     http_transport: Literal["aiohttp", "httpx"] = Field(
         "aiohttp",
         description="HTTP engine under the httpx API: aiohttp (fast at high concurrency) or "
@@ -121,9 +143,37 @@ class CallerSettings(BaseServiceSettings):
     feed_dir: str = Field("", description="The `dir` the feed names (the download folder).")
     enable_download: bool = Field(True, description="Publish download jobs for produced files.")
     download_prefix: str = Field("GPT4API", description="Prefix of downloaded file names.")
+    input_usd_per_1m: float = Field(
+        0.0,
+        ge=0,
+        description="Price of a million prompt (input) tokens, USD, for each output line's "
+        "`usage.cost_usd` and the cost metrics (0, the default: prompt tokens cost 0).",
+    )
+    output_usd_per_1m: float = Field(
+        0.0,
+        ge=0,
+        description="Price of a million completion (output) tokens, USD (0, the default: "
+        "completion tokens cost 0).",
+    )
+    usd_per_call: float = Field(
+        0.0,
+        ge=0,
+        description="Price of one answered call, USD, on top of the token prices (gpt4api.plus "
+        "bills calls; 0, the default: calls cost 0).",
+    )
 
     def upstream_config(self) -> UpstreamConfig:
         """The upstream configuration, with the token resolved (ConfigError if none)."""
+        config = self.upstream_config_without_token()
+        token = resolve_token(
+            self.access_token.get_secret_value() if self.access_token else None,
+            self.credentials,
+            token_file=self.access_token_file,
+        )
+        return config.model_copy(update={"access_token": SecretStr(token)})
+
+    def upstream_config_without_token(self) -> UpstreamConfig:
+        """The upstream configuration, URLs checked; the token is the caller's to add."""
         config = UpstreamConfig(
             kind=self.upstream,
             base_url=self.base_url,
@@ -140,12 +190,21 @@ class CallerSettings(BaseServiceSettings):
             ),
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
+            max_answer_bytes=self.max_answer_bytes,
         )
         config.check_urls()  # a bad URL is a usage error now, not a transient one later
-        token = resolve_token(
-            self.access_token.get_secret_value() if self.access_token else None, self.credentials
-        )
-        return config.model_copy(update={"access_token": SecretStr(token)})
+        return config
+
+    def prices(self) -> Prices:
+        """What tokens and calls cost (all 0 unless configured)."""
+        return Prices(self.input_usd_per_1m, self.output_usd_per_1m, self.usd_per_call)
+
+    def secret_files(self) -> list[Path]:
+        """Files holding the token: never uploaded, whatever an ask names."""
+        files = [self.credentials]
+        if self.access_token_file:
+            files.append(self.access_token_file)
+        return files
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(self.retries, self.retry_base_delay, self.retry_max_delay)

@@ -13,12 +13,15 @@ import hashlib
 import os
 import secrets
 import time
+import zlib
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 
+from gpt4batch.common.bounded_body import BodyTooLarge, BoundedBody, UnsupportedEncoding
 from gpt4batch.common.retry import is_retryable_status, parse_retry_after
+from gpt4batch.services.downloader.guard import DownloadRefused
 
 CHUNK = 64 * 1024
 
@@ -120,21 +123,30 @@ async def fetch_to(
                 raise DownloadFailed(
                     f"too large: Content-Length {declared} > {max_bytes} bytes", transient=False
                 )
+            # Raw bytes, inflated here step by step: the limit holds after decompression.
+            body = BoundedBody(resp.headers.get("content-encoding"), max_bytes)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until closed: not an orphan
             digest = hashlib.sha256()
-            size = 0
-            async for chunk in resp.aiter_bytes(CHUNK):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise DownloadFailed(f"too large: over {max_bytes} bytes", transient=False)
-                digest.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
+            async for raw in resp.aiter_raw(CHUNK):
+                for piece in body.feed(raw):
+                    _write(fd, piece, digest)
+            for piece in body.flush():
+                _write(fd, piece, digest)
+            size = body.size
         done_fd, fd = fd, None
         await asyncio.to_thread(_finish, done_fd, tmp, target)
         return size, digest.hexdigest()
+    except DownloadRefused as exc:
+        raise DownloadFailed(str(exc), transient=False) from None
+    except BodyTooLarge:
+        raise DownloadFailed(f"too large: over {max_bytes} bytes", transient=False) from None
+    except UnsupportedEncoding as exc:
+        raise DownloadFailed(str(exc), transient=False) from None
+    except zlib.error:
+        raise DownloadFailed(
+            "the body is not what its Content-Encoding says", transient=False
+        ) from None
     except TimeoutError:
         raise DownloadFailed(f"timed out after {timeout:g}s", transient=True) from None
     except httpx.TimeoutException as exc:
@@ -150,6 +162,13 @@ async def fetch_to(
             os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _write(fd: int, piece: bytes, digest: hashlib._Hash) -> None:
+    digest.update(piece)
+    view = memoryview(piece)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _check_status(resp: httpx.Response) -> None:

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import httpx
 
+from gpt4batch.common.bounded_body import ACCEPT_ENCODING
 from gpt4batch.common.bus import Bus
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import DownloadJob
+from gpt4batch.common.tls import client_context
 from gpt4batch.common.topics import Channels
 from gpt4batch.services.downloader.downloader import Downloader
 from gpt4batch.services.downloader.fetch import sweep_orphan_parts
+from gpt4batch.services.downloader.guard import GuardedTransport
 from gpt4batch.services.downloader.settings import DownloaderSettings
 
 log = get_logger("gpt4batch.downloader")
@@ -21,13 +24,17 @@ USER_AGENT = "gpt4batch-downloader"
 
 
 def make_client(settings: DownloaderSettings) -> httpx.AsyncClient:
-    """The process's client: no Authorization header ever (URLs are signed), redirects followed."""
+    """The process's client: no Authorization header ever (URLs are signed), redirects
+    followed, every connection (each hop's) checked against the allowance (guard.py)."""
+    limits = httpx.Limits(max_connections=settings.max_in_flight)
+    transport = GuardedTransport(settings.allowance(), limits=limits, ssl_context=client_context())
     return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.download_timeout),
         follow_redirects=True,
         max_redirects=5,
-        limits=httpx.Limits(max_connections=settings.max_in_flight),
-        headers={"User-Agent": USER_AGENT},
+        transport=transport,
+        trust_env=False,
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
     )
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from gpt4batch.common.settings import BaseServiceSettings
+from gpt4batch.common.settings import BaseServiceSettings, CommaList
+from gpt4batch.services.downloader.guard import Allowance
 
 MIB = 1024 * 1024
 
@@ -21,3 +22,18 @@ class DownloaderSettings(BaseServiceSettings):
         5, ge=1, description="Deliveries of a job before a transient failure becomes final."
     )
     max_in_flight: int = Field(20, ge=1, le=2500, description="Downloads at once.")
+    allow_download_host: CommaList = Field(
+        default_factory=list,
+        description="A host (HOST or HOST:PORT) or range (CIDR) downloads may come from although "
+        "it is not public (loopback, private, link-local): repeatable. Default none: an answer "
+        "naming 127.0.0.1, 10.x, 169.254.169.254 … is refused, redirects included.",
+    )
+
+    @field_validator("allow_download_host")
+    @classmethod
+    def _check_allowance(cls, value: list[str]) -> list[str]:
+        Allowance.parse(value)  # ValueError naming the bad entry
+        return value
+
+    def allowance(self) -> Allowance:
+        return Allowance.parse(self.allow_download_host)

@@ -151,6 +151,9 @@ class Batches:
             "cancelled_at": batch.cancelled_at,
             "request_counts": counts,
             "metadata": batch.metadata,
+            "usage": None
+            if batch.status in ("validating", "failed")
+            else await self.ledger.usage(batch.id),
         }
 
     # --- results channel ---------------------------------------------------------------

@@ -10,12 +10,16 @@ and every status decision are read from the ledger's `LedgerCounts`.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from gpt4batch.common.bus import Bus, Delivery
 from gpt4batch.common.filenames import sibling
 from gpt4batch.common.messages import BatchManifest, DeadLetter, DownloadResult, ResultMessage
+from gpt4batch.common.usage import batch_api_usage
 from gpt4batch.services.sink.ledger import LedgerCounts
 from gpt4batch.services.sink.ordered import sorted_results
 from gpt4batch.services.sink.sink import Sink, dead_letter_body
@@ -60,6 +64,15 @@ class Ledger:
     async def complete(self, batch: str) -> bool:
         """The ledger decided the batch is complete (and wrote its output in input order)."""
         return (await self.sink.ledger(batch)).completed
+
+    async def usage(self, batch: str) -> dict[str, Any]:
+        """What the batch's calls used and cost: from its `.done` marker once complete (the
+        ledger is not loaded again for it), else from its ledger."""
+        done = sibling(self.sink.path_for(batch), "done")
+        if done.exists():
+            marker = json.loads(await asyncio.to_thread(done.read_bytes))
+            return batch_api_usage(marker.get("usage") or {})
+        return batch_api_usage((await self.sink.ledger(batch)).usage.as_dict())
 
     def journal(self, batch: str) -> Path:
         """The batch's journal (without loading a finished batch's ledger again)."""

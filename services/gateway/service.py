@@ -42,6 +42,13 @@ class GatewayService:
         )
 
     async def start(self) -> None:
+        files, batches = self.store.unowned()
+        if files or batches:
+            log.warning(
+                "files and batches from before keys owned them belong to no key now",
+                files=files,
+                batches=batches,
+            )
         await self.batches.start()
 
     def register(self, bus: Bus) -> None:

@@ -137,6 +137,12 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    def unowned(self) -> tuple[int, int]:
+        """(files, batches) stored before owners existed: no key sees them."""
+        files = self.db.execute("SELECT COUNT(*) FROM files WHERE owner = ''").fetchone()[0]
+        batches = self.db.execute("SELECT COUNT(*) FROM batches WHERE owner = ''").fetchone()[0]
+        return files, batches
+
     # --- files ---------------------------------------------------------------------
     def file_path(self, file_id: str) -> Path:
         return self.files_dir / file_id

@@ -8,9 +8,11 @@ killed) are `gpt4batch reconcile`'s job, from the ledger.
 
 One file per (batch, input sha256): `<state dir>/<batch>-<sha[:12]>.published`.
 Its first line, `# cluster {json}`, says which cluster it belongs to (the nsqd
-and the batch's trace there, see `resume.py`); then lines `first-last` of seq
-ranges, appended and fsynced after each acknowledged chunk. A torn last line is
-ignored.
+and the batch's trace there, see `resume.py`); then, fsynced as they happen,
+`?first-last` before a chunk is sent (written ahead) and `first-last` once nsqd
+acknowledged it. A torn last line is ignored. Seqs sent but not acknowledged
+when ingest was killed may be on nsqd or not: a re-run publishes them again
+marked `republished`, and a caller that answered one finishes it without a call.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 from gpt4batch.common.filenames import safe_component
 from gpt4batch.common.logging import get_logger
-from gpt4batch.services.sink.ledger import SeqSet
+from gpt4batch.services.sink.seqset import SeqSet
 
 log = get_logger("gpt4batch.ingest")
 
@@ -55,6 +57,8 @@ class PublishedSeqs:
         name = f"{safe_component(batch, 'batch')[:80]}-{tag}-{input_sha256[:12]}.published"
         self.path = state_dir / name
         self.seqs = SeqSet()
+        self.sent = SeqSet()
+        """Seqs written ahead as being sent (acknowledged or not)."""
         self.cluster: dict[str, Any] | None = None
         """What the `# cluster` line recorded; None in an index written before it existed."""
 
@@ -67,27 +71,41 @@ class PublishedSeqs:
                 with contextlib.suppress(ValueError):
                     self.cluster = json.loads(line[len(CLUSTER_LINE) :])
                 continue
+            into = self.seqs
+            if line.startswith(b"?"):
+                into, line = self.sent, line[1:]
             first, sep, last = line.strip().partition(b"-")
             if not line.endswith(b"\n") or not sep or not first.isdigit() or not last.isdigit():
                 continue
             for seq in range(int(first), int(last) + 1):
-                self.seqs.add(seq)
+                into.add(seq)
         return self.seqs.count
+
+    def unacknowledged(self, seq: int) -> bool:
+        """Sent by an earlier run and not acknowledged: nsqd may hold it or not."""
+        return seq in self.sent and seq not in self.seqs
+
+    def sending(self, seqs: list[int]) -> None:
+        """Write ahead that a chunk with these seqs is being sent, fsynced (blocking)."""
+        self._append(seqs, b"?")
 
     def record(self, seqs: list[int]) -> None:
         """Append the seqs of one acknowledged chunk, fsynced (blocking)."""
+        self._append(seqs)
+        for seq in seqs:
+            self.seqs.add(seq)
+
+    def _append(self, seqs: list[int], mark: bytes = b"") -> None:
         if not seqs:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = "".join(f"{a}-{b}\n" for a, b in ranges(seqs)).encode()
+        data = b"".join(mark + b"%d-%d\n" % run for run in ranges(seqs))
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
-        for seq in seqs:
-            self.seqs.add(seq)
 
     def begin(self, cluster: dict[str, Any]) -> None:
         """Start the index afresh for `cluster`, replacing an earlier one (blocking)."""
@@ -99,4 +117,5 @@ class PublishedSeqs:
             os.fsync(fh.fileno())
         os.replace(temporary, self.path)
         self.seqs = SeqSet()
+        self.sent = SeqSet()
         self.cluster = cluster

@@ -126,7 +126,7 @@ async def ingest(
         max_line_bytes=max_line_bytes,
         max_file_bytes=max_file_bytes,
     )
-    on_acked = None
+    on_acked = on_sending = None
     if published is not None:
         resumed = await open_index(bus, published, batch, resume=resume)
         if resumed:
@@ -136,8 +136,15 @@ async def ingest(
         async def on_acked(seqs: list[int]) -> None:
             await asyncio.to_thread(index.record, seqs)
 
+        async def on_sending(seqs: list[int]) -> None:
+            await asyncio.to_thread(index.sending, seqs)
+
     publisher = ChunkedPublisher(
-        bus, chunk_size=publish_batch_size, max_outstanding=max_outstanding, on_acked=on_acked
+        bus,
+        chunk_size=publish_batch_size,
+        max_outstanding=max_outstanding,
+        on_acked=on_acked,
+        on_sending=on_sending,
     )
     encoder = _Encoder(
         validator,
@@ -146,6 +153,7 @@ async def ingest(
         limit=max_message_bytes or getattr(bus, "max_msg_size", None),
         asks_topic=bus.topics.asks,
         results_topic=bus.topics.results,
+        republished=published.unacknowledged if published is not None else None,
     )
     sent = published.seqs if published is not None else None
 
@@ -276,8 +284,11 @@ class _Encoder:
         limit: int | None,
         asks_topic: str,
         results_topic: str,
+        republished: Callable[[int], bool] | None = None,
     ) -> None:
         self.validator = validator
+        self.republished = republished
+        """Seqs an earlier run sent unacknowledged: their asks go out marked `republished`."""
         self.batch = batch
         self.base_dir = base_dir
         self.limit = limit
@@ -285,6 +296,7 @@ class _Encoder:
         self.results_topic = results_topic
         self._head = b'{"v":%d,"batch":%s' % (SCHEMA_VERSION, json.dumps(batch).encode())
         self._ask_tail = b',"base_dir":%s}' % json.dumps(base_dir).encode()
+        self._again_tail = self._ask_tail[:-1] + b',"republished":true}'
 
     def encode(self, seq: int, line: RawLine) -> tuple[str, bytes, Accepted | Rejected]:
         verdict = self.validator.check(line)
@@ -292,7 +304,8 @@ class _Encoder:
             if verdict.passthrough:
                 topic, body = self.results_topic, self._envelope(seq, verdict.json, b"null")
             else:
-                topic, body = self.asks_topic, self._envelope(seq, verdict.json)
+                again = self.republished is not None and self.republished(seq)
+                topic, body = self.asks_topic, self._envelope(seq, verdict.json, again=again)
             if self._fits(body, topic):
                 return topic, body, verdict
             reason = (
@@ -311,13 +324,18 @@ class _Encoder:
             body = self._result(seq, slim, verdict)
         return self.results_topic, body, verdict
 
-    def _envelope(self, seq: int, record_json: bytes, reject: bytes | None = None) -> bytes:
+    def _envelope(
+        self, seq: int, record_json: bytes, reject: bytes | None = None, *, again: bool = False
+    ) -> bytes:
         """An AskMessage (or, with `reject`, a ResultMessage) body around the record's JSON.
 
         Splicing the validated input line in keeps the record byte-identical to
         the input and is several times faster than re-serialising the model.
         """
-        tail = self._ask_tail if reject is None else b',"reject":' + reject + b"}"
+        if reject is not None:
+            tail = b',"reject":' + reject + b"}"
+        else:
+            tail = self._again_tail if again else self._ask_tail
         return b'%s,"seq":%d,"record":%s%s' % (self._head, seq, record_json, tail)
 
     def _fits(self, body: bytes, topic: str) -> bool:

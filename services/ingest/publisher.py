@@ -24,6 +24,7 @@ class ChunkedPublisher:
         chunk_size: int = 500,
         max_outstanding: int = 4,
         on_acked: Callable[[list[int]], Awaitable[None]] | None = None,
+        on_sending: Callable[[list[int]], Awaitable[None]] | None = None,
     ) -> None:
         if chunk_size < 1 or max_outstanding < 1:
             raise ValueError("chunk_size and max_outstanding must be at least 1")
@@ -35,6 +36,8 @@ class ChunkedPublisher:
         self._seqs: dict[str, list[int]] = {}
         self._on_acked = on_acked
         """Told the seqs of each chunk nsqd acknowledged (ingest's published index)."""
+        self._on_sending = on_sending
+        """Told the seqs of each chunk before it is sent (the index, written ahead)."""
         self._slots = asyncio.Semaphore(max_outstanding)
         self._pending: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
@@ -79,6 +82,8 @@ class ChunkedPublisher:
 
     async def _send(self, topic: str, bodies: list[bytes], seqs: list[int]) -> None:
         try:
+            if self._on_sending is not None:
+                await self._on_sending(seqs)
             await self.bus.publish_many(topic, bodies)
             self.acked[topic] += len(bodies)
             if self._on_acked is not None:

@@ -29,6 +29,7 @@ def make_app(options: Options, sim: SimState | None = None) -> Application:
         (r"/chatgpt-service/chat", h.ChatgptServiceHandler, kw),
         (r"/files/([A-Za-z0-9_-]+)", h.FilesHandler, kw),
         (r"/stats(?:/reset)?", h.StatsHandler, kw),
+        (r"/keys/(refuse|accept)", h.KeysHandler, kw),
     ]
     app = Application(routes, log_function=_quiet_log, compress_response=False)
     app.settings["sim"] = sim

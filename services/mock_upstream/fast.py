@@ -17,6 +17,7 @@ import math
 from typing import Any
 
 from gpt4batch.services.mock_upstream.handlers import chat_reply
+from gpt4batch.services.mock_upstream.keys import key_id
 from gpt4batch.services.mock_upstream.options import Options
 from gpt4batch.services.mock_upstream.state import SimState, now
 
@@ -105,7 +106,8 @@ class _Connection(asyncio.Protocol):
         sim.stats.started(parts[1], t)
         value = headers.get("authorization", "")
         token = value[7:] if value[:7].lower() == "bearer " else value
-        if token.strip() != sim.options.token:
+        key = key_id(token.strip())
+        if not sim.accepts(token.strip(), t):
             sim.stats.unauthorized += 1
             self._answer(response(401, {"detail": "invalid or missing access token"}))
             return
@@ -117,11 +119,11 @@ class _Connection(asyncio.Protocol):
             return
         delay = sim.delay()
         if delay > 0:
-            asyncio.get_running_loop().call_later(delay, self._chat, parts[1], body)
+            asyncio.get_running_loop().call_later(delay, self._chat, parts[1], body, key)
         else:
-            self._chat(parts[1], body)
+            self._chat(parts[1], body, key)
 
-    def _chat(self, kind: str, raw: bytes) -> None:
+    def _chat(self, kind: str, raw: bytes, key: str) -> None:
         try:
             body = json.loads(raw or b"null")
         except (ValueError, UnicodeDecodeError):
@@ -129,7 +131,7 @@ class _Connection(asyncio.Protocol):
         if not isinstance(body, dict):
             self._answer(response(400, {"detail": "body must be a JSON object"}))
             return
-        self._answer(response(*chat_reply(self.sim, kind, body, self.base)))
+        self._answer(response(*chat_reply(self.sim, kind, body, self.base, key)))
 
     def _answer(self, data: bytes) -> None:
         self.sim.stats.in_flight -= 1

@@ -20,6 +20,7 @@ from tornado.web import RequestHandler, stream_request_body
 
 from gpt4batch.common.imagesize import image_size
 from gpt4batch.services.mock_upstream import shapes
+from gpt4batch.services.mock_upstream.keys import key_id
 from gpt4batch.services.mock_upstream.options import FAULT_KINDS
 from gpt4batch.services.mock_upstream.state import Conversation, SimState, now
 
@@ -37,6 +38,7 @@ class Base(RequestHandler):
 
     endpoint = "?"
     needs_token = True
+    key = ""  # key id of the call's token (keys.py), once checked
     #: API calls: subject to --qps and counted in max_calls_in_1s (downloads and console not).
     api_call = True
     sim: SimState
@@ -79,13 +81,12 @@ class Base(RequestHandler):
             self._closed.set()
         self._done()
 
-    def presented_token(self) -> str:
+    def authorized(self, t: float) -> bool:
+        """Whether the call's Bearer token is one of the keys, not refused (counted per key)."""
         value = self.request.headers.get("Authorization", "")
         token = value[7:] if value[:7].lower() == "bearer " else value
-        return token.strip()
-
-    def authorized(self) -> bool:
-        return self.presented_token() == self.sim.options.token
+        self.key = key_id(token.strip())
+        return self.sim.accepts(token.strip(), t, window=self.api_call)
 
     def charge_tokens(self, t: float) -> bool:
         """Count the call's tokens (OpenAI model calls: openai_handlers.py); False after 429."""
@@ -98,7 +99,7 @@ class Base(RequestHandler):
         t = now()
         stats.started(self.endpoint, t, window=self.api_call)
         self._live = True
-        if self.needs_token and not self.authorized():
+        if self.needs_token and not self.authorized(t):
             stats.unauthorized += 1
             self.send_json(401, {"detail": "invalid or missing access token"})
             return None
@@ -183,6 +184,26 @@ class StatsHandler(Base):
     def post(self) -> None:
         self.sim.reset()
         self.send_json(200, {"reset": True})
+
+
+class KeysHandler(Base):
+    """`POST /keys/refuse|accept` `{"key": id}`: refuse a key with 401, or accept it again."""
+
+    endpoint = "keys"
+    needs_token = False
+
+    def prepare(self) -> None:
+        return None
+
+    def post(self, action: str) -> None:
+        try:
+            key = json.loads(self.request.body or b"{}").get("key")
+        except (ValueError, AttributeError):
+            key = None
+        if not isinstance(key, str) or not self.sim.keys.set_refused(key, action == "refuse"):
+            self.send_json(404, {"detail": "no such key id (see /stats key_calls)"})
+            return
+        self.send_json(200, {"key": key, "refused": action == "refuse"})
 
 
 class FilesHandler(Base):
@@ -317,13 +338,17 @@ class ChatHandler(Base):
         if body is None:
             return
         base = f"{self.request.protocol}://{self.request.host}"
-        self.send_json(*chat_reply(self.sim, kind, body, base))
+        self.send_json(*chat_reply(self.sim, kind, body, base, self.key))
 
 
-def chat_reply(sim: SimState, kind: str, body: dict[str, Any], base: str) -> tuple[int, Any]:
+def chat_reply(
+    sim: SimState, kind: str, body: dict[str, Any], base: str, key: str = ""
+) -> tuple[int, Any]:
     """(status, JSON answer) of an all-tools/gizmos chat; shared with the fast path (fast.py).
 
-    `base` is the simulator's own URL, for the download links it hands out.
+    `base` is the simulator's own URL, for the download links it hands out. A
+    conversation belongs to the key (`key_id`) that began it: another key's call in
+    it is 404, as another account's would be, counted in `foreign_conversation`.
     """
     message = body.get("message")
     if not isinstance(message, str) or not message:
@@ -332,6 +357,11 @@ def chat_reply(sim: SimState, kind: str, body: dict[str, Any], base: str) -> tup
         return 400, {"detail": "`gizmo_id` is required for gizmos"}
     conversation_id = body.get("conversation_id") or None
     conversation = _conversation(sim, conversation_id)
+    if conversation is not None and conversation.key is None:
+        conversation.key = key
+    if conversation is not None and conversation.key != key:
+        sim.stats.foreign_conversation += 1
+        conversation = None
     if conversation is None:
         sim.stats.not_found += 1
         return 404, {"detail": f"conversation {conversation_id} not found"}

@@ -15,7 +15,7 @@ from gpt4batch.common.tokens import estimate_prompt_tokens, text_tokens
 from gpt4batch.services.mock_upstream import shapes
 from gpt4batch.services.mock_upstream.handlers import Base, dumps, last_user_text
 from gpt4batch.services.mock_upstream.state import SimState
-from gpt4batch.services.mock_upstream.tpm import KeyTokens, key_id, reset_text
+from gpt4batch.services.mock_upstream.tpm import KeyTokens, reset_text
 
 
 class TokenCharged(Base):
@@ -34,8 +34,9 @@ class TokenCharged(Base):
             return True
         options, stats = self.sim.options, self.sim.stats
         limit, window = options.tpm, options.tpm_window
-        key = key_id(self.presented_token())
-        keyed = stats.keys.get(key) or stats.keys.setdefault(key, KeyTokens(window))
+        keyed = stats.key_tokens.get(self.key) or stats.key_tokens.setdefault(
+            self.key, KeyTokens(window)
+        )
         wait = keyed.refusal(tokens[0] + tokens[1], limit, t)
         if wait is None:
             keyed.accept(*tokens, t)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from gpt4batch.common.settings import CliParser
 
@@ -17,6 +17,7 @@ class Options:
     host: str = "127.0.0.1"
     port: int = 8765
     token: str = "sk-mock"
+    also_tokens: list[str] = field(default_factory=list)
     console_email: str = "mock@example.com"
     console_password: str = "mock-password"
     latency_ms: float = 0.0
@@ -58,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     a("--port", type=int, default=8765, help="listen port; 0 picks a free one (default 8765)")
     a("--token", default="sk-mock", help="the one accepted Bearer token (default sk-mock)")
+    a(
+        "--also-token",
+        dest="also_tokens",
+        action="append",
+        default=[],
+        metavar="TOKEN",
+        help="one more accepted Bearer token (repeatable: several accounts), counted per key",
+    )
     a("--console-email", default="mock@example.com", help="login of /console/access_token")
     a("--console-password", default="mock-password", help="password of /console/access_token")
     a("--latency-ms", type=float, default=0.0, help="fixed delay added to every API answer")

@@ -9,6 +9,7 @@ import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from gpt4batch.services.mock_upstream.keys import KeyCalls, Keys
 from gpt4batch.services.mock_upstream.options import FAULT_KINDS, Options
 from gpt4batch.services.mock_upstream.tpm import KeyTokens
 
@@ -22,6 +23,8 @@ class Stats:
     max_in_flight: int = 0
     max_calls_in_1s: int = 0
     chain_errors: int = 0
+    foreign_conversation: int = 0
+    """Calls in a conversation another key began (answered 404)."""
     unauthorized: int = 0
     rate_limited: int = 0
     not_found: int = 0
@@ -29,8 +32,10 @@ class Stats:
     faulted_calls: Counter[str] = field(default_factory=Counter)
     """Calls answered with an injected fault, per endpoint (never paid for)."""
     window: deque[float] = field(default_factory=deque)
-    keys: dict[str, KeyTokens] = field(default_factory=dict)
-    """Tokens taken by the OpenAI endpoints' calls, per key (tpm.py)."""
+    key_calls: dict[str, KeyCalls] = field(default_factory=dict)
+    """Calls per key (keys.py), by key id."""
+    key_tokens: dict[str, KeyTokens] = field(default_factory=dict)
+    """Tokens taken by the OpenAI endpoints' calls, per key id (tpm.py)."""
 
     def started(self, endpoint: str, now: float, *, window: bool = True) -> None:
         """Count a call; API calls (`window`) also feed the exact max calls in any 1 s window."""
@@ -53,12 +58,14 @@ class Stats:
             "max_in_flight": self.max_in_flight,
             "max_calls_in_1s": self.max_calls_in_1s,
             "chain_errors": self.chain_errors,
+            "foreign_conversation": self.foreign_conversation,
             "unauthorized": self.unauthorized,
             "rate_limited": self.rate_limited,
             "not_found": self.not_found,
             "faults": {k: self.faults[k] for k in FAULT_KINDS},
             "faulted_calls": dict(self.faulted_calls),
-            "tokens": {key: tokens.as_json() for key, tokens in self.keys.items()},
+            "key_calls": {key: calls.as_json() for key, calls in self.key_calls.items()},
+            "key_tokens": {key: tokens.as_json() for key, tokens in self.key_tokens.items()},
         }
 
 
@@ -68,6 +75,7 @@ class Conversation:
 
     real_id: str
     last_message_id: str | None = None
+    key: str | None = None  # key id of the token that began it (keys.py)
 
 
 class SimState:
@@ -81,6 +89,11 @@ class SimState:
         self.internal: dict[str, str | None] = {}  # internal id -> real id once chatted
         self.accepted: deque[float] = deque()  # accepted call starts, for the QPS limit
         self.files: dict[str, str] = {}  # download id -> advertised name
+        self.keys = Keys([options.token, *options.also_tokens])
+
+    def accepts(self, token: str, now: float, *, window: bool = True) -> bool:
+        """Whether `token` is one of the keys and not refused now (counted per key)."""
+        return self.keys.check(token, self.stats.key_calls, now, window=window)
 
     def reset(self) -> None:
         self.stats = Stats()

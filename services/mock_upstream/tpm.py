@@ -11,7 +11,6 @@ accepted calls carry the last three as well. Refused calls take no tokens.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -20,11 +19,6 @@ from dataclasses import dataclass, field
 WINDOW = 60.0
 #: Seconds of per-second token counts `/stats` keeps per key.
 SERIES_SECONDS = 1800
-
-
-def key_id(token: str) -> str:
-    """How `/stats` names a key: never the key itself."""
-    return "key-" + hashlib.sha256(token.encode()).hexdigest()[:8]
 
 
 def reset_text(seconds: float) -> str:

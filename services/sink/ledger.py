@@ -11,7 +11,8 @@ counts, never by time or silence.
 Files of a batch whose output is `<stem>.jsonl` (all beside it):
 
     <stem>.journal.jsonl    header {"ledger":2,"batch":…}, then one entry per result:
-                            {"seq":12,"ok":true,"files":["…png"],"record":{…}}
+                            {"seq":12,"ok":true,"files":["…png"],"usage":{…},"record":{…}}
+                            (`usage`: what its calls cost, when a caller made any)
     <stem>.rejects.jsonl    one `Reject` row per refused input line
     <stem>.downloads.jsonl  one `DownloadResult` row per planned file (fetched or failed)
     <stem>.manifest.json    the batch's `BatchManifest` (total, input, its sha256 and location)
@@ -24,6 +25,7 @@ writes, safe while a sink appends:
     from gpt4batch.services.sink.ledger import read_ledger
     state = read_ledger(Path("out/batch-1.jsonl"))     # the batch's output path
     state.counts        # LedgerCounts: total, done, ok, failed, downloads_*…
+    state.usage         # UsageTotals: tokens and cost of the batch's calls
     state.status        # "open" | "ready" (complete, output not yet written) | "complete"
     state.is_done(7), state.is_failed(7)
     list(state.missing_seqs()), state.pending_downloads()  # what is still owed
@@ -55,8 +57,10 @@ from gpt4batch.common.messages import (
     Record,
     Reject,
     ResultMessage,
+    UsageLine,
     rejected_line,
 )
+from gpt4batch.common.usage import Usage, UsageTotals, read_usage
 from gpt4batch.services.sink import metrics
 from gpt4batch.services.sink.appender import Fsync, SyncedAppender
 from gpt4batch.services.sink.index import iter_lines, json_object, repair_tail
@@ -72,18 +76,41 @@ LEDGER_VERSION = 2
 DEAD_LETTERED = int(IErrCode.DEAD_LETTERED)
 _ENTRY = re.compile(rb'^\{"seq":(\d+),"ok":(true|false),"files":')
 _DECODER = json.JSONDecoder()
-_NO_FILES = b'[],"record":'
 
 Status = Literal["open", "ready", "complete"]
 
 
-def entry_line(seq: int, ok: bool, record_json: str | bytes, files: list[str] = ()) -> bytes:  # type: ignore[assignment]
+def usage_entry(usage: UsageLine) -> bytes:
+    """A result's usage as the journal keeps it: its known fields only, one flat object
+    (`parse_entry` finds its end at the first closing brace)."""
+    return (
+        b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,"estimated":%s,"cost_usd":%s}'
+        % (
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.total_tokens,
+            b"true" if usage.estimated else b"false",
+            json.dumps(usage.cost_usd).encode(),
+        )
+    )
+
+
+def entry_line(
+    seq: int,
+    ok: bool,
+    record_json: str | bytes,
+    files: list[str] = (),  # type: ignore[assignment]
+    usage: bytes | None = None,
+) -> bytes:
+    """One journal entry; `usage` (a flat JSON object) is what the result's calls cost."""
     record = record_json.encode() if isinstance(record_json, str) else record_json
     names = json.dumps(list(files), separators=(",", ":")).encode() if files else b"[]"
-    return b'{"seq":%d,"ok":%s,"files":%s,"record":%s}\n' % (
+    paid = b',"usage":' + usage if usage else b""
+    return b'{"seq":%d,"ok":%s,"files":%s%s,"record":%s}\n' % (
         seq,
         b"true" if ok else b"false",
         names,
+        paid,
         record,
     )
 
@@ -95,6 +122,12 @@ class Entry:
     files: list[str]
     record: bytes
     """The output record's JSON, exactly as written."""
+    usage: dict[str, Any] | None = None
+    """What the result's calls used and cost (None: no call was made for it)."""
+
+
+_USAGE = b',"usage":'
+_RECORD = b',"record":'
 
 
 def parse_entry(line: bytes) -> Entry | None:
@@ -102,21 +135,37 @@ def parse_entry(line: bytes) -> Entry | None:
     match = _ENTRY.match(line)
     if match is None:
         return None
-    if line.startswith(_NO_FILES, match.end()):  # most entries: nothing to decode
-        start = match.end() + len(_NO_FILES)
-        stop = line.rstrip().rfind(b"}")
-        return Entry(int(match.group(1)), match.group(2) == b"true", [], line[start:stop])
-    text = line.decode("utf-8", "surrogateescape")
-    try:
-        files, end = _DECODER.raw_decode(text, match.end())
-    except ValueError:
+    pos = match.end()
+    files: Any = []
+    if line.startswith(b"[]", pos):  # most entries: no file names to decode
+        pos += 2
+    else:
+        text = line.decode("utf-8", "surrogateescape")
+        try:
+            files, end = _DECODER.raw_decode(text, pos)
+        except ValueError:
+            return None
+        if not isinstance(files, list):
+            return None
+        pos = len(text[:end].encode("utf-8", "surrogateescape"))
+    usage = None
+    if line.startswith(_USAGE, pos):  # a flat object: it ends at its first brace
+        close = line.find(b"}", pos)
+        try:
+            usage = json.loads(line[pos + len(_USAGE) : close + 1])
+        except ValueError:
+            return None
+        pos = close + 1
+    if not line.startswith(_RECORD, pos):
         return None
-    marker = ',"record":'
-    if not text.startswith(marker, end) or not isinstance(files, list):
-        return None
-    start = len(text[: end + len(marker)].encode("utf-8", "surrogateescape"))
     stop = line.rstrip().rfind(b"}")
-    return Entry(int(match.group(1)), match.group(2) == b"true", files, line[start:stop])
+    return Entry(
+        int(match.group(1)),
+        match.group(2) == b"true",
+        files,
+        line[pos + len(_RECORD) : stop],
+        usage,
+    )
 
 
 @dataclass
@@ -176,6 +225,8 @@ class BatchLedger:
         self.manifest_path = sibling(out, "manifest.json")
         self.done_path = sibling(out, "done")
         self.counts = LedgerCounts()
+        self.usage = UsageTotals()
+        """What the batch's calls used and cost (results that carried a usage)."""
         self.seen = SeqSet()
         self.failed = SeqSet()
         self.manifest: BatchManifest | None = None
@@ -225,7 +276,10 @@ class BatchLedger:
             entry = parse_entry(line)
             if entry is None:
                 continue
-            if self._count_entry(entry.seq, entry.ok, entry.files) and not entry.ok:
+            counted = self._count_entry(entry.seq, entry.ok, entry.files)
+            if counted and entry.usage is not None:
+                self._count_usage(entry.usage)
+            if counted and not entry.ok:
                 refused = rejected_line(json_object(entry.record).get("iErr"))
                 if refused is not None and refused not in self.reject_rows:
                     lost_rows.append((refused, json_object(entry.record)))
@@ -324,6 +378,11 @@ class BatchLedger:
         self._plan(files)
         return True
 
+    def _count_usage(self, usage: dict[str, Any]) -> None:
+        counted = read_usage(usage)
+        if counted is not None:
+            self.usage.add(counted)
+
     def _plan(self, files: list[str]) -> None:
         f = self._files
         for name in files:
@@ -421,6 +480,7 @@ class BatchLedger:
     async def _write_results(self, msgs: list[ResultMessage]) -> list[bool]:
         lines: list[bytes] = []
         entries: list[tuple[int, bool, list[str], bytes]] = []
+        paid: list[UsageLine | None] = []
         for msg in msgs:
             ok = msg.record.iErr is None
             # Only what the caller planned: a record passed through by `--fix` or
@@ -428,10 +488,23 @@ class BatchLedger:
             # of this batch will fetch (planning them kept `run -f` waiting forever).
             files = list(msg.planned_downloads)
             record = msg.record_json()
-            lines.append(entry_line(msg.seq, ok, record, files))
+            usage = msg.usage
+            paid.append(usage)
+            journaled = None if usage is None else usage_entry(usage)
+            lines.append(entry_line(msg.seq, ok, record, files, journaled))
             entries.append((msg.seq, ok, files, record))
         await self._journal.write_now(b"".join(lines))
         added = [self._count_entry(seq, ok, files) for seq, ok, files, _ in entries]
+        for usage, was_added in zip(paid, added, strict=True):
+            if was_added and usage is not None:
+                self.usage.add(
+                    Usage(
+                        usage.prompt_tokens,
+                        usage.completion_tokens,
+                        estimated=usage.estimated,
+                        cost_usd=usage.cost_usd,
+                    )
+                )
         if self.arrival is not None:
             self.arrival.append([e[3] for e, new in zip(entries, added, strict=True) if new])
         written = added.count(True)
@@ -530,6 +603,7 @@ class BatchLedger:
             "failed": c.failed,
             "downloads": c.downloads_planned,
             "downloads_failed": c.downloads_failed,
+            "usage": self.usage.as_dict(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         data = (json.dumps(marker) + "\n").encode()

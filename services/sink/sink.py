@@ -26,7 +26,13 @@ from gpt4batch.common.bus import Bus, Delivery
 from gpt4batch.common.errors import Poison
 from gpt4batch.common.filenames import safe_component
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.messages import BatchManifest, DeadLetter, DownloadResult, ResultMessage
+from gpt4batch.common.messages import (
+    BatchManifest,
+    DeadLetter,
+    DownloadResult,
+    ResultMessage,
+    UsageLine,
+)
 from gpt4batch.services.sink import metrics
 from gpt4batch.services.sink.appender import Fsync
 from gpt4batch.services.sink.arrival import ArrivalOutput
@@ -288,7 +294,8 @@ class Sink:
             assert ledger.manifest is not None
             await ledger.close()  # every accepted line is on disk before it is read
             await asyncio.to_thread(write_in_order, ledger.journal_path, ledger.out)
-            done = ledger.manifest.model_copy(update={"status": "complete"})
+            usage = UsageLine.model_validate(ledger.usage.as_dict())
+            done = ledger.manifest.model_copy(update={"status": "complete", "usage": usage})
             await self.bus.publish(self.bus.topics.batches, done)
             await ledger.write_done()
         metrics.BATCHES_COMPLETED.inc()

@@ -42,12 +42,30 @@ def chat_calls(mock: MockUpstream) -> int:
     return sum(mock.stats()["calls"].values())
 
 
-async def memory_caller(mock: MockUpstream) -> tuple[CallerService, MemoryBus]:
+async def memory_caller(mock: MockUpstream, **kw: Any) -> tuple[CallerService, MemoryBus]:
     bus = MemoryBus(topics=Topics("t"), record=True)
-    service = CallerService(settings_for(mock))
+    service = CallerService(settings_for(mock), **kw)
     await service.start()
     service.register(bus)
     return service, bus
+
+
+def test_the_answered_asks_kept_are_bounded_by_answered_memory() -> None:
+    """`run` without -n (no redelivery after a publish) keeps none; NSQ callers a bounded few."""
+    with MockUpstream("--seed", "3") as mock:
+
+        async def scenario(memory: int) -> list[tuple[str, int, str]]:
+            service, _ = await memory_caller(mock, answered_memory=memory)
+            try:
+                for n in range(3):
+                    await service.handle(ask("b", n), Delivered(f"{n:016x}"))
+            finally:
+                await service.close()
+            return service.answered.keys()
+
+        assert asyncio.run(scenario(0)) == []
+        newest = [("b", 1, f"{1:016x}"), ("b", 2, f"{2:016x}")]
+        assert asyncio.run(scenario(2)) == newest  # the newest, in order
 
 
 def test_two_asks_with_the_same_message_id_are_both_answered() -> None:
@@ -60,6 +78,28 @@ def test_two_asks_with_the_same_message_id_are_both_answered() -> None:
             try:
                 await service.handle(ask("a", 0), Delivered("0a1b2c3d4e5f6071"))
                 await service.handle(ask("b", 0), Delivered("0a1b2c3d4e5f6071"))
+            finally:
+                await service.close()
+            return len(bus.published[bus.topics.results])
+
+        assert asyncio.run(scenario()) == 2
+        assert chat_calls(mock) == 2
+
+
+def test_a_republished_copy_of_an_answered_ask_is_not_paid_again() -> None:
+    """Given an ask answered here, when ingest (re-run after a kill) publishes it again
+    marked `republished` (a new message id), it is finished without a call; the same ask
+    again without the mark (reconcile after nsqd lost its result) runs."""
+    with MockUpstream("--seed", "3") as mock:
+
+        async def scenario() -> int:
+            service, bus = await memory_caller(mock)
+            try:
+                await service.handle(ask("a", 3), Delivered("0000000000000001"))
+                again = ask("a", 3).model_copy(update={"republished": True})
+                await service.handle(again, Delivered("0000000000000002"))
+                assert chat_calls(mock) == 1
+                await service.handle(ask("a", 3), Delivered("0000000000000003"))
             finally:
                 await service.close()
             return len(bus.published[bus.topics.results])

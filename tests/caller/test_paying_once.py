@@ -211,42 +211,6 @@ def test_a_redelivered_ask_whose_result_was_published_is_not_paid_again() -> Non
     assert calls == 2 * 3  # two runs of two uploads + one chat; the redelivery paid nothing
 
 
-def test_the_answered_ids_kept_are_bounded_by_answered_memory() -> None:
-    """`run` without -n (no redelivery after a publish) keeps none; NSQ callers a bounded few."""
-    with MockUpstream("--seed", "3") as mock:
-        msg = AskMessage(
-            batch="b", seq=0, record=Record.model_validate(record(0, asks=1)), base_dir=str(DATA)
-        )
-
-        class Delivered:
-            attempts = 1
-
-            def __init__(self, message_id: str) -> None:
-                self.id = message_id
-
-            def touch(self) -> None:
-                return None
-
-        async def scenario(memory: int) -> list[tuple[str, int, str]]:
-            from gpt4batch.common.memory_bus import MemoryBus
-            from gpt4batch.common.topics import Topics
-
-            bus = MemoryBus(topics=Topics("t"), record=True)
-            service = CallerService(caller_settings(mock), answered_memory=memory)
-            await service.start()
-            service.register(bus)
-            try:
-                for n in range(3):
-                    await service.handle(msg, Delivered(f"{n:016x}"))
-            finally:
-                await service.close()
-            return service.answered.keys()
-
-        assert asyncio.run(scenario(0)) == []
-        newest = [("b", 0, f"{1:016x}"), ("b", 0, f"{2:016x}")]
-        assert asyncio.run(scenario(2)) == newest  # the newest, in order
-
-
 class MisshapenSecondAnswer:
     """Answers ask a1 with a `contents` that is not a list (the chat answer shape breaks)."""
 

@@ -64,12 +64,20 @@ def old_body(msg: AskMessage, outcome: Outcome, planned: list[str]) -> bytes:
     record = msg.record.model_copy()
     record.answers = [ChatResponse.model_validate(a) for a in outcome.answers]
     record.iErr = outcome.error
-    result = ResultMessage(batch=msg.batch, seq=msg.seq, record=record, planned_downloads=planned)
+    record.usage = outcome.usage.as_line()  # type: ignore[attr-defined]  # (an extra field)
+    result = ResultMessage(
+        batch=msg.batch,
+        seq=msg.seq,
+        record=record,
+        planned_downloads=planned,
+        usage=outcome.usage.as_line(),
+    )
     return result.model_dump_json().encode()
 
 
 def new_body(msg: AskMessage, outcome: Outcome, planned: list[str]) -> bytes:
-    return result_json(msg.batch, msg.seq, outcome.record_object(msg.record_object()), planned)
+    record = outcome.record_object(msg.record_object())
+    return result_json(msg.batch, msg.seq, record, planned, record["usage"])
 
 
 def outcomes(msg: AskMessage) -> list[Outcome]:
@@ -101,11 +109,13 @@ def test_the_raw_result_means_what_the_model_round_trip_means(record: dict[str, 
     for outcome in outcomes(msg):
         new, old = new_body(msg, outcome, []), old_body(msg, outcome, [])
         assert canonical_dump(new) == canonical_dump(old)
-        # The record written is the input record as sent, plus answers and iErr.
+        # The record written is the input record as sent, plus answers, iErr and usage.
         written = json.loads(ResultMessage.model_validate_json(new).record_json())
-        assert {k: v for k, v in written.items() if k not in ("answers", "iErr")} == {
-            k: v for k, v in record.items() if k not in ("answers", "iErr")
+        ours = ("answers", "iErr", "usage")
+        assert {k: v for k, v in written.items() if k not in ours} == {
+            k: v for k, v in record.items() if k not in ours
         }
+        assert written["usage"] == outcome.usage.as_line()
         assert written["answers"] == outcome.answers
         assert written["iErr"] == (outcome.error.model_dump() if outcome.error else None)
 

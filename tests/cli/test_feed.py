@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 import jsonschema
 
+from gpt4batch.common.authenticator import Authenticator
 from gpt4batch.common.bus import Delivery
-from gpt4batch.common.messages import Ask, AskMessage, FeedMessage, Record
+from gpt4batch.common.messages import Ask, AskMessage, FeedMessage, Record, ResultMessage
 from gpt4batch.common.nsq_bus import NsqBus
 from gpt4batch.common.settings import BaseServiceSettings
 from tests.cli.test_run import run_cmd, upstream, write_input
@@ -106,3 +107,46 @@ def test_the_caller_service_feeds_nothing_unless_told(
         assert reply.status_code == 200, reply.text
         wait_for(lambda: _feed_count(nsqd, results) >= 3, 60, "3 results", procs.assert_alive)
     assert _feed_count(nsqd, topic) == 0
+
+
+def test_run_n_signs_with_the_given_bus_secret_file(
+    nsqd: Nsqd, topic_prefix: str, tmp_path: Path
+) -> None:
+    """`run -n` beside services of the same nsqd shares their secret; a bad file is a user's
+    mistake (one line, exit 2) and the secret never shows in the output."""
+    write_input(tmp_path, 1, asks=1)
+    topic = f"feed{uuid.uuid4().hex[:10]}"
+    bad = _run(tmp_path, nsqd, topic_prefix, topic, "--bus-secret-file", str(tmp_path / "none"))
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].endswith("No such file or directory")
+    assert "Traceback" not in bad.stderr
+    secret = tmp_path / "bus-secret"
+    secret.write_text("s3cr3t-" + uuid.uuid4().hex)
+    results = f"{topic_prefix}.results"
+    params = {"topic": results, "channel": "spy"}  # keeps a copy of the run's results
+    http = f"http://{nsqd.http_address}"
+    httpx.post(f"{http}/topic/create", params={"topic": results}).raise_for_status()
+    httpx.post(f"{http}/channel/create", params=params).raise_for_status()
+    good = _run(tmp_path, nsqd, topic_prefix, topic, "--bus-secret-file", str(secret))
+    assert good.returncode == 0, good.stderr[-1500:]
+    assert secret.read_text() not in good.stdout + good.stderr
+
+    got: list[ResultMessage] = []
+
+    async def read() -> None:  # verified with the file's secret, or refused (not handed over)
+        settings = BaseServiceSettings(nsqd_tcp_address=[nsqd.tcp_address])
+        bus = NsqBus(settings, service="t", authenticator=Authenticator(secret.read_bytes()))
+
+        async def take(msg: ResultMessage, delivery: Delivery) -> None:
+            got.append(msg)
+
+        bus.subscribe(results, "spy", ResultMessage, take)
+        await bus.start()
+        for _ in range(200):
+            if got:
+                break
+            await asyncio.sleep(0.05)
+        await bus.stop(1)
+
+    asyncio.run(read())
+    assert len(got) == 1 and got[0].record.answers

@@ -35,7 +35,11 @@ def mistakes(folder: Path, mock: MockUpstream) -> list[tuple[str, list[str], str
     (folder / "a-dir").mkdir(exist_ok=True)
     (folder / "a-file").write_text("x")
     dead = f"127.0.0.1:{_dead_port()}"
-    ok = upstream(mock)
+    # The token from a file: on the command line it adds a warning line (seen by `ps`).
+    (folder / "token").write_text(mock.token)
+    (folder / "t-token").write_text("t")
+    ok = ["--base-url", mock.url, "--access-token-file", str(folder / "token"), "-q", "0"]
+    t_token = ["--access-token-file", str(folder / "t-token")]
     return [
         ("missing input", [*ok, "-i", "nope.jsonl"], "no such input file"),
         ("input is a directory", [*ok, "-i", "a-dir"], "is a directory"),
@@ -73,12 +77,12 @@ def mistakes(folder: Path, mock: MockUpstream) -> list[tuple[str, list[str], str
         ("flag missing its value", [*ok, "-i", "in.jsonl", "-o"], "expected one argument"),
         (
             "upstream refuses connections",
-            ["-i", "in.jsonl", "--base-url", f"http://{dead}", "--access-token", "t"],
+            ["-i", "in.jsonl", "--base-url", f"http://{dead}", *t_token],
             f"the upstream at http://{dead} does not answer (connection refused)",
         ),
         (
             "upstream host unknown",
-            ["-i", "in.jsonl", "--base-url", "http://no-such-host.invalid", "--access-token", "t"],
+            ["-i", "in.jsonl", "--base-url", "http://no-such-host.invalid", *t_token],
             "(cannot resolve the host no-such-host.invalid)",
         ),
         ("allowed dir missing", [*ok, "-i", "in.jsonl", "--allowed-dirs", "nope"], "nope does not"),

@@ -51,6 +51,7 @@ def test_run_uploads_from_the_input_folder_only(mock: MockUpstream, tmp_path: Pa
 
 def test_an_unknown_url_scheme_is_a_usage_error_not_a_transient_one(tmp_path: Path) -> None:
     (tmp_path / "in.jsonl").write_text('{"id": "r", "asks": [{"id": "a", "content": "c"}]}\n')
+    (tmp_path / "token").write_text("t\n")
     result = run_cmd(
         tmp_path,
         "-i",
@@ -59,8 +60,8 @@ def test_an_unknown_url_scheme_is_a_usage_error_not_a_transient_one(tmp_path: Pa
         "out.jsonl",
         "--base-url",
         "ftp://h",
-        "--access-token",
-        "t",
+        "--access-token-file",
+        "token",
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[1:] == [  # after the input/output line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import subprocess
 import sys
 import zipfile
@@ -43,13 +44,29 @@ def test_every_package_folder_is_declared_in_pyproject() -> None:
 
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     declared = set(config["packages"])
-    mapping = config["package-dir"]
+    assert config["package-dir"] == {"": "src"}
     found = set()
-    for prefix, folder in mapping.items():
-        for init in (ROOT / folder).rglob("__init__.py"):
-            rel = init.parent.relative_to(ROOT / folder).parts
-            found.add(".".join((prefix, *rel)))
+    for link in (ROOT / "src/gpt4batch").iterdir():
+        folder = link.resolve()
+        for init in folder.rglob("__init__.py"):
+            rel = init.parent.relative_to(folder).parts
+            found.add(".".join(("gpt4batch", link.name, *rel)))
     assert found <= declared, f"add to pyproject packages: {sorted(found - declared)}"
+
+
+def test_src_gpt4batch_names_each_top_level_folder() -> None:
+    links = {p.name: p.readlink() for p in (ROOT / "src/gpt4batch").iterdir()}
+    folders = ("common", "services", "cli", "examples")
+    assert links == {name: Path("../..", name) for name in folders}
+
+
+def test_gpt4batch_is_found_on_sys_path_with_no_import_hook() -> None:
+    """The editable install is a plain path (a static .pth naming src/), which mypy and IDEs
+    follow; setuptools' import hook for the old folder mapping they could not."""
+    spec = importlib.machinery.PathFinder.find_spec("gpt4batch")
+    assert spec is not None and spec.submodule_search_locations is not None
+    assert list(spec.submodule_search_locations) == [str(ROOT / "src/gpt4batch")]
+    assert not [f for f in sys.meta_path if "editable" in type(f).__module__]
 
 
 @pytest.mark.parametrize("command", ["ingest", "caller", "downloader", "sink", "mock-upstream"])

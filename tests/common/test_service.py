@@ -202,6 +202,19 @@ async def _test_an_http_part_serves_on_a_free_port() -> None:
     assert server.port > 0
 
 
+def test_a_port_in_use_is_a_config_error_naming_the_address() -> None:
+    async def bind_twice() -> None:
+        first = HttpServer(object(), 0, "127.0.0.1")
+        await first.start()
+        try:
+            with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{first.port}"):
+                await HttpServer(object(), first.port, "127.0.0.1").start()
+        finally:
+            await first.close()
+
+    asyncio.run(bind_twice())
+
+
 def test_a_config_error_while_building_is_one_line_and_exit_2(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -261,6 +261,36 @@ def test_gpt4batch_containers_run_as_a_user_who_owns_the_data(stack: Stack) -> N
             assert ids != "0" and c["Config"]["User"] == owner, c["Name"]
 
 
+def test_published_ports_listen_on_localhost_only(stack: Stack) -> None:
+    bindings: dict[str, list[str]] = {}
+    for c in stack.containers():
+        ports = (c["NetworkSettings"]["Ports"] or {}).values()
+        bindings[c["Name"]] = [b["HostIp"] for found in ports for b in found or []]
+    assert any(bindings.values()), bindings
+    assert {ip for ips in bindings.values() for ip in ips} == {"127.0.0.1"}, bindings
+
+
+def test_a_forged_result_on_the_published_nsqd_port_is_refused(stack: Stack) -> None:
+    record = {"id": "f0", "asks": [{"id": "a", "content": "x"}], "answers": [{"message_id": "m"}]}
+    publish(stack, "batches", {"v": 1, "batch": "forged", "total": 1})
+    publish(stack, "results", {"v": 1, "batch": "forged", "seq": 0, "record": record})
+    [sink] = stack.containers("sink")
+
+    def refused() -> bool:
+        text = run("docker", "exec", sink["Id"], "python", "-c", SCRAPE)
+        series = 'gpt4batch_refused_messages_total{service="sink",topic="gpt4batch.results"} '
+        return any(line.startswith(series) for line in text.splitlines())
+
+    stack.wait("the sink to refuse the forged result", refused, 60)
+    assert not list((stack.data / "outbox").glob("forged*.done"))
+
+
+SCRAPE = (
+    "import urllib.request; "
+    "print(urllib.request.urlopen('http://127.0.0.1:9100/metrics').read().decode())"
+)
+
+
 def test_a_jsonl_dropped_into_the_inbox_comes_out_with_its_downloads(stack: Stack) -> None:
     staging = stack.folder / "inboxed.jsonl.part"
     staging.write_text("".join(json.dumps(r) + "\n" for r in records(6, draw_at=2)))
@@ -330,7 +360,14 @@ def test_prometheus_scrapes_every_target_and_answers_every_dashboard_expression(
 
     stack.wait("every target up", all_up, 90)
     exprs = dashboard_expressions()
-    stack.wait("every dashboard expression", lambda: all(query(prometheus, e) for e in exprs), 90)
+
+    def missing() -> list[str]:
+        return [e for e in exprs if not query(prometheus, e)]
+
+    try:
+        stack.wait("every dashboard expression", lambda: not missing(), 90)
+    except AssertionError as exc:
+        raise AssertionError(f"no data for {missing()}: {exc}") from None
 
 
 def test_down_leaves_no_container_network_or_volume(stack: Stack) -> None:

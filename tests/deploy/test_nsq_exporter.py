@@ -44,6 +44,19 @@ def test_backlog_per_channel_from_a_directly_given_nsqd(nsqd: Nsqd, topic_prefix
     assert samples[("gpt4batch_nsq_channel_in_flight", labels)] == 0
 
 
+def test_the_batch_traces_of_ingest_add_no_channel_series(nsqd: Nsqd, topic_prefix: str) -> None:
+    """Ingest leaves one empty channel per batch on `<prefix>.ingested`: exporting each
+    would add series without end (8 per batch and node), all 0."""
+    topic = f"{topic_prefix}.ingested"
+    _prepare(nsqd, topic, 0)
+
+    samples = _samples(NsqdStatsCollector(nsqd_http=[nsqd.http_address]))
+
+    assert not [key for key in samples if ("topic", topic) in key[1] and "channel" in dict(key[1])]
+    topic_labels = frozenset({"node": nsqd.http_address, "topic": topic}.items())
+    assert ("gpt4batch_nsq_topic_depth", topic_labels) in samples
+
+
 def test_nodes_are_discovered_through_nsqlookupd(
     nsqd: Nsqd, nsqlookupd: Nsqlookupd, topic_prefix: str
 ) -> None:

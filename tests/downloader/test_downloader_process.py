@@ -40,6 +40,8 @@ def test_downloader_process_fetches_and_reports(
                 str(folder),
                 "--log-format",
                 "json",
+                "--allow-download-host",  # the test's file server on 127.0.0.1
+                server.url.split("://", 1)[1],
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

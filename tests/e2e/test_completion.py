@@ -60,7 +60,13 @@ def test_a_foreign_channel_first_does_not_take_results_from_the_sink(
             source = write_jsonl(tmp_path / "in.jsonl", draws(40, "x"))
             procs.run_once("ingest", "ingest", "-i", str(source), "--batch", "late")
             wait_for(lambda: sim.stats()["total_calls"] >= 40, 60, "every call")
-            procs.start("downloader", "downloader", "--download-dir", str(tmp_path / "dl"))
+            procs.start(
+                "downloader",
+                "downloader",
+                "--download-dir",
+                str(tmp_path / "dl"),
+                *sim.download_allowance,
+            )
             procs.start("sink", "sink", "-o", str(out))
             wait_for(out.with_name("late.done").exists, 60, ".done", procs.assert_alive)
     finally:

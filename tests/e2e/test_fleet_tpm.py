@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gpt4batch.services.mock_upstream.tpm import key_id
+from gpt4batch.services.mock_upstream.keys import key_id
 from tests.e2e.test_pipeline import write_jsonl
 from tests.support.mock_upstream import MockUpstream
 from tests.support.nsq_servers import Nsqd, Nsqlookupd, run_nsqd, run_nsqlookupd
@@ -68,7 +68,7 @@ def gauge(procs: ServiceProcs, name: str, metric: str) -> float:
 
 
 def key_tokens(mock: MockUpstream) -> dict[str, Any]:
-    return mock.stats()["tokens"].get(key_id(mock.token)) or {}
+    return mock.stats()["key_tokens"].get(key_id(mock.token)) or {}
 
 
 def least_busy_window(series: list[int], window: int) -> int:

@@ -50,7 +50,13 @@ def test_kill_9_of_nsqd_then_reconcile(tmp_path: Path, topic_prefix: str, at: fl
             ServiceProcs(tmp_path, flags) as procs,
         ):
             procs.start("sink", "sink", "-o", str(out))
-            procs.start("downloader", "downloader", "--download-dir", str(downloads))
+            procs.start(
+                "downloader",
+                "downloader",
+                "--download-dir",
+                str(downloads),
+                *sim.download_allowance,
+            )
             procs.start("caller", "caller", *caller_flags(sim, "--concurrency", "8"))
             procs.run_once("ingest", "ingest", "-i", str(source), "--batch", "nk")
             wait_for(

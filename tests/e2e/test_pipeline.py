@@ -80,7 +80,9 @@ def test_mixed_batch_end_to_end(procs: ServiceProcs, mock: MockUpstream, tmp_pat
     before = mock.stats()
 
     procs.start("sink", "sink", "-o", str(out))
-    procs.start("downloader", "downloader", "--download-dir", str(downloads))
+    procs.start(
+        "downloader", "downloader", "--download-dir", str(downloads), *mock.download_allowance
+    )
     procs.start("caller", "caller", *caller_flags(mock, "--allowed-dirs", str(inputs)))
     procs.run_once("ingest", "ingest", "-i", str(source), "--batch", "mixed")
     done = out.with_name("result.done")

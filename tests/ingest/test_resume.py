@@ -10,6 +10,7 @@ import pytest
 
 from gpt4batch.common.errors import ConfigError
 from gpt4batch.common.memory_bus import MemoryBus
+from gpt4batch.common.messages import AskMessage
 from gpt4batch.common.topics import check_name
 from gpt4batch.services.ingest.checkpoint import PublishedSeqs, ranges
 from gpt4batch.services.ingest.ingest import ingest
@@ -87,6 +88,23 @@ def test_a_rerun_after_a_failure_publishes_only_the_rest(tmp_path: Path) -> None
     bus = asyncio.run(publish(tmp_path, data, nsqd))
     assert bus.published.get(bus.topics.asks) is None
     assert json.loads(bus.published[bus.topics.batches][0])["total"] == 1000
+
+
+def test_a_rerun_marks_the_asks_the_killed_run_sent_unacknowledged(tmp_path: Path) -> None:
+    """The index is written ahead of each chunk: a re-run knows which asks nsqd may hold
+    already (sent, never acknowledged) and marks exactly those `republished`."""
+    data = b"\n".join(lines(1000)) + b"\n"
+    nsqd = MemoryBus(record=True)
+    with pytest.raises(ConnectionError):
+        asyncio.run(publish(tmp_path, data, nsqd, fail_after=4))  # the 5th chunk: no ack
+    index = PublishedSeqs(tmp_path / "state", "b", "0" * 64)
+    assert b"?400-499\n" in index.path.read_bytes()
+    bus = asyncio.run(publish(tmp_path, data, nsqd))
+    marked = [json.loads(b).get("republished", False) for b in bus.published[bus.topics.asks]]
+    assert asks_seqs(bus) == list(range(400, 1000))
+    assert marked == [True] * 100 + [False] * 500
+    # Valid AskMessages, as the callers read them.
+    assert AskMessage.model_validate_json(bus.published[bus.topics.asks][0]).republished
 
 
 def test_a_rerun_into_a_new_nsqd_publishes_every_record(

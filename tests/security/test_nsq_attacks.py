@@ -23,11 +23,14 @@ from gpt4batch.common.messages import (
     AskMessage,
     BatchManifest,
     DeadLetter,
+    DownloadJob,
     Record,
     ResultMessage,
 )
 from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.result_parts import split_result
 from gpt4batch.common.settings import BaseServiceSettings
+from tests.downloader.fileserver import serve_files
 from tests.gateway.test_openai_sdk import (
     Gateway,
     create,
@@ -183,3 +186,55 @@ def test_forged_result_does_not_complete_a_file_batch_at_the_sink(
     assert [line["id"] for line in lines] == ["r0"]
     assert lines[0]["answers"] == [{"message_id": "m"}]
     assert FORGED not in json.dumps(lines)
+
+
+def test_forged_download_job_is_refused_and_never_fetched(
+    procs: ServiceProcs, nsqd: Nsqd, topic_prefix: str, tmp_path: Path
+) -> None:
+    """A made-up download job would make the downloader fetch any URL into its folder."""
+    folder = tmp_path / "downloads"
+    procs.start("downloader", "downloader", "--download-dir", str(folder))
+    metrics_port = procs.metrics_ports["downloader"]
+    downloads = f"{topic_prefix}.downloads"
+    with serve_files({"payload.bin": b"attacker's bytes"}) as server:
+        job = DownloadJob(
+            batch="b", record_id="r", ask_id="a", url=f"{server.url}/f/payload.bin", local="x.bin"
+        )
+        pub(nsqd, downloads, job.model_dump_json().encode())
+
+        def settled() -> bool:  # refused (the fix), or fetched (the attack works)
+            return refused(metrics_port, downloads) >= 1 or server.hits["/f/payload.bin"] > 0
+
+        wait_for(settled, 60, "the downloader to handle the forged job", procs.assert_alive)
+        time.sleep(1)
+        assert server.hits["/f/payload.bin"] == 0
+    assert refused(metrics_port, downloads) == 1
+    assert not (folder / "x.bin").exists()
+
+
+def test_forged_result_parts_do_not_complete_a_file_batch_at_the_sink(
+    procs: ServiceProcs, nsqd: Nsqd, topic_prefix: str, tmp_path: Path
+) -> None:
+    """A forged result too large for one message, sent as pieces that join up correctly."""
+    out_dir = tmp_path / "out"
+    procs.start("sink", "sink", "--out-dir", str(out_dir))
+    metrics_port = procs.metrics_ports["sink"]
+    parts = f"{topic_prefix}.results.parts"
+    manifest = BatchManifest(batch="b2", total=1)
+    pub(nsqd, f"{topic_prefix}.batches", manifest.model_dump_json().encode())
+    forged = ResultMessage.model_validate_json(forged_result("b2", 0, "r0"))
+    forged.record.asks[0].content = "x" * 4000
+    body = forged.model_dump_json().encode()
+    pieces = split_result(forged, body, limit=1024 + 4 * len(forged.record.id) + 1500)
+    assert len(pieces) >= 2
+    for piece in pieces:
+        pub(nsqd, parts, piece.model_dump_json().encode())
+
+    def settled() -> bool:  # refused every piece (the fix), or the batch written (the attack)
+        return refused(metrics_port, parts) >= len(pieces) or (out_dir / "b2.done").exists()
+
+    wait_for(settled, 60, "the sink to handle the forged pieces", procs.assert_alive)
+    time.sleep(3)  # the letters of the refused pieces reach the sink's dead channel
+    assert not (out_dir / "b2.done").exists()
+    output = out_dir / "b2.jsonl"
+    assert not output.exists() or FORGED not in output.read_text()

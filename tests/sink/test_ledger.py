@@ -9,9 +9,10 @@ from pathlib import Path
 
 from gpt4batch.common.bus import Delivery
 from gpt4batch.common.memory_bus import MemoryBus
-from gpt4batch.common.messages import AskMessage, BatchManifest, Record
+from gpt4batch.common.messages import AskMessage, BatchManifest, Record, UsageLine
 from gpt4batch.common.settings import load
 from gpt4batch.common.topics import Topics
+from gpt4batch.common.usage import UsageTotals
 from gpt4batch.services.sink.ledger import (
     BatchLedger,
     SeqSet,
@@ -93,7 +94,10 @@ def test_results_first_then_manifest(tmp_path: Path) -> None:
         await sink.handle_result(result("r1", seq=1), DELIVERY)
         await sink.handle_result(result("r0", seq=0), DELIVERY)
         await sink.handle_manifest(manifest(2), DELIVERY)
-        assert completions(bus) == [manifest(2).model_copy(update={"status": "complete"})]
+        # Its results carried no usage (no caller made them): the totals are zero.
+        usage = UsageLine.model_validate(UsageTotals().as_dict())
+        complete = manifest(2).model_copy(update={"status": "complete", "usage": usage})
+        assert completions(bus) == [complete]
         await sink.close()
 
     run(scenario())

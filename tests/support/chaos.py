@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,10 @@ from gpt4batch.services.sink.ledger import read_ledger
 from tests.support.mock_upstream import MockUpstream
 from tests.support.nsq_servers import free_ports_apart, run_nsqd
 from tests.support.pipeline import ServiceProcs, read_jsonl
+from tests.support.signing import TEST_BUS_SECRET
+
+#: Both nsqd of `--twin-nsqd` get this node id (the one two nsqd on one host reported).
+TWIN_NODE_ID = ("--node-id=617",)
 
 
 @dataclass
@@ -86,11 +91,14 @@ def run_chaos(
     kills: bool = True,
     only: set[str] | None = None,
     services_first: bool = False,
+    twin_nsqd: bool = False,
 ) -> ChaosReport:
     """One chaos run; `kills=False` is the calm baseline (faults only, nothing killed),
     `only` limits the events to some of ingest, caller, downloader, sink, nsqd;
     `services_first` starts every service before nsqd, whose HTTP port is then not its
-    TCP port + 1 (given to them as --nsqd-http-address)."""
+    TCP port + 1 (given to them as --nsqd-http-address); `twin_nsqd` runs a second nsqd
+    with the same --node-id as the first (the default node id comes from the hostname),
+    every process on both: both get asks at the same moments, so message ids collide."""
     if not kills:
         only = set()
     rng = random.Random(seed)
@@ -101,23 +109,41 @@ def run_chaos(
     out, downloads = workdir / "chaos.jsonl", workdir / "dl"
     done_path = out.with_name("chaos.done")
     ports = free_ports_apart() if services_first else None  # else N, N + 1 (nsqd's default)
-    nsqd_args = ("--mem-queue-size=0", "--msg-timeout=4s")
-    with run_nsqd(workdir, None, *nsqd_args, ports=ports, started=not services_first) as nsqd:
+    nsqd_args = ("--mem-queue-size=0", "--msg-timeout=4s", *(TWIN_NODE_ID if twin_nsqd else ()))
+    twin_nsqd_running = (
+        run_nsqd(workdir, None, *nsqd_args, name="nsqd-twin") if twin_nsqd else nullcontext()
+    )
+    with (
+        run_nsqd(workdir, None, *nsqd_args, ports=ports, started=not services_first) as nsqd,
+        twin_nsqd_running as twin,
+    ):
+        nodes = [nsqd] if twin is None else [nsqd, twin]
         flags = ["--nsqd-tcp-address", nsqd.tcp_address, "--topic-prefix", f"chaos{seed}",
                  "--touch-interval", "1", "--shutdown-grace", "3"]  # fmt: skip
         if services_first:
             flags += ["--nsqd-http-address", nsqd.http_address]
+        if twin is not None:
+            flags += ["--nsqd-tcp-address", twin.tcp_address]
+            report.events.append(f"two nsqd sharing {TWIN_NODE_ID[0]}")
         sim_args = ["--seed", str(seed), "--latency-ms", "15", "--jitter-ms", "15",
                     "--fault-5xx", "0.1", "--fault-drop", "0.04", "--fault-bad-json", "0.03",
                     "--fault-truncate", "0.03"]  # fmt: skip
-        state = {"XDG_STATE_HOME": str(workdir / "state")}  # ingest's index: this run's own
+        state = {
+            "XDG_STATE_HOME": str(workdir / "state"),  # ingest's index: this run's own
+            "GPT4BATCH_BUS_SECRET": os.environ.get("GPT4BATCH_BUS_SECRET") or TEST_BUS_SECRET,
+        }
         with MockUpstream(*sim_args) as sim, ServiceProcs(workdir, flags, state) as procs:
             caller = ["--base-url", sim.url, "--access-token", sim.token, "--qps", "0",
                       "--concurrency", "30", "--retry-base-delay", "0.05",
                       "--retries", "6"]  # fmt: skip
             services = {
                 "sink": ("sink", "-o", str(out), "--fsync-interval-ms", "20"),
-                "downloader": ("downloader", "--download-dir", str(downloads)),
+                "downloader": (
+                    "downloader",
+                    "--download-dir",
+                    str(downloads),
+                    *sim.download_allowance,
+                ),
                 "caller": ("caller", *caller),
             }
             generation = {name: 0 for name in services}
@@ -148,7 +174,7 @@ def run_chaos(
             asks = f"chaos{seed}.asks"
             until = time.monotonic() + 60
             while proc.poll() is None and time.monotonic() < until:
-                if published(nsqd.stats(asks), asks) >= kill_at:
+                if sum(published(node.stats(asks), asks) for node in nodes) >= kill_at:
                     break
                 time.sleep(0.01)
             if proc.poll() is None:
@@ -250,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--services-first", action="store_true", help="start every service before nsqd"
     )
+    parser.add_argument(
+        "--twin-nsqd", action="store_true", help="a second nsqd with the first's --node-id"
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
     print(f"chaos: seed {seed}", flush=True)
@@ -267,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         kills=not args.calm,
         only=only,
         services_first=args.services_first,
+        twin_nsqd=args.twin_nsqd,
     )
     print(report.summary())
     return 1 if report.problems else 0

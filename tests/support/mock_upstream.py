@@ -51,6 +51,11 @@ class MockUpstream:
         return {"Authorization": f"Bearer {self.token}"}
 
     @property
+    def download_allowance(self) -> list[str]:
+        """The downloader's flag allowing the simulator's own host:port (nothing else local)."""
+        return ["--allow-download-host", self.url.split("://", 1)[1]]
+
+    @property
     def pid(self) -> int:
         assert self.proc is not None, "not started"
         return self.proc.pid

@@ -22,7 +22,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from gpt4batch.common.authenticator import SECRET_ENV
 from tests.support.nsq_servers import free_port, wait_http
+from tests.support.signing import bus_secret
 
 
 class ServiceProcs:
@@ -31,7 +33,12 @@ class ServiceProcs:
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.common_flags = common_flags
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            SECRET_ENV: bus_secret(),  # the services sign and verify with one shared secret
+            **(env or {}),
+        }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.metrics_ports: dict[str, int] = {}
 

@@ -13,7 +13,7 @@ from gpt4batch.common.messages import Ask
 from gpt4batch.common.tokens import estimate_prompt_tokens, text_tokens
 from gpt4batch.common.upstreams import ConversationState, Gpt4ApiClient, OpenAIClient, Sampling
 from gpt4batch.services.caller.limits.tokens import TokenLimit, parse_duration
-from gpt4batch.services.mock_upstream.tpm import key_id
+from gpt4batch.services.mock_upstream.keys import key_id
 
 from ._helpers import MockUpstream, gpt4api_config, openai_config, run
 
@@ -42,7 +42,7 @@ def test_usage_is_reported_and_counted_per_key() -> None:
         assert cut["completion_tokens"] == 7  # the answer stops at max_tokens
         gpt4api = http.post("/standard/all-tools", json={"message": "hi", "model": "gpt-4"})
         assert "usage" not in gpt4api.json()  # like gpt4api.plus: no usage
-        keyed = http.get("/stats").json()["tokens"]
+        keyed = http.get("/stats").json()["key_tokens"]
     assert list(keyed) == [key_id(mock.token)]  # named by a fingerprint, not the key
     mine = keyed[key_id(mock.token)]
     assert mine["calls"] == 2
@@ -69,7 +69,7 @@ def test_tpm_refuses_with_openai_headers_and_refused_calls_take_nothing() -> Non
         assert 0 < (parse_duration(reply.headers["x-ratelimit-reset-tokens"]) or 0) <= 60
         assert reply.json()["error"]["code"] == "rate_limit_exceeded"
     assert accepted[0].headers["x-ratelimit-remaining-tokens"] == str(300 - call)
-    mine = stats["tokens"][key_id(mock.token)]
+    mine = stats["key_tokens"][key_id(mock.token)]
     assert mine["total_tokens"] == mine["max_tokens_in_window"] == 3 * call
     assert mine["rate_limited"] == 2 and stats["rate_limited"] == 2
 
@@ -92,7 +92,7 @@ def test_client_meter_keeps_a_key_under_its_tpm_without_a_429() -> None:
 
         used = run(go)
         stats = mock.stats()
-    mine = stats["tokens"][key_id(mock.token)]
+    mine = stats["key_tokens"][key_id(mock.token)]
     assert stats["rate_limited"] == 0 and mine["calls"] == 10
     assert mine["total_tokens"] == sum(used) > 2 * 500
 
@@ -121,7 +121,7 @@ def test_client_honours_the_429_headers_then_waits_for_room() -> None:
         stats = mock.stats()
     assert 1 <= pause <= 3
     assert stats["rate_limited"] == 2  # the other user's and ours, not one more
-    assert stats["tokens"][key_id(mock.token)]["calls"] == 3
+    assert stats["key_tokens"][key_id(mock.token)]["calls"] == 3
 
 
 def test_gpt4api_calls_take_no_metered_usage() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from typing import Any
@@ -100,9 +101,10 @@ def test_caller_with_an_unknown_scheme_exits_2_with_one_line() -> None:
     result = subprocess.run(
         [
             sys.executable, "-m", "gpt4batch.cli", "caller", "--base-url", "gopher://h",
-            "--access-token", "sk-x", "--nsqd-tcp-address", "127.0.0.1:1",
+            "--nsqd-tcp-address", "127.0.0.1:1",
         ],
         capture_output=True, text=True, timeout=60,
+        env={**os.environ, "GPT4BATCH_ACCESS_TOKEN": "sk-x"},  # not argv: that warns
     )  # fmt: skip
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -1,0 +1,55 @@
+"""The red-team tally: every test in tests/security/ replays one attack (some a family of
+variants) against running services; the attack *succeeds* when its test fails.
+
+`make redteam` (or `pytest tests/security`) ends with one line:
+`red team: N attacks tried, M succeeded` and the names of those that succeeded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+_tally: dict[str, str] = {}  # test id -> "held", "succeeded" or "not run"
+
+
+def _ours(path: str | Path) -> bool:
+    return Path(path).resolve().is_relative_to(HERE)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "redteam: an attack replayed against running services")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _ours(item.path):
+            item.add_marker(pytest.mark.redteam)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if not _ours(report.fspath):
+        return
+    if report.when == "call":
+        _tally[report.nodeid] = "succeeded" if report.failed else "held"
+    elif report.failed and report.nodeid not in _tally:
+        _tally[report.nodeid] = "not run"  # a fixture failed: the attack was never tried
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _tally:
+        return
+    tried = [n for n, outcome in _tally.items() if outcome != "not run"]
+    succeeded = [n for n, outcome in _tally.items() if outcome == "succeeded"]
+    not_run = [n for n, outcome in _tally.items() if outcome == "not run"]
+    line = f"red team: {len(tried)} attacks tried, {len(succeeded)} succeeded"
+    if not_run:
+        line += f", {len(not_run)} could not be run"
+    terminalreporter.write_sep("=", line, red=bool(succeeded or not_run), green=not succeeded)
+    for nodeid in succeeded:
+        terminalreporter.write_line(f"  succeeded: {nodeid}")
+    for nodeid in not_run:
+        terminalreporter.write_line(f"  not run: {nodeid}")
