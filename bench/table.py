@@ -346,6 +346,11 @@ def rows(args: argparse.Namespace) -> list[Row]:
         ),
         Row("fleet scale-out (bench/scale_out.py, i12)", "scale_out", "(issue 12)"),
         Row(
+            "two accounts, q 20 and 10, one `run -n --accounts` (bench/accounts.py, i21)",
+            "accounts",
+            "each ≤ 1.02·q; together ≥ 0.95 of the sum",
+        ),
+        Row(
             "`run` on a 1-record file, instant upstream, embedded",
             "one_embedded",
             "≤ 0.6 s",
@@ -419,6 +424,7 @@ def measure(trees: list[Tree], args: argparse.Namespace, work: Path, raw_rate: f
         "tpm_cpu": lambda t: tpm_cpu(t, args.tpm_records),
         "pacer": lambda t: external(t, "pacer.py", "pacer"),
         "scale_out": lambda t: external(t, "scale_out.py", "scale_out"),
+        "accounts": lambda t: external(t, "accounts.py", "accounts"),
     }
     for name, step in steps.items():
         if args.only and name not in args.only:

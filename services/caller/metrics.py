@@ -51,3 +51,13 @@ BUDGET_REFUSED = Counter(
     f"{NAMESPACE}_budget_refused_total",
     "Conversations not started because they would pass the budget (iErr 402).",
 )
+ACCOUNT_REFUSED = Gauge(
+    f"{NAMESPACE}_caller_account_refused",
+    "1 while the upstream refuses the account's token (it is out of the rotation), else 0.",
+    ["account"],
+)
+ACCOUNT_IN_FLIGHT = Gauge(
+    f"{NAMESPACE}_caller_account_conversations",
+    "Conversations this caller runs on the account now (--accounts).",
+    ["account"],
+)

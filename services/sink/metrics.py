@@ -40,7 +40,10 @@ MAX_BATCH_LABELS = 100
 
 class BatchGauges:
     """The per-batch gauges, for at most `limit` batches: anyone can make up batch ids,
-    and every label value is a time series Prometheus keeps."""
+    and every label value is a time series Prometheus keeps. A completed or idle batch
+    keeps its gauges until newer batches push it out: the dashboard's progress panel
+    shows it at written = expected, and a batch that completes between two scrapes
+    is still seen."""
 
     def __init__(self, limit: int = MAX_BATCH_LABELS) -> None:
         self.limit = limit
@@ -55,7 +58,7 @@ class BatchGauges:
         BATCH_TOTAL.labels(batch).set(total)
 
     def forget(self, batch: str) -> None:
-        """Drop the batch's gauges (it completed or went idle)."""
+        """Drop the batch's gauges."""
         if batch not in self._batches:
             return
         del self._batches[batch]

@@ -14,6 +14,10 @@ open files. The bounds (`Limits`, options of `gpt4batch sink`):
   counting toward the max attempts, and so ends in `…dead` if they stay busy.
   A batch its manifest announced is never refused.
 - No seq at or above `max_records`: the ledger keeps a bit per record.
+
+The per-batch gauges are bounded on their own (`metrics.BatchGauges`, the most
+recently active batches): a batch dropped from memory keeps them, so a completed
+one shows written = expected on the dashboard and a stalled one stays in view.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ from gpt4batch.common.errors import Poison, Requeue
 from gpt4batch.common.filenames import sibling
 from gpt4batch.common.logging import get_logger
 from gpt4batch.services.sink.ledger import BatchLedger
-from gpt4batch.services.sink.metrics import BATCH_GAUGES
 
 log = get_logger("gpt4batch.sink")
 
@@ -132,7 +135,6 @@ class LedgerPool:
             return False
         del self._tasks[ledger.out]
         self._used.pop(ledger.out, None)
-        BATCH_GAUGES.forget(ledger.batch)
         return True
 
     async def _drop(self, path: Path) -> None:
@@ -164,7 +166,6 @@ class LedgerPool:
                 await self._drop(path)
             else:
                 await ledger.close()
-                BATCH_GAUGES.forget(ledger.batch)
 
     async def close(self) -> None:
         if self._sweeper is not None:

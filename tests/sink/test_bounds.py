@@ -118,6 +118,34 @@ def test_seqs_and_totals_beyond_the_record_limit_are_poison(tmp_path: Path) -> N
     run(scenario())
 
 
+def test_completed_and_idle_batches_keep_their_gauges_for_the_dashboard(tmp_path: Path) -> None:
+    """The progress panel shows a completed batch at written = expected (it is dropped
+    from memory at once, often before the next scrape) and keeps a stalled one in view."""
+
+    def gauge(name: str, batch: str) -> float | None:
+        return REGISTRY.get_sample_value(f"gpt4batch_sink_batch_{name}_records", {"batch": batch})
+
+    async def scenario() -> None:
+        sink = bounded_sink(tmp_path, idle_seconds=30)
+        await sink.start()
+        await sink.handle_manifest(manifest(1, batch="shown-done"), DELIVERY)
+        await sink.handle_result(result("r", batch="shown-done"), DELIVERY)
+        await sink.handle_manifest(manifest(2, batch="shown-idle"), DELIVERY)
+        await sink.handle_result(result("r", batch="shown-idle"), DELIVERY)
+        assert (tmp_path / "shown-done.done").exists()
+        assert "shown-done" not in {ledger.batch for ledger in sink.pool.loaded()}
+        # When the open batch is idle long enough to close its files
+        for path in sink.pool._used:
+            sink.pool._used[path] -= 31
+        await sink.pool.sweep()
+        # Then both still have their gauges
+        assert (gauge("written", "shown-done"), gauge("expected", "shown-done")) == (1, 1)
+        assert (gauge("written", "shown-idle"), gauge("expected", "shown-idle")) == (1, 2)
+        await sink.close()
+
+    run(scenario())
+
+
 def test_per_batch_gauges_are_kept_for_a_bounded_number_of_batches() -> None:
     gauges = BatchGauges(limit=3)
     for n in range(10):

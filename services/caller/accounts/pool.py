@@ -32,13 +32,13 @@ from prometheus_client import Gauge
 from gpt4batch.common.errors import ConfigError, IErrCode
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import IErr
-from gpt4batch.common.metrics import NAMESPACE
 from gpt4batch.common.upstreams import ConversationClient, UpstreamConfig
 from gpt4batch.common.usage import Prices
 from gpt4batch.services.caller.accounts.config import AccountSpec
 from gpt4batch.services.caller.auth_gate import AuthGate
 from gpt4batch.services.caller.budget import Budget
 from gpt4batch.services.caller.limits import Limiter
+from gpt4batch.services.caller.metrics import ACCOUNT_IN_FLIGHT, ACCOUNT_REFUSED
 
 if TYPE_CHECKING:
     from gpt4batch.common.messages import AskMessage
@@ -46,17 +46,6 @@ if TYPE_CHECKING:
     from gpt4batch.services.caller.settings import CallerSettings
 
 log = get_logger("gpt4batch.caller")
-
-ACCOUNT_REFUSED = Gauge(
-    f"{NAMESPACE}_caller_account_refused",
-    "1 while the upstream refuses the account's token (it is out of the rotation), else 0.",
-    ["account"],
-)
-ACCOUNT_IN_FLIGHT = Gauge(
-    f"{NAMESPACE}_caller_account_conversations",
-    "Conversations this caller runs on the account now.",
-    ["account"],
-)
 
 #: A record no account could run: every account's `budget_usd` is reached.
 BUDGETS_REACHED = IErr(
