@@ -480,7 +480,7 @@ def main() -> int:
     parser.add_argument("--ingest-small", type=int, default=100_000)
     parser.add_argument("--ingest-large", type=int, default=1_000_000)
     parser.add_argument("--raw-messages", type=int, default=100_000)
-    parser.add_argument("--tpm-records", type=int, default=5000, help="token limit cost row")
+    parser.add_argument("--tpm-records", type=int, default=10_000, help="token limit cost row")
     parser.add_argument("--profile", type=Path, help="py-spy the pipeline's caller and sink")
     parser.add_argument(
         "--tornado-simulator",

@@ -149,15 +149,21 @@ class TokenLimit:
         tokens = estimate_prompt_tokens(body) + estimate_completion_tokens(
             body, self.completion_estimate
         )
+        now = self.clock()
+        if not self._lock.locked() and self._wait(tokens, now) <= 0:
+            return self._charge(tokens, now)  # fits now, nobody queued before it: no lock
         async with self._lock:
             now = await self._wait_until_fits(tokens)
             if self.limit <= 0:  # the limit was lifted while this call waited
                 return None
-            reservation = Reservation(tokens, now)
-            self._window.append(reservation)
-            self.used += tokens
-            self._pace = max(self._pace, now) + tokens * self.window / self.share
-            return reservation
+            return self._charge(tokens, now)
+
+    def _charge(self, tokens: int, now: float) -> Reservation:
+        reservation = Reservation(tokens, now)
+        self._window.append(reservation)
+        self.used += tokens
+        self._pace = max(self._pace, now) + tokens * self.window / self.share
+        return reservation
 
     async def _wait_until_fits(self, tokens: int) -> float:
         """Sleep until a call of `tokens` may start (woken early by a change); the time then."""
