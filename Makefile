@@ -51,6 +51,7 @@ compose-test: setup prometheus docker-engine
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 fmt: setup
 	$(BIN)/ruff format .

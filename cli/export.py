@@ -74,7 +74,8 @@ def record_rows(record: dict[str, Any]) -> list[Row]:
     """The rows of one output record, one per ask (one row for a record without asks)."""
     rid = str(record.get("id", ""))
     asks = [a for a in record.get("asks") or [] if isinstance(a, dict)]
-    answers = record.get("answers") if isinstance(record.get("answers"), list) else []
+    given = record.get("answers")
+    answers = given if isinstance(given, list) else []
     error = _error(record)
     rows = []
     for i, ask in enumerate(asks):

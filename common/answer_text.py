@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 
 def answer_text(answer: Any) -> str:
@@ -51,5 +51,5 @@ def content_text(content: Any) -> str | None:
     if isinstance(content, list) and content:
         texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
         if len(texts) == len(content) and all(isinstance(t, str) for t in texts):
-            return "\n".join(texts)
+            return "\n".join(cast("list[str]", texts))
     return None

@@ -27,7 +27,7 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -391,6 +391,7 @@ class Dispatcher:
         started = time.perf_counter()
         self._working[id(msg)] = msg
         self._touch_working()
+        assert sub.handler is not None  # a Dispatcher's subscription: one message at a time
         try:
             await sub.handler(model, msg)
         except asyncio.CancelledError:
@@ -582,7 +583,7 @@ class BatchDispatcher(Dispatcher):
         settled = 0
         try:
             try:
-                outcomes = await sub.batch_handler(items)
+                outcomes = await sub.batch_handler(cast("list[tuple[Any, Delivery]]", items))
                 if len(outcomes) != len(items):
                     raise RuntimeError(f"{len(outcomes)} outcomes for {len(items)} messages")
             except asyncio.CancelledError:

@@ -156,7 +156,7 @@ def _connect_callback(conn: Any, fut: Any) -> None:
         _pynsq_connect_callback(conn, fut)
 
 
-nsq_conn.AsyncConn._connect_callback = _connect_callback  # type: ignore[method-assign]
+nsq_conn.AsyncConn._connect_callback = _connect_callback
 
 
 class _CoalescingClient:
@@ -167,7 +167,7 @@ class _CoalescingClient:
         super()._on_connection_identify(conn, data, **kwargs)  # type: ignore[misc]
 
 
-class _Writer(_CoalescingClient, nsq.Writer):
+class _Writer(_CoalescingClient, nsq.Writer):  # type: ignore[misc]  # pynsq has no types
     closing = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -213,7 +213,7 @@ class _Writer(_CoalescingClient, nsq.Writer):
             )
 
 
-class _Reader(_CoalescingClient, nsq.Reader):
+class _Reader(_CoalescingClient, nsq.Reader):  # type: ignore[misc]  # pynsq has no types
     closing = False
 
     def _on_connection_identify(self, conn: Any, data: Any, **kwargs: Any) -> None:

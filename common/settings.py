@@ -194,7 +194,7 @@ def add_flags(
     default_notes = default_notes or {}
     heading = f"{title} (each also an environment variable {ENV_PREFIX}<NAME>)"
     if advanced:
-        group = parser.add_argument_group(heading, advanced=True)  # type: ignore[call-arg]
+        group = parser.add_argument_group(heading, advanced=True)  # type: ignore[call-overload]
     else:
         group = parser.add_argument_group(heading)
     for name, field in settings_cls.model_fields.items():

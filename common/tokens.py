@@ -76,10 +76,10 @@ def image_tokens(width: int, height: int, detail: str = "auto") -> int:
     if detail == "low" or width <= 0 or height <= 0:
         return IMAGE_BASE
     scale = min(1.0, 2048 / max(width, height))
-    width, height = width * scale, height * scale
-    scale = min(1.0, 768 / min(width, height))
-    width, height = width * scale, height * scale
-    return IMAGE_BASE + IMAGE_TILE * math.ceil(width / 512) * math.ceil(height / 512)
+    wide, high = width * scale, height * scale
+    scale = min(1.0, 768 / min(wide, high))
+    wide, high = wide * scale, high * scale
+    return IMAGE_BASE + IMAGE_TILE * math.ceil(wide / 512) * math.ceil(high / 512)
 
 
 def estimate_prompt_tokens(body_or_messages: Mapping[str, Any] | Iterable[Any]) -> int:
@@ -113,13 +113,13 @@ def estimate_completion_tokens(body: Mapping[str, Any], default: int) -> int:
     """The most the answer may take (`max_completion_tokens`, `max_tokens`,
     `max_output_tokens`, times `n`), or `default` where the body sets no limit."""
     for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-        limit = body.get(key)
-        if _count(limit) is not None and limit > 0:
+        limit = _count(body.get(key))
+        if limit is not None and limit > 0:
             break
     else:
         limit = default
-    choices = body.get("n")
-    return limit * (choices if _count(choices) is not None and choices > 1 else 1)
+    choices = _count(body.get("n"))
+    return limit * (choices if choices is not None and choices > 1 else 1)
 
 
 def reported_usage(answer: Mapping[str, Any]) -> tuple[int, int] | None:
@@ -215,7 +215,8 @@ def _data_url_size(url: str) -> tuple[int, int]:
 
 
 def _file_part_tokens(part: Mapping[str, Any]) -> int:
-    file = part.get("file") if isinstance(part.get("file"), Mapping) else part
+    nested = part.get("file")
+    file: Mapping[str, Any] = nested if isinstance(nested, Mapping) else part
     data = file.get("file_data")
     if isinstance(data, str):  # base64, maybe as a data URL: about 3 bytes per 4 characters
         return -(-(len(data) - data.find(",") - 1) * 3 // 16)

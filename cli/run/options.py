@@ -43,7 +43,7 @@ def _bool_flag(
     help: str,
     dest: str | None = None,
 ) -> None:
-    extra = {"dest": dest} if dest else {}
+    extra: dict[str, Any] = {"dest": dest} if dest else {}
     parser.add_argument(
         *names,
         **extra,

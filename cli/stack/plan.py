@@ -190,8 +190,8 @@ class Plan:
             return self._nsq_procs(comp)
         if comp.name == "mock-upstream":
             assert a.simulator
-            port = a.simulator.rsplit(":", 1)[1]
-            argv = [*self._program(comp), "--host", HOST, "--port", port, *o.simulator_args]
+            sim_port = a.simulator.rsplit(":", 1)[1]
+            argv = [*self._program(comp), "--host", HOST, "--port", sim_port, *o.simulator_args]
             return [Proc(comp.name, comp.name, argv, ready_url=f"{a.simulator}/stats")]
         if comp.name == "prometheus":
             argv = [

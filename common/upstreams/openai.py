@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from gpt4batch.common.errors import ConfigError
 from gpt4batch.common.messages import Ask, AskOverrides
 from gpt4batch.common.upstreams import errors
 from gpt4batch.common.upstreams.base import (
@@ -30,6 +31,8 @@ DEFAULT_MODEL = "gpt-3.5-turbo"
 def v1_url(config: UpstreamConfig, path: str) -> str:
     """`<base>/v1/<path>` whether the base URL ends in `/v1` (as every OpenAI SDK's does)
     or not: `http://host` and `http://host/v1` both reach `http://host/v1/<path>`."""
+    if config.base_url is None:
+        raise ConfigError("an OpenAI-style upstream needs a base URL (--base-url)")
     base = config.base_url.rstrip("/")
     base = base.removesuffix("/v1")
     return f"{base}/v1/{path}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -60,7 +61,7 @@ def make_http_client(
     so by default aiohttp does the I/O: JSON calls straight through an aiohttp
     session, the rest (uploads, streams) under the httpx API (`UpstreamHttp`).
     """
-    hooks = {"request": [_mark_start], "response": [_observe]}
+    hooks: dict[str, list[Callable[..., Any]]] = {"request": [_mark_start], "response": [_observe]}
     observe = _observe_json_call
     if calls is not None:  # also count into the caller's own CallStats (a run's summary)
 

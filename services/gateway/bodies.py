@@ -148,13 +148,13 @@ class MultipartUpload:
             if name.strip().lower() == "content-disposition":
                 disposition = value
         params = {m[1].lower(): m[2] or m[3] for m in _PARAM.finditer(disposition)}
-        name = params.get("name")
-        if name == FILE_FIELD and self.filename is None:
+        field = params.get("name")
+        if field == FILE_FIELD and self.filename is None:
             self.filename = _clean_filename(params.get("filename") or "upload.jsonl")
             self._file = self.path.open("wb")
             self._part = FILE_FIELD
-        elif name and name != FILE_FIELD:
-            self._part, self._field = name, bytearray()
+        elif field and field != FILE_FIELD:
+            self._part, self._field = field, bytearray()
         else:
             self._part = None
 

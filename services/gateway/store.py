@@ -170,6 +170,7 @@ class Store:
         return FileRecord(*row) if row else None
 
     def list_files(self, owner: str, purpose: str | None = None) -> list[FileRecord]:
+        args: tuple[str, ...]
         sql, args = f"SELECT {_FILE_COLUMNS} FROM files WHERE owner = ?", (owner,)
         if purpose:
             sql, args = sql + " AND purpose = ?", (owner, purpose)
@@ -204,6 +205,7 @@ class Store:
 
     def get_batch(self, batch_id: str, owner: str | None) -> BatchRecord | None:
         """The batch, if `owner` owns it (None: the gateway's own look-up, any owner)."""
+        args: tuple[str, ...]
         sql, args = "SELECT doc FROM batches WHERE id = ?", (batch_id,)
         if owner is not None:
             sql, args = sql + " AND owner = ?", (batch_id, owner)

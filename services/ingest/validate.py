@@ -399,6 +399,7 @@ def rejected_output(number: int, obj: Any, record_id: str | None, ierr: dict[str
     """
     if isinstance(obj, dict) and record_id is not None:
         candidate = {**obj, "iErr": ierr}
+        reset: dict[str, Any]
         for reset in ({}, {"asks": []}, {"asks": [], "answers": None}):
             try:
                 return Record.model_validate({**candidate, **reset})

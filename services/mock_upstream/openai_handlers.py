@@ -87,9 +87,11 @@ class OpenAIChatHandler(TokenCharged):
 
     def model_tokens(self) -> tuple[int, int] | None:
         body = self.parsed_body()
-        messages = body.get("messages") if body is not None else None
-        if not isinstance(messages, list) or not messages:
+        if body is None:
             return None  # answered 400 by `post`
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return None
         self._body = body
         text, images = last_user_text(messages)
         reply = f"Mock answer to: {text[:200]} (images={images}, turns={len(messages)})"

@@ -160,7 +160,9 @@ def completion(
     }
 
 
-def chunk(completion_id: str, model: str, delta: dict[str, Any], finish: str | None) -> dict:
+def chunk(
+    completion_id: str, model: str, delta: dict[str, Any], finish: str | None
+) -> dict[str, Any]:
     return {
         "id": completion_id,
         "object": "chat.completion.chunk",

@@ -64,14 +64,14 @@ def sorted_results(journal: Path, folder: Path, chunk_bytes: int | None = None) 
         streams: list[Iterable[Entry]] = [_read_run(p) for p in runs]
         streams.append(iter(buffer))
         chosen: Entry | None = None
-        for entry in heapq.merge(*streams, key=lambda e: e[0]):
-            if chosen is not None and entry[0] == chosen[0]:
-                if entry[1] and not chosen[1]:
-                    chosen = entry
+        for merged in heapq.merge(*streams, key=lambda e: e[0]):
+            if chosen is not None and merged[0] == chosen[0]:
+                if merged[1] and not chosen[1]:
+                    chosen = merged
                 continue
             if chosen is not None:
                 yield chosen
-            chosen = entry
+            chosen = merged
         if chosen is not None:
             yield chosen
     finally:

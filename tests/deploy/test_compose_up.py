@@ -221,7 +221,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack.prepare()
         try:
             stack.compose("up", "-d", "--no-build", *stack.services)
-            stack.wait("every health check", stack.all_healthy, 180)
+            try:
+                stack.wait("every health check", stack.all_healthy, 180)
+            except AssertionError as exc:
+                raise AssertionError(f"health: {stack.health()}\n{exc}") from None
             yield stack
         finally:
             stack.compose("down", "-v", "--remove-orphans", timeout=180)
@@ -329,6 +332,10 @@ def test_a_caller_killed_mid_batch_restarts_and_the_batch_completes_once(stack: 
 
 
 def test_the_batch_api_gateway_answers_the_openai_sdk(stack: Stack) -> None:
+    api_round_trip(stack)
+
+
+def api_round_trip(stack: Stack) -> None:
     key_file = stack.folder / "api-key"
     key_file.write_text(API_KEY)
     logs = stack.folder / "logs"
@@ -359,6 +366,11 @@ def test_prometheus_scrapes_every_target_and_answers_every_dashboard_expression(
         )
 
     stack.wait("every target up", all_up, 90)
+    # Traffic of its own, so that the answer does not hang on the tests before it (run
+    # alone it had nothing to show): asks with a download and some 5xx, a Batch API batch.
+    publish_batch(stack, "scraped", 20, draw_at=3)
+    assert completed(stack, "scraped", 20) == sorted(f"rec-{i}" for i in range(20))
+    api_round_trip(stack)
     exprs = dashboard_expressions()
 
     def missing() -> list[str]:

@@ -177,7 +177,7 @@ class AccountPool:
                 budget=None if spec.budget_usd is None else Budget(spec.budget_usd),
             )
             gate.on_close = pool._closed
-            gate.on_probe = lambda account=account: pool._reload(account, where)  # type: ignore[misc]
+            gate.on_probe = lambda account=account: pool._reload(account, where)
             gate.on_open = pool._opened
             pool.accounts.append(account)
         return pool
