@@ -77,6 +77,7 @@ from gpt4batch.common.service import (
     start_unless_stopped,
 )
 from gpt4batch.common.settings import BaseServiceSettings, load
+from gpt4batch.services.caller.accounts import pool_source
 from gpt4batch.services.caller.auth_gate import AuthGate, token_source
 from gpt4batch.services.caller.budget import batch_budget
 from gpt4batch.services.caller.limits import Limiter
@@ -222,7 +223,7 @@ class Run:
         settings = caller_settings(opts, self.bus_settings)
         self.budget = batch_budget(opts.budget_usd, settings.prices(), self.batch)
         self.token_source = (
-            f"every account of --accounts {settings.accounts}"
+            pool_source(settings.accounts)
             if settings.accounts
             else token_source(
                 opts.access_token, settings.credentials, token_file=settings.access_token_file
@@ -297,7 +298,9 @@ class Run:
         ledger = self.ledger = await self.sink.ledger(self.batch)
         if self.budget is not None:  # what this batch's calls cost before a restart counts
             self.budget.spent_usd = ledger.usage.cost_usd
-        self.progress = RunProgress(self.opts.progress, ledger.counts, calls=self.caller.calls)
+        self.progress = RunProgress(
+            self.opts.progress, ledger.counts, calls=self.caller.calls, usage=ledger.usage
+        )
         self.sink.on_record = self.progress.on_record
         if ledger.counts.done:
             log.info(

@@ -110,5 +110,12 @@ def print_estimate(opts: RunOptions, settings: CallerSettings, out: TextIO | Non
     except OSError as exc:
         print(f"gpt4batch run: error: cannot read {opts.input}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print("\n".join(estimate_lines(found, settings)), file=out or sys.stdout)
+    lines = estimate_lines(found, settings)
+    if settings.accounts is not None:  # the pool's limits and prices, not the caller's
+        from gpt4batch.cli.run.accounts_estimate import accounts_estimate
+
+        lines += accounts_estimate(
+            settings.accounts, settings, found.prompt_tokens, found.completion_tokens, found.calls
+        )
+    print("\n".join(lines), file=out or sys.stdout)
     return EXIT_OK

@@ -9,6 +9,7 @@ from typing import TextIO
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import ResultMessage
 from gpt4batch.common.status_line import StatusLine
+from gpt4batch.common.usage import UsageTotals
 from gpt4batch.services.caller.call_stats import CallStats
 from gpt4batch.services.sink.ledger import LedgerCounts
 
@@ -41,6 +42,7 @@ class RunProgress:
         stream: TextIO | None = None,
         calls: CallStats | None = None,
         log_every: float = 5.0,
+        usage: UsageTotals | None = None,
     ) -> None:
         self.stream = stream or sys.stderr
         tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -48,6 +50,8 @@ class RunProgress:
         self.log_records = mode == "log" or (mode == "auto" and not tty)
         self.counts = counts
         self.calls = calls or CallStats()
+        self.usage = usage
+        """The batch's spend so far (the ledger's totals), shown once it is above 0."""
         self.total: int | None = None
         self.started = time.monotonic()
         self.done_at_start = counts.done
@@ -98,9 +102,10 @@ class RunProgress:
             head = f"[{'#' * filled}{'.' * (width - filled)}] {c.done:,}/{total:,}"
         else:
             head = f"{c.done:,} records"
+        spent = f"  ${self.usage.cost_usd:,.4f}" if self.usage and self.usage.cost_usd else ""
         return (
             f"{head}  ok {c.ok:,}  failed {c.failed:,}  calls {calls.calls:,} "
-            f"({calls.rate(now):,.1f}/s)  429s {calls.rate_limited:,}  ETA {eta}"
+            f"({calls.rate(now):,.1f}/s)  429s {calls.rate_limited:,}{spent}  ETA {eta}"
         )
 
     def draw(self, final: bool = False) -> None:
@@ -120,6 +125,7 @@ class RunProgress:
                     calls=self.calls.calls,
                     calls_per_s=round(self.calls.rate(now), 2),
                     http_429=self.calls.rate_limited,
+                    cost_usd=round(self.usage.cost_usd, 6) if self.usage else None,
                     eta_s=None if left is None else round(left),
                 )
             return

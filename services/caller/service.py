@@ -32,6 +32,7 @@ from gpt4batch.services.caller.accounts import (
     Account,
     AccountPool,
     load_accounts,
+    pool_source,
     refused_midway,
 )
 from gpt4batch.services.caller.answered import AnsweredAsks
@@ -78,7 +79,7 @@ class CallerService:
                 load_accounts(settings.accounts),
                 settings,
                 account_limiter or process_limiter,
-                on_all_out=lambda error: self.auth.close(error),
+                on_all_out=self._all_accounts_out,
                 on_back=self._account_back,
                 prove_first=auth_gate is not None and not auth_gate.proven,
             )
@@ -94,7 +95,7 @@ class CallerService:
         # Asks whose result this process already published (bounded), and those running now.
         self.answered = AnsweredAsks(answered_memory)
         secret_files = settings.secret_files()
-        if self.pool is not None:
+        if self.pool is not None and settings.accounts is not None:
             secret_files += [settings.accounts, *self.pool.secret_files()]
         self.paths = PathPolicy.build(settings.allowed_dirs, secret_files)
         self.runner = ConversationRunner(
@@ -111,7 +112,9 @@ class CallerService:
             max_tokens=settings.max_tokens,
         )
         self.auth = auth_gate or AuthGate(
-            token_source(
+            pool_source(settings.accounts)
+            if settings.accounts is not None
+            else token_source(
                 settings.access_token,
                 settings.credentials,
                 "--access-token/GPT4BATCH_ACCESS_TOKEN",
@@ -242,6 +245,10 @@ class CallerService:
                         raise Requeue(f"account {account.name}'s token was refused", delay=0.1)
                     refused_midway(outcome, account.name, len(msg.record.asks))
                 await self._publish_outcome(msg, outcome)
+
+    def _all_accounts_out(self, error: IErr) -> None:
+        """Every account is refused: the caller stops taking asks (`run` stops)."""
+        self.auth.close(error)
 
     def _account_back(self) -> None:
         if not self.auth.is_open:

@@ -129,12 +129,15 @@ class _Connection(asyncio.Protocol):
         except (ValueError, UnicodeDecodeError):
             body = None
         if not isinstance(body, dict):
-            self._answer(response(400, {"detail": "body must be a JSON object"}))
+            self._answer(response(400, {"detail": "body must be a JSON object"}), key)
             return
-        self._answer(response(*chat_reply(self.sim, kind, body, self.base, key)))
+        self._answer(response(*chat_reply(self.sim, kind, body, self.base, key)), key)
 
-    def _answer(self, data: bytes) -> None:
+    def _answer(self, data: bytes, key: str | None = None) -> None:
+        """Send an answer; `key`: the accepted key the call was counted under (keys.py)."""
         self.sim.stats.in_flight -= 1
+        if key is not None:
+            self.sim.keys.answered(key, self.sim.stats.key_calls)
         self._send(data)
 
     def _send(self, data: bytes) -> None:

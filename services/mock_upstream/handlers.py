@@ -39,6 +39,7 @@ class Base(RequestHandler):
     endpoint = "?"
     needs_token = True
     key = ""  # key id of the call's token (keys.py), once checked
+    _keyed = False  # counted under `key` (accepted): its in-flight count ends with the call
     #: API calls: subject to --qps and counted in max_calls_in_1s (downloads and console not).
     api_call = True
     sim: SimState
@@ -72,6 +73,8 @@ class Base(RequestHandler):
         if self._live:
             self._live = False
             self.sim.stats.in_flight -= 1
+            if self._keyed:
+                self.sim.keys.answered(self.key, self.sim.stats.key_calls)
 
     def on_finish(self) -> None:
         self._done()
@@ -86,7 +89,8 @@ class Base(RequestHandler):
         value = self.request.headers.get("Authorization", "")
         token = value[7:] if value[:7].lower() == "bearer " else value
         self.key = key_id(token.strip())
-        return self.sim.accepts(token.strip(), t, window=self.api_call)
+        self._keyed = self.sim.accepts(token.strip(), t, window=self.api_call)
+        return self._keyed
 
     def charge_tokens(self, t: float) -> bool:
         """Count the call's tokens (OpenAI model calls: openai_handlers.py); False after 429."""

@@ -3,7 +3,7 @@
 `--token` is the first key; `--also-token` (repeatable) adds more, as an
 account pool uses (docs/deployment.md, `--accounts`). `/stats` names a key by
 `key_id` (never the key): `key_calls` gives each key's calls, max calls in any
-1 s and refusals. `POST /keys/refuse` and `POST /keys/accept` with
+1 s, max calls open at once and refusals. `POST /keys/refuse` and `POST /keys/accept` with
 `{"key": "<key id>"}` make the simulator refuse a key with 401 (a revoked or
 expired token) and accept it again.
 """
@@ -27,10 +27,14 @@ class KeyCalls:
     calls: int = 0
     unauthorized: int = 0
     max_calls_in_1s: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
     window: deque[float] = field(default_factory=deque)
 
     def called(self, now: float, *, window: bool) -> None:
         self.calls += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
         if not window:
             return
         starts = self.window
@@ -44,6 +48,7 @@ class KeyCalls:
             "calls": self.calls,
             "unauthorized": self.unauthorized,
             "max_calls_in_1s": self.max_calls_in_1s,
+            "max_in_flight": self.max_in_flight,
         }
 
 
@@ -66,6 +71,13 @@ class Keys:
             return False
         calls.called(now, window=window)
         return True
+
+    @staticmethod
+    def answered(key: str, counts: dict[str, KeyCalls]) -> None:
+        """A call `check` accepted under `key` has been answered (or dropped)."""
+        calls = counts.get(key)
+        if calls is not None and calls.in_flight > 0:
+            calls.in_flight -= 1
 
     def set_refused(self, key: str, refused: bool) -> bool:
         """Refuse (or accept again) the key named `key`; False if there is no such key."""

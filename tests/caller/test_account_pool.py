@@ -10,7 +10,8 @@ import pytest
 
 from gpt4batch.common.messages import IErr
 from gpt4batch.common.settings import load
-from gpt4batch.services.caller.accounts import AccountPool, load_accounts
+from gpt4batch.services.caller.accounts import AccountPool, AccountSpec, load_accounts
+from gpt4batch.services.caller.accounts.pool import account_weight
 from gpt4batch.services.caller.limits import ProcessLimiter
 from gpt4batch.services.caller.settings import CallerSettings
 
@@ -65,3 +66,20 @@ def test_a_refused_account_leaves_the_rotation_and_its_conversations_move(
     assert [e.code for e in out] == [403]
     a.gate.open()
     assert accounts.choose("batch", 9) is a
+
+
+@pytest.mark.parametrize(
+    ("account", "caller", "weight"),
+    [
+        ({"qps": 5, "concurrency": 9}, {"qps": 1}, 5.0),  # its QPS first
+        ({}, {"qps": 3}, 3.0),  # the caller's QPS where it gives none
+        ({"qps": 0, "tpm": 60000}, {}, 60.0),  # no QPS limit: its TPM / 1000
+        ({"qps": 0, "concurrency": 7}, {}, 7.0),  # neither: its concurrency
+        ({"qps": 0}, {"concurrency": 11}, 11.0),  # … else the caller's
+    ],
+)
+def test_an_accounts_weight_is_what_bounds_it(
+    account: dict[str, float], caller: dict[str, float], weight: float
+) -> None:
+    spec = AccountSpec(name="x", token_env="X", **account)  # type: ignore[arg-type]
+    assert account_weight(spec, load(CallerSettings, **caller)) == weight

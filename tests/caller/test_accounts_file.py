@@ -112,3 +112,26 @@ def test_run_and_caller_say_it_in_one_line_and_exit_2(tmp_path: Path, command: s
     assert len(errors) == 1 and "accounts[0].qps (account 'b')" in errors[0], result.stderr
     assert "Traceback" not in result.stderr
     assert SECRET not in result.stderr + result.stdout
+
+
+def test_estimate_uses_the_accounts_limits_and_prices_and_needs_no_token(
+    tmp_path: Path,
+) -> None:
+    """`run --estimate --accounts`: 10 one-call records at a ($0.02/call, q 3) and b
+    ($0.01/call, q 1): 3/4 of the calls on a, $0.175 in all, at least 2.5 s at q 4; the
+    token variable is unset (an estimate reads no token)."""
+    write_input(tmp_path, 10, asks=1)
+    accounts = [
+        {"name": "a", "token_env": "UNSET_TOKEN_VAR_1", "qps": 3, "usd_per_call": 0.02},
+        {"name": "b", "token_env": "UNSET_TOKEN_VAR_2", "qps": 1, "usd_per_call": 0.01},
+    ]
+    (tmp_path / "acc.json").write_text(json.dumps({"accounts": accounts}))
+    result = subprocess.run(
+        [sys.executable, "-m", "gpt4batch.cli", "run", "-i", "in.jsonl", "--estimate",
+         "--accounts", "acc.json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.strip().startswith("accounts"))
+    assert "cost $0.1750" in line and "a 75% $0.1500, b 25% $0.0250" in line, line
+    assert "at least 00:02 at their summed limits (-q 4)" in line, line

@@ -18,6 +18,7 @@ from gpt4batch.cli.run.command import Run
 from gpt4batch.cli.run.errors_file import write_errors
 from gpt4batch.cli.run.options import parse
 from gpt4batch.cli.run.progress import RunProgress
+from gpt4batch.common.usage import UsageTotals
 from gpt4batch.services.caller.call_stats import CallStats
 from gpt4batch.services.sink.ledger import LedgerCounts
 from tests.cli.test_run import run_cmd, upstream, write_input
@@ -118,6 +119,10 @@ def test_progress_shows_calls_and_429s_before_any_record_is_done() -> None:
     assert "0/100" in line and "calls 10 (2.0/s)" in line and "429s 2" in line
     # 400 asks to answer, 2 answered in 5 s (0.4/s): ~995 s left, known before any record.
     assert "ETA 16:3" in line
+    assert "$" not in line  # nothing priced: no spend shown
+    spent = UsageTotals(records=1, prompt_tokens=10, cost_usd=1.25)
+    priced = RunProgress("bar", LedgerCounts(), stream=stream, calls=calls, usage=spent)
+    assert "429s 2  $1.2500  ETA" in priced.line(now=5.0)
 
 
 def test_counts_are_per_run_not_per_process(mock: MockUpstream, tmp_path: Path) -> None:

@@ -198,3 +198,25 @@ def test_each_accounts_budget_holds_and_a_record_no_account_can_pay_gets_402(
     assert len(unpaid) == 4 and all(r["iErr"]["code"] == 402 for r in unpaid), unpaid
     assert all(not r.get("answers") for r in unpaid)
     assert stderr.count("account budget reached") == 2, stderr[-3000:]
+
+
+def test_each_account_holds_its_own_concurrency_in_one_process(tmp_path: Path) -> None:
+    """`run` without NSQ, -g 20, accounts of 3 and 2 conversations: the upstream never has
+    more than 3 calls of a's open at once, nor 2 of b's (and both are used to the full)."""
+    write_input(tmp_path, 40, asks=1)
+    with MockUpstream("--token", TOKEN_A, "--also-token", TOKEN_B, "--latency-ms", "300") as mock:
+        path = accounts_file(
+            tmp_path, mock, a={"qps": 0, "concurrency": 3}, b={"qps": 0, "concurrency": 2}
+        )
+        run = subprocess.run(
+            [sys.executable, "-m", "gpt4batch.cli", "run", "-i", "in.jsonl", "-o", "out.jsonl",
+             "-g", "20", "--accounts", str(path)],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "ACC_A_TOKEN": TOKEN_A}, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        stats = mock.stats()
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 40
+    a, b = stats["key_calls"][KEY_A], stats["key_calls"][KEY_B]
+    assert (a["max_in_flight"], b["max_in_flight"]) == (3, 2), stats
+    assert a["calls"] + b["calls"] == 40, stats

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpt4batch.services.caller.accounts.config import AccountSpec, load_accounts
+from gpt4batch.services.caller.accounts.config import AccountSpec, load_accounts, pool_source
 from gpt4batch.services.caller.accounts.pool import (
     BUDGETS_REACHED,
     Account,
@@ -16,5 +16,6 @@ __all__ = [
     "AccountPool",
     "AccountSpec",
     "load_accounts",
+    "pool_source",
     "refused_midway",
 ]

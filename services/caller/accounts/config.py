@@ -87,6 +87,11 @@ class AccountSpec(BaseModel):
         return SecretStr(value)
 
 
+def pool_source(path: Path) -> str:
+    """Where the tokens of a pool come from, for messages about all of them refused."""
+    return f"every account of --accounts {path}"
+
+
 class AccountsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -124,8 +129,9 @@ def _field_path(loc: tuple[int | str, ...], data: Any) -> str:
     return out
 
 
-def load_accounts(path: Path) -> list[AccountSpec]:
-    """The accounts of `path`, checked (ConfigError naming the file and the field)."""
+def load_accounts(path: Path, *, read_tokens: bool = True) -> list[AccountSpec]:
+    """The accounts of `path`, checked (ConfigError naming the file and the field); their
+    tokens are read too unless `read_tokens` is False (`run --estimate` needs none)."""
     path = path.expanduser()
     try:
         text = path.read_text(encoding="utf-8")
@@ -145,5 +151,6 @@ def load_accounts(path: Path) -> list[AccountSpec]:
         if account.name in seen:
             raise ConfigError(f"--accounts {path}: accounts: name {account.name!r} is repeated")
         seen.add(account.name)
-        account.token(f"--accounts {path}")  # a missing token is a usage error now
+        if read_tokens:
+            account.token(f"--accounts {path}")  # a missing token is a usage error now
     return accounts

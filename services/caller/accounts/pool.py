@@ -38,6 +38,7 @@ from gpt4batch.services.caller.accounts.config import AccountSpec
 from gpt4batch.services.caller.auth_gate import AuthGate
 from gpt4batch.services.caller.budget import Budget
 from gpt4batch.services.caller.limits import Limiter
+from gpt4batch.services.caller.limits.base import Gate
 from gpt4batch.services.caller.metrics import ACCOUNT_IN_FLIGHT, ACCOUNT_REFUSED
 
 if TYPE_CHECKING:
@@ -69,6 +70,12 @@ class Account:
     #: Its upstream clients by kind (dropped when its token is re-read).
     clients: dict[str, ConversationClient] = field(default_factory=dict)
     prices: Prices = field(default_factory=Prices)
+    #: Its `concurrency` in this process (the process limiter leaves conversations to the
+    #: bus's max-in-flight, which is the caller's -g, not the account's).
+    places: Gate = field(default_factory=lambda: Gate(1))
+    #: How much work it takes at once (`account_weight`): the choice keeps conversations
+    #: in flight in proportion to it.
+    weight: float = 1.0
     #: Its `budget_usd` (None: none): once spent + reserved would pass it, it leaves.
     budget: Budget | None = None
     _in_flight_gauge: Gauge = field(init=False, repr=False)
@@ -79,15 +86,6 @@ class Account:
     @property
     def name(self) -> str:
         return self.spec.name
-
-    @property
-    def weight(self) -> float:
-        """How much work it takes at once: its QPS, else TPM/1000, else concurrency."""
-        spec = self.spec
-        for value in (spec.qps, (spec.tpm or 0) / 1000, spec.concurrency):
-            if value:
-                return float(value)
-        return 1.0
 
     @property
     def budget_reached(self) -> bool:
@@ -175,6 +173,8 @@ class AccountPool:
                 gate,
                 prices=account_prices(spec, settings.prices()),
                 budget=None if spec.budget_usd is None else Budget(spec.budget_usd),
+                places=Gate(spec.concurrency or settings.concurrency),
+                weight=account_weight(spec, settings),
             )
             gate.on_close = pool._closed
             gate.on_probe = lambda account=account: pool._reload(account, where)
@@ -242,7 +242,7 @@ class AccountPool:
         account.in_flight += 1
         account._in_flight_gauge.inc()
         try:
-            async with account.limiter.conversation():
+            async with account.places.hold(), account.limiter.conversation():
                 yield
         finally:
             account.in_flight -= 1
@@ -276,6 +276,20 @@ class AccountPool:
     def secret_files(self) -> list[Path]:
         """The accounts' token files: never uploaded, whatever an ask names."""
         return [a.spec.token_file for a in self.accounts if a.spec.token_file is not None]
+
+
+def account_weight(spec: AccountSpec, settings: CallerSettings) -> float:
+    """Its QPS, else its TPM / 1000, else its concurrency (each the caller's where the
+    account leaves it out): what bounds how much work the account can take at once."""
+    tpm = spec.tpm if spec.tpm is not None else getattr(settings, "tpm", 0)
+    for value in (
+        spec.qps if spec.qps is not None else settings.qps,
+        (tpm or 0) / 1000,
+        spec.concurrency or settings.concurrency,
+    ):
+        if value:
+            return float(value)
+    return 1.0
 
 
 def account_prices(spec: AccountSpec, default: Prices) -> Prices:
