@@ -80,8 +80,9 @@ def steady_rate(samples: Samples) -> float:
 def run_phase(
     work: Path, records: int, mock_args: list[str], accounts: list[dict[str, Any]],
     flags: list[str], field: str, count: str,
-) -> tuple[subprocess.CompletedProcess[str], Samples, dict[str, Any]]:  # fmt: skip
-    """One `run -n` over the accounts against a simulator, sampled."""
+) -> tuple[Samples, dict[str, Any]]:  # fmt: skip
+    """One `run -n` over the accounts against a simulator: the samples and the final /stats
+    (RuntimeError if the run fails)."""
     source = write_records(work / "in.jsonl", records)
     args = ["--token", TOKENS["a"], "--also-token", TOKENS["b"], *mock_args]
     with MockUpstream(*args) as mock:
@@ -105,17 +106,17 @@ def run_phase(
             finally:
                 stop.set()
                 sampler.join()
-        return run, samples, mock.stats()
+        if run.returncode != 0:
+            print(run.stderr[-2000:], file=sys.stderr)
+            raise RuntimeError(f"run exited {run.returncode}")
+        return samples, mock.stats()
 
 
 def qps_phase(args: argparse.Namespace, work: Path) -> str:
     limits = {"a": args.qps_a, "b": args.qps_b}
     accounts = [{"name": n, "qps": q, "concurrency": 100} for n, q in limits.items()]
     mock = ["--fast", "--latency-ms", "100", "--jitter-ms", "100"]
-    run, samples, stats = run_phase(work, args.records, mock, accounts, [], "key_calls", "calls")
-    if run.returncode != 0:
-        print(run.stderr[-2000:], file=sys.stderr)
-        return f"QPS: (run exited {run.returncode})"
+    samples, stats = run_phase(work, args.records, mock, accounts, [], "key_calls", "calls")
     parts = []
     for name, q in limits.items():
         calls = stats["key_calls"][KEYS[name]]
@@ -138,12 +139,9 @@ def tpm_phase(args: argparse.Namespace, work: Path) -> str:
     window = f"{TPM_WINDOW:g}"
     mock = ["--latency-ms", "100", "--answer-tokens", "100", "--tpm-window", window]
     flags = ["--tpm-window", window, "--max-tokens", "110"]
-    run, samples, stats = run_phase(
+    samples, stats = run_phase(
         work, args.tpm_records, mock, accounts, flags, "key_tokens", "total_tokens"
     )
-    if run.returncode != 0:
-        print(run.stderr[-2000:], file=sys.stderr)
-        return f"TPM: (run exited {run.returncode})"
     parts = []
     for name, tpm in limits.items():
         tokens = stats["key_tokens"][KEYS[name]]
@@ -168,9 +166,12 @@ def main() -> None:
     p.add_argument("--tpm-b", type=int, default=3000)
     args = p.parse_args()
     lines = []
-    for phase in (qps_phase, tpm_phase):
+    for name, phase in (("QPS", qps_phase), ("TPM", tpm_phase)):
         with tempfile.TemporaryDirectory(prefix="bench-accounts-") as tmp:
-            lines.append(phase(args, Path(tmp)))
+            try:
+                lines.append(phase(args, Path(tmp)))
+            except RuntimeError as exc:
+                lines.append(f"{name}: ({exc})")
     print("; ".join(lines))
 
 

@@ -176,7 +176,7 @@ class _KeepsReceivedRecord(_Body):
     def received_record(self) -> Any | None:
         """The record object as parsed from the body received (None: built in code, or
         `record` replaced since, e.g. by `model_copy(update=…)`)."""
-        received = self.__pydantic_private__["_received"]  # (not pydantic's slow getattr)
+        received = self.__pydantic_private__["_received"]  # type: ignore[index]  # (not pydantic's slow getattr)
         if received is not None and received[1] is self.record:
             return received[0]
         return None

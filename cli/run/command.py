@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from gpt4batch.cli.run.errors_file import ErrorBreakdown, write_errors
 from gpt4batch.cli.run.estimate import print_estimate
@@ -100,7 +100,7 @@ PROGRESS_SECONDS = 0.2
 
 log = glog.get_logger("gpt4batch.run")
 
-M = TypeVar("M")
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass

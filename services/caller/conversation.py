@@ -71,7 +71,7 @@ class Outcome:
         record = self.source.model_copy()
         record.answers = [ChatResponse.model_validate(answer) for answer in self.answers]
         record.iErr = self.error
-        record.usage = self.usage.as_line()  # (an extra field: kept after the known ones)
+        record.usage = self.usage.as_line()  # type: ignore[attr-defined]  # (an extra field: kept after the known ones)
         return record
 
     def record_object(self, received: dict[str, Any]) -> dict[str, Any]:

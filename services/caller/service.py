@@ -111,7 +111,7 @@ class CallerService:
             completion_estimate=getattr(settings, "completion_tokens_estimate", 1000),
             max_tokens=settings.max_tokens,
         )
-        self.auth = auth_gate or AuthGate(
+        self.auth: AuthGate = auth_gate or AuthGate(
             pool_source(settings.accounts)
             if settings.accounts is not None
             else token_source(

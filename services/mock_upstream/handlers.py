@@ -161,7 +161,7 @@ class Base(RequestHandler):
         if fault == "5xx":
             self.send_json(503, {"detail": "mock fault: service unavailable"})
         elif fault == "drop":
-            self.request.connection.stream.close()  # type: ignore[attr-defined]
+            self.request.connection.stream.close()  # type: ignore[union-attr]
             self._abandon()
         elif fault == "bad-json" or (fault == "truncate" and not self.streams()):
             self.set_header("Content-Type", "application/json")
@@ -282,7 +282,8 @@ class UploadHandler(Base):
             self.request.headers.get("Content-Type", ""), b"".join(self._chunks), args, files
         )
         self._chunks = []
-        upload = (files.get("file") or [None])[0]
+        uploads = files.get("file")
+        upload = uploads[0] if uploads else None
         kind = (args.get("type") or [b""])[0].decode()
         if upload is None or kind not in ("multimodal", "my_files"):
             self.send_json(400, {"detail": "need a `file` and type multimodal|my_files"})

@@ -21,18 +21,17 @@ def key_id(token: str) -> str:
 
 
 @dataclass
-class KeyCalls:
-    """One key's calls: accepted by its token, refused (401), and the max in any 1 s."""
+class OpenCalls:
+    """Calls open now and at most, and the exact max calls started in any 1 s: of the whole
+    simulator (`Stats`) and of each key (`KeyCalls`)."""
 
-    calls: int = 0
-    unauthorized: int = 0
-    max_calls_in_1s: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    max_calls_in_1s: int = 0
     window: deque[float] = field(default_factory=deque)
 
-    def called(self, now: float, *, window: bool) -> None:
-        self.calls += 1
+    def opened(self, now: float, *, window: bool) -> None:
+        """A call started; API calls (`window`) also feed the max calls in any 1 s."""
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         if not window:
@@ -42,6 +41,18 @@ class KeyCalls:
             starts.popleft()
         starts.append(now)
         self.max_calls_in_1s = max(self.max_calls_in_1s, len(starts))
+
+
+@dataclass
+class KeyCalls(OpenCalls):
+    """One key's calls: accepted by its token, refused (401), open, and the max in any 1 s."""
+
+    calls: int = 0
+    unauthorized: int = 0
+
+    def called(self, now: float, *, window: bool) -> None:
+        self.calls += 1
+        self.opened(now, window=window)
 
     def as_json(self) -> dict[str, int]:
         return {

@@ -9,19 +9,16 @@ import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from gpt4batch.services.mock_upstream.keys import KeyCalls, Keys
+from gpt4batch.services.mock_upstream.keys import KeyCalls, Keys, OpenCalls
 from gpt4batch.services.mock_upstream.options import FAULT_KINDS, Options
 from gpt4batch.services.mock_upstream.tpm import KeyTokens
 
 
 @dataclass
-class Stats:
-    """Counters served by `GET /stats`."""
+class Stats(OpenCalls):
+    """Counters served by `GET /stats` (calls open and the max in any 1 s: `OpenCalls`)."""
 
     calls: Counter[str] = field(default_factory=Counter)
-    in_flight: int = 0
-    max_in_flight: int = 0
-    max_calls_in_1s: int = 0
     chain_errors: int = 0
     foreign_conversation: int = 0
     """Calls in a conversation another key began (answered 404)."""
@@ -31,7 +28,6 @@ class Stats:
     faults: Counter[str] = field(default_factory=Counter)
     faulted_calls: Counter[str] = field(default_factory=Counter)
     """Calls answered with an injected fault, per endpoint (never paid for)."""
-    window: deque[float] = field(default_factory=deque)
     key_calls: dict[str, KeyCalls] = field(default_factory=dict)
     """Calls per key (keys.py), by key id."""
     key_tokens: dict[str, KeyTokens] = field(default_factory=dict)
@@ -40,15 +36,7 @@ class Stats:
     def started(self, endpoint: str, now: float, *, window: bool = True) -> None:
         """Count a call; API calls (`window`) also feed the exact max calls in any 1 s window."""
         self.calls[endpoint] += 1
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        if not window:
-            return
-        window = self.window
-        while window and window[0] <= now - 1.0:
-            window.popleft()
-        window.append(now)
-        self.max_calls_in_1s = max(self.max_calls_in_1s, len(window))
+        self.opened(now, window=window)
 
     def as_json(self) -> dict[str, object]:
         return {

@@ -235,7 +235,7 @@ class BatchLedger:
         self.reject_rows: set[int] = set()
         self._files = _Files()
         self._fsync = fsync
-        self._writing: dict[tuple[str, object], asyncio.Task[bool]] = {}
+        self._writing: dict[tuple[str, object], asyncio.Task[Any]] = {}
         self._journal = SyncedAppender(
             self.journal_path, every=every, interval=interval, fsync=fsync
         )
@@ -456,7 +456,7 @@ class BatchLedger:
             task = asyncio.get_running_loop().create_task(
                 self._write_results([msgs[i] for i in order])
             )
-            keys = [("seq", seq) for seq in chosen]
+            keys: list[tuple[str, object]] = [("seq", seq) for seq in chosen]
             for key in keys:
                 self._writing[key] = task
             task.add_done_callback(lambda done: self._release(keys, done))
