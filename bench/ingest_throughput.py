@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpt4batch.common.authenticator import SECRET_ENV, Authenticator
-from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.nsq.bus import NsqBus
 from gpt4batch.common.settings import BaseServiceSettings
 from gpt4batch.services.ingest.ingest import IngestSummary, ingest
 from gpt4batch.services.ingest.reader import open_input, read_lines

@@ -87,7 +87,7 @@ IOLoop.current().start()
 #: validates and writes nothing.
 BUS_FLOOR = """
 import asyncio, sys
-from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.nsq.bus import NsqBus
 from gpt4batch.common.settings import BaseServiceSettings
 
 class Raw:

@@ -25,7 +25,7 @@ from gpt4batch.common.authenticator import from_config as authenticator_from_con
 from gpt4batch.common.bus import Delivery
 from gpt4batch.common.errors import BusError, ConfigError, Requeue
 from gpt4batch.common.messages import DeadLetter
-from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.nsq.bus import NsqBus
 from gpt4batch.common.settings import BaseServiceSettings, CliParser, add_flags, load
 from gpt4batch.common.topics import Channels
 

@@ -1,5 +1,5 @@
 """`gpt4batch reconcile`: republish exactly what a batch's ledger still owes (after nsqd lost
-messages). Argument parsing and printing only; the logic is services/sink/reconcile.py."""
+messages). Argument parsing and printing only; the logic is services/reconcile.py."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pydantic import Field
 
 from gpt4batch.common import logging as glog
 from gpt4batch.common.errors import BusError, ConfigError
-from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.nsq.bus import NsqBus
 from gpt4batch.common.service import EXIT_FAILED, EXIT_OK, EXIT_USAGE, parse_settings
 from gpt4batch.common.settings import BaseServiceSettings
-from gpt4batch.services.sink.reconcile import ReconcileError, reconcile
+from gpt4batch.services.reconcile import ReconcileError, reconcile
 
 PROG = "gpt4batch reconcile"
 DESCRIPTION = (

@@ -81,19 +81,27 @@ class HandlerOutcome(Gpt4BatchError):
 class Requeue(HandlerOutcome):
     """Put the message back for another attempt, after `delay` seconds if given.
 
-    `bounded`: each requeue counts toward the bus's max attempts (then `…dead`),
-    for a message that may never become handleable (an orphan result piece, a
-    result of a batch over the sink's limits). Unbounded requeues are for waits
-    that end (a rate limit, a drain).
+    `bounded`: each requeue counts toward the subscription's max attempts (its
+    `Retries`; then `…dead` or its `give_up`), for a message that may never become
+    handleable (an orphan result piece, a result of a batch over the sink's limits,
+    a download that keeps failing). Unbounded requeues are for waits that end (a rate
+    limit, a drain). Without `delay` the wait is the subscription's backoff, at least
+    `retry_after` (a server's Retry-After) when given.
     """
 
     def __init__(
-        self, reason: str = "requeue", delay: float | None = None, *, bounded: bool = False
+        self,
+        reason: str = "requeue",
+        delay: float | None = None,
+        *,
+        bounded: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.delay = delay
         self.bounded = bounded
+        self.retry_after = retry_after
 
 
 class Poison(HandlerOutcome):

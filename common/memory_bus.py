@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gpt4batch.common.authenticator import Authenticator
-from gpt4batch.common.bus import Bus, Dispatcher
+from gpt4batch.common.bus import Bus
+from gpt4batch.common.dispatch import Dispatcher, dispatcher_for
 from gpt4batch.common.settings import DEFAULT_MAX_MSG_SIZE
 from gpt4batch.common.topics import Topics
 
@@ -205,7 +206,7 @@ class MemoryBus(Bus):
         for sub in self._subscriptions:
             if id(sub) in started:
                 continue
-            consumer = _Consumer(self.dispatcher(sub))
+            consumer = _Consumer(dispatcher_for(self, sub))
             chan = self.channel(sub.topic, sub.channel)
             consumer.workers = [
                 asyncio.create_task(self._work(chan, consumer)) for _ in range(sub.max_in_flight)

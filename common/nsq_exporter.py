@@ -26,7 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gpt4batch.common import logging as glog
 from gpt4batch.common.errors import ConfigError
-from gpt4batch.common.nsq_admin import http_url, node_addresses
+from gpt4batch.common.nsq.admin import http_url, node_addresses
 from gpt4batch.common.settings import ENV_PREFIX, CliParser, CommaList, add_flags, load
 
 PREFIX = "gpt4batch_nsq"

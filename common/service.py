@@ -39,14 +39,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 130
 log = glog.get_logger("gpt4batch")
 
 
-class Part(Protocol):
-    """Something an app hosts for its lifetime."""
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-
 @runtime_checkable
 class Service(Protocol):
     """A part that consumes: it subscribes its handlers when given the bus."""
@@ -308,7 +300,6 @@ def run_app(
     short: dict[str, str] | None = None,
     skip: frozenset[str] = frozenset(),
     prog: str | None = None,
-    make_bus: Callable[[S], Bus] | None = None,
 ) -> int:
     """Entry point of `gpt4batch <name>`: settings, logging, metrics, bus, signals, exit code.
 
@@ -323,12 +314,9 @@ def run_app(
         try:
             built = build(settings)
             app = built if isinstance(built, App) else App(parts=[built])
-            if make_bus is None:
-                from gpt4batch.common.nsq_bus import NsqBus  # pynsq/tornado only when used
+            from gpt4batch.common.nsq.bus import NsqBus  # pynsq/tornado only when used
 
-                bus: Bus = NsqBus(settings, service=name)
-            else:
-                bus = make_bus(settings)
+            bus: Bus = NsqBus(settings, service=name)
         except ConfigError as exc:
             print(f"{prog}: error: {exc}", file=sys.stderr)
             return EXIT_USAGE

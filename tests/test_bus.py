@@ -12,7 +12,7 @@ from gpt4batch.common.bus import Bus, Delivery
 from gpt4batch.common.errors import Poison, PublishError, Requeue
 from gpt4batch.common.memory_bus import MemoryBus
 from gpt4batch.common.messages import AskMessage, BatchManifest, DeadLetter, Record
-from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.nsq.bus import NsqBus
 from gpt4batch.common.settings import BaseServiceSettings
 from gpt4batch.common.topics import Topics
 from tests.support.nsq_servers import Nsqd, Nsqlookupd

@@ -8,7 +8,7 @@ import asyncio
 from gpt4batch.common.bus import Delivery
 from gpt4batch.common.errors import Poison, Requeue
 from gpt4batch.common.messages import AskMessage, BatchManifest, DeadLetter
-from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.nsq.bus import NsqBus
 from gpt4batch.common.settings import BaseServiceSettings
 from tests.support.nsq_servers import Nsqd
 from tests.test_bus import BusFactory, ask, collect_until, make_bus, run

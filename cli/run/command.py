@@ -180,7 +180,7 @@ def run_channel(batch: str) -> str:
 
 def make_bus(opts: RunOptions, settings: BaseServiceSettings) -> Bus:
     if opts.enable_nsq:
-        from gpt4batch.common.nsq_bus import NsqBus  # pynsq and tornado only with -n
+        from gpt4batch.common.nsq.bus import NsqBus  # pynsq and tornado only with -n
 
         # Only the run's own channels: a `sink` channel nobody reads would fill nsqd's disk.
         # Everything runs in this process: a secret of its own unless one is configured.

@@ -11,6 +11,7 @@ service (e.g. `GPT4BATCH_QPS=20`); the stack sets the addresses itself.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -25,8 +26,9 @@ import httpx
 
 from gpt4batch.cli.stack.plan import MissingProgram, Plan, StackOptions
 from gpt4batch.cli.stack.procs import Proc, pid_alive, pid_runs, stop_pids
+from gpt4batch.common.nsq.admin import NsqdAdmin
 from gpt4batch.common.settings import DEFAULT_MAX_MSG_SIZE, CliParser
-from gpt4batch.common.topics import Channels, Topics
+from gpt4batch.common.topics import Topics, standard_channels
 
 STATE = "stack.json"
 READY_TIMEOUT = 30.0
@@ -41,19 +43,6 @@ STOP_TIERS: tuple[tuple[str, ...], ...] = (
     ("nsqd",),
     ("nsqlookupd",),
 )
-
-
-def _channels(topics: Topics) -> list[tuple[str, str | None]]:
-    """Topics (and the channel consuming each) created up front on every nsqd, so
-    consumers that find nsqd through nsqlookupd see them at once."""
-    return [
-        (topics.asks, Channels.CALLER),
-        (topics.results, Channels.SINK),
-        (topics.downloads, Channels.DOWNLOADER),
-        (topics.downloaded, Channels.SINK_DOWNLOADS),
-        (topics.batches, Channels.SINK),
-        (topics.dead, None),
-    ]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -173,14 +162,17 @@ def _wait_registered(plan: Plan, timeout: float = 15.0) -> None:
     raise RuntimeError("nsqd did not register with nsqlookupd")
 
 
-def _create_topics(plan: Plan) -> None:
-    for node in plan.addresses.nsqd:
-        base = f"http://{node['http']}"
-        for topic, channel in _channels(Topics(plan.opts.topic_prefix)):
-            httpx.post(f"{base}/topic/create", params={"topic": topic}).raise_for_status()
-            if channel:
-                params = {"topic": topic, "channel": channel}
-                httpx.post(f"{base}/channel/create", params=params).raise_for_status()
+def _create_topics(plan: Plan, timeout: float = 15.0) -> None:
+    """The topics and the services' channels on every nsqd up front (through the admin
+    client every bus uses), so consumers that find nsqd through nsqlookupd see them at once."""
+    nodes = plan.addresses.nsqd
+    admin = NsqdAdmin([n["tcp"] for n in nodes], [n["http"] for n in nodes], service="stack")
+    wanted = standard_channels(Topics(plan.opts.topic_prefix))
+
+    async def create() -> None:
+        await admin.wait_created(wanted, asyncio.get_running_loop().time() + timeout)
+
+    asyncio.run(create())
 
 
 def _stop(started: list[Proc]) -> None:

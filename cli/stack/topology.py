@@ -143,10 +143,3 @@ NSQ_PROGRAMS = frozenset({"nsqlookupd", "nsqd", "nsqadmin"})
 def components(where: str) -> tuple[Component, ...]:
     """The components deployed by `where` ("compose" or "stack")."""
     return tuple(c for c in TOPOLOGY if where in c.where)
-
-
-def by_name(name: str) -> Component:
-    for c in TOPOLOGY:
-        if c.name == name:
-            return c
-    raise KeyError(name)

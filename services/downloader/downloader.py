@@ -1,7 +1,10 @@
 """The downloader's handler: a DownloadJob in, a file in the folder and a DownloadResult out.
 
 No pynsq here: the handler publishes through a `Bus` and decides its message's
-fate by returning (FIN) or raising `Requeue` (transient failure, attempts left).
+fate by returning (FIN) or raising a bounded `Requeue` (transient failure). How often
+and how long apart a job is retried is the subscription's `Retries` (declared in
+service.py); once they are spent the bus hands the job to `give_up`, which publishes the
+failed result.
 """
 
 from __future__ import annotations
@@ -17,34 +20,29 @@ from gpt4batch.common.errors import Requeue
 from gpt4batch.common.filenames import UnsafeName, inside
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import DownloadJob, DownloadResult
-from gpt4batch.common.retry import REQUEUE
 from gpt4batch.services.downloader import metrics
 from gpt4batch.services.downloader.fetch import DownloadFailed, fetch_to, file_digest, where
 
 log = get_logger("gpt4batch.downloader")
 
-MAX_RETRY_AFTER = REQUEUE.max_retry_after
-
 
 class Downloader:
-    """Fetches jobs into `download_dir`; `client` and `bus` are injected (tests: mocks)."""
+    """Fetches jobs into `download_dir` with `client`, publishing each outcome on `bus`."""
 
     def __init__(
         self,
         download_dir: Path,
         *,
+        client: httpx.AsyncClient,
+        bus: Bus,
         max_bytes: int = 100 * 1024 * 1024,
         timeout: float = 300.0,
-        attempts: int = 5,
-        client: httpx.AsyncClient | None = None,
-        bus: Bus | None = None,
     ) -> None:
         self.download_dir = download_dir
-        self.max_bytes = max_bytes
-        self.timeout = timeout
-        self.attempts = attempts
         self.client = client
         self.bus = bus
+        self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def handle(self, job: DownloadJob, delivery: Delivery) -> None:
         try:
@@ -64,7 +62,6 @@ class Downloader:
             log.info("already downloaded", local=job.local, size=size)
             await self._publish(job, ok=True, size=size, sha256=sha)
             return
-        assert self.client is not None, "Downloader.client is not set"
         started = time.perf_counter()
         try:
             size, sha = await fetch_to(
@@ -72,7 +69,9 @@ class Downloader:
             )
         except DownloadFailed as exc:
             metrics.SECONDS.observe(time.perf_counter() - started)
-            await self._failed(job, delivery, exc)
+            if exc.transient:
+                self._retry(job, delivery, exc)
+            await self.failed(job, delivery, exc.reason)
             return
         metrics.SECONDS.observe(time.perf_counter() - started)
         metrics.BYTES.inc(size)
@@ -80,22 +79,22 @@ class Downloader:
         log.info("downloaded", url=where(job.url), local=job.local, size=size)
         await self._publish(job, ok=True, size=size, sha256=sha)
 
-    async def _failed(self, job: DownloadJob, delivery: Delivery, exc: DownloadFailed) -> None:
-        if exc.transient and delivery.attempts < self.attempts:
-            delay = REQUEUE.delay(delivery.attempts, exc.retry_after)
-            metrics.DOWNLOADS.labels("retry").inc()
-            log.warning(
-                "download failed, will retry",
-                url=where(job.url),
-                local=job.local,
-                attempts=delivery.attempts,
-                error=exc.reason,
-                delay=round(delay, 2),
-            )
-            raise Requeue(exc.reason, delay=delay)
-        error = exc.reason
-        if exc.transient:
-            error = f"gave up after {delivery.attempts} attempts: {exc.reason}"
+    def _retry(self, job: DownloadJob, delivery: Delivery, exc: DownloadFailed) -> None:
+        """A transient failure: a bounded Requeue (the subscription's `Retries` count it;
+        the server's Retry-After is a floor under their backoff)."""
+        metrics.DOWNLOADS.labels("retry").inc()
+        log.warning(
+            "download failed, will retry",
+            url=where(job.url),
+            local=job.local,
+            attempts=delivery.attempts,
+            error=exc.reason,
+        )
+        raise Requeue(exc.reason, bounded=True, retry_after=exc.retry_after)
+
+    async def failed(self, job: DownloadJob, delivery: Delivery, error: str) -> None:
+        """Publish the job's failed result: a final failure, or (the subscription's
+        `give_up`) a transient one whose retries are spent ("gave up after N attempts: …")."""
         metrics.DOWNLOADS.labels("failed").inc()
         log.warning("download failed", url=where(job.url), local=job.local, error=error)
         await self._publish(job, ok=False, error=error)
@@ -109,7 +108,6 @@ class Downloader:
         sha256: str | None = None,
         error: str | None = None,
     ) -> None:
-        assert self.bus is not None, "Downloader.bus is not set"
         result = DownloadResult(
             batch=job.batch,
             record_id=job.record_id,

@@ -9,7 +9,8 @@ from gpt4batch.common.metrics import LATENCY_BUCKETS, NAMESPACE
 BYTES = Counter(f"{NAMESPACE}_downloader_bytes_total", "Bytes downloaded into place.")
 DOWNLOADS = Counter(
     f"{NAMESPACE}_downloader_downloads_total",
-    "Download jobs by outcome (ok, skipped, failed, refused, retry).",
+    "Download attempts by outcome (ok, skipped, failed, refused; retry: a transient failure, "
+    "retried unless the job's attempts are spent).",
     ["outcome"],
 )
 SECONDS = Histogram(

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 
 from gpt4batch.common.bounded_body import ACCEPT_ENCODING
-from gpt4batch.common.bus import Bus
+from gpt4batch.common.bus import Bus, Retries
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import DownloadJob
 from gpt4batch.common.tls import client_context
@@ -43,21 +43,27 @@ class DownloaderService:
 
     def __init__(self, settings: DownloaderSettings) -> None:
         self.settings = settings
-        self.downloader = Downloader(
-            Path(settings.download_dir),
-            max_bytes=settings.max_download_bytes,
-            timeout=settings.download_timeout,
-            attempts=settings.download_attempts,
-        )
+        self.client: httpx.AsyncClient | None = None
 
     def register(self, bus: Bus) -> None:
-        self.downloader.bus = bus
+        """Subscribe the handler; a transient failure is retried until the job's
+        `--download-attempts`-th delivery, then its failed result is published."""
+        settings = self.settings
+        self.client = make_client(settings)
+        downloader = Downloader(
+            Path(settings.download_dir),
+            client=self.client,
+            bus=bus,
+            max_bytes=settings.max_download_bytes,
+            timeout=settings.download_timeout,
+        )
         bus.subscribe(
             bus.topics.downloads,
             Channels.DOWNLOADER,
             DownloadJob,
-            self.downloader.handle,
-            max_in_flight=self.settings.max_in_flight,
+            downloader.handle,
+            max_in_flight=settings.max_in_flight,
+            retries=Retries(max_attempts=settings.download_attempts, give_up=downloader.failed),
         )
 
     async def start(self) -> None:
@@ -66,9 +72,8 @@ class DownloaderService:
         removed = await asyncio.to_thread(sweep_orphan_parts, folder)
         if removed:
             log.info("removed temp files of interrupted downloads", count=removed)
-        self.downloader.client = make_client(self.settings)
 
     async def close(self) -> None:
-        if self.downloader.client is not None:
-            await self.downloader.client.aclose()
-            self.downloader.client = None
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None

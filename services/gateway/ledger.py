@@ -78,9 +78,6 @@ class Ledger:
         """The batch's journal (without loading a finished batch's ledger again)."""
         return sibling(self.sink.path_for(batch), "journal.jsonl")
 
-    def output_path(self, batch: str) -> Path:
-        return self.sink.path_for(batch)
-
 
 def records_in_order(journal: Path, scratch: Path) -> Iterator[tuple[bool, bytes]]:
     """(ok, record JSON) per seq in input order, one per seq — also for a batch the

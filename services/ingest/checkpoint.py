@@ -26,7 +26,7 @@ from typing import Any
 
 from gpt4batch.common.filenames import safe_component
 from gpt4batch.common.logging import get_logger
-from gpt4batch.services.sink.seqset import SeqSet
+from gpt4batch.common.seqset import SeqSet
 
 log = get_logger("gpt4batch.ingest")
 

@@ -60,11 +60,11 @@ from gpt4batch.common.messages import (
     UsageLine,
     rejected_line,
 )
+from gpt4batch.common.seqset import SeqSet
 from gpt4batch.common.usage import Usage, UsageTotals, read_usage
 from gpt4batch.services.sink import metrics
 from gpt4batch.services.sink.appender import Fsync, SyncedAppender
 from gpt4batch.services.sink.index import iter_lines, json_object, repair_tail
-from gpt4batch.services.sink.seqset import SeqSet
 
 if TYPE_CHECKING:
     from gpt4batch.services.sink.arrival import ArrivalOutput
@@ -181,10 +181,6 @@ class LedgerCounts:
     downloads_planned: int = 0
     downloads_ok: int = 0
     downloads_failed: int = 0
-
-    @property
-    def downloads_pending(self) -> int:
-        return self.downloads_planned - self.downloads_done
 
     @property
     def downloads_done(self) -> int:
@@ -349,10 +345,6 @@ class BatchLedger:
     def pending_downloads(self) -> set[str]:
         """Planned local file names that have no result yet."""
         return set(self._files.pending)
-
-    def download_outcome(self, local: str) -> bool | None:
-        """True fetched, False failed, None no result yet."""
-        return self._files.outcome.get(local)
 
     # --- counting (shared by load and the handlers) -----------------------------
     def _count_entry(self, seq: int, ok: bool, files: list[str]) -> bool:

@@ -14,7 +14,7 @@ import httpx
 from gpt4batch.common.bus import Delivery
 from gpt4batch.common.memory_bus import MemoryBus
 from gpt4batch.common.messages import AskMessage, Record, ResultMessage
-from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.nsq.bus import NsqBus
 from gpt4batch.common.settings import BaseServiceSettings
 from gpt4batch.common.topics import Channels, Topics
 from gpt4batch.services.caller.service import CallerService

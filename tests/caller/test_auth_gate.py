@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from gpt4batch.common.bus import Delivery
 from gpt4batch.common.messages import AskMessage, IErr, Record, ResultMessage
 from gpt4batch.common.metrics import serve_metrics
-from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.nsq.bus import NsqBus
 from gpt4batch.services.caller.auth_gate import AuthGate
 from gpt4batch.services.caller.service import CallerService
 from gpt4batch.services.caller.settings import CallerSettings

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from gpt4batch.common.bus import Delivery
 from gpt4batch.common.errors import Requeue
 from gpt4batch.common.messages import Ask, AskMessage, BatchManifest, Record, ResultMessage
-from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.nsq.bus import NsqBus
 from gpt4batch.common.result_parts import MAX_PARTS, PartAssembler, TooLarge, split_result
 from gpt4batch.common.settings import BaseServiceSettings, load
 from gpt4batch.common.upstreams import ConversationState

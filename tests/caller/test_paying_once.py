@@ -13,7 +13,7 @@ import pytest
 
 from gpt4batch.common.bus import Delivery
 from gpt4batch.common.messages import Ask, AskMessage, Record, ResultMessage
-from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.nsq.bus import NsqBus
 from gpt4batch.common.retry import RetryPolicy
 from gpt4batch.common.settings import BaseServiceSettings
 from gpt4batch.common.upstreams import ConversationState

@@ -10,7 +10,7 @@ import sys
 import time
 
 from gpt4batch.common.messages import DeadLetter
-from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.nsq.bus import NsqBus
 from gpt4batch.common.settings import BaseServiceSettings
 from gpt4batch.common.topics import Channels
 from tests.support.nsq_servers import Nsqd

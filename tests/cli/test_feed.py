@@ -15,7 +15,7 @@ import jsonschema
 from gpt4batch.common.authenticator import Authenticator
 from gpt4batch.common.bus import Delivery
 from gpt4batch.common.messages import Ask, AskMessage, FeedMessage, Record, ResultMessage
-from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.nsq.bus import NsqBus
 from gpt4batch.common.settings import BaseServiceSettings
 from tests.cli.test_run import run_cmd, upstream, write_input
 from tests.support.mock_upstream import MockUpstream

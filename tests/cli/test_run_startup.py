@@ -22,7 +22,7 @@ from tests.support.pipeline import read_jsonl
 NOT_FOR_RUN = (
     "nsq",
     "tornado",
-    "gpt4batch.common.nsq_bus",
+    "gpt4batch.common.nsq.bus",
     "gpt4batch.services.downloader.service",
     "gpt4batch.services.gateway",
     "gpt4batch.services.mock_upstream",

@@ -9,7 +9,7 @@ import pytest
 from gpt4batch.cli.stack.plan import StackOptions
 from gpt4batch.common.errors import MessageTooLarge
 from gpt4batch.common.memory_bus import MemoryBus
-from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.nsq.bus import NsqBus
 from gpt4batch.common.settings import DEFAULT_MAX_MSG_SIZE, BaseServiceSettings
 from tests.support.nsq_servers import Nsqd
 

@@ -7,7 +7,7 @@ import asyncio
 
 import httpx
 
-from gpt4batch.common.nsq_admin import NsqdNode, find_nodes
+from gpt4batch.common.nsq.admin import NsqdNode, find_nodes
 
 
 def lookupd(*producers: tuple[int, int], up: bool = True) -> httpx.AsyncClient:

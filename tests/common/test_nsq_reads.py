@@ -9,7 +9,7 @@ from typing import Any
 
 from nsq import event as nsq_event
 
-from gpt4batch.common.nsq_bus import coalesce_reads
+from gpt4batch.common.nsq.patches import coalesce_reads
 
 
 def frame(body: bytes) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gpt4batch.common import nsq_bus
+from gpt4batch.common.nsq import patches
 
 
 class FakeStream:
@@ -36,12 +36,12 @@ class FakeClient:
 
 def test_queued_frames_are_flushed_and_written_before_the_close() -> None:
     quick, slow = FakeConn(0), FakeConn(5)
-    asyncio.run(nsq_bus._frames_written([FakeClient(quick), FakeClient(slow)]))
+    asyncio.run(patches.frames_written([FakeClient(quick), FakeClient(slow)]))
     assert quick.flushed == slow.flushed == 1  # nothing waits for the 2-ms coalescing timer
     assert slow.stream.busy_polls < 0  # waited until its stream had written everything
 
 
 def test_a_stuck_stream_does_not_hold_the_stop_forever() -> None:
     stuck = FakeConn(10**9)
-    asyncio.run(nsq_bus._frames_written([FakeClient(stuck)], timeout=0.01))
+    asyncio.run(patches.frames_written([FakeClient(stuck)], timeout=0.01))
     assert stuck.flushed == 1

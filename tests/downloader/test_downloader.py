@@ -11,10 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
+from gpt4batch.common.bus import Retries
 from gpt4batch.common.errors import Requeue
 from gpt4batch.common.memory_bus import MemoryBus
 from gpt4batch.common.messages import DownloadJob, DownloadResult
-from gpt4batch.common.retry import parse_retry_after
+from gpt4batch.common.retry import RetryPolicy, parse_retry_after
 from gpt4batch.common.topics import Topics
 from gpt4batch.services.downloader.downloader import Downloader
 from gpt4batch.services.downloader.fetch import where
@@ -118,15 +119,46 @@ def test_oversize_is_refused_without_partial_file(
     assert listing(tmp_path) == []
 
 
-def test_503_is_requeued_then_given_up(tmp_path: Path, server: FileServer) -> None:
+def test_503_is_requeued_with_its_retry_after(tmp_path: Path, server: FileServer) -> None:
     msg = job(f"{server.url}/503", "x.bin")
-    results, raised = run(handle(tmp_path, msg, delivered=1, attempts=3))
+    results, raised = run(handle(tmp_path, msg, delivered=1))
     assert results == []
-    assert isinstance(raised, Requeue) and raised.delay == 1.0  # Retry-After honoured
-    results, raised = run(handle(tmp_path, msg, delivered=3, attempts=3))
-    assert raised is None
-    [res] = results
-    assert not res.ok and "gave up after 3 attempts" in (res.error or "")
+    assert isinstance(raised, Requeue) and raised.bounded
+    assert raised.delay is None and raised.retry_after == 1.0  # a floor under the backoff
+
+
+def test_503_is_given_up_after_the_subscriptions_attempts(
+    tmp_path: Path, server: FileServer
+) -> None:
+    """The retry policy is the subscription's (declared as the service does): three
+    deliveries 1 s apart (Retry-After), then the failed result, and the message finished."""
+
+    async def scenario() -> tuple[list[DownloadResult], list[bytes]]:
+        bus = MemoryBus(topics=Topics("t"), record=True)
+        async with httpx.AsyncClient() as client:
+            downloader = Downloader(tmp_path, client=client, bus=bus)
+            quick = RetryPolicy(base_delay=0.01, max_delay=0.01)
+            retries = Retries(max_attempts=3, backoff=quick, give_up=downloader.failed)
+            topic = bus.topics.downloads
+            bus.subscribe(topic, "downloader", DownloadJob, downloader.handle, retries=retries)
+            await bus.start()
+            await bus.publish(topic, job(f"{server.url}/503", "x.bin"))
+            # Until the result is out and the job finished (not requeued again): the
+            # scenario's 30 s bound fails the test otherwise.
+            while not bus.published.get(bus.topics.downloaded) or await bus.backlog(
+                topic, "downloader"
+            ):
+                await asyncio.sleep(0.05)
+            await bus.stop(1)
+        results = bus.published[bus.topics.downloaded]
+        return [DownloadResult.model_validate_json(b) for b in results], bus.published.get(
+            bus.topics.dead, []
+        )
+
+    [res], dead = run(scenario())
+    assert not res.ok and res.error == "gave up after 3 attempts: HTTP 503"
+    assert server.hits["/503"] == 3
+    assert dead == []  # given up by the subscription's give_up, not dead-lettered
     assert listing(tmp_path) == []
 
 

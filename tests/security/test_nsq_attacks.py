@@ -27,7 +27,7 @@ from gpt4batch.common.messages import (
     Record,
     ResultMessage,
 )
-from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.nsq.bus import NsqBus
 from gpt4batch.common.result_parts import split_result
 from gpt4batch.common.settings import BaseServiceSettings
 from tests.downloader.fileserver import serve_files

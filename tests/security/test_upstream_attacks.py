@@ -30,7 +30,7 @@ import pytest
 
 from gpt4batch.common.bus import Delivery
 from gpt4batch.common.messages import DownloadJob, DownloadResult
-from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.nsq.bus import NsqBus
 from gpt4batch.common.settings import BaseServiceSettings
 from tests.support.mock_upstream import MockUpstream
 from tests.support.nsq_servers import Nsqd, wait_channel

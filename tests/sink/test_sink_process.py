@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gpt4batch.common.bus import Delivery
 from gpt4batch.common.messages import BatchManifest
-from gpt4batch.common.nsq_bus import NsqBus
+from gpt4batch.common.nsq.bus import NsqBus
 from gpt4batch.common.settings import BaseServiceSettings
 from tests.sink.helpers import manifest, result, run
 from tests.support.nsq_servers import Nsqd, wait_channel

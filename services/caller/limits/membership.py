@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import httpx
 
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.nsq_admin import find_nodes, http_url
+from gpt4batch.common.nsq.admin import find_nodes, node_channel_stats
 from gpt4batch.common.topics import check_name
 
 log = get_logger("gpt4batch.limits")
@@ -163,7 +163,7 @@ async def discover_nodes(
     lookupd_http: Sequence[str],
     nsqd_http: Sequence[str] = (),
 ) -> list[Node]:
-    """nsqd nodes from nsqlookupd `/nodes`, then the given addresses (see common/nsq_admin)."""
+    """nsqd nodes from nsqlookupd `/nodes`, then the given addresses (see common/nsq/admin)."""
     nodes, problems = await find_nodes(http, nsqd_tcp, nsqd_http, lookupd_http)
     for problem in problems:  # every 0.5 s while nsqlookupd is away: the bus says it once
         log.debug("nsqlookupd query failed", problem=problem)
@@ -193,24 +193,15 @@ async def read_members(
 
 
 async def _node_members(http: httpx.AsyncClient, node: Node, topic: str) -> list[Member | Pause]:
-    response = await http.get(
-        http_url(node.http, "/stats"), params={"format": "json", "topic": topic, "channel": CHANNEL}
-    )
-    response.raise_for_status()
     found: list[Member | Pause] = []
-    for t in response.json().get("topics") or []:
-        if t.get("topic_name") != topic:
-            continue
-        for channel in t.get("channels") or []:
-            if channel.get("channel_name") != CHANNEL:
+    for channel in await node_channel_stats(http, node.http, topic, CHANNEL):
+        for client in channel.get("clients") or []:
+            agent, client_id = client.get("user_agent") or "", client.get("client_id")
+            if not client_id:
                 continue
-            for client in channel.get("clients") or []:
-                agent, client_id = client.get("user_agent") or "", client.get("client_id")
-                if not client_id:
-                    continue
-                if match := _AGENT.search(agent):
-                    qps, concurrency, tpm = float(match[1]), int(match[2]), int(match[3] or 0)
-                    found.append(Member(client_id, qps, concurrency, tpm))
-                elif match := _PAUSE.search(agent):
-                    found.append(Pause(client_id, float(match[1])))
+            if match := _AGENT.search(agent):
+                qps, concurrency, tpm = float(match[1]), int(match[2]), int(match[3] or 0)
+                found.append(Member(client_id, qps, concurrency, tpm))
+            elif match := _PAUSE.search(agent):
+                found.append(Pause(client_id, float(match[1])))
     return found

@@ -1,4 +1,5 @@
-"""`SeqSet`: which seqs of a batch have an entry, as a growable bitmap."""
+"""`SeqSet`: which seqs of a batch have an entry, as a growable bitmap (the sink's ledger
+and ingest's checkpoint both keep one)."""
 
 from __future__ import annotations
 

@@ -15,6 +15,9 @@ sha256). Reconcile
 
 Nothing already in the output is run again, so nothing already paid for is
 paid twice. The sink then completes the batch (`.done`) by its counts.
+
+It joins ingest (the encoder, the input reader) and the sink's ledger, so it lives in
+neither package: services.sink does not import services.ingest, nor the other way round.
 """
 
 from __future__ import annotations
