@@ -1,17 +1,18 @@
-"""The message bus interface and the one place acknowledgement is decided.
+"""The message bus interface, and how a handler's ending decides its message's fate.
 
 Handlers are `async def handler(message, delivery) -> None` functions that get
 a decoded, validated pydantic model. What happens to the NSQ message follows
-from how the handler ends (see `Dispatcher.run`):
+from how the handler ends (decided in one place, `common/dispatch/dispatcher.py`):
 
 - returns            → FIN
-- raises `Requeue`   → REQ after its delay (default: exponential backoff); a
-                       `Requeue(bounded=True)` after `max_attempts` → `…dead`
+- raises `Requeue`   → REQ after its delay (default: the subscription's backoff, at
+                       least the Requeue's `retry_after`); a `Requeue(bounded=True)`
+                       after the subscription's max attempts → `…dead` (or its `give_up`)
 - raises `Poison`    → published to `…dead` with the reason, then FIN
 - body fails to decode/validate → `…dead` with the reason, then FIN
 - body on an authenticated topic without a valid authenticator (common/authenticator.py)
   → counted as refused, `…dead` marked `unauthenticated` (on `…dead` itself: dropped), FIN
-- any other error    → REQ with backoff; after `max_attempts` → `…dead`
+- any other error    → REQ with backoff; after max attempts → `…dead` (or `give_up`)
 - cancelled (shutdown past its grace) → REQ at once, so another consumer takes it
 
 A subscription declares its retry policy (`Retries`: how many deliveries, the waits

@@ -366,3 +366,23 @@ def test_original_flags_are_generated_from_the_caller_settings() -> None:
         assert "--" + name.replace("_", "-") in action.option_strings
         assert action.default == info.get_default(call_default_factory=True)
         assert (info.description or "").rstrip(".") in (action.help or "")
+
+
+def test_tpm_reaches_the_callers_limiter_and_a_negative_one_is_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    """`run --tpm N` (a generated caller flag, under --help-all) becomes the caller's
+    token limit; -5 exits 2."""
+    from gpt4batch.cli.run.command import caller_settings
+    from gpt4batch.cli.run.options import parse
+    from gpt4batch.common.settings import BaseServiceSettings
+    from gpt4batch.services.caller.limits import process_limiter
+
+    opts = parse(["-i", str(tmp_path / "in.jsonl"), "--tpm", "90000", "--access-token", "t"])
+    settings = caller_settings(opts, BaseServiceSettings())
+    assert settings.tpm == 90000
+    assert process_limiter(settings).tokens.limit == 90000
+    with pytest.raises(SystemExit) as refused:
+        parse(["--tpm", "-5"])
+    assert refused.value.code == 2
+    assert "tpm" not in parse(["-i", "x.jsonl"]).extra  # not given: the caller's default
