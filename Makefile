@@ -101,5 +101,8 @@ chaos: setup
 # The replayed attacks of tests/security/ (its README); ends with
 # "red team: N attacks tried, M succeeded" (an attack succeeds when its test fails).
 .PHONY: redteam
+# Every test marked redteam (tests/support/redteam.py): tests/security/ and the attack
+# tests beside the code they cover. The compose-up ones run with `make compose-test`.
+REDTEAM_FILES = tests/security tests/deploy/test_compose.py tests/cli/test_feed.py
 redteam: setup
-	$(BIN)/python -m pytest tests/security $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(REDTEAM_FILES) -m redteam $(PYTEST_ARGS)
