@@ -63,10 +63,13 @@ def ask_bodies(records: int) -> list[bytes]:
     ]  # fmt: skip
 
 
-async def measure(url: str, token: str, records: int, concurrency: int, feed: bool) -> float:
+async def measure(
+    url: str, token: str, records: int, concurrency: int, feed: bool, tpm: int = 0
+) -> float:
+    limits = {"tpm": tpm} if tpm else {}  # a tree without --tpm runs the row with 0 only
     settings = CallerSettings(
         base_url=url, access_token=SecretStr(token), qps=0, concurrency=concurrency,
-        enable_download=False, feed=feed,
+        enable_download=False, feed=feed, **limits,
     )  # fmt: skip
     bus = DroppingBus(topics=Topics("bench"), channel_capacity=records + 1)
     bus.expected = records
@@ -94,12 +97,17 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--no-feed", action="store_true", help="caller --feed false")
+    parser.add_argument(
+        "--tpm", type=int, default=0, help="caller --tpm (a limit that never binds: its cost)"
+    )
     args = parser.parse_args()
     glog.configure("json", "info")  # as a service runs: debug lines filtered
     with MockUpstream("--fast") as mock:
 
         async def go() -> int:
-            await measure(mock.url, mock.token, args.records, args.concurrency, not args.no_feed)
+            await measure(
+                mock.url, mock.token, args.records, args.concurrency, not args.no_feed, args.tpm
+            )
             return 0
 
         return run_process(go)

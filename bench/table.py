@@ -262,6 +262,31 @@ def ingest_memory(tree: Tree, work: Path, small: int, large: int) -> None:
     note(f"{tree.name}: ingest memory {tree.figures['ingest_rss']}")
 
 
+#: Runs of each side of the token limit's cost (alternating; the medians are compared).
+TPM_CPU_RUNS = 3
+
+
+def tpm_cpu(tree: Tree, records: int) -> None:
+    """Caller CPU per 1,000 records (bench/caller_cpu.py: no NSQ, instant upstream) with
+    `--tpm` off and with a limit that never binds (every call reserved, paced, counted)."""
+    script = tree.root / "bench" / "caller_cpu.py"
+    if "--tpm" not in script.read_text():
+        tree.figures["tpm_cpu"] = "(no --tpm in this tree)"
+        return
+    per_k: dict[int, list[float]] = {0: [], 10**12: []}
+    for _ in range(TPM_CPU_RUNS):
+        for tpm in per_k:
+            cmd = [tree.python, str(script), "--records", str(records), "--tpm", str(tpm)]
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tree.root)
+            line = out.stdout.strip().splitlines()[-1]
+            ms = float(line.split("cpu_ms_per_record=")[1].split()[0])
+            per_k[tpm].append(ms)  # ms per record = CPU s per 1,000 records
+    off, on = statistics.median(per_k[0]), statistics.median(per_k[10**12])
+    tree.values["tpm_cpu"] = on / off
+    tree.figures["tpm_cpu"] = f"{on / off:.3f} ({on:.3f} vs {off:.3f} s per 1,000 records)"
+    note(f"{tree.name}: token limit cost {tree.figures['tpm_cpu']}")
+
+
 def external(tree: Tree, script: str, key: str) -> None:
     """A bench script owned elsewhere (bench/pacer.py, bench/scale_out.py): its last line."""
     path = tree.root / "bench" / script
@@ -321,9 +346,10 @@ def rows(args: argparse.Namespace) -> list[Row]:
         ),
         Row("fleet scale-out (bench/scale_out.py, i12)", "scale_out", "(issue 12)"),
         Row(
-            "two accounts, q 20 and 10, one `run -n --accounts` (bench/accounts.py, i21)",
+            "two accounts, one `run -n --accounts`: q 20 and 10, then T 6,000 and 3,000 per "
+            "10 s (bench/accounts.py, i21)",
             "accounts",
-            "each ≤ 1.02·q; together ≥ 0.95 of the sum",
+            "each ≤ 1.02 of its q and T; together ≥ 0.95 of the sum",
         ),
         Row(
             "`run` on a 1-record file, instant upstream, embedded",
@@ -362,6 +388,14 @@ def rows(args: argparse.Namespace) -> list[Row]:
             ),
             value="cpu_caller",
         ),
+        Row(
+            "caller CPU per 1,000 records with `--tpm` (never binding) ÷ without "
+            "(bench/caller_cpu.py, median of 3 each); the fleet TPM row: `make bench-tpm`",
+            "tpm_cpu",
+            "≤ 1.05",
+            lambda v: v["tpm_cpu"] <= 1.05,
+            value="tpm_cpu",
+        ),
         Row("peak RSS (MB) of the pipeline's caller / sink", "pipeline_rss", "≤ 100 each"),
         Row(
             "peak RSS of embedded `run`, two sizes measured (1M: docs/benchmarks.md)",
@@ -388,6 +422,7 @@ def measure(trees: list[Tree], args: argparse.Namespace, work: Path, raw_rate: f
         "qps": lambda t: qps_wall(t, work, args.qps_records, args.q, args.g),
         "run_rss": lambda t: run_memory(t, work, args.run_small, args.run_large),
         "ingest_rss": lambda t: ingest_memory(t, work, args.ingest_small, args.ingest_large),
+        "tpm_cpu": lambda t: tpm_cpu(t, args.tpm_records),
         "pacer": lambda t: external(t, "pacer.py", "pacer"),
         "scale_out": lambda t: external(t, "scale_out.py", "scale_out"),
         "accounts": lambda t: external(t, "accounts.py", "accounts"),
@@ -446,6 +481,7 @@ def main() -> int:
     parser.add_argument("--ingest-small", type=int, default=100_000)
     parser.add_argument("--ingest-large", type=int, default=1_000_000)
     parser.add_argument("--raw-messages", type=int, default=100_000)
+    parser.add_argument("--tpm-records", type=int, default=10_000, help="token limit cost row")
     parser.add_argument("--profile", type=Path, help="py-spy the pipeline's caller and sink")
     parser.add_argument(
         "--tornado-simulator",

@@ -16,7 +16,12 @@ from pathlib import Path
 
 import httpx
 
-from gpt4batch.common.credentials import DEFAULT_CREDENTIALS, parse_expiry, write_credentials
+from gpt4batch.common.credentials import (
+    DEFAULT_CREDENTIALS,
+    parse_expiry,
+    warn_secret_in_argv,
+    write_credentials,
+)
 from gpt4batch.common.logging import redact_text, register_secret
 from gpt4batch.common.settings import CliParser
 
@@ -57,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     password = args.password
-    if not password:
+    if password:
+        warn_secret_in_argv(
+            "gpt4batch auth", "-p/--password", "omitting -p (it is then asked for without echo)"
+        )
+    else:
         if not sys.stdin.isatty():
             print("gpt4batch auth: error: give -p/--password (no terminal to ask)", file=sys.stderr)
             return EXIT_USAGE

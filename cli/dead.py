@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from gpt4batch.common import logging as glog
 from gpt4batch.common.authenticator import from_config as authenticator_from_config
 from gpt4batch.common.bus import Delivery
+from gpt4batch.common.credentials import warn_secrets_in_argv
 from gpt4batch.common.errors import BusError, ConfigError, Requeue
 from gpt4batch.common.messages import DeadLetter
 from gpt4batch.common.nsq.bus import NsqBus
@@ -168,6 +169,7 @@ def build_parser() -> CliParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    warn_secrets_in_argv("gpt4batch dead", sys.argv[1:] if argv is None else argv)
     if args.limit < 1:
         parser.error("--limit must be at least 1")
     try:

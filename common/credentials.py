@@ -70,16 +70,22 @@ def read_credentials(path: Path) -> Credentials:
 
 def read_token_file(path: Path) -> str:
     """The token held by a file of its own (`--access-token-file`, e.g. a mounted secret)."""
+    return read_secret_file(path, "--access-token-file")
+
+
+def read_secret_file(path: Path, flag: str) -> str:
+    """A secret held by a file of its own (stripped, registered for redaction); a
+    ConfigError names `flag` and the file when it cannot be read or is empty."""
     path = path.expanduser()
     try:
-        token = path.read_text(encoding="utf-8").strip()
+        secret = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"--access-token-file {path}: cannot read it ({reason})") from None
-    if not token:
-        raise ConfigError(f"--access-token-file {path} is empty")
-    register_secret(token)
-    return token
+        raise ConfigError(f"{flag} {path}: cannot read it ({reason})") from None
+    if not secret:
+        raise ConfigError(f"{flag} {path} is empty")
+    register_secret(secret)
+    return secret
 
 
 def resolve_token(
@@ -129,15 +135,22 @@ def write_credentials(path: Path, answer: dict[str, Any]) -> Path:
 
 
 #: Flags whose value is a secret: other users of the host see argv (ps, /proc/<pid>/cmdline).
-SECRET_FLAGS = {"--access-token": "--access-token-file or GPT4BATCH_ACCESS_TOKEN"}
+SECRET_FLAGS = {
+    "--access-token": "--access-token-file or GPT4BATCH_ACCESS_TOKEN",
+    "--nsq-auth-secret": "--nsq-auth-secret-file or GPT4BATCH_NSQ_AUTH_SECRET",
+}
 
 
 def warn_secrets_in_argv(prog: str, argv: Sequence[str]) -> None:
     """One line on stderr for each secret given on the command line (it still works)."""
     for flag, instead in SECRET_FLAGS.items():
         if any(arg.replace("_", "-").split("=", 1)[0] == flag for arg in argv):
-            print(
-                f"{prog}: warning: {flag} on the command line is visible to every user of "
-                f"this host (ps); prefer {instead}",
-                file=sys.stderr,
-            )
+            warn_secret_in_argv(prog, flag, instead)
+
+
+def warn_secret_in_argv(prog: str, flag: str, instead: str) -> None:
+    print(
+        f"{prog}: warning: {flag} on the command line is visible to every user of "
+        f"this host (ps); prefer {instead}",
+        file=sys.stderr,
+    )

@@ -27,6 +27,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from gpt4batch.common import logging as glog
 from gpt4batch.common.bus import Bus
+from gpt4batch.common.credentials import warn_secrets_in_argv
 from gpt4batch.common.errors import BusError, ConfigError
 from gpt4batch.common.metrics import serve_metrics
 from gpt4batch.common.module_names import ModuleLoadedTwice, check_one_name_per_module
@@ -120,6 +121,7 @@ def parse_settings(
     parser = CliParser(prog=prog, description=description)
     add_flags(parser, settings_cls, short=short, skip=skip)
     args = parser.parse_args(argv)
+    warn_secrets_in_argv(prog, sys.argv[1:] if argv is None else argv)
     try:
         return load(settings_cls, args)
     except ConfigError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import types
 import typing
+from pathlib import Path
 from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
@@ -20,6 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from gpt4batch.common.cli_help import CliParser as CliParser
 from gpt4batch.common.cli_help import DefaultsFormatter as DefaultsFormatter
 from gpt4batch.common.cli_help import bool_default
+from gpt4batch.common.credentials import read_secret_file
 from gpt4batch.common.errors import ConfigError
 from gpt4batch.common.topics import DEFAULT_PREFIX, Topics, check_name
 
@@ -92,7 +94,14 @@ class BaseServiceSettings(BaseSettings):
         description="Largest message body, in every mode (the in-memory bus too); nsqd must "
         "run with the same --max-msg-size.",
     )
-    nsq_auth_secret: SecretStr | None = Field(None, description="nsqd AUTH secret, if any.")
+    nsq_auth_secret: SecretStr | None = Field(
+        None,
+        description="nsqd AUTH secret, if any; prefer --nsq-auth-secret-file or this "
+        "environment variable (a flag's value is visible to every user of the host).",
+    )
+    nsq_auth_secret_file: str | None = Field(
+        None, description="File holding the nsqd AUTH secret (e.g. a mounted secret, mode 600)."
+    )
     bus_secret_file: str | None = Field(
         None,
         description="File holding the secret the services share to sign and verify results, "
@@ -108,6 +117,14 @@ class BaseServiceSettings(BaseSettings):
             if not host or not port.isdigit():
                 raise ValueError(f"NSQ address {addr!r} is not host:port")
         check_nsqd_http(self.nsqd_tcp_address, self.nsqd_http_address)
+        if self.nsq_auth_secret_file:
+            if self.nsq_auth_secret is not None:
+                raise ConfigError(
+                    "give either --nsq-auth-secret/GPT4BATCH_NSQ_AUTH_SECRET or "
+                    "--nsq-auth-secret-file, not both"
+                )
+            secret = read_secret_file(Path(self.nsq_auth_secret_file), "--nsq-auth-secret-file")
+            self.nsq_auth_secret = SecretStr(secret)
         return self
 
     @property

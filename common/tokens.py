@@ -54,7 +54,8 @@ _NOT_PROMPT = frozenset(
      "store", "metadata", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty",
      "logit_bias", "stop", "parallel_tool_calls", "service_tier", "reasoning", "truncation",
      "previous_response_id", "background", "include", "modalities", "prompt_cache_key",
-     "safety_identifier", "history_and_training_disabled"}
+     "safety_identifier", "history_and_training_disabled", "conversation_id",
+     "parent_message_id", "gizmo_id", "openai_parameter"}
 )  # fmt: skip
 
 _TEXT_PARTS = frozenset({"text", "input_text", "output_text", "refusal"})

@@ -14,7 +14,7 @@ from tests.support.pipeline import ServiceProcs, nsq_flags
 from tests.support.signing import TEST_BUS_SECRET
 
 #: The session fails if a module was loaded under two names (issue 20).
-pytest_plugins = ["tests.support.module_guard"]
+pytest_plugins = ["tests.support.module_guard", "tests.support.redteam"]
 
 
 @pytest.fixture(scope="session")

@@ -410,11 +410,13 @@ def parse(argv: Sequence[str]) -> RunOptions:
         parser.error("-g/--goroutine must be at least 1")
     if args.qps < 0:
         parser.error("-q/--qps must be >= 0")
+    if (args.tpm or 0) < 0:  # a generated flag: None when not given
+        parser.error("--tpm must be >= 0")
     if args.budget_usd is not None and args.budget_usd <= 0:
         parser.error("--budget-usd must be more than 0")
     if args.enable_nsq and not (args.nsqd_tcp_address or args.lookupd_http_address):
         parser.error(
-            "-n/--enable_nsq needs --nsqd-tcp-address or --lookupd-http-address; no nsqd yet? "
+            "-n/--enable-nsq needs --nsqd-tcp-address or --lookupd-http-address; no nsqd yet? "
             "`gpt4batch stack up` starts one on this machine (docs/deployment.md)"
         )
     values = vars(args)

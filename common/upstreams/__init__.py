@@ -16,6 +16,7 @@ from gpt4batch.common.upstreams.base import (
     ConversationClient,
     ConversationState,
     FileOpener,
+    TokenMeter,
 )
 from gpt4batch.common.upstreams.chatgpt_service import ChatgptServiceClient
 from gpt4batch.common.upstreams.config import MAX_UPLOAD_BYTES, Sampling, UpstreamConfig
@@ -33,6 +34,7 @@ __all__ = [
     "Gpt4ApiClient",
     "OpenAIClient",
     "Sampling",
+    "TokenMeter",
     "UpstreamConfig",
     "make_client",
 ]
@@ -50,7 +52,11 @@ def make_client(
     *,
     before_call: BeforeCall | None = None,
     open_file: FileOpener | None = None,
+    tokens: TokenMeter | None = None,
 ) -> Gpt4ApiClient | OpenAIClient | ChatgptServiceClient:
     """The client for `config.kind`, sharing the process's pooled `http` client; `open_file`
-    opens the files asks upload (the caller's path policy)."""
-    return _CLIENTS[config.kind](config, http, before_call=before_call, open_file=open_file)
+    opens the files asks upload (the caller's path policy), `tokens` meters model calls
+    (the token limit, `--tpm`)."""
+    return _CLIENTS[config.kind](
+        config, http, before_call=before_call, open_file=open_file, tokens=tokens
+    )

@@ -7,7 +7,11 @@ returned state to the next ask. Retrying is the caller's job: a client raises
 same ask can be sent again with the same state.
 
 Every HTTP request goes through `before_call(endpoint)` first (uploads, chats,
-and each retry the caller makes), so the caller can rate-limit all of them.
+and each retry the caller makes), so the caller can rate-limit all of them. A
+model call (endpoint `chat`/`completions`) with a JSON body also goes through a
+`TokenMeter` when one is given (the token limit, `--tpm`): `reserve(body)` before
+`before_call`, `started` right after it, then `settle(answer)` or, on a 429,
+`rate_limited`.
 """
 
 from __future__ import annotations
@@ -28,13 +32,35 @@ from gpt4batch.common.errors import FinalError
 from gpt4batch.common.messages import Ask, AskOverrides
 from gpt4batch.common.upstreams import errors
 from gpt4batch.common.upstreams.config import UpstreamConfig, origin
-from gpt4batch.common.upstreams.transport import JsonReply, read_httpx
+from gpt4batch.common.upstreams.transport import RESET_TOKENS, JsonReply, read_httpx
 
 #: Awaited right before every upstream HTTP request, with the endpoint name
 #: (`upload`, `chat`, `completions`, `models`); a rate limiter's `acquire`.
 BeforeCall = Callable[[str], Awaitable[None]]
 
 Answer = dict[str, Any]
+
+#: The endpoints whose calls take model tokens (what a `TokenMeter` sees).
+MODEL_ENDPOINTS = frozenset({"chat", "completions"})
+
+
+class TokenMeter(Protocol):
+    """A token limit's side of each model call (services/caller/limits/tokens.py)."""
+
+    async def reserve(self, body: Any) -> Any:
+        """Wait until the call's estimated tokens fit; a ticket for the calls below."""
+        ...
+
+    def started(self, ticket: Any) -> bool:
+        """The call goes now (stamped), or False: a 429 pause began while it waited for
+        its calls/s slot; its tokens are released and it must reserve again."""
+        ...
+
+    def settle(self, ticket: Any, answer: Any) -> None: ...
+
+    def rate_limited(
+        self, ticket: Any, retry_after: str | None, reset_tokens: str | None
+    ) -> None: ...
 
 
 class FileOpener(Protocol):
@@ -96,11 +122,13 @@ class HttpBase:
         *,
         before_call: BeforeCall | None = None,
         open_file: FileOpener | None = None,
+        tokens: TokenMeter | None = None,
     ) -> None:
         self.config = config
         self.http = http
         self.before_call: BeforeCall = before_call or _no_limit
         self.open_file: FileOpener = open_file or open_local
+        self.tokens = tokens
         # What every call with this client's own config sends along, built once.
         self._headers = config.headers()
         self._timeouts = {False: config.timeout(), True: config.timeout(upload=True)}
@@ -127,7 +155,8 @@ class HttpBase:
         else:  # per-message overrides: a copy (its token, URLs and timeouts are the same)
             headers, timeout = config.headers(), config.timeout(upload=upload)
             check_host(endpoint, url, config)
-        await self.before_call(endpoint)
+        meter = self.tokens if endpoint in MODEL_ENDPOINTS else None
+        ticket = await start_call(meter, self.before_call, endpoint, kwargs.get("json"))
         json_call = self._json_call
         if json_call is not None and kwargs.keys() <= {"json"}:
             reply = await json_call(
@@ -147,7 +176,14 @@ class HttpBase:
                     body = await read_httpx(response, endpoint, config.max_answer_bytes)
             except httpx.HTTPError as exc:
                 raise errors.from_transport(exc, endpoint) from None
-            reply = JsonReply(response.status_code, response.headers.get("retry-after"), body)
+            reply = JsonReply(
+                response.status_code,
+                response.headers.get("retry-after"),
+                body,
+                response.headers.get(RESET_TOKENS),
+            )
+        if meter is not None and reply.status == 429:
+            meter.rate_limited(ticket, reply.retry_after, reply.reset_tokens)
         if reply.status >= 300:
             raise errors.from_status(
                 reply.status,
@@ -156,7 +192,25 @@ class HttpBase:
                 retry_after=reply.retry_after,
                 secret=config.secret(),
             )
-        return parse_json(reply.body, endpoint)
+        answer = parse_json(reply.body, endpoint)
+        if ticket is not None:
+            meter.settle(ticket, answer)  # type: ignore[union-attr]
+        return answer
+
+
+async def start_call(
+    meter: TokenMeter | None, before_call: BeforeCall, endpoint: str, body: Any
+) -> Any:
+    """Reserve the call's tokens, then its calls/s slot; both again if a 429 pause began
+    meanwhile (so the calls queued for slots do not all go at its end). The ticket."""
+    if meter is None:
+        await before_call(endpoint)
+        return None
+    while True:
+        ticket = await meter.reserve(body)
+        await before_call(endpoint)
+        if meter.started(ticket):
+            return ticket
 
 
 def parse_json(body: bytes, endpoint: str) -> Any:

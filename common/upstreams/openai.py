@@ -14,10 +14,16 @@ import httpx
 from gpt4batch.common.errors import ConfigError
 from gpt4batch.common.messages import Ask, AskOverrides
 from gpt4batch.common.upstreams import errors
-from gpt4batch.common.upstreams.base import Answer, ConversationState, HttpBase, check_host
+from gpt4batch.common.upstreams.base import (
+    Answer,
+    ConversationState,
+    HttpBase,
+    check_host,
+    start_call,
+)
 from gpt4batch.common.upstreams.config import UpstreamConfig
 from gpt4batch.common.upstreams.inline import user_message
-from gpt4batch.common.upstreams.transport import read_httpx, read_lines
+from gpt4batch.common.upstreams.transport import RESET_TOKENS, read_httpx, read_lines
 
 DEFAULT_MODEL = "gpt-3.5-turbo"
 
@@ -71,7 +77,8 @@ class OpenAIClient(HttpBase):
 
     async def _stream(self, body: dict[str, Any], config: UpstreamConfig) -> Answer:
         check_host("chat", self.chat_url(config), config)
-        await self.before_call("chat")
+        meter = self.tokens
+        ticket = await start_call(meter, self.before_call, "chat", body)
         headers = {**config.headers(), "Accept": "text/event-stream"}
         try:
             async with self.http.stream(
@@ -80,6 +87,12 @@ class OpenAIClient(HttpBase):
                 limit = config.max_answer_bytes
                 if response.status_code >= 300:
                     text = (await read_httpx(response, "chat", limit)).decode("utf-8", "replace")
+                    if meter is not None and response.status_code == 429:
+                        meter.rate_limited(
+                            ticket,
+                            response.headers.get("retry-after"),
+                            response.headers.get(RESET_TOKENS),
+                        )
                     raise errors.from_status(
                         response.status_code,
                         "chat",
@@ -87,9 +100,12 @@ class OpenAIClient(HttpBase):
                         retry_after=response.headers.get("retry-after"),
                         secret=config.secret(),
                     )
-                return await _assemble(read_lines(response, "chat", limit))
+                answer = await _assemble(read_lines(response, "chat", limit))
         except httpx.HTTPError as exc:
             raise errors.from_transport(exc, "chat") from None
+        if ticket is not None:
+            meter.settle(ticket, answer)  # type: ignore[union-attr]
+        return answer
 
     async def run_ask(
         self,

@@ -35,17 +35,22 @@ from gpt4batch.common.upstreams.config import MAX_ANSWER_BYTES
 #: JSON request bodies: compact, UTF-8 as is, no NaN (one encoder, not one per call).
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
+#: OpenAI's header: how long until the token limit has room again (`1s`, `6m0s`, `20ms`).
+RESET_TOKENS = "x-ratelimit-reset-tokens"
+
 #: (endpoint, HTTP status, seconds) of every completed JSON call, for metrics.
 Observer = Callable[[str, int, float], None]
 
 
 @dataclass(frozen=True, slots=True)
 class JsonReply:
-    """A fully read answer: status, the Retry-After header, the raw body."""
+    """A fully read answer: status, the Retry-After header, the raw body, and on a 429
+    OpenAI's `x-ratelimit-reset-tokens` (a token limit's pause)."""
 
     status: int
     retry_after: str | None
     body: bytes
+    reset_tokens: str | None = None
 
 
 class UpstreamHttp(httpx.AsyncClient):
@@ -113,10 +118,12 @@ class UpstreamHttp(httpx.AsyncClient):
                 timeout=self._client_timeout(timeout),
                 allow_redirects=False,
             ) as response:
+                headers = response.headers
                 reply = JsonReply(
                     response.status,
-                    response.headers.get("Retry-After"),
+                    headers.get("Retry-After"),
                     await _read_aiohttp(response, endpoint, limit),
+                    headers.get(RESET_TOKENS) if response.status == 429 else None,
                 )
         except (TimeoutError, aiohttp.ClientError) as exc:  # aiohttp's timeouts: TimeoutErrors
             raise errors.from_transport(exc, endpoint) from None

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
-from gpt4batch.common.credentials import warn_secrets_in_argv
 from gpt4batch.common.service import run_app
 from gpt4batch.services.caller.limits import build_limiter
 from gpt4batch.services.caller.service import CallerService
@@ -13,7 +11,6 @@ from gpt4batch.services.caller.settings import CallerSettings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    warn_secrets_in_argv("gpt4batch caller", sys.argv[1:] if argv is None else argv)
     return run_app(
         "caller",
         "Consume AskMessages, run each conversation against the upstream, publish results.",

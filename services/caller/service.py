@@ -42,7 +42,7 @@ from gpt4batch.services.caller.call_stats import CallStats
 from gpt4batch.services.caller.conversation import ConversationRunner, Outcome
 from gpt4batch.services.caller.feed import publish_feed
 from gpt4batch.services.caller.http_client import make_http_client
-from gpt4batch.services.caller.limits import Limiter, ProcessLimiter
+from gpt4batch.services.caller.limits import Limiter, process_limiter
 from gpt4batch.services.caller.paths import PathPolicy
 from gpt4batch.services.caller.settings import CallerSettings
 
@@ -51,10 +51,6 @@ log = get_logger("gpt4batch.caller")
 #: How many answered asks a caller remembers (a few MB): far more than can be in
 #: flight when nsqd restarts, so a redelivery of an answered ask is never paid again.
 ANSWERED_MEMORY = 100_000
-
-
-def _process_limiter(settings: CallerSettings) -> Limiter:
-    return ProcessLimiter(settings.qps, settings.concurrency, pacing=settings.pacing)
 
 
 class CallerService:
@@ -82,7 +78,7 @@ class CallerService:
             self.pool = AccountPool.build(
                 load_accounts(settings.accounts),
                 settings,
-                account_limiter or _process_limiter,
+                account_limiter or process_limiter,
                 on_all_out=self._all_accounts_out,
                 on_back=self._account_back,
                 prove_first=auth_gate is not None and not auth_gate.proven,
@@ -90,9 +86,7 @@ class CallerService:
             config = config or self.pool.accounts[0].config
         self._own_config = config is None
         self.config = config or settings.upstream_config()
-        self.limiter = limiter or ProcessLimiter(
-            settings.qps, settings.concurrency, pacing=settings.pacing
-        )
+        self.limiter = limiter or process_limiter(settings)
         self._http = http
         self._own_http = http is None
         self._clients: dict[str, ConversationClient] = {}
@@ -156,6 +150,7 @@ class CallerService:
                 self._http,
                 before_call=limiter.acquire,
                 open_file=self.paths.open_for_upload,
+                tokens=limiter.tokens,
             )
         return client
 

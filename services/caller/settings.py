@@ -51,10 +51,29 @@ class CallerSettings(BaseServiceSettings):
     max_tokens: int | None = Field(None, description="Answer length limit (openai kinds).")
     concurrency: int = Field(60, ge=1, le=2500, description="Conversations in flight (-g).")
     qps: float = Field(1.0, ge=0, description="Upstream calls per second, all kinds (0: no limit).")
+    tpm: int = Field(
+        0,
+        ge=0,
+        description="Upstream tokens per minute, prompt + completion, all kinds (0: no limit): "
+        "each call reserves an estimate, corrected from the usage the upstream reports; "
+        "shared by the limit group like --qps.",
+    )
+    completion_tokens_estimate: int = Field(
+        1000,
+        ge=1,
+        description="--tpm: tokens reserved for an answer whose call sets no max_tokens "
+        "(corrected from the reported usage).",
+    )
+    tpm_window: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds --tpm is counted over (a minute, as OpenAI counts; shorter only "
+        "to test against a simulator counting so).",
+    )
     limit_scope: Literal["fleet", "process"] = Field(
         "fleet",
-        description="fleet: --qps and --concurrency are shared by every caller of the limit "
-        "group (coordinated through nsqd); process: each caller has them all.",
+        description="fleet: --qps, --concurrency and --tpm are shared by every caller of the "
+        "limit group (coordinated through nsqd); process: each caller has them all.",
     )
     pacing: Literal["grid", "window"] = Field(
         "grid",
@@ -64,7 +83,8 @@ class CallerSettings(BaseServiceSettings):
         "uses the grid.",
     )
     limit_group: str | None = Field(
-        None, description="Callers sharing --qps/--concurrency (default: the topic prefix)."
+        None,
+        description="Callers sharing --qps/--concurrency/--tpm (default: the topic prefix).",
     )
     accounts: Path | None = Field(
         None,

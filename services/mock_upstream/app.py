@@ -9,6 +9,7 @@ from tornado.netutil import bind_sockets
 from tornado.web import Application
 
 from gpt4batch.services.mock_upstream import handlers as h
+from gpt4batch.services.mock_upstream import openai_handlers as oa
 from gpt4batch.services.mock_upstream.options import Options
 from gpt4batch.services.mock_upstream.state import SimState
 
@@ -21,9 +22,9 @@ def make_app(options: Options, sim: SimState | None = None) -> Application:
         (r"/(standard|concurrent)/uploaded", h.UploadHandler, kw),
         (r"/(standard|concurrent)/(all-tools|gizmos)", h.ChatHandler, kw),
         (r"/console/access_token", h.ConsoleHandler, kw),
-        (r"/v1/chat/completions", h.OpenAIChatHandler, kw),
-        (r"/chat", h.OpenAIChatHandler, kw),
-        (r"/v1/completions", h.CompletionsHandler, kw),
+        (r"/v1/chat/completions", oa.OpenAIChatHandler, kw),
+        (r"/chat", oa.OpenAIChatHandler, kw),
+        (r"/v1/completions", oa.CompletionsHandler, kw),
         (r"/v1/models", h.ModelsHandler, kw),
         (r"/chatgpt-service/chat", h.ChatgptServiceHandler, kw),
         (r"/files/([A-Za-z0-9_-]+)", h.FilesHandler, kw),

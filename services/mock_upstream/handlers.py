@@ -1,8 +1,9 @@
 """Tornado handlers: one class per upstream endpoint, sharing the guard in `prepare`.
 
-`prepare` counts the call, checks the token, applies the QPS limit, picks an
-injected fault (by rate, or the `X-Mock-Fault` header) and sleeps the latency;
-the endpoint methods then only build the answer.
+`prepare` counts the call, checks the token, applies the QPS limit and (model
+calls of the OpenAI kinds, openai_handlers.py) the per-key token limit, picks an injected
+fault (by rate, or the `X-Mock-Fault` header) and sleeps the latency; the
+endpoint methods then only build the answer.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ _MULTIPART_SLACK = 1024 * 1024
 MAX_CONVERSATIONS = 1_000_000
 
 
-def _dumps(value: Any) -> bytes:
+def dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -55,7 +56,7 @@ class Base(RequestHandler):
     def send_json(self, status: int, value: Any) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(_dumps(value))
+        self.finish(dumps(value))
 
     def body_json(self) -> dict[str, Any] | None:
         """The request body as a JSON object, or None after answering 400."""
@@ -91,6 +92,10 @@ class Base(RequestHandler):
         self._keyed = self.sim.accepts(token.strip(), t, window=self.api_call)
         return self._keyed
 
+    def charge_tokens(self, t: float) -> bool:
+        """Count the call's tokens (OpenAI model calls: openai_handlers.py); False after 429."""
+        return True
+
     def prepare(self) -> Awaitable[None] | None:
         """Synchronous on the fast path: tornado awaits only a returned coroutine."""
         sim = self.sim
@@ -107,6 +112,8 @@ class Base(RequestHandler):
             stats.rate_limited += 1
             self.set_header("Retry-After", str(max(1, math.ceil(wait))))
             self.send_json(429, {"detail": "too many requests"})
+            return None
+        if self.api_call and not self.charge_tokens(t):
             return None
         fault = self._requested_fault() or sim.pick_fault()
         if fault is not None:
@@ -411,7 +418,7 @@ def _downloads(sim: SimState, message: str, base: str) -> list[str]:
     ]
 
 
-def _last_user_text(messages: list[Any]) -> tuple[str, int]:
+def last_user_text(messages: list[Any]) -> tuple[str, int]:
     """Text of the last user message and how many images it carries."""
     for m in reversed(messages):
         if isinstance(m, dict) and m.get("role") == "user":
@@ -424,67 +431,6 @@ def _last_user_text(messages: list[Any]) -> tuple[str, int]:
                 return " ".join(t for t in texts if t), images
             return str(content), 0
     return "", 0
-
-
-class OpenAIChatHandler(Base):
-    """`/v1/chat/completions` and go-gpt-server's `/chat`: JSON or SSE (`stream: true`)."""
-
-    endpoint = "chat.completions"
-
-    def streams(self) -> bool:
-        try:
-            return bool(json.loads(self.request.body or b"{}").get("stream"))
-        except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
-            return False
-
-    def post(self) -> None:
-        body = self.body_json()
-        if body is None:
-            return
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            self.send_json(400, {"error": {"message": "`messages` is required", "type": "invalid"}})
-            return
-        text, images = _last_user_text(messages)
-        reply = f"Mock answer to: {text[:200]} (images={images}, turns={len(messages)})"
-        model = str(body.get("model") or "gpt-3.5-turbo")
-        completion_id = "chatcmpl-" + self.sim.short_id(24)
-        if not body.get("stream"):
-            self.send_json(200, shapes.completion(completion_id, model, reply, len(messages) * 8))
-            return
-        self.set_header("Content-Type", "text/event-stream")
-        self.set_header("Cache-Control", "no-cache")
-        third = max(1, len(reply) // 3)
-        deltas = [{"role": "assistant", "content": ""}] + [
-            {"content": reply[i : i + third]} for i in range(0, len(reply), third)
-        ]
-        if self.fault == "truncate":
-            deltas = deltas[:2]
-        out = [
-            b"data: " + _dumps(shapes.chunk(completion_id, model, d, None)) + b"\n\n"
-            for d in deltas
-        ]
-        if self.fault != "truncate":
-            out.append(b"data: " + _dumps(shapes.chunk(completion_id, model, {}, "stop")) + b"\n\n")
-            out.append(b"data: [DONE]\n\n")
-        self.finish(b"".join(out))
-
-
-class CompletionsHandler(Base):
-    endpoint = "completions"
-
-    def post(self) -> None:
-        body = self.body_json()
-        if body is None:
-            return
-        prompt = body.get("prompt")
-        if not prompt:
-            self.send_json(400, {"error": {"message": "`prompt` is required", "type": "invalid"}})
-            return
-        text = f"Mock completion of: {str(prompt)[:200]}{body.get('suffix') or ''}"
-        model = str(body.get("model") or "text-davinci-003")
-        answer = shapes.completion("cmpl-" + self.sim.short_id(24), model, text, 8, chat=False)
-        self.send_json(200, answer)
 
 
 class ModelsHandler(Base):
@@ -508,7 +454,7 @@ class ChatgptServiceHandler(Base):
             return
         messages = body.get("messages")
         if isinstance(messages, list) and messages:
-            text, _ = _last_user_text(messages)
+            text, _ = last_user_text(messages)
         elif isinstance(body.get("query"), str) and body["query"]:
             text = body["query"]
         else:

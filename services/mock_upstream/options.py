@@ -25,6 +25,9 @@ class Options:
     lognormal_median_ms: float = 0.0
     lognormal_sigma: float = 0.0
     qps: float = 0.0
+    tpm: int = 0
+    tpm_window: float = 60.0
+    answer_tokens: int = 0
     fault_5xx: float = 0.0
     fault_hang: float = 0.0
     fault_drop: float = 0.0
@@ -71,6 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
     a("--lognormal-median-ms", type=float, default=0.0, help="plus a log-normal delay (median)")
     a("--lognormal-sigma", type=float, default=0.0, help="sigma of the log-normal delay")
     a("--qps", type=float, default=0.0, help="calls accepted per second; more get 429 (0: off)")
+    a(
+        "--tpm",
+        type=int,
+        default=0,
+        help="OpenAI endpoints: tokens (prompt + answer) accepted per key in any 60 s; more "
+        "get 429 with OpenAI's x-ratelimit-*-tokens headers (0: off)",
+    )
+    a(
+        "--tpm-window",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds --tpm counts tokens over (OpenAI: 60; shorter for quick tests)",
+    )
+    a(
+        "--answer-tokens",
+        type=int,
+        default=0,
+        help="OpenAI endpoints: pad each answer to about this many tokens (0: a short answer)",
+    )
     for kind in FAULT_KINDS:
         a(
             f"--fault-{kind}",

@@ -130,10 +130,16 @@ def file_bytes(file_id: str, size: int = 4096) -> bytes:
 
 
 def completion(
-    completion_id: str, model: str, text: str, prompt_tokens: int, *, chat: bool = True
+    completion_id: str,
+    model: str,
+    text: str,
+    prompt_tokens: int,
+    tokens: int,
+    *,
+    chat: bool = True,
 ) -> dict[str, Any]:
-    """A `chat.completion` (or `text_completion`) like seed 002's example."""
-    tokens = max(1, len(text) // 4)
+    """A `chat.completion` (or `text_completion`) like seed 002's example; `tokens`: the
+    answer's."""
     choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
     if chat:
         choice["message"] = {"role": "assistant", "content": text}

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from gpt4batch.services.mock_upstream.keys import KeyCalls, Keys, OpenCalls
 from gpt4batch.services.mock_upstream.options import FAULT_KINDS, Options
+from gpt4batch.services.mock_upstream.tpm import KeyTokens
 
 
 @dataclass
@@ -29,6 +30,8 @@ class Stats(OpenCalls):
     """Calls answered with an injected fault, per endpoint (never paid for)."""
     key_calls: dict[str, KeyCalls] = field(default_factory=dict)
     """Calls per key (keys.py), by key id."""
+    key_tokens: dict[str, KeyTokens] = field(default_factory=dict)
+    """Tokens taken by the OpenAI endpoints' calls, per key id (tpm.py)."""
 
     def started(self, endpoint: str, now: float, *, window: bool = True) -> None:
         """Count a call; API calls (`window`) also feed the exact max calls in any 1 s window."""
@@ -50,6 +53,7 @@ class Stats(OpenCalls):
             "faults": {k: self.faults[k] for k in FAULT_KINDS},
             "faulted_calls": dict(self.faulted_calls),
             "key_calls": {key: calls.as_json() for key, calls in self.key_calls.items()},
+            "key_tokens": {key: tokens.as_json() for key, tokens in self.key_tokens.items()},
         }
 
 

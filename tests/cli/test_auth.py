@@ -55,6 +55,10 @@ def test_auth_stores_the_answer_0600_and_prints_no_secret(
     assert "me@example.com" in result.stdout and "expires" in result.stdout
     for secret in (TOKEN, "pa55-word!"):
         assert secret not in result.stdout + result.stderr
+    # -p works, but other users of the host see argv: one warning line, naming the prompt
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "visible to every user" in warnings[0], result.stderr
+    assert "omitting -p" in warnings[0]
     assert stat.S_IMODE(creds.stat().st_mode) == 0o600
     assert json.loads(creds.read_text())["access_token"] == TOKEN
     assert resolve_token(None, creds) == TOKEN

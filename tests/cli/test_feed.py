@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import jsonschema
+import pytest
 
 from gpt4batch.common.authenticator import Authenticator
 from gpt4batch.common.bus import Delivery
@@ -85,6 +86,7 @@ def test_feed_false_publishes_nothing(nsqd: Nsqd, topic_prefix: str, tmp_path: P
     assert _feed_count(nsqd, topic) == 0
 
 
+@pytest.mark.redteam
 def test_the_caller_service_feeds_nothing_unless_told(
     procs: ServiceProcs, nsqd: Nsqd, topic_prefix: str
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -294,6 +295,15 @@ def test_kill_9_then_the_same_command_continues_from_the_journal(tmp_path: Path)
         again = run_cmd(tmp_path, *args)
         calls_after = sim.stats()["total_calls"]
     assert again.returncode == 0, again.stderr[-1500:]
+    # Issue 23, one resume story: the killed run printed nothing; its next start says it
+    # continues (one line), and there is no second procedure to learn.
+    said = re.findall(
+        r"^gpt4batch run: continuing the interrupted run of this batch from out.journal.jsonl: "
+        r"(\d+) records already done are not called again$",
+        again.stderr,
+        re.MULTILINE,
+    )
+    assert len(said) == 1 and 20 <= int(said[0]) <= journaled, again.stderr[-1500:]
     records = read_jsonl(tmp_path / "out.jsonl")
     assert [r["id"] for r in records] == [f"r{i}" for i in range(60)]
     assert all(r["iErr"] is None for r in records)
@@ -356,3 +366,23 @@ def test_original_flags_are_generated_from_the_caller_settings() -> None:
         assert "--" + name.replace("_", "-") in action.option_strings
         assert action.default == info.get_default(call_default_factory=True)
         assert (info.description or "").rstrip(".") in (action.help or "")
+
+
+def test_tpm_reaches_the_callers_limiter_and_a_negative_one_is_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    """`run --tpm N` (a generated caller flag, under --help-all) becomes the caller's
+    token limit; -5 exits 2."""
+    from gpt4batch.cli.run.command import caller_settings
+    from gpt4batch.cli.run.options import parse
+    from gpt4batch.common.settings import BaseServiceSettings
+    from gpt4batch.services.caller.limits import process_limiter
+
+    opts = parse(["-i", str(tmp_path / "in.jsonl"), "--tpm", "90000", "--access-token", "t"])
+    settings = caller_settings(opts, BaseServiceSettings())
+    assert settings.tpm == 90000
+    assert process_limiter(settings).tokens.limit == 90000
+    with pytest.raises(SystemExit) as refused:
+        parse(["--tpm", "-5"])
+    assert refused.value.code == 2
+    assert "tpm" not in parse(["-i", "x.jsonl"]).extra  # not given: the caller's default

@@ -186,6 +186,7 @@ def _published(svc: dict[str, Any]) -> list[str]:
     return [p if isinstance(p, str) else p.get("host_ip", "") for p in svc.get("ports", [])]
 
 
+@pytest.mark.redteam
 def test_every_published_port_is_bound_to_localhost_only() -> None:
     published = {name: _published(svc) for name, svc in SERVICES.items() if "ports" in svc}
     assert {"nsqd", "nsqlookupd", "nsqadmin", "gateway", "prometheus", "grafana"} <= set(published)
@@ -194,6 +195,7 @@ def test_every_published_port_is_bound_to_localhost_only() -> None:
             assert port.startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
 
 
+@pytest.mark.redteam
 def test_grafana_has_no_anonymous_access_and_needs_an_admin_password() -> None:
     env = SERVICES["grafana"]["environment"]
     assert str(env.get("GF_AUTH_ANONYMOUS_ENABLED")).lower() == "false"
@@ -203,6 +205,7 @@ def test_grafana_has_no_anonymous_access_and_needs_an_admin_password() -> None:
     assert re.fullmatch(required, env["GF_SECURITY_ADMIN_PASSWORD"])
 
 
+@pytest.mark.redteam
 def test_every_service_on_the_bus_gets_the_bus_secret_and_no_other_container_does() -> None:
     on_bus = {c.name for c in components("compose") if "GPT4BATCH_BUS_SECRET_FILE" in c.env}
     assert on_bus == {"sink", "downloader", "caller", "gateway", "ingest"}
@@ -215,6 +218,7 @@ def test_every_service_on_the_bus_gets_the_bus_secret_and_no_other_container_doe
             assert path == "/run/secrets/gpt4batch_bus_secret"
 
 
+@pytest.mark.redteam
 def test_prepare_makes_secrets_0600_and_data_0700(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("GPT4BATCH_ACCESS_TOKEN=sk-secret\n")
     (tmp_path / ".env").chmod(0o644)  # as an older prepare.sh or a `cp` left it

@@ -264,6 +264,7 @@ def test_gpt4batch_containers_run_as_a_user_who_owns_the_data(stack: Stack) -> N
             assert ids != "0" and c["Config"]["User"] == owner, c["Name"]
 
 
+@pytest.mark.redteam
 def test_published_ports_listen_on_localhost_only(stack: Stack) -> None:
     bindings: dict[str, list[str]] = {}
     for c in stack.containers():
@@ -273,6 +274,7 @@ def test_published_ports_listen_on_localhost_only(stack: Stack) -> None:
     assert {ip for ips in bindings.values() for ip in ips} == {"127.0.0.1"}, bindings
 
 
+@pytest.mark.redteam
 def test_a_forged_result_on_the_published_nsqd_port_is_refused(stack: Stack) -> None:
     record = {"id": "f0", "asks": [{"id": "a", "content": "x"}], "answers": [{"message_id": "m"}]}
     publish(stack, "batches", {"v": 1, "batch": "forged", "total": 1})

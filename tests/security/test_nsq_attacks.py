@@ -18,12 +18,14 @@ from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import BaseModel
 
 from gpt4batch.common.messages import (
     AskMessage,
     BatchManifest,
     DeadLetter,
     DownloadJob,
+    DownloadResult,
     Record,
     ResultMessage,
 )
@@ -91,6 +93,27 @@ def refused(metrics_port: int, topic: str) -> float:
                 if sample.name.endswith("_total") and sample.labels.get("topic") == topic:
                     total += sample.value
     return total
+
+
+def publish_signed(
+    nsqd: Nsqd, nsqlookupd: Nsqlookupd, topic_prefix: str, topic: str, msg: BaseModel
+) -> None:
+    """What one of our services does: publish with the services' shared secret."""
+    settings = BaseServiceSettings(
+        nsqd_tcp_address=[nsqd.tcp_address],
+        lookupd_http_address=[nsqlookupd.http_address],
+        topic_prefix=topic_prefix,
+    )
+
+    async def publish() -> None:
+        bus = NsqBus(settings, service="caller", prepare={})
+        await bus.start()
+        try:
+            await bus.publish(topic, msg)
+        finally:
+            await bus.stop(grace=1)
+
+    asyncio.run(publish())
 
 
 def answer_texts(lines: list[dict[str, Any]]) -> str:
@@ -166,21 +189,9 @@ def test_forged_result_does_not_complete_a_file_batch_at_the_sink(
     real = Record.model_validate(
         {"id": "r0", "asks": [{"id": "a0", "content": "hi"}], "answers": [{"message_id": "m"}]}
     )
-    settings = BaseServiceSettings(
-        nsqd_tcp_address=[nsqd.tcp_address],
-        lookupd_http_address=[nsqlookupd.http_address],
-        topic_prefix=topic_prefix,
+    publish_signed(
+        nsqd, nsqlookupd, topic_prefix, results, ResultMessage(batch="b1", seq=0, record=real)
     )
-
-    async def publish_real() -> None:
-        bus = NsqBus(settings, service="caller", prepare={})
-        await bus.start()
-        try:
-            await bus.publish(results, ResultMessage(batch="b1", seq=0, record=real))
-        finally:
-            await bus.stop(grace=1)
-
-    asyncio.run(publish_real())
     wait_for(lambda: (out_dir / "b1.done").exists(), 60, "the batch", procs.assert_alive)
     lines = read_jsonl(output)
     assert [line["id"] for line in lines] == ["r0"]
@@ -238,3 +249,50 @@ def test_forged_result_parts_do_not_complete_a_file_batch_at_the_sink(
     assert not (out_dir / "b2.done").exists()
     output = out_dir / "b2.jsonl"
     assert not output.exists() or FORGED not in output.read_text()
+
+
+def test_forged_downloaded_notice_does_not_complete_a_download_or_a_batch(
+    procs: ServiceProcs, nsqd: Nsqd, nsqlookupd: Nsqlookupd, topic_prefix: str, tmp_path: Path
+) -> None:
+    """A made-up `downloaded` notice saying a planned file was fetched: the record's
+    download and the batch must wait for the downloader's real one."""
+    out_dir = tmp_path / "out"
+    procs.start("sink", "sink", "--out-dir", str(out_dir))
+    metrics_port = procs.metrics_ports["sink"]
+    downloaded = f"{topic_prefix}.downloaded"
+    pub(
+        nsqd,
+        f"{topic_prefix}.batches",
+        BatchManifest(batch="b3", total=1).model_dump_json().encode(),
+    )
+    real = Record.model_validate(
+        {"id": "r0", "asks": [{"id": "a0", "content": "hi"}], "answers": [{"message_id": "m"}]}
+    )
+    result = ResultMessage(batch="b3", seq=0, record=real, planned_downloads=["x.bin"])
+    publish_signed(nsqd, nsqlookupd, topic_prefix, f"{topic_prefix}.results", result)
+    wait_for(lambda: (out_dir / "b3.jsonl").exists(), 60, "the real result", procs.assert_alive)
+
+    def notice(sha256: str) -> DownloadResult:
+        return DownloadResult(
+            batch="b3", record_id="r0", ask_id="a0", url="https://files.example/x",
+            local="x.bin", ok=True, size=7, sha256=sha256,
+        )  # fmt: skip
+
+    forged = notice("f" * 64)
+    pub(nsqd, downloaded, forged.model_dump_json().encode())
+    guessed = forged.model_dump_json().encode()[:-1] + b',"auth":"' + b"0" * 64 + b'"}'
+    pub(nsqd, downloaded, guessed)
+
+    def settled() -> bool:  # refused both (the fix), or the batch written (the attack)
+        return refused(metrics_port, downloaded) >= 2 or (out_dir / "b3.done").exists()
+
+    wait_for(settled, 60, "the sink to handle the forged notices", procs.assert_alive)
+    time.sleep(3)  # the letters of the refused notices reach the sink's dead channel
+    assert not (out_dir / "b3.done").exists()
+    rows = out_dir / "b3.downloads.jsonl"
+    assert not rows.exists() or "f" * 64 not in rows.read_text()
+
+    # The downloader's real notice completes the file and the batch.
+    publish_signed(nsqd, nsqlookupd, topic_prefix, downloaded, notice("a" * 64))
+    wait_for(lambda: (out_dir / "b3.done").exists(), 60, "the batch", procs.assert_alive)
+    assert "a" * 64 in rows.read_text() and "f" * 64 not in rows.read_text()

@@ -101,11 +101,12 @@ def test_completions_and_models(mock: MockUpstream) -> None:
 
     async def go(http: httpx.AsyncClient) -> tuple[dict[str, Any], list[str]]:
         client = OpenAIClient(openai_config(mock), http, before_call=limiter)
-        return await client.completions("Say", suffix="!", max_tokens=5), await client.models()
+        return await client.completions("Say", suffix="!", max_tokens=50), await client.models()
 
     completion, models = run(go)
     assert completion["object"] == "text_completion"
     assert completion["choices"][0]["text"].endswith("Say!")
+    assert 0 < completion["usage"]["completion_tokens"] <= 50
     assert "gpt-3.5-turbo" in models
     assert calls == ["completions", "models"]
 

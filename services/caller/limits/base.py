@@ -9,6 +9,11 @@ from typing import Protocol
 
 from gpt4batch.services.caller import metrics as caller_metrics
 from gpt4batch.services.caller.limits import metrics
+from gpt4batch.services.caller.limits.tokens import (
+    DEFAULT_COMPLETION_ESTIMATE,
+    WINDOW,
+    TokenLimit,
+)
 from gpt4batch.services.caller.pacer import Pacer, Pacing, SlotPacer
 
 
@@ -16,6 +21,8 @@ class Limiter(Protocol):
     """What the caller needs from a limiter; `acquire` is the upstream clients' `before_call`."""
 
     scope: str
+    #: The token limit (`--tpm`), the upstream clients' `tokens` meter.
+    tokens: TokenLimit
 
     async def start(self) -> None: ...
 
@@ -74,10 +81,11 @@ class PacedLimiter:
             self._skips_counted = self.pacer.skipped
 
 
-def publish_share(qps: float, concurrency: int) -> None:
+def publish_share(qps: float, concurrency: int, tpm: float = 0.0) -> None:
     """This caller's share, in the limit metrics and the caller's own limit gauges."""
     metrics.SHARE_QPS.set(qps)
     metrics.SHARE_CONCURRENCY.set(concurrency)
+    metrics.SHARE_TPM.set(tpm)
     caller_metrics.QPS_LIMIT.set(qps)
     caller_metrics.CONCURRENCY_LIMIT.set(concurrency)
 
@@ -93,14 +101,24 @@ class ProcessLimiter(PacedLimiter):
     scope = "process"
 
     def __init__(
-        self, qps: float, concurrency: int, group: str = "", *, pacing: Pacing = "grid"
+        self,
+        qps: float,
+        concurrency: int,
+        group: str = "",
+        *,
+        pacing: Pacing = "grid",
+        tpm: int = 0,
+        completion_estimate: int = DEFAULT_COMPLETION_ESTIMATE,
+        tpm_window: float = WINDOW,
     ) -> None:
         self.pacer = Pacer(qps, pacing=pacing)
         self.concurrency = concurrency
+        self.tokens = TokenLimit(tpm, completion_estimate=completion_estimate, window=tpm_window)
         metrics.LIMIT_QPS.labels(self.scope, group).set(qps)
         metrics.LIMIT_CONCURRENCY.labels(self.scope, group).set(concurrency)
+        metrics.watch_tokens(self.scope, group, self.tokens)
         metrics.MEMBERS.set(1)
-        publish_share(self.pacer.effective_qps, concurrency)
+        publish_share(self.pacer.effective_qps, concurrency, tpm)
 
     async def start(self) -> None:
         return None

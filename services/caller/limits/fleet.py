@@ -1,4 +1,5 @@
-"""`--limit-scope fleet`: one `--qps` and `--concurrency` shared by every caller of a group.
+"""`--limit-scope fleet`: one `--qps`, `--concurrency` and `--tpm` shared by every caller of
+a group.
 
 Calls: all members pace on one wall-clock grid of slots `(1 + allowance) / q`
 apart, and the member ranked r of N (member ids sorted) takes the slots
@@ -18,6 +19,14 @@ share, so a join never adds calls to a second. While the members disagree,
 each uses at most the share of the group it last saw: the sum stays at or
 below the limit.
 Members started with different limits use the smallest (0 = none).
+
+Tokens (`--tpm` T): member r of N holds T/N of a sliding 60-s window and paces
+its model calls at (T/N)/60 tokens a second (tokens.py says why both), with the
+same join hold, staleness pause and convergence as the calls. A 429 with
+`retry-after`/`x-ratelimit-reset-tokens` pauses the member that got it at once
+and is published to the group (membership.py: a pause registration until it
+ends): every member that reads it, within one poll, pauses its model calls as
+long. A pause only takes calls away, so the shares still sum to at most T.
 """
 
 from __future__ import annotations
@@ -43,11 +52,17 @@ from gpt4batch.services.caller.limits.base import (
 from gpt4batch.services.caller.limits.membership import (
     Member,
     Node,
+    Pause,
     Registration,
     discover_nodes,
     new_member_id,
     read_members,
     topic_for,
+)
+from gpt4batch.services.caller.limits.tokens import (
+    DEFAULT_COMPLETION_ESTIMATE,
+    WINDOW,
+    TokenLimit,
 )
 from gpt4batch.services.caller.pacer import SlotPacer
 
@@ -81,10 +96,13 @@ class FleetLimiter(PacedLimiter):
         auth_secret: str | None = None,
         poll_interval: float = 0.5,
         member_id: str | None = None,
+        tpm: int = 0,
+        completion_estimate: int = DEFAULT_COMPLETION_ESTIMATE,
+        tpm_window: float = WINDOW,
     ) -> None:
         self.group = group
         self.topic = topic_for(group)
-        self.me = Member(member_id or new_member_id(), qps, concurrency)
+        self.me = Member(member_id or new_member_id(), qps, concurrency, tpm)
         self.nsqd_tcp = list(nsqd_tcp)
         self.lookupd_http = list(lookupd_http)
         self.nsqd_http = list(nsqd_http)
@@ -97,7 +115,19 @@ class FleetLimiter(PacedLimiter):
         self.gate = Gate(0)
         self.members: list[str] = []
         self.rank = -1
-        self.qps, self.concurrency = qps, concurrency
+        self.qps, self.concurrency, self.tpm = qps, concurrency, tpm
+        # No share until this member sees itself in the group (model calls wait).
+        self.tokens = TokenLimit(
+            tpm,
+            share=0,
+            completion_estimate=completion_estimate,
+            on_pause=self._announce_pause,
+            window=tpm_window,
+        )
+        metrics.watch_tokens(self.scope, group, self.tokens)
+        self._nodes: list[Node] = []
+        self._pause_until = 0.0
+        self._pause_tasks: set[asyncio.Task[None]] = set()
         self._active = asyncio.Event()
         self._seen_since: float | None = None
         self._registrations: dict[str, Registration] = {}
@@ -116,6 +146,9 @@ class FleetLimiter(PacedLimiter):
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        for task in list(self._pause_tasks):
+            task.cancel()
+        await asyncio.gather(*self._pause_tasks, return_exceptions=True)
         await asyncio.gather(*(r.close() for r in self._registrations.values()))
         self._registrations.clear()
 
@@ -145,11 +178,15 @@ class FleetLimiter(PacedLimiter):
                     found = discover_nodes(http, self.nsqd_tcp, self.lookupd_http, self.nsqd_http)
                     nodes = await found or nodes
                     self._register(nodes)
+                    self._nodes = nodes
                 polls += 1
                 read_at = time.monotonic()
-                members = await read_members(http, nodes, self.topic)
-                if members is not None:
-                    await self._apply(members, read_at)
+                view = await read_members(http, nodes, self.topic)
+                if view is not None:
+                    await self._apply(view.members, read_at)
+                    paused = view.pause_until - time.time()
+                    if paused > 0:
+                        self.tokens.pause(paused)
                 await asyncio.sleep(max(0.0, read_at + self.poll_interval - time.monotonic()))
 
     def _register(self, nodes: list[Node]) -> None:
@@ -172,6 +209,7 @@ class FleetLimiter(PacedLimiter):
             self._seen_since = None
             self._active.clear()
             await self.gate.resize(0)
+            self.tokens.set_share(self.tpm, 0)
             publish_share(0, 0)
             return
         self._view_time = read_at
@@ -183,10 +221,11 @@ class FleetLimiter(PacedLimiter):
         n, rank = len(ids), ids.index(self.me.id)
         qps = _smallest([m.qps for m in seen.values()])
         concurrency = int(_smallest([m.concurrency for m in seen.values()]))
-        if (qps, concurrency) != (self.qps, self.concurrency):
+        tpm = int(_smallest([m.tpm for m in seen.values()]))
+        if (qps, concurrency, tpm) != (self.qps, self.concurrency, self.tpm):
             log.warning("limit group's limits changed (the smallest wins)", qps=qps,
-                        concurrency=concurrency)  # fmt: skip
-            self.qps, self.concurrency = qps, concurrency
+                        concurrency=concurrency, tpm=tpm)  # fmt: skip
+            self.qps, self.concurrency, self.tpm = qps, concurrency, tpm
             self._limit_gauges(qps, concurrency)
         if qps != self.pacer.qps:
             self.pacer.set_qps(qps)
@@ -194,8 +233,46 @@ class FleetLimiter(PacedLimiter):
         self.rank = rank
         share = concurrency // n + (1 if rank < concurrency % n else 0)
         await self.gate.resize(share)
-        publish_share(self.pacer.effective_qps, share)
+        self.tokens.set_share(tpm, tpm / n)
+        publish_share(self.pacer.effective_qps, share, tpm / n)
         self._active.set()
+
+    def _announce_pause(self, seconds: float) -> None:
+        """Tell the group about a 429 pause: a pause registration on every nsqd until it ends."""
+        until = time.time() + seconds
+        if until <= self._pause_until + 0.5 or not self._nodes:
+            return  # the pause announced already covers it
+        self._pause_until = until
+        task = asyncio.create_task(self._hold_pause(until, seconds), name="limit-pause")
+        self._pause_tasks.add(task)
+        task.add_done_callback(self._pause_tasks.discard)
+
+    async def _hold_pause(self, until: float, seconds: float) -> None:
+        pause = Pause(f"{self.me.id}~pause", until)
+        registrations = [
+            Registration(node, self.topic, pause, self.auth_secret) for node in self._nodes
+        ]
+        log.warning("upstream token limit reached: the group pauses its model calls",
+                    group=self.group, seconds=round(seconds, 2))  # fmt: skip
+        for registration in registrations:
+            registration.start()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            await asyncio.gather(*(r.close() for r in registrations))
+
+
+def process_limiter(settings: CallerSettings, group: str = "") -> ProcessLimiter:
+    """`--limit-scope process`: this process has all of -q, -g and --tpm."""
+    return ProcessLimiter(
+        settings.qps,
+        settings.concurrency,
+        group,
+        pacing=settings.pacing,
+        tpm=settings.tpm,
+        completion_estimate=settings.completion_tokens_estimate,
+        tpm_window=settings.tpm_window,
+    )
 
 
 def build_limiter(settings: CallerSettings) -> Limiter:
@@ -203,7 +280,7 @@ def build_limiter(settings: CallerSettings) -> Limiter:
     group = settings.limit_group or settings.topic_prefix
     has_nsq = bool(settings.nsqd_tcp_address or settings.lookupd_http_address)
     if settings.limit_scope == "process" or not has_nsq:
-        return ProcessLimiter(settings.qps, settings.concurrency, group, pacing=settings.pacing)
+        return process_limiter(settings, group)
     if settings.pacing == "window":
         log.warning("--pacing window is for one process: the fleet paces on the grid")
     secret = settings.nsq_auth_secret
@@ -215,4 +292,7 @@ def build_limiter(settings: CallerSettings) -> Limiter:
         lookupd_http=settings.lookupd_http_address,
         nsqd_http=settings.nsqd_http_address,
         auth_secret=secret.get_secret_value() if secret else None,
+        tpm=settings.tpm,
+        completion_estimate=settings.completion_tokens_estimate,
+        tpm_window=settings.tpm_window,
     )

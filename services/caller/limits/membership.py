@@ -8,6 +8,11 @@ Each member reads every nsqd's `/stats` for that channel: the union of the
 client ids is the group. A member that exits or is `kill -9`ed drops out at
 once (the kernel closes its sockets); one whose host vanishes drops out after
 two missed heartbeats (2 s).
+
+A member that gets a 429 from a token limit registers a second client for the
+pause (`<member id>~pause`, user agent `pause-until=<epoch s>`) until it ends:
+every member reads it with the group and pauses its model calls as long
+(fleet.py). It is no member: it takes no share.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ import socket
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
@@ -32,7 +36,8 @@ from gpt4batch.common.topics import check_name
 log = get_logger("gpt4batch.limits")
 
 CHANNEL = "members#ephemeral"
-_AGENT = re.compile(r"qps=([0-9.eE+-]+) concurrency=(\d+)")
+_AGENT = re.compile(r"qps=([0-9.eE+-]+) concurrency=(\d+)(?: tpm=(\d+))?")
+_PAUSE = re.compile(r"pause-until=([0-9.]+)")
 _FRAME_ERROR = 1
 
 
@@ -52,6 +57,30 @@ class Member:
     id: str
     qps: float
     concurrency: int
+    tpm: int = 0
+
+    def agent(self) -> str:
+        """The user agent that registers it: its limits, read by the other members."""
+        return f"gpt4batch-limiter qps={self.qps:g} concurrency={self.concurrency} tpm={self.tpm}"
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A member's 429 pause (`until`: wall-clock seconds), published like a member."""
+
+    id: str
+    until: float
+
+    def agent(self) -> str:
+        return f"gpt4batch-limiter pause-until={self.until:.3f}"
+
+
+@dataclass
+class GroupView:
+    """What one read of the group found: its members, and the latest pause announced."""
+
+    members: dict[str, Member]
+    pause_until: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -73,7 +102,7 @@ class Registration:
     """The subscription that makes `member` visible on one nsqd; reconnects until closed."""
 
     def __init__(
-        self, node: Node, topic: str, member: Member, auth_secret: str | None = None
+        self, node: Node, topic: str, member: Member | Pause, auth_secret: str | None = None
     ) -> None:
         self.node = node
         self.topic = topic
@@ -94,8 +123,7 @@ class Registration:
         identify = {
             "client_id": self.member.id,
             "hostname": socket.gethostname(),
-            "user_agent": f"gpt4batch-limiter qps={self.member.qps:g} "
-            f"concurrency={self.member.concurrency}",
+            "user_agent": self.member.agent(),
             "heartbeat_interval": 1000,
             "feature_negotiation": False,
         }
@@ -144,29 +172,36 @@ async def discover_nodes(
 
 async def read_members(
     http: httpx.AsyncClient, nodes: Sequence[Node], topic: str
-) -> dict[str, Any] | None:
-    """Members registered on any node (None when no node answered)."""
+) -> GroupView | None:
+    """Members (and pauses) registered on any node (None when no node answered)."""
     answers = await asyncio.gather(
         *(_node_members(http, node, topic) for node in nodes), return_exceptions=True
     )
-    members: dict[str, Member] = {}
+    view = GroupView({})
     answered = False
     for node, answer in zip(nodes, answers, strict=True):
         if isinstance(answer, BaseException):
             log.debug("nsqd /stats failed", nsqd=node.http, error=str(answer))
             continue
         answered = True
-        for member in answer:
-            members.setdefault(member.id, member)
-    return members if answered else None
+        for found in answer:
+            if isinstance(found, Pause):
+                view.pause_until = max(view.pause_until, found.until)
+            else:
+                view.members.setdefault(found.id, found)
+    return view if answered else None
 
 
-async def _node_members(http: httpx.AsyncClient, node: Node, topic: str) -> list[Member]:
-    found = []
+async def _node_members(http: httpx.AsyncClient, node: Node, topic: str) -> list[Member | Pause]:
+    found: list[Member | Pause] = []
     for channel in await node_channel_stats(http, node.http, topic, CHANNEL):
         for client in channel.get("clients") or []:
-            match = _AGENT.search(client.get("user_agent") or "")
-            if client.get("client_id") and match:
-                qps, concurrency = float(match[1]), int(match[2])
-                found.append(Member(client["client_id"], qps, concurrency))
+            agent, client_id = client.get("user_agent") or "", client.get("client_id")
+            if not client_id:
+                continue
+            if match := _AGENT.search(agent):
+                qps, concurrency, tpm = float(match[1]), int(match[2]), int(match[3] or 0)
+                found.append(Member(client_id, qps, concurrency, tpm))
+            elif match := _PAUSE.search(agent):
+                found.append(Pause(client_id, float(match[1])))
     return found

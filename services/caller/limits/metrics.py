@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import Counter, Gauge
 
 from gpt4batch.common.metrics import NAMESPACE
+
+if TYPE_CHECKING:
+    from gpt4batch.services.caller.limits.tokens import TokenLimit
 
 LIMIT_QPS = Gauge(
     f"{NAMESPACE}_limit_qps",
@@ -32,3 +37,26 @@ VIEW_CHANGES = Counter(
     f"{NAMESPACE}_limit_membership_changes_total",
     "Times this caller saw the set of callers sharing its limits change.",
 )
+LIMIT_TPM = Gauge(
+    f"{NAMESPACE}_limit_tpm",
+    "Tokens per minute (prompt + completion) allowed to this caller's limit group (0: none).",
+    ["scope", "group"],
+)
+SHARE_TPM = Gauge(f"{NAMESPACE}_limit_share_tpm", "This caller's share of the tokens per minute.")
+WINDOW_TOKENS = Gauge(
+    f"{NAMESPACE}_limit_window_tokens",
+    "Tokens this caller started in the last 60 s (estimates until the upstream reports usage).",
+    ["scope", "group"],
+)
+TOKEN_PAUSES = Gauge(
+    f"{NAMESPACE}_limit_token_pauses",
+    "429 token-limit pauses this caller honoured (its own or another member's).",
+    ["scope", "group"],
+)
+
+
+def watch_tokens(scope: str, group: str, limit: TokenLimit) -> None:
+    """The token limit's gauges, read when scraped (nothing is set per call)."""
+    LIMIT_TPM.labels(scope, group).set_function(lambda: limit.limit)
+    WINDOW_TOKENS.labels(scope, group).set_function(limit.window_tokens)
+    TOKEN_PAUSES.labels(scope, group).set_function(lambda: limit.pauses)

@@ -1,8 +1,10 @@
-"""The red-team tally: every test in tests/security/ replays one attack (some a family of
-variants) against running services; the attack *succeeds* when its test fails.
+"""The red-team tally (a pytest plugin; tests/conftest.py loads it). Every test marked
+`redteam` replays one attack of issue 18 (some a family of variants); the attack
+*succeeds* when its test fails. Every test in tests/security/ is marked; attack tests
+that live beside the code they cover (tests/deploy, tests/cli) carry the mark themselves.
 
-`make redteam` (or `pytest tests/security`) ends with one line:
-`red team: N attacks tried, M succeeded` and the names of those that succeeded.
+`make redteam` ends with one line: `red team: N attacks tried, M succeeded` and the names
+of those that succeeded.
 """
 
 from __future__ import annotations
@@ -11,27 +13,27 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
+SECURITY = Path(__file__).resolve().parent.parent / "security"
 
+_attacks: set[str] = set()  # node ids of the collected tests marked redteam
 _tally: dict[str, str] = {}  # test id -> "held", "succeeded" or "not run"
-
-
-def _ours(path: str | Path) -> bool:
-    return Path(path).resolve().is_relative_to(HERE)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "redteam: an attack replayed against running services")
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m redteam` deselects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if _ours(item.path):
+        if Path(item.path).resolve().is_relative_to(SECURITY):
             item.add_marker(pytest.mark.redteam)
+        if item.get_closest_marker("redteam") is not None:
+            _attacks.add(item.nodeid)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if not _ours(report.fspath):
+    if report.nodeid not in _attacks:
         return
     if report.when == "call":
         _tally[report.nodeid] = "succeeded" if report.failed else "held"

@@ -1,0 +1,106 @@
+"""Secrets on the command line (issue 18, "Keys and tokens are never accepted in argv
+without a warning"): every user of the host reads argv (ps, /proc/<pid>/cmdline).
+
+`--nsq-auth-secret` is on every NSQ command; given as a flag it still works but each
+command says so in one line and names the quiet ways (`--nsq-auth-secret-file`, the
+environment variable). The secret itself is never echoed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from gpt4batch.cli import dead, reconcile
+from gpt4batch.common.errors import ConfigError
+from gpt4batch.common.settings import BaseServiceSettings, load
+from gpt4batch.services.caller import cli as caller_cli
+from gpt4batch.services.downloader import cli as downloader_cli
+from gpt4batch.services.gateway import cli as gateway_cli
+from gpt4batch.services.ingest import cli as ingest_cli
+from gpt4batch.services.sink import cli as sink_cli
+
+SECRET = "nsq-auth-s3cret-in-argv"
+Main = Callable[[Sequence[str]], int]
+
+# Each command with arguments that fail right after parsing (exit 2): the warning is
+# about argv, so it comes before any check of the values and before connecting.
+COMMANDS: dict[str, tuple[Main, list[str]]] = {
+    "sink": (sink_cli.main, ["--max-msg-size", "1"]),
+    "downloader": (downloader_cli.main, ["--max-msg-size", "1"]),
+    "caller": (caller_cli.main, ["--max-msg-size", "1"]),
+    "ingest": (ingest_cli.main, ["--max-msg-size", "1"]),
+    "gateway": (gateway_cli.main, ["--max-msg-size", "1"]),
+    "reconcile": (reconcile.main, ["--max-msg-size", "1"]),
+    "dead": (dead.main, ["list", "--limit", "0"]),
+}
+
+
+def run_main(main: Main, argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GPT4BATCH_NSQ_AUTH_SECRET", raising=False)
+    monkeypatch.delenv("GPT4BATCH_NSQ_AUTH_SECRET_FILE", raising=False)
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_an_nsq_auth_secret_in_argv_is_warned_about_once(
+    name: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    main, failing = COMMANDS[name]
+    head, tail = (failing[:1], failing[1:]) if name == "dead" else ([], failing)
+    assert run_main(main, [*head, "--nsq-auth-secret", SECRET, *tail]) == 2
+    loud = capsys.readouterr()
+    warnings = [line for line in loud.err.splitlines() if "warning: --nsq-auth-secret" in line]
+    assert len(warnings) == 1, loud.err
+    assert "--nsq-auth-secret-file" in warnings[0] and "GPT4BATCH_NSQ_AUTH_SECRET" in warnings[0]
+    assert SECRET not in loud.err + loud.out
+
+    (tmp_path / "nsq-secret").write_text(SECRET + "\n")
+    given = ["--nsq-auth-secret-file", str(tmp_path / "nsq-secret")]
+    assert run_main(main, [*head, *given, *tail]) == 2
+    quiet = capsys.readouterr()
+    assert "warning" not in quiet.err and SECRET not in quiet.err + quiet.out
+
+
+def test_the_secret_file_is_read_and_refused_when_unusable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "nsq-secret"
+    path.write_text(f"  {SECRET}\n")
+    settings = load(BaseServiceSettings, nsq_auth_secret_file=str(path))
+    assert settings.nsq_auth_secret is not None
+    assert settings.nsq_auth_secret.get_secret_value() == SECRET
+    assert SECRET not in repr(settings)
+
+    monkeypatch.setenv("GPT4BATCH_NSQ_AUTH_SECRET", "from-env")
+    with pytest.raises(ConfigError, match="not both"):
+        load(BaseServiceSettings, nsq_auth_secret_file=str(path))
+    monkeypatch.delenv("GPT4BATCH_NSQ_AUTH_SECRET")
+    monkeypatch.setenv("GPT4BATCH_NSQ_AUTH_SECRET_FILE", str(path))
+    from_env = load(BaseServiceSettings).nsq_auth_secret
+    assert from_env is not None and from_env.get_secret_value() == SECRET
+
+    path.write_text("\n")
+    with pytest.raises(ConfigError, match=r"--nsq-auth-secret-file .* is empty"):
+        load(BaseServiceSettings)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(BaseServiceSettings, nsq_auth_secret_file=os.fspath(tmp_path / "missing"))
+
+
+def test_the_secret_file_flag_is_in_every_nsq_commands_help(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, (main, _) in COMMANDS.items():
+        head = ["list"] if name == "dead" else []
+        assert run_main(main, [*head, "--help"]) == 0
+        assert "--nsq-auth-secret-file" in capsys.readouterr().out, name
