@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from gpt4batch.common.cli_help import did_you_mean
+from gpt4batch.common import cli_help
 
 # command → (module with `main(argv) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -80,9 +80,7 @@ def usage() -> str:
 
 
 def unknown_command(word: str) -> str:
-    close = did_you_mean(word, [*COMMANDS, *ALIASES], cutoff=0.6)
-    hint = f"; did you mean {close!r}?" if close else ""
-    return f"gpt4batch: unknown command {word!r}{hint}\n  (see `gpt4batch --help`)"
+    return cli_help.unknown_command("gpt4batch", word, [*COMMANDS, *ALIASES])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

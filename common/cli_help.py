@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
 _UNRECOGNIZED = re.compile(r"^unrecognized arguments: (.*)$")
+_INVALID_CHOICE = re.compile(r"^argument (\S+): invalid choice: '(.*)' \(choose from .*\)$")
 
 
 def did_you_mean(word: str, candidates: Iterable[str], cutoff: float = 0.75) -> str | None:
@@ -22,6 +23,14 @@ def did_you_mean(word: str, candidates: Iterable[str], cutoff: float = 0.75) -> 
     `--` of flags counts: short command names need a lower `cutoff`)."""
     found = difflib.get_close_matches(word, list(candidates), n=1, cutoff=cutoff)
     return found[0] if found else None
+
+
+def unknown_command(prog: str, word: str, commands: Iterable[str]) -> str:
+    """The one line for a mistyped command or sub-command, with "did you mean" when one
+    is close (`gpt4batch rn`, `gpt4batch dead lst`)."""
+    close = did_you_mean(word, commands, cutoff=0.6)
+    hint = f"; did you mean {close!r}?" if close else ""
+    return f"{prog}: unknown command {word!r}{hint}\n  (see `{prog} --help`)"
 
 
 def bool_default(flag: str, default: bool) -> str:
@@ -124,6 +133,13 @@ class CliParser(argparse.ArgumentParser):
         return formatter.format_help()
 
     def error(self, message: str) -> NoReturn:
+        wrong = _INVALID_CHOICE.match(message)
+        if wrong:  # a mistyped sub-command: said as for a mistyped command
+            for action in self._actions:
+                names = action.metavar or action.dest
+                if isinstance(action, argparse._SubParsersAction) and wrong.group(1) == names:
+                    line = unknown_command(self.prog, wrong.group(2), action.choices)
+                    self.exit(2, line + "\n")
         hint = self._suggestion(message)
         self.exit(2, f"{self.prog}: error: {message}{hint}\n  (see `{self.prog} --help`)\n")
 

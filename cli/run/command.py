@@ -9,8 +9,8 @@ finishes other batches' copies there, and deletes the channel when done.
 Life of a run:
 1. check options and the token (exit 2 before any work when wrong);
 2. load the batch ledger (`<out>.journal.jsonl`, see services/sink/ledger.py):
-   records it holds are not run again, so re-running the same command after a
-   crash continues where it stopped;
+   records it holds are not run again, so a run killed before its summary (kill -9,
+   power loss) continues when started again, and says so in one line;
 3. ingest publishes the records while the caller works and the embedded sink
    fsyncs each result into the ledger as it arrives;
 4. the run is complete when the ledger's counts say so: every record has a
@@ -50,7 +50,13 @@ from gpt4batch.cli.run.preflight import (
     check_upstream,
 )
 from gpt4batch.cli.run.progress import RunProgress
-from gpt4batch.cli.run.report import budget_line, first_line, print_summary, refused_line
+from gpt4batch.cli.run.report import (
+    budget_line,
+    continuing_line,
+    first_line,
+    print_summary,
+    refused_line,
+)
 from gpt4batch.cli.run.side_files import retire_side_files
 from gpt4batch.common import logging as glog
 from gpt4batch.common.authenticator import from_config as authenticator_from_config
@@ -302,10 +308,8 @@ class Run:
             self.opts.progress, ledger.counts, calls=self.caller.calls, usage=ledger.usage
         )
         self.sink.on_record = self.progress.on_record
-        if ledger.counts.done:
-            log.info(
-                "continuing from the ledger", records_done=ledger.counts.done, batch=self.batch
-            )
+        if ledger.counts.done:  # a run of this batch was killed or stopped: said in one line
+            print(continuing_line(ledger.journal_path, ledger.counts.done), file=sys.stderr)
         bus = make_bus(self.opts, self.bus_settings)
         services = [s for s in (self.caller, self.downloader) if s is not None]
         for service in services:

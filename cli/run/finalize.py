@@ -3,7 +3,7 @@
 The ledger's entries come sorted by seq (`services/sink/ordered.py`) and are
 walked beside the input, line by line. An input line without a result (the
 run was stopped first) is written as the input record with an `iErr` saying
-so, so that `gpt4batch run -i OUT -f -o OUT2` runs exactly what is missing.
+so, so that `gpt4batch run -i OUT -f -o OUT.fix.jsonl` runs exactly what is missing.
 """
 
 from __future__ import annotations

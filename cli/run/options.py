@@ -416,7 +416,7 @@ def parse(argv: Sequence[str]) -> RunOptions:
         parser.error("--budget-usd must be more than 0")
     if args.enable_nsq and not (args.nsqd_tcp_address or args.lookupd_http_address):
         parser.error(
-            "-n/--enable_nsq needs --nsqd-tcp-address or --lookupd-http-address; no nsqd yet? "
+            "-n/--enable-nsq needs --nsqd-tcp-address or --lookupd-http-address; no nsqd yet? "
             "`gpt4batch stack up` starts one on this machine (docs/deployment.md)"
         )
     values = vars(args)

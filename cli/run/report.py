@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gpt4batch.cli.run.options import RunOptions
@@ -86,4 +87,14 @@ def refused_line(run: Run, result: RunResult) -> str:
         f"gpt4batch run: error: the upstream refused the token from {run.token_source} "
         f"({error.code}); stopped before paying for more: {result.final.not_run:,} records "
         "not run keep iErr 499 - fix the token, then run the resume command above"
+    )
+
+
+def continuing_line(journal: Path, done: int) -> str:
+    """Said when a run starts on the journal of an earlier run of the same batch that did
+    not finish (killed before its summary, or stopped): that run continues, once."""
+    plural = "s" if done != 1 else ""
+    return (
+        f"gpt4batch run: continuing the interrupted run of this batch from {journal}: "
+        f"{done:,} record{plural} already done are not called again"
     )

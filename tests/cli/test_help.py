@@ -124,6 +124,26 @@ def test_a_mistyped_command_gets_a_suggestion_and_exit_2(
     assert "did you mean" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["dead", "lst"], "gpt4batch dead: unknown command 'lst'; did you mean 'list'?"),
+        (["stack", "upp"], "gpt4batch stack: unknown command 'upp'; did you mean 'up'?"),
+        (["stack", "zzzzzz"], "gpt4batch stack: unknown command 'zzzzzz'"),
+    ],
+)
+def test_a_mistyped_sub_command_gets_the_commands_suggestion_and_exit_2(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 23: `dead lst` got argparse's list of choices, not "did you mean"."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [said, f"  (see `gpt4batch {argv[0]} --help`)"]
+    assert "choose from" not in err[0]
+
+
 def test_commands_are_grouped_and_each_listed_once(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     text = capsys.readouterr().out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -294,6 +295,15 @@ def test_kill_9_then_the_same_command_continues_from_the_journal(tmp_path: Path)
         again = run_cmd(tmp_path, *args)
         calls_after = sim.stats()["total_calls"]
     assert again.returncode == 0, again.stderr[-1500:]
+    # Issue 23, one resume story: the killed run printed nothing; its next start says it
+    # continues (one line), and there is no second procedure to learn.
+    said = re.findall(
+        r"^gpt4batch run: continuing the interrupted run of this batch from out.journal.jsonl: "
+        r"(\d+) records already done are not called again$",
+        again.stderr,
+        re.MULTILINE,
+    )
+    assert len(said) == 1 and 20 <= int(said[0]) <= journaled, again.stderr[-1500:]
     records = read_jsonl(tmp_path / "out.jsonl")
     assert [r["id"] for r in records] == [f"r{i}" for i in range(60)]
     assert all(r["iErr"] is None for r in records)

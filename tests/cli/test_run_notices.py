@@ -53,6 +53,10 @@ def test_n_without_addresses_says_how_to_get_an_nsqd(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "`gpt4batch stack up` starts one on this machine (docs/deployment.md)" in r.stderr
     assert "Traceback" not in r.stderr
+    # The flag it names is the one `run --help` shows (it named `--enable_nsq`, never listed).
+    assert "-n/--enable-nsq needs --nsqd-tcp-address or --lookupd-http-address" in r.stderr
+    shown = run_cmd(tmp_path, "--help")
+    assert "-n, --enable-nsq" in shown.stdout and "--enable_nsq" not in shown.stdout
 
 
 def test_the_first_progress_line_comes_with_the_first_call(tmp_path: Path) -> None:
