@@ -39,7 +39,7 @@ from pathlib import Path
 from gpt4batch.common.errors import Poison, Requeue
 from gpt4batch.common.filenames import sibling
 from gpt4batch.common.logging import get_logger
-from gpt4batch.services.sink.ledger import BatchLedger
+from gpt4batch.services.sink.ledger import BatchLedger, journal_batch
 
 log = get_logger("gpt4batch.sink")
 
@@ -154,7 +154,7 @@ class LedgerPool:
             )
         oldest = min(idle, key=self._used.__getitem__)
         await self._drop(oldest)
-        self._forget_files_past_the_cap(oldest)
+        self._remember_dropped(oldest)
 
     def _check_age(self, ledger: BatchLedger) -> None:
         """StaleBatch when `ledger` (without a manifest) began too long ago."""
@@ -167,7 +167,22 @@ class LedgerPool:
             "manifest, or read results on a channel of your own"
         )
 
-    def _forget_files_past_the_cap(self, dropped: Path) -> None:
+    def adopt_dropped(self, folder: Path) -> None:
+        """At start: count the batches without a manifest whose files are in `folder` as
+        dropped (the longest unwritten first), so the cap holds across restarts."""
+        found: list[tuple[float, Path]] = []
+        for journal in folder.glob("*.journal.jsonl"):
+            out = journal.with_name(journal.name[: -len(".journal.jsonl")] + ".jsonl")
+            batch = journal_batch(out)
+            if batch is None or self.path_for(batch) != out or out in self._tasks:
+                continue  # not the journal of the batch this output belongs to, or held
+            if not _announced(out):
+                with suppress(OSError):
+                    found.append((journal.stat().st_mtime, out))
+        for _, out in sorted(found):
+            self._remember_dropped(out)
+
+    def _remember_dropped(self, dropped: Path) -> None:
         """Remember `dropped` (a manifest-less batch that gave its place); past
         `max_dropped_kept`, remove the files of the one dropped longest ago."""
         self._dropped[dropped] = None

@@ -172,6 +172,8 @@ class Sink:
                 await self.ledger(manifest.batch)
         if self.only_batch is not None:
             await self.ledger(self.only_batch)
+        if self.out_dir is not None:
+            self.pool.adopt_dropped(self.out_dir)
         self._completer = asyncio.get_running_loop().create_task(self._complete_leftovers())
         self.pool.start()
 

@@ -269,3 +269,27 @@ def test_the_sink_of_run_has_no_age_bound_for_its_own_batch(tmp_path: Path) -> N
         await sink.close()
 
     run(scenario())
+
+
+def test_the_files_of_batches_without_a_manifest_are_bounded_across_restarts(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        sink = bounded_sink(tmp_path)
+        await sink.start()
+        await sink.handle_manifest(manifest(5, batch="m"), DELIVERY)
+        for n, batch in enumerate(("m", "j0", "j1", "j2")):
+            await sink.handle_result(result("r", batch=batch), DELIVERY)
+            os.utime(tmp_path / f"{batch}.journal.jsonl", (1000.0 + n, 1000.0 + n))
+        await sink.close()
+        # When the sink starts again with room for one dropped batch's files
+        again = bounded_sink(tmp_path, max_dropped_kept=1)
+        await again.start()
+        # Then the files of the longest unwritten go; the announced batch keeps its own
+        assert sorted(p.name for p in tmp_path.glob("*.journal.jsonl")) == [
+            "j2.journal.jsonl",
+            "m.journal.jsonl",
+        ]
+        await again.close()
+
+    run(scenario())
