@@ -10,7 +10,8 @@ counts, never by time or silence.
 
 Files of a batch whose output is `<stem>.jsonl` (all beside it):
 
-    <stem>.journal.jsonl    header {"ledger":2,"batch":…}, then one entry per result:
+    <stem>.journal.jsonl    header {"ledger":2,"batch":…,"started":<unix time of the first
+                            message>}, then one entry per result:
                             {"seq":12,"ok":true,"files":["…png"],"usage":{…},"record":{…}}
                             (`usage`: what its calls cost, when a caller made any)
     <stem>.rejects.jsonl    one `Reject` row per refused input line

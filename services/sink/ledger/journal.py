@@ -1,6 +1,6 @@
 """The journal's line format: its header and one entry per result, written and parsed.
 
-    {"ledger":2,"batch":"…"}
+    {"ledger":2,"batch":"…","started":1764700000.0}
     {"seq":12,"ok":true,"files":["…png"],"usage":{…},"record":{…}}
 
 An entry is parsed without decoding its record (kept as the exact bytes written);
@@ -23,9 +23,10 @@ _USAGE = b',"usage":'
 _RECORD = b',"record":'
 
 
-def header_line(batch: str) -> str:
-    """The journal's first line, naming its format version and batch."""
-    return json.dumps({"ledger": LEDGER_VERSION, "batch": batch}) + "\n"
+def header_line(batch: str, started: float) -> str:
+    """The journal's first line: its format version, batch and the wall time of its
+    first message (the manifest-less age bound counts from it)."""
+    return json.dumps({"ledger": LEDGER_VERSION, "batch": batch, "started": started}) + "\n"
 
 
 def is_header_of(header: dict[str, Any], batch: str) -> bool:

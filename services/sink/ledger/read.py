@@ -38,6 +38,8 @@ class LedgerReader(LedgerTally):
         self.manifest_path = paths.manifest
         self.done_path = paths.done
         self.manifest: BatchManifest | None = None
+        self.started: float | None = None
+        """Wall time of the batch's first message here (the journal header's `started`)."""
         self.reject_rows: set[int] = set()
         self._fsync = fsync
 
@@ -61,7 +63,12 @@ class LedgerReader(LedgerTally):
             aside = self.journal_path.with_name(f"{self.journal_path.name}.{int(time.time())}.old")
             os.replace(self.journal_path, aside)
             log.warning("journal of another batch moved aside", path=str(aside))
-            lines = iter(())
+            lines, header = iter(()), {}
+        started = header.get("started")
+        if isinstance(started, int | float):
+            self.started = float(started)
+        elif self.journal_path.exists():  # a header from before `started`: its last write
+            self.started = self.journal_path.stat().st_mtime
         for line in lines:
             if not line.endswith(b"\n"):
                 break  # a torn tail being written right now (read-only use)
@@ -90,8 +97,9 @@ class LedgerReader(LedgerTally):
         return self
 
     def _write_header(self) -> None:
+        self.started = time.time()
         with self.journal_path.open("w", encoding="utf-8") as fh:
-            fh.write(header_line(self.batch))
+            fh.write(header_line(self.batch, self.started))
             fh.flush()
             self._fsync(fh.fileno())
 
