@@ -39,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-e", "--email", required=True, help="account e-mail")
     p.add_argument(
-        "-p", "--password", help="account password (prompted without echo when not given)"
+        "-p",
+        "--password",
+        help="account password (prompted without echo when not given; on the command line "
+        "every user of the host sees it, and a warning says so)",
     )
     p.add_argument("-t", "--ttl", type=int, default=86400, help="token lifetime, seconds")
     p.add_argument(

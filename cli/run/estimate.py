@@ -44,7 +44,7 @@ class BatchEstimate:
 def estimate_batch(opts: RunOptions, settings: CallerSettings) -> BatchEstimate:
     """Read the input and estimate every conversation a run of it would make."""
     found = BatchEstimate()
-    default = getattr(settings, "completion_tokens_estimate", 1000)
+    default = settings.completion_tokens_estimate
     with open_input(opts.input) as source:
         for line in read_lines(source.stream, MAX_LINE_BYTES):
             try:
@@ -71,13 +71,13 @@ def estimate_batch(opts: RunOptions, settings: CallerSettings) -> BatchEstimate:
 def estimate_lines(found: BatchEstimate, settings: CallerSettings) -> list[str]:
     prices = settings.prices()
     cost = prices.cost(found.prompt_tokens, found.completion_tokens, found.calls)
-    tpm = getattr(settings, "tpm", 0)
+    tpm = settings.tpm
     by_calls = found.calls / settings.qps if settings.qps else 0.0
     by_tokens = found.total_tokens / tpm * 60 if tpm else 0.0
     completion_rule = (
         f"--max-tokens {settings.max_tokens}"
         if settings.max_tokens
-        else f"--completion-tokens-estimate {getattr(settings, 'completion_tokens_estimate', 1000)}"
+        else f"--completion-tokens-estimate {settings.completion_tokens_estimate}"
     )
     skipped = f"{found.invalid:,} not valid"
     if found.kept:

@@ -32,7 +32,12 @@ from gpt4batch.common.errors import FinalError
 from gpt4batch.common.messages import Ask, AskOverrides
 from gpt4batch.common.upstreams import errors
 from gpt4batch.common.upstreams.config import UpstreamConfig, origin
-from gpt4batch.common.upstreams.transport import RESET_TOKENS, JsonReply, read_httpx
+from gpt4batch.common.upstreams.transport import (
+    REMAINING_TOKENS,
+    RESET_TOKENS,
+    JsonReply,
+    read_httpx,
+)
 
 #: Awaited right before every upstream HTTP request, with the endpoint name
 #: (`upload`, `chat`, `completions`, `models`); a rate limiter's `acquire`.
@@ -59,7 +64,11 @@ class TokenMeter(Protocol):
     def settle(self, ticket: Any, answer: Any) -> None: ...
 
     def rate_limited(
-        self, ticket: Any, retry_after: str | None, reset_tokens: str | None
+        self,
+        ticket: Any,
+        retry_after: str | None,
+        reset_tokens: str | None,
+        remaining_tokens: str | None = None,
     ) -> None: ...
 
 
@@ -183,9 +192,12 @@ class HttpBase:
                 response.headers.get("retry-after"),
                 body,
                 response.headers.get(RESET_TOKENS),
+                response.headers.get(REMAINING_TOKENS),
             )
         if meter is not None and reply.status == 429:
-            meter.rate_limited(ticket, reply.retry_after, reply.reset_tokens)
+            meter.rate_limited(
+                ticket, reply.retry_after, reply.reset_tokens, reply.remaining_tokens
+            )
         if reply.status >= 300:
             raise errors.from_status(
                 reply.status,

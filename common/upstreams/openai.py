@@ -23,7 +23,12 @@ from gpt4batch.common.upstreams.base import (
 )
 from gpt4batch.common.upstreams.config import UpstreamConfig
 from gpt4batch.common.upstreams.inline import user_message
-from gpt4batch.common.upstreams.transport import RESET_TOKENS, read_httpx, read_lines
+from gpt4batch.common.upstreams.transport import (
+    REMAINING_TOKENS,
+    RESET_TOKENS,
+    read_httpx,
+    read_lines,
+)
 
 DEFAULT_MODEL = "gpt-3.5-turbo"
 
@@ -92,6 +97,7 @@ class OpenAIClient(HttpBase):
                             ticket,
                             response.headers.get("retry-after"),
                             response.headers.get(RESET_TOKENS),
+                            response.headers.get(REMAINING_TOKENS),
                         )
                     raise errors.from_status(
                         response.status_code,

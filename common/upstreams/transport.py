@@ -37,6 +37,8 @@ _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=Fa
 
 #: OpenAI's header: how long until the token limit has room again (`1s`, `6m0s`, `20ms`).
 RESET_TOKENS = "x-ratelimit-reset-tokens"
+#: OpenAI's header: tokens left in the current window (on a 429: whether tokens ran out).
+REMAINING_TOKENS = "x-ratelimit-remaining-tokens"
 
 #: (endpoint, HTTP status, seconds) of every completed JSON call, for metrics.
 Observer = Callable[[str, int, float], None]
@@ -45,12 +47,14 @@ Observer = Callable[[str, int, float], None]
 @dataclass(frozen=True, slots=True)
 class JsonReply:
     """A fully read answer: status, the Retry-After header, the raw body, and on a 429
-    OpenAI's `x-ratelimit-reset-tokens` (a token limit's pause)."""
+    OpenAI's `x-ratelimit-reset-tokens` (a token limit's pause) and
+    `x-ratelimit-remaining-tokens` (whether the token limit is what refused)."""
 
     status: int
     retry_after: str | None
     body: bytes
     reset_tokens: str | None = None
+    remaining_tokens: str | None = None
 
 
 class UpstreamHttp(httpx.AsyncClient):
@@ -124,6 +128,7 @@ class UpstreamHttp(httpx.AsyncClient):
                     headers.get("Retry-After"),
                     await _read_aiohttp(response, endpoint, limit),
                     headers.get(RESET_TOKENS) if response.status == 429 else None,
+                    headers.get(REMAINING_TOKENS) if response.status == 429 else None,
                 )
         except (TimeoutError, aiohttp.ClientError) as exc:  # aiohttp's timeouts: TimeoutErrors
             raise errors.from_transport(exc, endpoint) from None

@@ -108,7 +108,7 @@ class CallerService:
             deadline=settings.conversation_deadline or None,
             prices=settings.prices(),
             budget=budget,
-            completion_estimate=getattr(settings, "completion_tokens_estimate", 1000),
+            completion_estimate=settings.completion_tokens_estimate,
             max_tokens=settings.max_tokens,
         )
         self.auth: AuthGate = auth_gate or AuthGate(

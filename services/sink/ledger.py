@@ -10,7 +10,8 @@ counts, never by time or silence.
 
 Files of a batch whose output is `<stem>.jsonl` (all beside it):
 
-    <stem>.journal.jsonl    header {"ledger":2,"batch":…}, then one entry per result:
+    <stem>.journal.jsonl    header {"ledger":2,"batch":…,"started":<unix time of the first
+                            message>}, then one entry per result:
                             {"seq":12,"ok":true,"files":["…png"],"usage":{…},"record":{…}}
                             (`usage`: what its calls cost, when a caller made any)
     <stem>.rejects.jsonl    one `Reject` row per refused input line
@@ -226,6 +227,8 @@ class BatchLedger:
         self.seen = SeqSet()
         self.failed = SeqSet()
         self.manifest: BatchManifest | None = None
+        self.started: float | None = None
+        """Wall time of the batch's first message here (the journal header's `started`)."""
         self.completed = False
         self.complete_lock = asyncio.Lock()
         self.reject_rows: set[int] = set()
@@ -265,7 +268,12 @@ class BatchLedger:
             aside = self.journal_path.with_name(f"{self.journal_path.name}.{int(time.time())}.old")
             os.replace(self.journal_path, aside)
             log.warning("journal of another batch moved aside", path=str(aside))
-            lines = iter(())
+            lines, header = iter(()), {}
+        started = header.get("started")
+        if isinstance(started, int | float):
+            self.started = float(started)
+        elif self.journal_path.exists():  # a header from before `started`: its last write
+            self.started = self.journal_path.stat().st_mtime
         for line in lines:
             if not line.endswith(b"\n"):
                 break  # a torn tail being written right now (read-only use)
@@ -294,7 +302,8 @@ class BatchLedger:
         return self
 
     def _write_header(self) -> None:
-        header = {"ledger": LEDGER_VERSION, "batch": self.batch}
+        self.started = time.time()
+        header = {"ledger": LEDGER_VERSION, "batch": self.batch, "started": self.started}
         with self.journal_path.open("w", encoding="utf-8") as fh:
             fh.write(json.dumps(header) + "\n")
             fh.flush()

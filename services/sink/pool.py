@@ -13,6 +13,13 @@ open files. The bounds (`Limits`, options of `gpt4batch sink`):
   that has been idle that long; with none idle, it is requeued, each time
   counting toward the max attempts, and so ends in `…dead` if they stay busy.
   A batch its manifest announced is never refused.
+- A batch without a manifest whose first message came more than
+  `max_unannounced_age` seconds ago takes no more: its further results are
+  dead-lettered with the reason (`StaleBatch`).
+- The files of at most `max_dropped_kept` batches without a manifest that gave
+  their place are kept on disk; past that the longest-dropped one's files are
+  removed (logged). Made-up batch ids cannot fill the disk; a legitimate stream
+  publishes a manifest (never removed) or reads results on its own channel.
 - No seq at or above `max_records`: the ledger keeps a bit per record.
 
 The per-batch gauges are bounded on their own (`metrics.BatchGauges`, the most
@@ -32,7 +39,7 @@ from pathlib import Path
 from gpt4batch.common.errors import Poison, Requeue
 from gpt4batch.common.filenames import sibling
 from gpt4batch.common.logging import get_logger
-from gpt4batch.services.sink.ledger import BatchLedger
+from gpt4batch.services.sink.ledger import BatchLedger, journal_batch
 
 log = get_logger("gpt4batch.sink")
 
@@ -40,10 +47,16 @@ log = get_logger("gpt4batch.sink")
 Loader = Callable[[str, Path], BatchLedger]
 
 
+class StaleBatch(Poison):
+    """A result of a batch without a manifest past `--max-manifestless-age`."""
+
+
 @dataclass(frozen=True)
 class Limits:
     idle_seconds: float = 60.0
     max_unannounced: int = 64
+    max_unannounced_age: float = 24 * 3600.0
+    max_dropped_kept: int = 1000
     max_records: int = 10_000_000
 
     def check_seq(self, batch: str, seq: int) -> None:
@@ -58,11 +71,20 @@ class Limits:
 class LedgerPool:
     """The held ledgers by output path: loaded once, closed when idle, bounded."""
 
-    def __init__(self, path_for: Callable[[str], Path], load: Loader, limits: Limits) -> None:
+    def __init__(
+        self,
+        path_for: Callable[[str], Path],
+        load: Loader,
+        limits: Limits,
+        keep: Callable[[Path], bool] = lambda path: False,
+    ) -> None:
         self.path_for = path_for
         self.load = load
         self.limits = limits
+        self.keep = keep
+        """Outputs whose files are never removed (the `--out` file), manifest or not."""
         self._tasks: dict[Path, asyncio.Task[BatchLedger]] = {}
+        self._dropped: dict[Path, None] = {}  # manifest-less batches that gave their place
         self._used: dict[Path, float] = {}
         self._busy: dict[Path, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -78,6 +100,7 @@ class LedgerPool:
     async def _get(self, batch: str, path: Path) -> BatchLedger:
         task = self._tasks.get(path)
         if task is None:
+            self._dropped.pop(path, None)  # back: its files are in use again
             task = asyncio.get_running_loop().create_task(asyncio.to_thread(self.load, batch, path))
             self._tasks[path] = task
         self._used[path] = time.monotonic()
@@ -98,7 +121,10 @@ class LedgerPool:
             await self._make_room(batch)
         self._busy[path] = self._busy.get(path, 0) + 1
         try:
-            yield await self._get(batch, path)
+            ledger = await self._get(batch, path)
+            if admit and ledger.manifest is None:
+                self._check_age(ledger)
+            yield ledger
         finally:
             self._busy[path] -= 1
             if not self._busy[path]:
@@ -126,7 +152,51 @@ class LedgerPool:
                 f"the place of the first to be idle for {limits.idle_seconds:g} s",
                 bounded=True,
             )
-        await self._drop(min(idle, key=self._used.__getitem__))
+        oldest = min(idle, key=self._used.__getitem__)
+        await self._drop(oldest)
+        self._remember_dropped(oldest)
+
+    def _check_age(self, ledger: BatchLedger) -> None:
+        """StaleBatch when `ledger` (without a manifest) began too long ago."""
+        started, limit = ledger.started, self.limits.max_unannounced_age
+        if ledger.completed or started is None or time.time() - started <= limit:
+            return
+        raise StaleBatch(
+            f"batch {ledger.batch!r} has no manifest and its first result came more than "
+            f"{limit:g} s ago (--max-manifestless-age): it takes no more results; publish its "
+            "manifest, or read results on a channel of your own"
+        )
+
+    def adopt_dropped(self, folder: Path) -> None:
+        """At start: count the batches without a manifest whose files are in `folder` as
+        dropped (the longest unwritten first), so the cap holds across restarts."""
+        found: list[tuple[float, Path]] = []
+        for journal in folder.glob("*.journal.jsonl"):
+            out = journal.with_name(journal.name[: -len(".journal.jsonl")] + ".jsonl")
+            batch = journal_batch(out)
+            if batch is None or self.path_for(batch) != out or out in self._tasks:
+                continue  # not the journal of the batch this output belongs to, or held
+            if not _announced(out):
+                with suppress(OSError):
+                    found.append((journal.stat().st_mtime, out))
+        for _, out in sorted(found):
+            self._remember_dropped(out)
+
+    def _remember_dropped(self, dropped: Path) -> None:
+        """Remember `dropped` (a manifest-less batch that gave its place); past
+        `max_dropped_kept`, remove the files of the one dropped longest ago."""
+        self._dropped[dropped] = None
+        while len(self._dropped) > self.limits.max_dropped_kept:
+            oldest = next(iter(self._dropped))
+            del self._dropped[oldest]
+            if oldest in self._tasks or _announced(oldest) or self.keep(oldest):
+                continue  # back in use, or announced since: never removed
+            removed = [p for p in _ledger_files(oldest) if _unlink(p)]
+            log.warning(
+                "removed the files of a batch without a manifest (--max-dropped-manifestless)",
+                output=str(oldest),
+                files=len(removed),
+            )
 
     def forget(self, ledger: BatchLedger) -> bool:
         """Drop `ledger` (a completed batch) from memory; True if it was held."""
@@ -181,6 +251,21 @@ class LedgerPool:
 
 def _loaded(task: asyncio.Task[BatchLedger]) -> bool:
     return task.done() and not task.cancelled() and task.exception() is None
+
+
+def _ledger_files(out: Path) -> list[Path]:
+    """What a batch without a manifest has on disk: its ledger files and arrival output."""
+    return [
+        sibling(out, name) for name in ("journal.jsonl", "rejects.jsonl", "downloads.jsonl")
+    ] + [out]
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except OSError:  # gone already, or not ours to remove: counted as kept
+        return False
+    return True
 
 
 def _announced(out: Path) -> bool:

@@ -53,6 +53,21 @@ class SinkSettings(BaseServiceSettings):
         "one waits (requeued, counting toward --max-attempts, then dead-lettered) until one of "
         "them is idle for --batch-idle-seconds. A batch with a manifest is never refused.",
     )
+    max_manifestless_age: float = Field(
+        24 * 3600.0,
+        gt=0,
+        description="Seconds a batch without a BatchManifest takes results, counted from its "
+        "first message: later results of it are dead-lettered with the reason. A stream of "
+        "asks that runs longer publishes its manifest, or reads results on its own channel.",
+    )
+    max_dropped_manifestless: int = Field(
+        1000,
+        ge=0,
+        description="Batches without a manifest that gave their place (see "
+        "--max-batches-without-manifest) whose files are kept on disk; past it the files of "
+        "the one dropped longest ago are removed (logged). A batch with a manifest is never "
+        "removed.",
+    )
     max_batch_records: int = Field(
         10_000_000,
         ge=1,
@@ -70,5 +85,7 @@ class SinkSettings(BaseServiceSettings):
         return Limits(
             idle_seconds=self.batch_idle_seconds,
             max_unannounced=self.max_batches_without_manifest,
+            max_unannounced_age=self.max_manifestless_age,
+            max_dropped_kept=self.max_dropped_manifestless,
             max_records=self.max_batch_records,
         )

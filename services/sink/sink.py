@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Callable
@@ -38,7 +39,7 @@ from gpt4batch.services.sink.appender import Fsync
 from gpt4batch.services.sink.arrival import ArrivalOutput
 from gpt4batch.services.sink.ledger import BatchLedger, journal_batch
 from gpt4batch.services.sink.ordered import write_in_order
-from gpt4batch.services.sink.pool import LedgerPool, Limits
+from gpt4batch.services.sink.pool import LedgerPool, Limits, StaleBatch
 
 log = get_logger("gpt4batch.sink")
 
@@ -111,10 +112,14 @@ class Sink:
         self.on_record = on_record
         self.bus: Bus | None = None
         self.stream = stream
-        self.limits = limits or Limits()
+        # `run` sinks its own batch only, however long it takes: no age bound there.
+        self.limits = limits or (Limits(max_unannounced_age=math.inf) if only_batch else Limits())
         self._owner: str | None = only_batch
-        self.pool = LedgerPool(self.path_for, self._load, self.limits)
+        self.pool = LedgerPool(self.path_for, self._load, self.limits, keep=self._is_out)
         self._completer: asyncio.Task[None] | None = None
+
+    def _is_out(self, path: Path) -> bool:
+        return path == self.out
 
     def path_for(self, batch: str) -> Path:
         """The output path of `batch` (its ledger files sit beside it)."""
@@ -167,6 +172,8 @@ class Sink:
                 await self.ledger(manifest.batch)
         if self.only_batch is not None:
             await self.ledger(self.only_batch)
+        if self.out_dir is not None:
+            self.pool.adopt_dropped(self.out_dir)
         self._completer = asyncio.get_running_loop().create_task(self._complete_leftovers())
         self.pool.start()
 
@@ -263,9 +270,12 @@ class Sink:
         seq = body.get("seq")
         if isinstance(seq, int) and seq >= self.limits.max_records:
             return  # its result was refused for the same reason
-        async with self.pool.use(body["batch"]) as ledger:
-            await ledger.add_dead_letter(letter, body)
-            await self.maybe_complete(ledger)
+        try:
+            async with self.pool.use(body["batch"]) as ledger:
+                await ledger.add_dead_letter(letter, body)
+                await self.maybe_complete(ledger)
+        except StaleBatch:
+            return  # the batch takes nothing more (the letter of its refused result, most likely)
 
     async def handle_manifest(self, msg: BatchManifest, delivery: Delivery) -> None:
         if msg.status != "published" or self._foreign(msg.batch):

@@ -134,6 +134,24 @@ async def test_429_refunds_the_call_and_pauses_as_the_headers_say() -> None:
 
 
 @run_async
+async def test_429_with_tokens_remaining_is_not_a_token_pause() -> None:
+    clock = Clock()
+    paused: list[float] = []
+    limit = TokenLimit(60_000, clock=clock, on_pause=paused.append)
+    reservation = await limit.reserve(body(100))
+    # the window still had room for the call: the requests limit refused it, not tokens
+    limit.rate_limited(reservation, None, "1.5s", "50000")
+    assert paused == [] and limit.paused_for() == 0
+    assert limit.window_tokens() == 0
+    # no room left: the token limit's reset is the pause
+    reservation = await limit.reserve(body(100))
+    limit.rate_limited(reservation, None, "1.5s", "0")
+    assert paused == [1.5]
+    limit.rate_limited(None, None, "2s", "not a number")  # unreadable: the reset holds
+    assert paused[-1] == 2.0
+
+
+@run_async
 async def test_429_pause_is_honoured_without_a_token_limit() -> None:
     clock = Clock()
     limit = TokenLimit(0, clock=clock)

@@ -220,3 +220,25 @@ def test_each_account_holds_its_own_concurrency_in_one_process(tmp_path: Path) -
     a, b = stats["key_calls"][KEY_A], stats["key_calls"][KEY_B]
     assert (a["max_in_flight"], b["max_in_flight"]) == (3, 2), stats
     assert a["calls"] + b["calls"] == 40, stats
+
+
+def test_each_account_holds_its_own_tpm(tmp_path: Path, nsqd: Any, topic_prefix: str) -> None:
+    """OpenAI accounts at 1,200 and 600 tokens per 10-s window (`--tpm-window 10`, as the
+    simulator counts): neither key ever has more accepted within any window, no 429."""
+    write_input(tmp_path, 50, asks=1)
+    sim = ["--token", TOKEN_A, "--also-token", TOKEN_B, "--latency-ms", "40"]
+    with MockUpstream(*sim, "--tpm-window", "10", "--answer-tokens", "40") as mock:
+        openai = {"upstream": "openai", "qps": 0}
+        path = accounts_file(tmp_path, mock, a={**openai, "tpm": 1200}, b={**openai, "tpm": 600})
+        run = start_run(
+            tmp_path, nsqd, topic_prefix, path, "-g", "20", "--tpm-window", "10",
+            "--max-tokens", "50",
+        )  # fmt: skip
+        _, stderr = run.communicate(timeout=180)
+        stats = mock.stats()
+    assert run.returncode == 0, stderr[-3000:]
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 50
+    a, b = stats["key_tokens"][KEY_A], stats["key_tokens"][KEY_B]
+    assert a["max_tokens_in_window"] <= 1200 and b["max_tokens_in_window"] <= 600, stats
+    assert a["calls"] > b["calls"] > 0, stats
+    assert stats["rate_limited"] == 0, stats

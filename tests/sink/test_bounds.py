@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
 
 from gpt4batch.common.errors import Poison, Requeue
+from gpt4batch.common.messages import DeadLetter
 from gpt4batch.services.sink.metrics import BatchGauges
-from gpt4batch.services.sink.pool import Limits
+from gpt4batch.services.sink.pool import Limits, StaleBatch
 from gpt4batch.services.sink.sink import Sink
 from tests.sink.helpers import DELIVERY, make_sink, manifest, result, run
 
@@ -163,3 +166,130 @@ def test_per_batch_gauges_are_kept_for_a_bounded_number_of_batches() -> None:
     gauges.forget("never-seen")
     for n in (7, 8):
         gauges.forget(f"labels{n}")
+
+
+def test_a_batch_without_a_manifest_past_its_age_takes_no_more_results(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        sink = bounded_sink(tmp_path, max_unannounced_age=3600)
+        await sink.start()
+        await sink.handle_result(result("r0", batch="old", seq=0), DELIVERY)
+        journal = tmp_path / "old.journal.jsonl"
+        header = json.loads(journal.read_text().splitlines()[0])
+        assert abs(header["started"] - time.time()) < 60  # kept across restarts
+        # Given its first result came more than --max-manifestless-age ago
+        ledger = await sink.ledger("old")
+        assert ledger.started is not None
+        ledger.started -= 3601
+        lines = journal.read_text()
+        # Then its further results are dead-lettered with the reason, and nothing is written
+        with pytest.raises(StaleBatch, match="--max-manifestless-age"):
+            await sink.handle_result(result("r1", batch="old", seq=1), DELIVERY)
+        outcomes = await sink.handle_results([(result("r2", batch="old", seq=2), DELIVERY)])
+        assert isinstance(outcomes[0], Poison) and "no manifest" in str(outcomes[0])
+        # And the letter of a refused result does not write a line either
+        refused = result("r1", batch="old", seq=1).model_dump_json()
+        letter = DeadLetter(
+            topic="t.results", channel="sink", service="sink", id="1", attempts=1,
+            reason="stale", at=time.time(), body=refused, body_size=len(refused),
+        )  # fmt: skip
+        await sink.handle_dead(letter, DELIVERY)
+        assert journal.read_text() == lines
+        # And once its manifest is published it takes results again, whatever its age
+        await sink.handle_manifest(manifest(2, batch="old"), DELIVERY)
+        await sink.handle_result(result("r1", batch="old", seq=1), DELIVERY)
+        assert (tmp_path / "old.done").exists()
+        await sink.handle_result(result("n0", batch="new", seq=0), DELIVERY)  # a young one
+        await sink.close()
+
+    run(scenario())
+
+
+def test_the_age_of_a_batch_without_a_manifest_survives_a_restart(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        sink = bounded_sink(tmp_path, max_unannounced_age=3600)
+        await sink.start()
+        await sink.handle_result(result("r0", batch="old", seq=0), DELIVERY)
+        await sink.close()
+        journal = tmp_path / "old.journal.jsonl"
+        header, *entries = journal.read_text().splitlines(keepends=True)
+        started = json.loads(header)
+        started["started"] -= 7200
+        journal.write_text(json.dumps(started) + "\n" + "".join(entries))
+        again = bounded_sink(tmp_path, max_unannounced_age=3600)
+        await again.start()
+        with pytest.raises(StaleBatch):
+            await again.handle_result(result("r1", batch="old", seq=1), DELIVERY)
+        await again.close()
+
+    run(scenario())
+
+
+def test_the_files_of_dropped_batches_without_a_manifest_are_bounded(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        sink = bounded_sink(tmp_path, max_unannounced=1, idle_seconds=0.01, max_dropped_kept=1)
+
+        async def junk(batch: str) -> None:
+            await asyncio.sleep(0.05)  # the one held is idle: this one takes its place
+            await sink.handle_result(result("r", batch=batch), DELIVERY)
+
+        await sink.start()
+        await junk("j0")
+        await junk("j1")  # j0 gives its place (its files are kept: 1 dropped batch)
+        # A dropped batch whose manifest comes is loaded again: never removed
+        await sink.handle_manifest(manifest(3, batch="j0"), DELIVERY)
+        for batch in ("j2", "j3", "j4"):
+            await junk(batch)
+        # j1, j2 and j3 gave their places in turn; past one kept, the oldest's files went
+        assert sorted(p.name for p in tmp_path.glob("*.journal.jsonl")) == [
+            "j0.journal.jsonl",
+            "j3.journal.jsonl",
+            "j4.journal.jsonl",
+        ]
+        assert (tmp_path / "j0.manifest.json").exists()
+        # And a removed batch that comes back starts afresh
+        await junk("j1")
+        assert (await sink.ledger("j1")).counts.done == 1
+        await sink.close()
+
+    run(scenario())
+
+
+def test_the_sink_of_run_has_no_age_bound_for_its_own_batch(tmp_path: Path) -> None:
+    """`run` sinks only its own batch (its manifest comes once ingest has read the input)."""
+
+    async def scenario() -> None:
+        sink = Sink(out=tmp_path / "out.jsonl", only_batch="mine", finish=False)
+        await sink.start()
+        await sink.handle_result(result("r0", batch="mine", seq=0), DELIVERY)
+        ledger = await sink.ledger("mine")
+        assert ledger.started is not None
+        ledger.started -= 30 * 24 * 3600
+        await sink.handle_result(result("r1", batch="mine", seq=1), DELIVERY)
+        assert ledger.counts.done == 2
+        await sink.close()
+
+    run(scenario())
+
+
+def test_the_files_of_batches_without_a_manifest_are_bounded_across_restarts(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        sink = bounded_sink(tmp_path)
+        await sink.start()
+        await sink.handle_manifest(manifest(5, batch="m"), DELIVERY)
+        for n, batch in enumerate(("m", "j0", "j1", "j2")):
+            await sink.handle_result(result("r", batch=batch), DELIVERY)
+            os.utime(tmp_path / f"{batch}.journal.jsonl", (1000.0 + n, 1000.0 + n))
+        await sink.close()
+        # When the sink starts again with room for one dropped batch's files
+        again = bounded_sink(tmp_path, max_dropped_kept=1)
+        await again.start()
+        # Then the files of the longest unwritten go; the announced batch keeps its own
+        assert sorted(p.name for p in tmp_path.glob("*.journal.jsonl")) == [
+            "j2.journal.jsonl",
+            "m.journal.jsonl",
+        ]
+        await again.close()
+
+    run(scenario())

@@ -236,12 +236,19 @@ class TokenLimit:
         reservation: Reservation | None,
         retry_after: str | None,
         reset_tokens: str | None,
+        remaining_tokens: str | None = None,
     ) -> None:
-        """A 429: the call took no tokens; pause model calls as the upstream asks."""
+        """A 429: the call took no tokens; pause model calls as the upstream asks.
+
+        `retry-after` wins. Else `x-ratelimit-reset-tokens` is the pause, unless
+        `x-ratelimit-remaining-tokens` says the window still had room for this call:
+        then the token limit is not what refused it (e.g. the requests limit), and
+        the call's own retry policy decides, with no fleet-wide token pause."""
+        wanted = reservation.tokens if reservation is not None else 1
         if reservation is not None:
             self._correct(reservation, 0)
         pause = parse_retry_after(retry_after)
-        if pause is None:
+        if pause is None and not _tokens_left(remaining_tokens, wanted):
             pause = parse_duration(reset_tokens)
         if pause:
             pause = min(pause, MAX_PAUSE)
@@ -268,3 +275,12 @@ class TokenLimit:
             self._pace = start + delta * self.window / self.share
         if delta < 0:
             self._changed.set()
+
+
+def _tokens_left(remaining_tokens: str | None, wanted: int) -> bool:
+    """Whether OpenAI's `x-ratelimit-remaining-tokens` had room for `wanted` tokens
+    (absent or unreadable: no, the 429 is taken as the token limit's)."""
+    try:
+        return remaining_tokens is not None and int(remaining_tokens) >= max(wanted, 1)
+    except ValueError:
+        return False
