@@ -164,6 +164,8 @@ class HttpBase:
         else:  # per-message overrides: a copy (its token, URLs and timeouts are the same)
             headers, timeout = config.headers(), config.timeout(upload=upload)
             check_host(endpoint, url, config)
+        if upload:  # the upstream's refusal (503, 401, 413) arrives before the file is sent
+            headers = {**headers, **EXPECT_CONTINUE}
         meter = self.tokens if endpoint in MODEL_ENDPOINTS else None
         ticket = await start_call(meter, self.before_call, endpoint, kwargs.get("json"))
         json_call = self._json_call
@@ -208,6 +210,13 @@ class HttpBase:
         if ticket is not None:
             meter.settle(ticket, answer)  # type: ignore[union-attr]
         return answer
+
+
+#: Sent with an upload: the file goes once the upstream said 100 Continue, so an upstream
+#: that refuses at once (503 in its prepare step, a proxy's 401/413) is read as that answer.
+#: Without it, a server closing the connection on the unread file reset it, and the answer
+#: was lost: the record said "connection closed" or "timed out" instead of HTTP 503.
+EXPECT_CONTINUE = {"Expect": "100-continue"}
 
 
 async def start_call(

@@ -220,3 +220,24 @@ def test_run_flags_are_generated_from_the_caller_settings() -> None:
     # The services' names work as aliases of the original's.
     o = parse(["--input", "a.jsonl", "--output", "b.jsonl", "--chat-url", "http://h/c"])
     assert (o.input, o.out, o.chat_url) == ("a.jsonl", "b.jsonl", "http://h/c")
+
+
+def test_an_upload_answered_503_is_reported_as_503(tmp_path: Path) -> None:
+    """Issue 23: an upload answered 503 was reported as a timeout. The simulator answers
+    503 before reading the file (as a proxy refusing at once does) and closes on the unread
+    body, which reset the connection: the record said "connection closed" or "timed out"."""
+    (tmp_path / "big.bin").write_bytes(os.urandom(3_000_000))
+    (tmp_path / "small.bin").write_bytes(os.urandom(1000))
+    lines = [
+        {"id": f"r{i}", "asks": [{"id": "a", "content": "what is it", "files": [name]}]}
+        for i, name in enumerate(["big.bin", "small.bin"] * 3)
+    ]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with MockUpstream("--fault-5xx", "1") as failing:
+        r = run_cmd(tmp_path, "-i", "in.jsonl", *upstream(failing, "--retries", "0"))
+    assert r.returncode == 1, r.stderr[-2000:]
+    errors = [record["iErr"] for record in read_jsonl(tmp_path / "out.jsonl")]
+    assert [e["code"] for e in errors] == [503] * 6, errors
+    for error in errors:
+        assert "upload: HTTP 503" in error["message"] and "service unavailable" in error["message"]
+        assert "timed out" not in error["message"]

@@ -279,6 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--twin-nsqd", action="store_true", help="a second nsqd with the first's --node-id"
     )
+    parser.add_argument(
+        "--all-cases",
+        action="store_true",
+        help="issue 19: the default case, then --services-first, then --twin-nsqd (same "
+        "records and seed; each in its own folder under --workdir); a summary line per case",
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
     print(f"chaos: seed {seed}", flush=True)
@@ -288,18 +294,49 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(",")) if args.only else None
-    report = run_chaos(
-        workdir,
-        args.records,
-        seed,
-        args.timeout,
-        kills=not args.calm,
-        only=only,
-        services_first=args.services_first,
-        twin_nsqd=args.twin_nsqd,
+    if args.all_cases:
+        cases = CASES
+    else:
+        chosen = {"services_first": args.services_first, "twin_nsqd": args.twin_nsqd}
+        name = "+".join(k.replace("_", "-") for k, on in chosen.items() if on) or "default"
+        cases = {name: chosen}
+    reports: dict[str, ChaosReport] = {}
+    for name, flags in cases.items():
+        folder = workdir / name if args.all_cases else workdir
+        folder.mkdir(exist_ok=True)
+        print(f"chaos: case {name}", flush=True)
+        report = reports[name] = run_chaos(
+            folder,
+            args.records,
+            seed,
+            args.timeout,
+            kills=not args.calm,
+            only=only,
+            services_first=flags.get("services_first", False),
+            twin_nsqd=flags.get("twin_nsqd", False),
+        )
+        print(report.summary(), flush=True)
+    for name, report in reports.items():
+        print(case_line(name, report))
+    return 1 if any(report.problems for report in reports.values()) else 0
+
+
+#: `--all-cases`, in order: each case's run_chaos flags (issue 19's two cases after the default).
+CASES: dict[str, dict[str, bool]] = {
+    "default": {},
+    "services-first": {"services_first": True},
+    "twin-nsqd": {"twin_nsqd": True},
+}
+
+
+def case_line(name: str, report: ChaosReport) -> str:
+    """One line per case, after all of them: the figures the closing notes quote."""
+    verdict = f"PROBLEMS {report.problems}" if report.problems else "ok"
+    return (
+        f"chaos case {name}: seed={report.seed} records={report.records} ok={report.ok} "
+        f"failed={report.failed} files={report.files_fetched}/{report.files_planned} "
+        f"paid_twice={report.paid_twice} seconds={report.seconds:.0f}: {verdict}"
     )
-    print(report.summary())
-    return 1 if report.problems else 0
 
 
 if __name__ == "__main__":
