@@ -8,7 +8,7 @@ finishes other batches' copies there, and deletes the channel when done.
 
 Life of a run:
 1. check options and the token (exit 2 before any work when wrong);
-2. load the batch ledger (`<out>.journal.jsonl`, see services/sink/ledger.py):
+2. load the batch ledger (`<out>.journal.jsonl`, see services/sink/ledger/):
    records it holds are not run again, so a run killed before its summary (kill -9,
    power loss) continues when started again, and says so in one line;
 3. ingest publishes the records while the caller works and the embedded sink

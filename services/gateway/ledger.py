@@ -1,4 +1,4 @@
-"""The gateway's use of the batch ledger (services/sink/ledger.py), its one source of state.
+"""The gateway's use of the batch ledger (services/sink/ledger/), its one source of state.
 
 The gateway consumes the results, download results and dead letters of its
 own batches on its own channel and hands them to the same `Sink` the file sink
@@ -21,7 +21,7 @@ from gpt4batch.common.filenames import sibling
 from gpt4batch.common.messages import BatchManifest, DeadLetter, DownloadResult, ResultMessage
 from gpt4batch.common.usage import batch_api_usage
 from gpt4batch.services.sink.ledger import LedgerCounts
-from gpt4batch.services.sink.ordered import sorted_results
+from gpt4batch.services.sink.ledger.output import sorted_results
 from gpt4batch.services.sink.sink import Sink, dead_letter_body
 
 

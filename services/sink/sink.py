@@ -38,7 +38,7 @@ from gpt4batch.services.sink import metrics
 from gpt4batch.services.sink.appender import Fsync
 from gpt4batch.services.sink.arrival import ArrivalOutput
 from gpt4batch.services.sink.ledger import BatchLedger, journal_batch
-from gpt4batch.services.sink.ordered import write_in_order
+from gpt4batch.services.sink.ledger.output import write_output
 from gpt4batch.services.sink.pool import LedgerPool, Limits, StaleBatch
 
 log = get_logger("gpt4batch.sink")
@@ -303,7 +303,7 @@ class Sink:
                 raise RuntimeError("sink is not bound to a bus yet")
             assert ledger.manifest is not None
             await ledger.close()  # every accepted line is on disk before it is read
-            await asyncio.to_thread(write_in_order, ledger.journal_path, ledger.out)
+            await asyncio.to_thread(write_output, ledger.journal_path, ledger.out)
             usage = UsageLine.model_validate(ledger.usage.as_dict())
             done = ledger.manifest.model_copy(update={"status": "complete", "usage": usage})
             await self.bus.publish(self.bus.topics.batches, done)

@@ -10,8 +10,7 @@ import pytest
 
 from gpt4batch.cli.run import finalize
 from gpt4batch.services.ingest.reader import read_lines
-from gpt4batch.services.sink import ordered
-from gpt4batch.services.sink.ledger import entry_line
+from gpt4batch.services.sink.ledger import entry_line, output
 
 
 def make_input(path: Path, n: int) -> None:
@@ -21,12 +20,12 @@ def make_input(path: Path, n: int) -> None:
 
 
 def test_the_sort_chunk_is_small_and_grows_only_to_bound_the_runs() -> None:
-    chunk = finalize.SORT_CHUNK_BYTES
+    chunk = output.SORT_CHUNK_BYTES
     assert chunk <= 4 * 1024 * 1024  # the finalizer's share of run's memory stays small
-    assert finalize.sort_chunk_bytes(0) == chunk
-    assert finalize.sort_chunk_bytes(finalize.MAX_RUNS * chunk) == chunk
-    huge = 10 * finalize.MAX_RUNS * chunk + 1
-    assert -(-huge // finalize.sort_chunk_bytes(huge)) <= finalize.MAX_RUNS
+    assert output.sort_chunk_bytes(0) == chunk
+    assert output.sort_chunk_bytes(output.MAX_RUNS * chunk) == chunk
+    huge = 10 * output.MAX_RUNS * chunk + 1
+    assert -(-huge // output.sort_chunk_bytes(huge)) <= output.MAX_RUNS
 
 
 def test_output_follows_input_order_whatever_the_journal_order(
@@ -43,11 +42,11 @@ def test_output_follows_input_order_whatever_the_journal_order(
             record = json.dumps({"id": f"r{seq}", "asks": [], "answers": [], "iErr": None})
             fh.write(entry_line(seq, True, record))
     # Tiny chunks force many sorted runs spilled to disk and merged.
-    monkeypatch.setattr(finalize, "SORT_CHUNK_BYTES", 2000)
+    monkeypatch.setattr(output, "SORT_CHUNK_BYTES", 2000)
     spills: list[int] = []
-    real_spill = ordered._spill
+    real_spill = output._spill
     monkeypatch.setattr(
-        ordered, "_spill", lambda entries, folder: spills.append(1) or real_spill(entries, folder)
+        output, "_spill", lambda entries, folder: spills.append(1) or real_spill(entries, folder)
     )
     with source.open("rb") as stream:
         counts = finalize.write_final(read_lines(stream, 1 << 20), journal, out)

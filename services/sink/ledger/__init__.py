@@ -37,7 +37,8 @@ last line) must be used by the one writer only.
 
 Modules: `journal` (the line format), `counting` (the pure state machine),
 `read` (rebuilding it from the files), `store` (the concurrent writer),
-`dead_letter` (the dead-letter → failed rule), `files` (paths, the one atomic write).
+`dead_letter` (the dead-letter → failed rule), `files` (paths, the one atomic write),
+`output` (the one sort of the journal by seq, in bounded memory, and `write_output`).
 """
 
 from gpt4batch.services.sink.ledger.counting import LedgerCounts, LedgerTally, Status

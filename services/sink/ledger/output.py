@@ -3,8 +3,9 @@
 The journal is sorted by seq in chunks (each sorted in memory, spilled to a
 temporary file) and the chunks are merged. Of several entries for one seq the
 first success wins (a failure is replaced by a later success), else the first.
-Used by the sink to write a completed batch's output and by `gpt4batch run`'s
-finalizer, which walks it beside the input.
+Used by the sink to write a completed batch's output (`write_output`), by
+`gpt4batch run`'s finalizer, which walks it beside the input, and by the
+gateway's output file: one sort, one policy for its memory.
 """
 
 from __future__ import annotations
@@ -19,13 +20,20 @@ from gpt4batch.services.sink.index import iter_lines
 from gpt4batch.services.sink.ledger.files import atomic_output
 from gpt4batch.services.sink.ledger.journal import parse_entry
 
-#: Journal bytes sorted in memory at once before spilling a sorted run to disk. As
-#: entry tuples they take about 1.4× their bytes: 16 MiB keeps the finalizer's peak
-#: near 25 MB (64 MiB took ~90 MB, most of `run`'s 100-MB budget); a million
-#: one-ask records make ~16 runs, merged in one pass.
-CHUNK_BYTES = 16 * 1024 * 1024
+#: Journal bytes sorted in memory at once before spilling a sorted run to disk (as entry
+#: tuples about 1.4x that): 4 MiB keeps the sort's peak near 6 MB (16 MiB took ~23 MB, the
+#: largest part of `run`'s growth; 64 MiB ~90 MB). Past MAX_RUNS x 4 MiB of journal (~1 GB,
+#: about a million one-ask records) the chunks grow instead, so at most MAX_RUNS files are
+#: open and merged at once, in one pass.
+SORT_CHUNK_BYTES = 4 * 1024 * 1024
+MAX_RUNS = 256
 
 Entry = tuple[int, bool, bytes]  # seq, ok, record JSON
+
+
+def sort_chunk_bytes(journal_bytes: int) -> int:
+    """The in-memory sort chunk for a journal of `journal_bytes`."""
+    return max(SORT_CHUNK_BYTES, -(-journal_bytes // MAX_RUNS))
 
 
 def _spill(entries: list[Entry], folder: Path) -> Path:
@@ -45,8 +53,10 @@ def _read_run(path: Path) -> Iterator[Entry]:
 
 
 def sorted_results(journal: Path, folder: Path, chunk_bytes: int | None = None) -> Iterator[Entry]:
-    """Journal entries in seq order, one per seq (the first success, else the first)."""
-    chunk_bytes = chunk_bytes or CHUNK_BYTES
+    """Journal entries in seq order, one per seq (the first success, else the first);
+    `chunk_bytes` defaults to `sort_chunk_bytes` of the journal's size."""
+    if chunk_bytes is None:
+        chunk_bytes = sort_chunk_bytes(journal.stat().st_size if journal.exists() else 0)
     runs: list[Path] = []
     buffer: list[Entry] = []
     buffered = 0
@@ -79,7 +89,7 @@ def sorted_results(journal: Path, folder: Path, chunk_bytes: int | None = None) 
             path.unlink(missing_ok=True)
 
 
-def write_in_order(journal: Path, out: Path) -> int:
+def write_output(journal: Path, out: Path) -> int:
     """The journal's records, one line per seq in seq order, to `out` (atomically)."""
     written = 0
     with atomic_output(out) as fh:
