@@ -23,6 +23,7 @@ from gpt4batch.common.cli_help import DefaultsFormatter as DefaultsFormatter
 from gpt4batch.common.cli_help import bool_default
 from gpt4batch.common.credentials import read_secret_file
 from gpt4batch.common.errors import ConfigError
+from gpt4batch.common.logging import register_secret
 from gpt4batch.common.topics import DEFAULT_PREFIX, Topics, check_name
 
 ENV_PREFIX = "GPT4BATCH_"
@@ -125,6 +126,8 @@ class BaseServiceSettings(BaseSettings):
                 )
             secret = read_secret_file(Path(self.nsq_auth_secret_file), "--nsq-auth-secret-file")
             self.nsq_auth_secret = SecretStr(secret)
+        if self.nsq_auth_secret is not None:  # from a flag, the environment or the file
+            register_secret(self.nsq_auth_secret.get_secret_value())
         return self
 
     @property

@@ -104,3 +104,14 @@ def test_the_secret_file_flag_is_in_every_nsq_commands_help(
         head = ["list"] if name == "dead" else []
         assert run_main(main, [*head, "--help"]) == 0
         assert "--nsq-auth-secret-file" in capsys.readouterr().out, name
+
+
+def test_an_nsq_auth_secret_from_the_environment_is_masked_in_log_lines(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from gpt4batch.common.logging import redact_text
+    from gpt4batch.services.sink.settings import SinkSettings
+
+    monkeypatch.setenv("GPT4BATCH_NSQ_AUTH_SECRET", "nsqd-auth-from-env-1234")
+    SinkSettings(out_dir=str(tmp_path))
+    assert redact_text("auth failed for nsqd-auth-from-env-1234") == "auth failed for ***"
