@@ -106,7 +106,7 @@ def test_gpt4batch_records_are_detected_and_checked_like_ingest(tmp_path: Path) 
 
 
 def test_output_lines_have_the_batch_api_shape() -> None:
-    completion = shapes.completion("chatcmpl-1", "m-1", "four", 8)
+    completion = shapes.completion("chatcmpl-1", "m-1", "four", 8, 1)
     ok, good = output_line("b1", {"id": "a", "asks": [], "answers": [completion]})
     assert good and ok["custom_id"] == "a" and ok["error"] is None
     assert ok["response"]["status_code"] == 200
