@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.machinery
+import re
 import subprocess
 import sys
 import zipfile
@@ -85,3 +86,55 @@ def test_unknown_command_is_a_usage_error() -> None:
     )
     assert result.returncode == 2
     assert "unknown command 'frobnicate'" in result.stderr
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[\s<>=!~;\[(]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _runtime_closure(names: set[str]) -> set[str]:
+    """The distributions the runtime dependencies pull in (extras and markers left out)."""
+    import importlib.metadata as md
+
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = md.requires(name) or []
+        except md.PackageNotFoundError:
+            continue
+        todo += [_requirement_name(r) for r in requires if "extra ==" not in r]
+    return seen
+
+
+def test_every_third_party_import_is_a_runtime_dependency() -> None:
+    """What the installed package imports must come with `pip install gpt4batch` (PyYAML
+    for `--accounts` was only in the test extra, so an image could not read YAML)."""
+    import ast
+    import importlib.metadata as md
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = _runtime_closure({_requirement_name(r) for r in project["dependencies"]})
+    owners = md.packages_distributions()
+    missing: dict[str, str] = {}
+    for folder in ("common", "services", "cli"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    tops = [alias.name.split(".")[0] for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                    tops = [node.module.split(".")[0]]
+                else:
+                    continue
+                for top in tops:
+                    if top in sys.stdlib_module_names or top in ("gpt4batch", "__future__"):
+                        continue
+                    dists = {d.lower().replace("_", "-") for d in owners.get(top, [top])}
+                    if not dists & runtime:
+                        missing[top] = str(path.relative_to(ROOT))
+    assert not missing, f"imported but not a runtime dependency: {missing}"
