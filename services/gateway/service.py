@@ -15,7 +15,7 @@ from gpt4batch.services.gateway.listener import listener
 from gpt4batch.services.gateway.settings import GatewaySettings
 from gpt4batch.services.gateway.store import Store
 from gpt4batch.services.gateway.tenants import Tenants, warn_if_shared, warn_key_on_argv
-from gpt4batch.services.sink.settings import SinkSettings
+from gpt4batch.services.sink.settings import embedded_settings
 
 log = get_logger("gpt4batch.gateway")
 
@@ -32,7 +32,7 @@ class GatewayService:
         self.store = Store(data)
         self.batches = Batches(
             self.store,
-            ledger_settings(settings, data / "ledger"),
+            embedded_settings(out_dir=data / "ledger", max_in_flight=settings.max_in_flight),
             window=settings.window,
             max_line_bytes=settings.max_line_bytes,
             max_msg_size=settings.max_msg_size,
@@ -56,15 +56,6 @@ class GatewayService:
     async def close(self) -> None:
         await self.batches.close()
         self.store.close()
-
-
-def ledger_settings(settings: GatewaySettings, folder: Path) -> SinkSettings:
-    """The gateway's ledger: a sink of one file per batch under `folder`, output only at
-    completion. Built from defaults, not the environment (the sink's own options such as
-    GPT4BATCH_OUT are not the gateway's)."""
-    return SinkSettings.model_construct(
-        out_dir=str(folder), stream_output=False, max_in_flight=settings.max_in_flight
-    )
 
 
 def build(settings: GatewaySettings, *, key_on_argv: bool = False) -> App:

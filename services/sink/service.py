@@ -1,7 +1,8 @@
 """`SinkService`: the sink's handlers subscribed on a bus (NSQ or in-memory).
 
 The one place that subscribes the sink's topics: the file sink on `sink`, the
-gateway on its own channel with its hooks (`owns`, `on_progress`, `on_complete`).
+gateway and `gpt4batch run` each on its own channel with its hooks (`owns` or
+`only_batch`, `on_progress`, `on_complete`, `on_record`).
 Results are written with group commit (one write + fsync per group), set by
 `fsync_every` / `fsync_interval_ms`.
 """
@@ -22,7 +23,7 @@ from gpt4batch.common.messages import (
 from gpt4batch.common.result_parts import PartAssembler, held_limit
 from gpt4batch.common.topics import Channels
 from gpt4batch.services.sink.settings import SinkSettings
-from gpt4batch.services.sink.sink import BatchHook, Sink
+from gpt4batch.services.sink.sink import BatchHook, OnRecord, Sink
 
 
 class SinkService:
@@ -36,6 +37,9 @@ class SinkService:
         owns: Callable[[str], bool] | None = None,
         on_progress: BatchHook | None = None,
         on_complete: BatchHook | None = None,
+        on_record: OnRecord | None = None,
+        only_batch: str | None = None,
+        finish: bool = True,
     ) -> None:
         self.settings = settings
         self.channel = channel
@@ -49,6 +53,9 @@ class SinkService:
             owns=owns,
             on_progress=on_progress,
             on_complete=on_complete,
+            on_record=on_record,
+            only_batch=only_batch,
+            finish=finish,
         )
 
     def register(self, bus: Bus) -> None:

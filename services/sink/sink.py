@@ -311,6 +311,7 @@ class Sink:
             c = ledger.counts
             log.info("batch announced", batch=msg.batch, total=msg.total, written=c.done)
             await self.maybe_complete(ledger)
+        self._progressed(msg.batch)
 
     async def maybe_complete(self, ledger: BatchLedger) -> None:
         """Once the counts say complete: the output in input order, a `complete`
