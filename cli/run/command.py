@@ -12,7 +12,8 @@ Life of a run:
    records it holds are not run again, so a run killed before its summary (kill -9,
    power loss) continues when started again, and says so in one line;
 3. ingest publishes the records while the caller works and the embedded sink
-   fsyncs each result into the ledger as it arrives;
+   (the same `SinkService` as `gpt4batch sink`, on the run's channel, group
+   commit) fsyncs each result into the ledger as it arrives;
 4. the run is complete when the ledger's counts say so: every record has a
    line and every planned download a result. On Ctrl-C: stop taking work, let
    in-flight calls finish for `--grace` s and their results reach the ledger;
@@ -32,10 +33,10 @@ from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, SecretStr
+from pydantic import SecretStr
 
 from gpt4batch.cli.run.errors_file import ErrorBreakdown, write_errors
 from gpt4batch.cli.run.estimate import print_estimate
@@ -102,8 +103,6 @@ DRAIN_TIMEOUT = 10.0
 PROGRESS_SECONDS = 0.2
 
 log = glog.get_logger("gpt4batch.run")
-
-M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass
