@@ -12,7 +12,8 @@ Life of a run:
    records it holds are not run again, so a run killed before its summary (kill -9,
    power loss) continues when started again, and says so in one line;
 3. ingest publishes the records while the caller works and the embedded sink
-   fsyncs each result into the ledger as it arrives;
+   (the same `SinkService` as `gpt4batch sink`, on the run's channel, group
+   commit) fsyncs each result into the ledger as it arrives;
 4. the run is complete when the ledger's counts say so: every record has a
    line and every planned download a result. On Ctrl-C: stop taking work, let
    in-flight calls finish for `--grace` s and their results reach the ledger;
@@ -24,17 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, SecretStr
+from pydantic import SecretStr
 
 from gpt4batch.cli.run.errors_file import ErrorBreakdown, write_errors
 from gpt4batch.cli.run.estimate import print_estimate
@@ -60,19 +62,14 @@ from gpt4batch.cli.run.report import (
 from gpt4batch.cli.run.side_files import retire_side_files
 from gpt4batch.common import logging as glog
 from gpt4batch.common.authenticator import from_config as authenticator_from_config
-from gpt4batch.common.bus import Bus, Delivery, Handler
+from gpt4batch.common.bus import Bus
 from gpt4batch.common.credentials import DEFAULT_CREDENTIALS, warn_secrets_in_argv
 from gpt4batch.common.errors import BusConnectError, ConfigError
 from gpt4batch.common.memory_bus import MemoryBus
 from gpt4batch.common.messages import (
-    BatchManifest,
-    DeadLetter,
-    DownloadResult,
     IErr,
     ResultMessage,
-    ResultPart,
 )
-from gpt4batch.common.result_parts import PartAssembler
 from gpt4batch.common.service import (
     EXIT_ABORTED,
     EXIT_FAILED,
@@ -93,7 +90,8 @@ from gpt4batch.services.ingest.batch_id import default_batch_id
 from gpt4batch.services.ingest.ingest import IngestSummary, ingest
 from gpt4batch.services.ingest.reader import file_sha256, open_input, read_lines
 from gpt4batch.services.sink.ledger import BatchLedger
-from gpt4batch.services.sink.sink import Sink
+from gpt4batch.services.sink.service import SinkService
+from gpt4batch.services.sink.settings import embedded_settings
 
 if TYPE_CHECKING:
     from gpt4batch.services.downloader.service import DownloaderService
@@ -105,8 +103,6 @@ DRAIN_TIMEOUT = 10.0
 PROGRESS_SECONDS = 0.2
 
 log = glog.get_logger("gpt4batch.run")
-
-M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass
@@ -271,7 +267,16 @@ class Run:
             )
         self.download_dir = download_dir
         self.channel = run_channel(self.batch)
-        self.sink = Sink(out=self.out, only_batch=self.batch, finish=False)
+        self.sink_service = SinkService(
+            # Its own batch only, however long it takes: no age bound.
+            embedded_settings(out=self.out, max_manifestless_age=math.inf),
+            channel=self.channel,
+            only_batch=self.batch,
+            finish=False,
+            on_record=self._on_record,
+            on_progress=self._on_progress,
+        )
+        self.sink = self.sink_service.sink
         self.ledger: BatchLedger | None = None
         self.progress: RunProgress | None = None
         self.stop = asyncio.Event()
@@ -307,7 +312,6 @@ class Run:
         self.progress = RunProgress(
             self.opts.progress, ledger.counts, calls=self.caller.calls, usage=ledger.usage
         )
-        self.sink.on_record = self.progress.on_record
         if ledger.counts.done:  # a run of this batch was killed or stopped: said in one line
             print(continuing_line(ledger.journal_path, ledger.counts.done), file=sys.stderr)
         bus = make_bus(self.opts, self.bus_settings)
@@ -315,7 +319,7 @@ class Run:
         for service in services:
             await service.start()
             service.register(bus)
-        self._register_sink(bus)
+        self.sink_service.register(bus)
         interrupted = True
         try:
             if not await start_unless_stopped(bus, self.stop):  # Ctrl-C while NSQ is awaited
@@ -345,27 +349,15 @@ class Run:
             self.caller.calls.rate_limited,
         )
 
-    def _register_sink(self, bus: Bus) -> None:
-        """The embedded sink on the run's own channel of each topic it reads."""
-        t, sink, woken = bus.topics, self.sink, self._waking
-        bus.subscribe(t.results, self.channel, ResultMessage, woken(sink.handle_result))
-        bus.subscribe(t.downloaded, self.channel, DownloadResult, woken(sink.handle_download))
-        bus.subscribe(t.dead, self.channel, DeadLetter, woken(sink.handle_dead))
-        bus.subscribe(t.batches, self.channel, BatchManifest, woken(sink.handle_manifest))
-        pieces = PartAssembler(sink.handle_result)  # results over one message's size
-        bus.subscribe(t.result_parts, self.channel, ResultPart, woken(pieces.handle))
-        sink.bus = bus
+    def _on_record(self, msg: ResultMessage) -> None:
+        if self.progress is not None:
+            self.progress.on_record(msg)
 
-    def _waking(self, handler: Callable[[M, Delivery], Awaitable[None]]) -> Handler[M]:
-        """`handler`, then wake `_wait` once the ledger's counts say complete (so the run
-        ends when its last line lands, not at the next progress tick)."""
-
-        async def handle(msg: M, delivery: Delivery) -> None:
-            await handler(msg, delivery)
-            if self.ledger is not None and self.ledger.ready_to_complete:
-                self.complete.set()
-
-        return handle
+    def _on_progress(self, batch: str) -> None:
+        """Wake `_wait` once the ledger's counts say complete (so the run ends when its
+        last line lands, not at the next progress tick)."""
+        if self.ledger is not None and self.ledger.ready_to_complete:
+            self.complete.set()
 
     async def _ingest(self, bus: Bus) -> IngestSummary:
         assert self.ledger is not None

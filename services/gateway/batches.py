@@ -23,13 +23,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpt4batch.common.bus import Bus, Delivery
+from gpt4batch.common.bus import Bus
+from gpt4batch.common.filenames import sibling
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.messages import BatchManifest, DeadLetter, DownloadResult, ResultMessage
+from gpt4batch.common.messages import BatchManifest
+from gpt4batch.common.topics import Channels
+from gpt4batch.common.usage import batch_api_usage
 from gpt4batch.services.gateway import metrics
 from gpt4batch.services.gateway.convert import convert_file, output_line
-from gpt4batch.services.gateway.ledger import Ledger, records_in_order
 from gpt4batch.services.gateway.store import BatchRecord, Store, new_id
+from gpt4batch.services.sink.ledger import LedgerCounts
+from gpt4batch.services.sink.ledger.output import sorted_results
+from gpt4batch.services.sink.service import SinkService
+from gpt4batch.services.sink.settings import SinkSettings
 
 log = get_logger("gpt4batch.gateway")
 
@@ -37,13 +43,28 @@ PUBLISH_CHUNK = 500
 
 
 class Batches:
-    """Every batch of one gateway; handlers for its own results channel."""
+    """Every batch of one gateway, recorded by its own `SinkService` (the ledger) on the
+    gateway's channel: only its own batches, each change and completion nudging the
+    batch's driver."""
 
     def __init__(
-        self, store: Store, ledger: Ledger, *, window: int, max_line_bytes: int, max_msg_size: int
+        self,
+        store: Store,
+        ledger: SinkSettings,
+        *,
+        window: int,
+        max_line_bytes: int,
+        max_msg_size: int,
     ) -> None:
         self.store = store
-        self.ledger = ledger
+        self.ledger = SinkService(
+            ledger,
+            channel=Channels.GATEWAY,
+            owns=self.owns,
+            on_progress=self._nudge,
+            on_complete=self._nudge,
+        )
+        self.sink = self.ledger.sink
         self.window = window
         self.max_line_bytes = max_line_bytes
         self.max_msg_size = max_msg_size
@@ -125,7 +146,7 @@ class Batches:
         elif batch.status in ("validating", "failed"):
             counts = {"total": batch.total, "completed": 0, "failed": 0}
         else:
-            c = await self.ledger.counts(batch.id)
+            c = await self._counts(batch.id)
             counts = {"total": batch.total, "completed": c.ok, "failed": c.failed}
         errors = None
         if batch.errors:
@@ -153,30 +174,24 @@ class Batches:
             "metadata": batch.metadata,
             "usage": None
             if batch.status in ("validating", "failed")
-            else await self.ledger.usage(batch.id),
+            else await self._usage(batch.id),
         }
 
     # --- results channel ---------------------------------------------------------------
     def owns(self, batch_id: str) -> bool:
         return batch_id in self._statuses
 
-    async def handle_result(self, msg: ResultMessage, delivery: Delivery) -> None:
-        if not self.owns(msg.batch):
-            return  # another gateway's or a file batch: not ours to record
-        await self.ledger.add_result(msg, delivery)
-        self._nudge(msg.batch)
+    async def _counts(self, batch_id: str) -> LedgerCounts:
+        return (await self.sink.ledger(batch_id)).counts
 
-    async def handle_download(self, msg: DownloadResult, delivery: Delivery) -> None:
-        if self.owns(msg.batch):
-            await self.ledger.add_download(msg, delivery)
-            self._nudge(msg.batch)
-
-    async def handle_dead(self, letter: DeadLetter, delivery: Delivery) -> None:
-        """An ask of ours that could never be handled still counts, as failed."""
-        batch = self.ledger.batch_of(letter)
-        if batch is not None and self.owns(batch):
-            await self.ledger.add_dead_letter(letter, delivery)
-            self._nudge(batch)
+    async def _usage(self, batch_id: str) -> dict[str, Any]:
+        """What the batch's calls used and cost: from its `.done` marker once complete (the
+        ledger is not loaded again for it), else from its ledger."""
+        done = sibling(self.sink.path_for(batch_id), "done")
+        if done.exists():
+            marker = json.loads(await asyncio.to_thread(done.read_bytes))
+            return batch_api_usage(marker.get("usage") or {})
+        return batch_api_usage((await self.sink.ledger(batch_id)).usage.as_dict())
 
     def _nudge(self, batch_id: str) -> None:
         event = self._wake.get(batch_id)
@@ -226,14 +241,14 @@ class Batches:
         if batch.status == "finalizing":
             await self._finalize(batch)
             return True
-        written = (await self.ledger.counts(batch.id)).done
+        written = (await self._counts(batch.id)).done
         if batch.status == "cancelling":
             if written >= batch.published:
                 await self._finalize(batch, cancelled=True)
                 return True
             return False
         # in_progress
-        if await self.ledger.complete(batch.id):
+        if (await self.sink.ledger(batch.id)).completed:  # the ledger's one decision
             batch.status = "finalizing"
             batch.finalizing_at = int(time.time())
             self._save(batch)
@@ -263,7 +278,9 @@ class Batches:
         else:
             assert self.bus is not None
             manifest = BatchManifest(batch=batch.id, total=batch.total, input=batch.input_file_id)
-            await self.ledger.announce(manifest)
+            ledger = await self.sink.ledger(manifest.batch)  # the total, before any result
+            await ledger.set_manifest(manifest)
+            await self.sink.maybe_complete(ledger)
             await self.bus.publish(self.bus.topics.batches, manifest)  # for file sinks too
             batch.status, batch.in_progress_at = "in_progress", now
             metrics.LINES.labels("input").inc(batch.total)
@@ -301,7 +318,7 @@ class Batches:
         if batch.status != "finalizing":
             batch.status = "finalizing"
             batch.finalizing_at = int(time.time())
-        journal = self.ledger.journal(batch.id)
+        journal = sibling(self.sink.path_for(batch.id), "journal.jsonl")
         written, counts = await asyncio.to_thread(self._write_files, batch, journal)
         for kind, (tmp, n) in written.items():
             if n:
@@ -329,7 +346,7 @@ class Batches:
         out_tmp, err_tmp = folder / "output.jsonl.tmp", folder / "errors.jsonl.tmp"
         ok = failed = 0
         with out_tmp.open("wb") as out, err_tmp.open("wb") as err:
-            for good, record in records_in_order(journal, folder):
+            for _, good, record in sorted_results(journal, folder):  # one per seq, in order
                 if batch.format == "gpt4batch":
                     out.write(record + b"\n")  # one output line per input record
                     if not good:

@@ -7,18 +7,15 @@ from pathlib import Path
 from gpt4batch.common.bus import Bus
 from gpt4batch.common.errors import ConfigError
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.messages import DeadLetter, DownloadResult, ResultMessage, ResultPart
-from gpt4batch.common.result_parts import PartAssembler, held_limit
 from gpt4batch.common.service import App
-from gpt4batch.common.topics import Channels
 from gpt4batch.services.gateway.api import make_app
 from gpt4batch.services.gateway.asks_watch import AsksWatch
 from gpt4batch.services.gateway.batches import Batches
-from gpt4batch.services.gateway.ledger import Ledger
 from gpt4batch.services.gateway.listener import listener
 from gpt4batch.services.gateway.settings import GatewaySettings
 from gpt4batch.services.gateway.store import Store
 from gpt4batch.services.gateway.tenants import Tenants, warn_if_shared, warn_key_on_argv
+from gpt4batch.services.sink.settings import embedded_settings
 
 log = get_logger("gpt4batch.gateway")
 
@@ -35,7 +32,7 @@ class GatewayService:
         self.store = Store(data)
         self.batches = Batches(
             self.store,
-            Ledger(data / "ledger"),
+            embedded_settings(out_dir=data / "ledger", max_in_flight=settings.max_in_flight),
             window=settings.window,
             max_line_bytes=settings.max_line_bytes,
             max_msg_size=settings.max_msg_size,
@@ -53,34 +50,7 @@ class GatewayService:
 
     def register(self, bus: Bus) -> None:
         self.batches.bus = bus
-        self.batches.ledger.bind(bus)
-        mif = self.settings.max_in_flight
-        bus.subscribe(
-            bus.topics.results,
-            Channels.GATEWAY,
-            ResultMessage,
-            self.batches.handle_result,
-            max_in_flight=mif,
-        )
-        bus.subscribe(
-            bus.topics.downloaded,
-            Channels.GATEWAY,
-            DownloadResult,
-            self.batches.handle_download,
-            max_in_flight=mif,
-        )
-        bus.subscribe(
-            bus.topics.dead,
-            Channels.GATEWAY,
-            DeadLetter,
-            self.batches.handle_dead,
-            max_in_flight=mif,
-        )
-        # Results over one message's size arrive in pieces (common/result_parts.py).
-        pieces = PartAssembler(self.batches.handle_result, max_held=held_limit(mif))
-        bus.subscribe(
-            bus.topics.result_parts, Channels.GATEWAY, ResultPart, pieces.handle, max_in_flight=mif
-        )
+        self.batches.ledger.register(bus)  # its own batches' results, on its own channel
         self.batches.resume()  # drivers retry until the bus is up
 
     async def close(self) -> None:

@@ -1,7 +1,15 @@
-"""`SinkService`: the sink's handlers subscribed on a bus (NSQ or in-memory)."""
+"""`SinkService`: the sink's handlers subscribed on a bus (NSQ or in-memory).
+
+The one place that subscribes the sink's topics: the file sink on `sink`, the
+gateway and `gpt4batch run` each on its own channel with its hooks (`owns` or
+`only_batch`, `on_progress`, `on_complete`, `on_record`).
+Results are written with group commit (one write + fsync per group), set by
+`fsync_every` / `fsync_interval_ms`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from gpt4batch.common.bus import Bus
@@ -15,29 +23,47 @@ from gpt4batch.common.messages import (
 from gpt4batch.common.result_parts import PartAssembler, held_limit
 from gpt4batch.common.topics import Channels
 from gpt4batch.services.sink.settings import SinkSettings
-from gpt4batch.services.sink.sink import Sink
+from gpt4batch.services.sink.sink import BatchHook, OnRecord, Sink
 
 
 class SinkService:
     name = "sink"
 
-    def __init__(self, settings: SinkSettings, sink: Sink | None = None) -> None:
+    def __init__(
+        self,
+        settings: SinkSettings,
+        *,
+        channel: str = Channels.SINK,
+        owns: Callable[[str], bool] | None = None,
+        on_progress: BatchHook | None = None,
+        on_complete: BatchHook | None = None,
+        on_record: OnRecord | None = None,
+        only_batch: str | None = None,
+        finish: bool = True,
+    ) -> None:
         self.settings = settings
-        self.sink = sink or Sink(
+        self.channel = channel
+        self.sink = Sink(
             out=Path(settings.out) if settings.out else None,
             out_dir=Path(settings.out_dir) if settings.out_dir else None,
             every=settings.fsync_every,
             interval=settings.fsync_interval_ms / 1000,
             stream=settings.stream_output,
             limits=settings.limits(),
+            owns=owns,
+            on_progress=on_progress,
+            on_complete=on_complete,
+            on_record=on_record,
+            only_batch=only_batch,
+            finish=finish,
         )
 
     def register(self, bus: Bus) -> None:
         self.sink.bus = bus
-        topics, mif = bus.topics, self.settings.max_in_flight
+        topics, mif, channel = bus.topics, self.settings.max_in_flight, self.channel
         bus.subscribe_batches(  # group commit: one write + fsync per group of results
             topics.results,
-            Channels.SINK,
+            channel,
             ResultMessage,
             self.sink.handle_results,
             max_in_flight=mif,
@@ -46,20 +72,18 @@ class SinkService:
         )
         bus.subscribe(
             topics.downloaded,
-            Channels.SINK_DOWNLOADS,
+            channel,
             DownloadResult,
             self.sink.handle_download,
             max_in_flight=mif,
         )
-        bus.subscribe(topics.batches, Channels.SINK, BatchManifest, self.sink.handle_manifest)
-        bus.subscribe(topics.dead, Channels.SINK, DeadLetter, self.sink.handle_dead)
+        bus.subscribe(topics.batches, channel, BatchManifest, self.sink.handle_manifest)
+        bus.subscribe(topics.dead, channel, DeadLetter, self.sink.handle_dead)
         # Results over one message's size arrive in pieces (common/result_parts.py).
         pieces = PartAssembler(
             self.sink.handle_result, wait=self.settings.part_wait_seconds, max_held=held_limit(mif)
         )
-        bus.subscribe(
-            topics.result_parts, Channels.SINK, ResultPart, pieces.handle, max_in_flight=mif
-        )
+        bus.subscribe(topics.result_parts, channel, ResultPart, pieces.handle, max_in_flight=mif)
 
     async def start(self) -> None:
         await self.sink.start()

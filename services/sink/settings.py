@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, model_validator
 
 from gpt4batch.common.settings import BaseServiceSettings
@@ -89,3 +91,22 @@ class SinkSettings(BaseServiceSettings):
             max_dropped_kept=self.max_dropped_manifestless,
             max_records=self.max_batch_records,
         )
+
+
+def embedded_settings(
+    *,
+    out: Path | None = None,
+    out_dir: Path | None = None,
+    max_in_flight: int = 200,
+    max_manifestless_age: float = 24 * 3600.0,
+) -> SinkSettings:
+    """The settings of a sink embedded in another process (`run`, the gateway): the
+    defaults, not the environment (GPT4BATCH_OUT and the like are the file sink's), and
+    the output written only at completion."""
+    return SinkSettings.model_construct(
+        out=str(out) if out else None,
+        out_dir=str(out_dir) if out_dir else None,
+        stream_output=False,
+        max_in_flight=max_in_flight,
+        max_manifestless_age=max_manifestless_age,
+    )

@@ -7,6 +7,9 @@ own `BatchLedger` (see `ledger.py` for the files and how to read them); when
 its counts say it is complete the sink writes the output in input order,
 publishes a `complete` manifest and writes `.done`.
 
+Its owner (`SinkService`: the file sink, the gateway) is told through `on_progress`
+(a batch's ledger changed) and `on_complete` (a batch completed).
+
 `gpt4batch run` embeds this same sink for its one batch (`only_batch`), with
 `finish=False`: its finalizer writes the output beside the input instead.
 """
@@ -48,6 +51,7 @@ _BATCH = re.compile(r'"batch":("(?:[^"\\]|\\.)*")')
 _SEQ = re.compile(r'"seq":(\d+)')
 
 OnRecord = Callable[[ResultMessage], None]
+BatchHook = Callable[[str], None]
 
 
 def batch_file_stem(batch: str) -> str:
@@ -99,6 +103,9 @@ class Sink:
         on_record: OnRecord | None = None,
         stream: bool = False,
         limits: Limits | None = None,
+        owns: Callable[[str], bool] | None = None,
+        on_progress: BatchHook | None = None,
+        on_complete: BatchHook | None = None,
     ) -> None:
         if (out is None) == (out_dir is None):
             raise ValueError("give exactly one of out or out_dir")
@@ -110,6 +117,9 @@ class Sink:
         self.only_batch = only_batch
         self.finish = finish
         self.on_record = on_record
+        self.owns = owns
+        self.on_progress = on_progress
+        self.on_complete = on_complete
         self.bus: Bus | None = None
         self.stream = stream
         # `run` sinks its own batch only, however long it takes: no age bound there.
@@ -198,8 +208,15 @@ class Sink:
         await self.pool.close()
 
     def _foreign(self, batch: str) -> bool:
-        """Another run's message on this run's own channel: a copy, finished and ignored."""
+        """Another run's (or gateway's) message on this one's own channel: a copy, finished
+        and ignored."""
+        if self.owns is not None and not self.owns(batch):
+            return True
         return self.only_batch is not None and batch != self.only_batch
+
+    def _progressed(self, batch: str) -> None:
+        if self.on_progress is not None:
+            self.on_progress(batch)
 
     # --- handlers ----------------------------------------------------------------
     async def handle_result(self, msg: ResultMessage, delivery: Delivery) -> None:
@@ -213,6 +230,7 @@ class Sink:
                 if self.on_record is not None:
                     self.on_record(msg)
             await self.maybe_complete(ledger)
+        self._progressed(msg.batch)
 
     async def handle_results(
         self, items: list[tuple[ResultMessage, Delivery]]
@@ -246,6 +264,7 @@ class Sink:
             except Exception as exc:
                 for i in indexes:
                     outcomes[i] = exc
+            self._progressed(batch)
         return outcomes
 
     async def handle_download(self, msg: DownloadResult, delivery: Delivery) -> None:
@@ -255,6 +274,7 @@ class Sink:
             if await ledger.add_download(msg) and ledger.completed:
                 await ledger.reopen()  # a file fetched after all (reconcile): rows changed
             await self.maybe_complete(ledger)
+        self._progressed(msg.batch)
 
     async def handle_dead(self, letter: DeadLetter, delivery: Delivery) -> None:
         """A dead-lettered ask, result (or piece of one) or download job still counts (as
@@ -276,6 +296,7 @@ class Sink:
                 await self.maybe_complete(ledger)
         except StaleBatch:
             return  # the batch takes nothing more (the letter of its refused result, most likely)
+        self._progressed(body["batch"])
 
     async def handle_manifest(self, msg: BatchManifest, delivery: Delivery) -> None:
         if msg.status != "published" or self._foreign(msg.batch):
@@ -290,6 +311,7 @@ class Sink:
             c = ledger.counts
             log.info("batch announced", batch=msg.batch, total=msg.total, written=c.done)
             await self.maybe_complete(ledger)
+        self._progressed(msg.batch)
 
     async def maybe_complete(self, ledger: BatchLedger) -> None:
         """Once the counts say complete: the output in input order, a `complete`
@@ -319,6 +341,8 @@ class Sink:
             downloads_failed=c.downloads_failed,
         )
         await self._forget(ledger)
+        if self.on_complete is not None:
+            self.on_complete(ledger.batch)
 
     async def _forget(self, ledger: BatchLedger) -> None:
         """Drop a completed batch's in-memory state (a late message reloads it)."""
