@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -14,9 +15,32 @@ from pathlib import Path
 
 import httpx
 
+#: Where picked ports come from when the kernel's range of ephemeral ports is known:
+#: below it, so no outgoing connection is given the port between the pick and the
+#: listener's bind (with the kernel's own pick, `bind(0)`, that race happened under load:
+#: "Address already in use" at a stack's start).
+_LOW_PORT = 10_000
+
+
+def _ephemeral_low() -> int | None:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    """A TCP port on 127.0.0.1 nobody listens on right now, outside the ephemeral range."""
+    low = _ephemeral_low()
+    if low is not None and low - 1 > _LOW_PORT:
+        for port in random.sample(range(_LOW_PORT, low), 200):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

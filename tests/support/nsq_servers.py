@@ -16,13 +16,14 @@ from pathlib import Path
 
 import httpx
 
+from gpt4batch.cli.stack.procs import free_port as stack_free_port
+
 BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port outside the ephemeral range (cli/stack/procs.py says why)."""
+    return stack_free_port()
 
 
 def free_port_pair() -> tuple[int, int]:
