@@ -11,6 +11,7 @@ from gpt4batch.common.service import App
 from gpt4batch.services.gateway.api import make_app
 from gpt4batch.services.gateway.asks_watch import AsksWatch
 from gpt4batch.services.gateway.batches import Batches
+from gpt4batch.services.gateway.file_expiry import FileSweeper
 from gpt4batch.services.gateway.listener import listener
 from gpt4batch.services.gateway.settings import GatewaySettings
 from gpt4batch.services.gateway.store import Store
@@ -37,6 +38,7 @@ class GatewayService:
             max_line_bytes=settings.max_line_bytes,
             max_msg_size=settings.max_msg_size,
         )
+        self.sweeper = FileSweeper(self.store)
 
     async def start(self) -> None:
         files, batches = self.store.unowned()
@@ -47,6 +49,7 @@ class GatewayService:
                 batches=batches,
             )
         await self.batches.start()
+        self.sweeper.start()  # files that expired while the gateway was down go first
 
     def register(self, bus: Bus) -> None:
         self.batches.bus = bus
@@ -54,6 +57,7 @@ class GatewayService:
         self.batches.resume()  # drivers retry until the bus is up
 
     async def close(self) -> None:
+        await self.sweeper.close()
         await self.batches.close()
         self.store.close()
 
@@ -76,6 +80,7 @@ def build(settings: GatewaySettings, *, key_on_argv: bool = False) -> App:
         max_upload=settings.max_upload_bytes,
         max_uploads=settings.max_concurrent_uploads,
         upload_timeout=settings.upload_timeout,
+        min_file_expiry=settings.min_file_expiry,
     )
     server = listener(
         api,
