@@ -19,6 +19,7 @@ from gpt4batch.services.gateway.batches import Batches
 from gpt4batch.services.gateway.bodies import BadBody, MultipartUpload, multipart_boundary
 from gpt4batch.services.gateway.convert import SUPPORTED_ENDPOINTS
 from gpt4batch.services.gateway.http_base import ApiError, Base, log_request
+from gpt4batch.services.gateway.partial import LineOffsets, PartialOutputHandler
 from gpt4batch.services.gateway.store import FILE_ID, Store
 from gpt4batch.services.gateway.tenants import Tenants
 from gpt4batch.services.gateway.windows import MIN_FILE_EXPIRY, BadDuration, window_seconds
@@ -342,6 +343,7 @@ def make_app(
         "max_upload": max_upload,
         "upload_timeout": upload_timeout,
     }
+    partial_kw = {**kw, "offsets": LineOffsets()}
     routes = [
         (r"/v1/files", FilesHandler, files_kw),
         (r"/v1/files/([^/]+)", FileHandler, kw),
@@ -349,6 +351,7 @@ def make_app(
         (r"/v1/batches", BatchesHandler, kw),
         (r"/v1/batches/([^/]+)", BatchHandler, kw),
         (r"/v1/batches/([^/]+)/cancel", BatchCancelHandler, kw),
+        (r"/v1/batches/([^/]+)/partial_output", PartialOutputHandler, partial_kw),
     ]
     return Application(
         routes,

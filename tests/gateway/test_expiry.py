@@ -1,18 +1,21 @@
-"""Expiry and file expiry of the Batch API gateway (issue 22, item 4), driven by the
-official `openai` SDK over real nsqd, a real caller and the simulator."""
+"""Expiry, file expiry and partial output of the Batch API gateway (issue 22, items 4 and
+6), driven by the official `openai` SDK over real nsqd, a real caller and the simulator."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from openai import OpenAI
 
 from tests.gateway.test_openai_sdk import (
+    KEY,
     TERMINAL,
     Gateway,
     jsonl,
@@ -185,3 +188,60 @@ def test_windows_other_than_24h(procs: ServiceProcs, tmp_path: Path) -> None:
         assert info.value.status_code == 400
         assert info.value.body["param"] == "completion_window"
         assert info.value.body["type"] == "invalid_request_error"
+
+
+def partial(client: OpenAI, batch_id: str, **params: int) -> httpx.Response:
+    return client.get(
+        f"/batches/{batch_id}/partial_output",
+        cast_to=httpx.Response,
+        options={"params": params},
+    )
+
+
+def test_partial_output_grows_while_a_slow_batch_runs(
+    procs: ServiceProcs, slower_mock: MockUpstream, tmp_path: Path
+) -> None:
+    gateway = Gateway(procs, tmp_path / "gw", "--window", "4").start()
+    start_caller(procs, slower_mock, "--concurrency", "2")
+    client = gateway.client()
+    ids = [f"p{i}" for i in range(16)]
+    batch = create(client, upload(client, jsonl([request(i, f"q {i}") for i in ids])), "24h")
+
+    # a client tailing it: ask from the offset the last page gave, until it is over
+    tailed: list[dict[str, Any]] = []
+    grew_while_running: list[int] = []
+    after, status, more = 0, "validating", True
+    deadline = time.monotonic() + 90
+    while status not in TERMINAL or more:
+        assert time.monotonic() < deadline, "the batch did not finish"
+        procs.assert_alive()
+        page = partial(client, batch.id, after=after, limit=3)
+        assert page.status_code == 200
+        lines = [json.loads(x) for x in page.text.splitlines()]
+        assert int(page.headers["X-Next-After"]) == after + len(lines) and len(lines) <= 3
+        status, more = page.headers["X-Batch-Status"], page.headers["X-Has-More"] == "true"
+        if lines and status == "in_progress":
+            grew_while_running.append(len(tailed) + len(lines))
+        tailed += lines
+        after += len(lines)
+        if not lines:
+            time.sleep(0.2)
+
+    assert len(grew_while_running) >= 2, "partial output grew page by page while it ran"
+    done = client.batches.retrieve(batch.id)
+    assert done.status == "completed"
+    output = lines_of(client, done.output_file_id)
+    key = lambda x: x["custom_id"]  # noqa: E731
+    assert sorted(tailed, key=key) == sorted(output, key=key)  # the output file's lines
+    # pages after the end: one more page says nothing more is coming
+    whole = partial(client, batch.id)
+    assert len(whole.text.splitlines()) == 16 and whole.headers["X-Has-More"] == "false"
+    some = partial(client, batch.id, after=10, limit=4)
+    assert [json.loads(x) for x in some.text.splitlines()] == tailed[10:14]
+    assert (some.headers["X-Next-After"], some.headers["X-Has-More"]) == ("14", "true")
+    for bad in ({"after": -1}, {"limit": 0}, {"limit": 10_001}):
+        with pytest.raises(openai.BadRequestError):
+            partial(client, batch.id, **bad)
+    with pytest.raises(openai.NotFoundError):
+        partial(client, "batch_" + "0" * 24)
+    assert partial(gateway.client(KEY), batch.id).status_code == 200

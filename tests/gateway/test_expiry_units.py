@@ -1,5 +1,5 @@
 """The parts of expiry and partial output that need no NSQ: durations, the expired files
-writer and the file sweeper (issue 22, item 4)."""
+writer, and paging the journal by line offset (issue 22, items 4 and 6)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from gpt4batch.common.messages import AskMessage, Record
 from gpt4batch.services.gateway import expiry
 from gpt4batch.services.gateway.file_expiry import FileSweeper
 from gpt4batch.services.gateway.outputs import write_result_files
+from gpt4batch.services.gateway.partial import STRIDE, LineOffsets, find_page
 from gpt4batch.services.gateway.store import BatchRecord, Store
 from gpt4batch.services.gateway.windows import (
     BadDuration,
@@ -113,6 +114,61 @@ def test_expired_batch_files(tmp_path: Path) -> None:
     # as the real API reports an expired batch: the expired requests are neither
     assert counts == {"total": 6, "completed": 2, "failed": 1}
     assert (written["output"][1], written["error"][1]) == (2, 4)
+
+
+def _journal(path: Path, oks: int, every_failed: int = 3) -> None:
+    with path.open("wb") as fh:
+        fh.write(header_line("b", 0).encode())
+        seq = 0
+        for n in range(oks):
+            if n % every_failed == 0:
+                fh.write(_result("b", seq, f"f{seq}", False))
+                seq += 1
+            fh.write(_result("b", seq, f"r{n}", True))
+            seq += 1
+
+
+def _ids(journal: Path, page: Any) -> list[str]:
+    with journal.open("rb") as fh:
+        fh.seek(page.start)
+        data = fh.read(page.end - page.start)
+    return [
+        json.loads(line[line.index(b'"record":') + 9 : -1])["id"]
+        for line in data.splitlines()
+        if b'"ok":true' in line
+    ]
+
+
+def test_pages_by_line_offset(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    total = STRIDE * 2 + 10
+    _journal(journal, total)
+    offsets = LineOffsets()
+
+    first = find_page(journal, "b", 0, 5, offsets)
+    assert (first.lines, first.has_more) == (5, True)
+    assert _ids(journal, first) == [f"r{n}" for n in range(5)]
+    middle = find_page(journal, "b", STRIDE + 3, 4, offsets)
+    assert _ids(journal, middle) == [f"r{n}" for n in range(STRIDE + 3, STRIDE + 7)]
+    last = find_page(journal, "b", total - 2, 100, offsets)
+    assert (last.lines, last.has_more) == (2, False)
+    assert _ids(journal, last) == [f"r{total - 2}", f"r{total - 1}"]
+    beyond = find_page(journal, "b", total + 5, 10, LineOffsets())
+    assert (beyond.lines, beyond.has_more, beyond.start) == (0, False, beyond.end)
+    # a remembered offset is used: the same page again scans from it
+    assert offsets.nearest("b", total)[0] == total
+    assert find_page(journal, "b", 0, total, LineOffsets()).lines == total
+
+
+def test_a_line_being_written_is_not_served(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    _journal(journal, 3)
+    whole = journal.stat().st_size
+    with journal.open("ab") as fh:
+        fh.write(_result("b", 99, "half", True)[:-20])  # no newline yet
+    page = find_page(journal, "b", 0, 100, LineOffsets())
+    assert (page.lines, page.end) == (3, whole)
+    assert find_page(tmp_path / "none.jsonl", "b", 0, 10, LineOffsets()).lines == 0
 
 
 def test_sweeper_deletes_due_files(tmp_path: Path) -> None:
