@@ -82,6 +82,10 @@ class FileRecord:
         }
 
 
+#: A batch still being worked on (its driver runs, its ledger is held).
+ACTIVE_STATUSES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+
+
 @dataclass
 class BatchRecord:
     """A batch as the API knows it; counts come from the ledger (see batches.py)."""
@@ -110,6 +114,7 @@ class BatchRecord:
     expired_at: int | None = None
     output_expires_after: int | None = None  # seconds its output files are kept
     final_counts: dict[str, int] | None = None
+    final_usage: dict[str, Any] | None = None  # the ledger's usage totals, saved at finalize
     owner: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -119,7 +124,7 @@ class BatchRecord:
 
     @property
     def active(self) -> bool:
-        return self.status in ("validating", "in_progress", "finalizing", "cancelling")
+        return self.status in ACTIVE_STATUSES
 
 
 class Store:
