@@ -97,18 +97,19 @@ class Tenants:
         return found
 
 
-def warn_if_shared(path: str) -> None:
-    """A warning when other users may read the key file."""
+def warn_if_shared(path: str, what: str = "the API key file") -> None:
+    """A warning when other users may read the key file (or another secret's file)."""
     try:
         mode = Path(path).expanduser().stat().st_mode
     except OSError:
         return
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("the API key file can be read by other users: chmod 600 it", file=path)
+        log.warning(f"{what} can be read by other users: chmod 600 it", file=path)
 
 
-def key_on_argv(argv: Sequence[str]) -> bool:
-    return any(a == ARGV_FLAG or a.startswith(ARGV_FLAG + "=") for a in argv)
+def key_on_argv(argv: Sequence[str], flag: str = ARGV_FLAG) -> bool:
+    """Whether `flag` (a secret's) is given in `argv`."""
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
 
 
 def warn_key_on_argv() -> None:
