@@ -281,3 +281,29 @@ def test_without_a_url_the_outbox_is_kept_and_nothing_is_sent(tmp_path: Path) ->
 
     asyncio.run(scenario())
     assert sorted(os.listdir(tmp_path)) == [f"{BATCH}.json"]
+
+
+def test_a_receiver_that_never_answers_costs_one_timeout_per_attempt(tmp_path: Path) -> None:
+    calls: list[float] = []
+
+    async def hanging_then_ok(request: httpx.Request) -> httpx.Response:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            await asyncio.sleep(3600)
+        return httpx.Response(200)
+
+    async def scenario() -> None:
+        webhooks = Webhooks(
+            config(timeout=0.2),
+            tmp_path,
+            {BATCH: "expired"}.get,
+            transport=httpx.MockTransport(hanging_then_ok),
+        )
+        await webhooks.start()
+        webhooks.on_status(BATCH, "expired")
+        await until(lambda: not (tmp_path / f"{BATCH}.json").exists())
+        await webhooks.close()
+
+    failed = count("failed")
+    asyncio.run(scenario())
+    assert len(calls) == 2 and count("failed") == failed + 1
