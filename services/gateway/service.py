@@ -14,8 +14,7 @@ from gpt4batch.services.gateway.batches import Batches
 from gpt4batch.services.gateway.listener import listener
 from gpt4batch.services.gateway.settings import GatewaySettings
 from gpt4batch.services.gateway.store import Store
-from gpt4batch.services.gateway.tenants import Tenants, warn_if_shared, warn_key_on_argv
-from gpt4batch.services.gateway.webhooks.config import warn_secret_on_argv
+from gpt4batch.services.gateway.tenants import Tenants, warn_if_shared
 from gpt4batch.services.gateway.webhooks.delivery import Webhooks
 from gpt4batch.services.sink.settings import embedded_settings
 
@@ -68,13 +67,7 @@ class GatewayService:
         self.store.close()
 
 
-def build(
-    settings: GatewaySettings, *, key_on_argv: bool = False, webhook_secret_on_argv: bool = False
-) -> App:
-    if key_on_argv:
-        warn_key_on_argv()
-    if webhook_secret_on_argv:
-        warn_secret_on_argv()
+def build(settings: GatewaySettings) -> App:
     if settings.api_key_file:
         warn_if_shared(settings.api_key_file)
     if settings.webhook_secret_file:

@@ -1,8 +1,9 @@
 """The webhook options checked together: a URL and its secret, or neither.
 
 The secret comes from `--webhook-secret-file` (preferred: a file of mode 600)
-or `GPT4BATCH_WEBHOOK_SECRET`; `--webhook-secret` works too, with a warning,
-as `--api-key` does, since every user of the host reads argv.
+or `GPT4BATCH_WEBHOOK_SECRET`; `--webhook-secret` works too, warned about at
+parse time as every secret flag is (common/credentials.py `SECRET_FLAGS`),
+since every user of the host reads argv.
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ from urllib.parse import urlsplit
 
 from gpt4batch.common.credentials import read_secret_file
 from gpt4batch.common.errors import ConfigError
-from gpt4batch.common.logging import get_logger
 from gpt4batch.services.gateway.webhooks.signing import WebhookSecret
-
-log = get_logger("gpt4batch.gateway")
 
 SECRET_FLAG = "--webhook-secret"
 SECRET_ENV = "GPT4BATCH_WEBHOOK_SECRET"
@@ -93,10 +91,3 @@ def redacted_url(url: str) -> str:
     except ValueError:
         port = ""
     return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
-
-
-def warn_secret_on_argv() -> None:
-    log.warning(
-        f"the webhook secret was given with {SECRET_FLAG}: every user of this host can read "
-        f"it in the process list; use {SECRET_FLAG}-file (mode 600) or {SECRET_ENV}"
-    )
