@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -17,6 +18,7 @@ import pytest
 from openai import OpenAI
 
 from gpt4batch.common.errors import ConfigError
+from gpt4batch.services.gateway.metrics import WEBHOOKS
 from gpt4batch.services.gateway.webhooks.config import (
     MAX_RETRY_DELAY,
     WebhookConfig,
@@ -24,7 +26,7 @@ from gpt4batch.services.gateway.webhooks.config import (
     redacted_url,
     webhook_config,
 )
-from gpt4batch.services.gateway.webhooks.delivery import DELIVERIES, Webhooks, retry_delay
+from gpt4batch.services.gateway.webhooks.delivery import Webhooks, retry_delay
 from gpt4batch.services.gateway.webhooks.outbox import Event, Outbox
 from gpt4batch.services.gateway.webhooks.signing import WebhookSecret
 
@@ -87,7 +89,7 @@ def test_a_malformed_secret_is_refused_in_one_line_that_does_not_show_it(text: s
 
 
 def test_the_options_go_together(tmp_path: Path) -> None:
-    limits = {"timeout": 5.0, "max_attempts": 3, "retry_delay": 1.0, "max_pending": 10}
+    limits: dict[str, Any] = {"timeout": 5, "max_attempts": 3, "retry_delay": 1, "max_pending": 9}
     secret_file = tmp_path / "secret"
     secret_file.write_text(SECRET + "\n")
 
@@ -173,7 +175,7 @@ async def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
 
 
 def count(outcome: str) -> float:
-    return DELIVERIES.labels(outcome)._value.get()
+    return float(WEBHOOKS.labels(outcome)._value.get())
 
 
 def test_a_failing_receiver_is_retried_until_it_answers_2xx(tmp_path: Path) -> None:

@@ -117,7 +117,7 @@ def test_a_failing_receiver_gets_the_same_event_until_it_answers_2xx(
         client = gateway.client()
         batch = create(client, upload(client, jsonl([request("a", "x")])))
         assert wait_status(client, batch.id, TERMINAL, procs, 60).status == "completed"
-        wait_for(lambda: receiver.delivered(), 60, "a delivery", procs.assert_alive)
+        wait_for(lambda: bool(receiver.delivered()), 60, "a delivery", procs.assert_alive)
         wait_for(lambda: not outbox(gateway), 30, "the outbox to empty", procs.assert_alive)
         deliveries = receiver.deliveries()
 
@@ -146,7 +146,7 @@ def test_an_undelivered_event_is_delivered_once_after_a_restart(
 
         receiver.failing = False
         Gateway.start(gateway)  # the same data dir
-        wait_for(lambda: receiver.delivered(), 60, "the delivery", procs.assert_alive)
+        wait_for(lambda: bool(receiver.delivered()), 60, "the delivery", procs.assert_alive)
         wait_for(lambda: not outbox(gateway), 30, "the outbox to empty", procs.assert_alive)
         assert procs.stop("gateway") == 0
         delivered = receiver.delivered()

@@ -28,10 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from prometheus_client import Counter, Gauge
 
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.metrics import NAMESPACE
+from gpt4batch.services.gateway import metrics
 from gpt4batch.services.gateway.store import new_id
 from gpt4batch.services.gateway.webhooks.config import MAX_RETRY_DELAY, WebhookConfig, redacted_url
 from gpt4batch.services.gateway.webhooks.outbox import Event, Outbox
@@ -49,24 +48,10 @@ EVENT_TYPES = {
 NOT_YET = 5.0
 USER_AGENT = "gpt4batch-webhooks"
 
-DELIVERIES = Counter(
-    f"{NAMESPACE}_gateway_webhook_deliveries_total",
-    "Webhook events: delivered (2xx), failed attempts (retried later), gave_up (the "
-    "last attempt failed), dropped (never sent: the outbox was full, or the batch ended "
-    "otherwise than the event said).",
-    ["outcome"],
-)
-for _outcome in ("delivered", "failed", "gave_up", "dropped"):
-    DELIVERIES.labels(_outcome)
-PENDING = Gauge(
-    f"{NAMESPACE}_gateway_webhook_pending",
-    "Webhook events in the outbox, not yet delivered.",
-)
-
 
 def retry_delay(failed: int, first: float) -> float:
     """Seconds from the `failed`-th failed attempt to the next one."""
-    return min(first * 2 ** min(failed - 1, 40), MAX_RETRY_DELAY)
+    return min(first * (1 << min(failed - 1, 40)), MAX_RETRY_DELAY)
 
 
 class Webhooks:
@@ -103,7 +88,7 @@ class Webhooks:
                 self._wake.set()
             return
         if known is None and len(self._pending) >= self.config.max_pending:
-            DELIVERIES.labels("dropped").inc()
+            metrics.WEBHOOKS.labels("dropped").inc()
             log.warning(
                 "webhook outbox full: event not kept",
                 batch=batch_id,
@@ -114,14 +99,14 @@ class Webhooks:
         event = Event(new_id("evt_"), kind, int(time.time()), batch_id)
         self.outbox.save(event)  # raises (disk full): the status is not saved either
         self._pending[batch_id] = event
-        PENDING.set(len(self._pending))
+        metrics.WEBHOOKS_PENDING.set(len(self._pending))
         self._wake.set()
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
         for event in self.outbox.load():
             self._pending[event.batch] = event
-        PENDING.set(len(self._pending))
+        metrics.WEBHOOKS_PENDING.set(len(self._pending))
         if self.config is None:
             if self._pending:
                 log.warning(
@@ -177,7 +162,7 @@ class Webhooks:
         if status != expected:
             if status is None or status in EVENT_TYPES:  # gone, or ended otherwise
                 self._forget(event)
-                DELIVERIES.labels("dropped").inc()
+                metrics.WEBHOOKS.labels("dropped").inc()
                 log.warning("webhook event dropped", event_id=event.id, batch=event.batch)
             else:  # its status is not stored yet (see the module docstring)
                 event.next_at = time.time() + NOT_YET
@@ -187,14 +172,14 @@ class Webhooks:
             return
         if reason is None:
             self._forget(event)
-            DELIVERIES.labels("delivered").inc()
+            metrics.WEBHOOKS.labels("delivered").inc()
             log.info("webhook delivered", event_id=event.id, type=event.type, batch=event.batch)
             return
         assert self.config is not None
         event.attempts += 1
         if event.attempts >= self.config.max_attempts:
             self._forget(event)
-            DELIVERIES.labels("gave_up").inc()
+            metrics.WEBHOOKS.labels("gave_up").inc()
             log.warning(
                 "webhook not delivered: attempts ran out",
                 event_id=event.id,
@@ -207,7 +192,7 @@ class Webhooks:
         wait = retry_delay(event.attempts, self.config.retry_delay)
         event.next_at = time.time() + wait
         self.outbox.save(event)
-        DELIVERIES.labels("failed").inc()
+        metrics.WEBHOOKS.labels("failed").inc()
         log.warning(
             "webhook attempt failed, retrying",
             event_id=event.id,
@@ -244,4 +229,4 @@ class Webhooks:
     def _forget(self, event: Event) -> None:
         self.outbox.remove(event)
         self._pending.pop(event.batch, None)
-        PENDING.set(len(self._pending))
+        metrics.WEBHOOKS_PENDING.set(len(self._pending))
