@@ -14,11 +14,13 @@ Life of a run:
 3. ingest publishes the records while the caller works and the embedded sink
    (the same `SinkService` as `gpt4batch sink`, on the run's channel, group
    commit) fsyncs each result into the ledger as it arrives;
-4. the run is complete when the ledger's counts say so: every record has a
-   line and every planned download a result. On Ctrl-C: stop taking work, let
-   in-flight calls finish for `--grace` s and their results reach the ledger;
-5. the output is written in input order from the ledger (the finalizer), then
-   a summary, and the resume command if anything failed.
+4. the run is complete when the sink says so (the ledger's counts: every record
+   has a line and every planned download a result): its finisher writes the
+   output in input order from the ledger beside the input, and the run ends.
+   On Ctrl-C: stop taking work, let in-flight calls finish for `--grace` s and
+   their results reach the ledger, then write the output with the records not
+   run marked (the finalizer);
+5. a summary, and the resume command if anything failed.
 
 Steps 3-4 are a process hosted by `common/service.host` like every service: the
 caller, the downloader and the opened sink are its parts, `services/run/job.py`
@@ -40,12 +42,11 @@ from pathlib import Path
 from gpt4batch.cli.run.errors_file import ErrorBreakdown
 from gpt4batch.cli.run.estimate import print_estimate
 from gpt4batch.cli.run.finalize import FinalCounts
-from gpt4batch.cli.run.finish import finish
+from gpt4batch.cli.run.finish import RunOutput
 from gpt4batch.cli.run.notices import end_notices, start_notices
 from gpt4batch.cli.run.options import RunOptions, parse
 from gpt4batch.cli.run.preflight import (
     check_allowed_dirs,
-    check_download_dir,
     check_input,
     check_output,
     check_reachable,
@@ -97,8 +98,6 @@ from gpt4batch.services.run.stop_order import RunStopOrder
 from gpt4batch.services.sink.ledger import BatchLedger
 from gpt4batch.services.sink.service import SinkService
 from gpt4batch.services.sink.settings import embedded_settings
-
-__all__ = ["Run", "RunResult", "caller_settings", "main", "run_channel"]
 
 
 @dataclass
@@ -156,23 +155,21 @@ class Run:
             calls=self.calls,
         )
         self.download_dir = Path(opts.download_dir or self.input.parent).resolve()
-        if opts.enable_download:
-            check_download_dir(self.download_dir)
         self.downloader = (
             downloader(opts, self.download_dir, settings, self.caller)
             if opts.enable_download
             else None
         )
         self.channel = run_channel(self.batch)
-        self.completion = Completion()
+        self.output = RunOutput(self.input, self.out)
+        self.completion = Completion(self.output.write)
         self.sink_service = SinkService(
             # Its own batch only, however long it takes: no age bound.
             embedded_settings(out=self.out, max_manifestless_age=math.inf),
             channel=self.channel,
             only_batch=self.batch,
-            finish=False,
             on_record=self._on_record,
-            on_progress=self.completion.on_progress,
+            finisher=self.completion.finish,
         )
         self.ledger: BatchLedger | None = None
         self.progress: RunProgress | None = None
@@ -213,7 +210,6 @@ class Run:
         )
         if ledger.counts.done:  # a run of this batch was killed or stopped: said in one line
             print(continuing_line(ledger.journal_path, ledger.counts.done), file=sys.stderr)
-        self.completion.follow(ledger, progress.draw)
         job = RunJob(
             self.input,
             batch=self.batch,
@@ -221,6 +217,7 @@ class Run:
             ledger=ledger,
             completion=self.completion,
             on_ingested=progress.on_ingested,
+            redraw=progress.draw,
         )
         stop_order = RunStopOrder(
             job, channel=self.channel, grace=self.opts.grace, downloads=self.downloader is not None
@@ -230,7 +227,10 @@ class Run:
         await host(app, make_bus(self.opts, self.bus_settings), self.stop, self.opts.grace)
         progress.draw(final=True)
         final, errors = await asyncio.to_thread(
-            finish, self.input, ledger.journal_path, self.out, interrupted=job.interrupted
+            self.output.end,
+            ledger.journal_path,
+            written=self.completion.written,
+            interrupted=job.interrupted,
         )
         return RunResult(
             final,

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from gpt4batch.cli.run.options import RunOptions
+from gpt4batch.cli.run.preflight import check_download_dir
 from gpt4batch.common.authenticator import from_config as authenticator_from_config
 from gpt4batch.common.bus import Bus
 from gpt4batch.common.credentials import DEFAULT_CREDENTIALS
@@ -97,7 +98,8 @@ def fleet_limiter(settings: CallerSettings) -> Limiter:
 def downloader(
     opts: RunOptions, download_dir: Path, settings: CallerSettings, caller: CallerService
 ) -> DownloaderService:
-    """The downloader (-e): into `download_dir`, from the hosts allowed."""
+    """The downloader (-e): into `download_dir` (checked first), from the hosts allowed."""
+    check_download_dir(download_dir)
     from gpt4batch.services.downloader.service import DownloaderService
     from gpt4batch.services.downloader.settings import DownloaderSettings
 

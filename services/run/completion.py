@@ -1,45 +1,44 @@
-"""When a run's batch is complete: the embedded sink's ledger says so by its counts.
-
-The sink calls `on_progress` when the ledger changed; once its counts say complete
-the waiter is woken at once, so the run ends when its last line lands, not at the
-next progress tick.
+"""When a run's batch is complete: its embedded sink says so (`Sink.maybe_complete`, by
+the ledger's counts) and calls the run's finisher, `Completion.finish`, which writes the
+output and wakes the waiter at once, so the run ends when its last line lands, not at
+the next progress tick.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from gpt4batch.services.sink.ledger import BatchLedger
 
-#: How often `wait` redraws the progress (completion wakes it at once).
+#: How often `wait` redraws the progress (the finisher wakes it at once).
 PROGRESS_SECONDS = 0.2
 
+Written = TypeVar("Written")
 
-class Completion:
-    """Follows one batch's ledger until it is complete or a stop is asked for."""
 
-    def __init__(self) -> None:
-        self.complete = asyncio.Event()  # set once the ledger's counts say complete
-        self._ledger: BatchLedger | None = None
-        self._redraw: Callable[[], None] = lambda: None
+class Completion(Generic[Written]):
+    """The run's finisher (given to its `SinkService`) and the wait for it."""
 
-    def follow(self, ledger: BatchLedger, redraw: Callable[[], None]) -> None:
-        """The ledger, once open (the sink is built, with `on_progress`, before it loads it),
-        and how to redraw the progress."""
-        self._ledger = ledger
-        self._redraw = redraw
+    def __init__(self, write_output: Callable[[Path], Written]) -> None:
+        self.write_output = write_output
+        """Blocking: the output from the ledger's journal; returns what it wrote."""
+        self.complete = asyncio.Event()  # set by the finisher, once the output is written
+        self.written: Written | None = None  # what the output holds, once written
 
-    def on_progress(self, batch: str) -> None:
-        """The sink's hook: wake `wait` once the ledger's counts say complete."""
-        if self._ledger is not None and self._ledger.ready_to_complete:
-            self.complete.set()
+    async def finish(self, ledger: BatchLedger) -> None:
+        """The finisher, called by the sink once the batch is complete (again after a late
+        success replaced a failure): the output beside the input, then `wait` ends."""
+        self.written = await asyncio.to_thread(self.write_output, ledger.journal_path)
+        self.complete.set()
 
-    async def wait(self, ingest_task: asyncio.Task[Any], stop: asyncio.Event) -> bool:
-        """Until the ledger says the batch is complete (False) or a stop was asked for (True)."""
-        ledger = self._ledger
-        assert ledger is not None, "follow() the ledger first"
+    async def wait(
+        self, ingest_task: asyncio.Task[Any], stop: asyncio.Event, redraw: Callable[[], None]
+    ) -> bool:
+        """Until the sink finished the batch and ingest is done (False) or a stop was asked
+        for (True)."""
         stop_wait = asyncio.create_task(stop.wait())
         complete_wait = asyncio.create_task(self.complete.wait())
         try:
@@ -48,14 +47,11 @@ class Completion:
                     return True
                 if ingest_task.done():
                     ingest_task.result()  # raises if ingest failed
-                    if ledger.ready_to_complete:
+                    if self.complete.is_set():
                         return False
-                self._redraw()
-                if complete_wait.done() and not ledger.ready_to_complete:
-                    self.complete.clear()  # reopened since (a late success): wait again
-                    complete_wait = asyncio.create_task(self.complete.wait())
-                # Woken by a stop, the end of ingest or the ledger's counts; the timeout
-                # only redraws the progress.
+                redraw()
+                # Woken by a stop, the end of ingest or the finisher; the timeout only
+                # redraws the progress.
                 waits = {w for w in (stop_wait, ingest_task, complete_wait) if not w.done()}
                 await asyncio.wait(
                     waits, timeout=PROGRESS_SECONDS, return_when=asyncio.FIRST_COMPLETED

@@ -1,5 +1,5 @@
-"""A run's main job (`common/service.App.main`): ingest publishes the batch while
-`Completion` follows the ledger, until the batch is complete or a stop is asked for."""
+"""A run's main job (`common/service.App.main`): ingest publishes the batch until the
+sink has finished it (`Completion`) or a stop is asked for."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 from gpt4batch.common.bus import Bus
 from gpt4batch.common.service import EXIT_ABORTED, EXIT_OK
@@ -29,8 +30,9 @@ class RunJob:
         batch: str,
         fix: bool,
         ledger: BatchLedger,
-        completion: Completion,
+        completion: Completion[Any],
         on_ingested: Callable[[IngestSummary], None],
+        redraw: Callable[[], None],
     ) -> None:
         self.source = source
         self.batch = batch
@@ -38,6 +40,7 @@ class RunJob:
         self.ledger = ledger
         self.completion = completion
         self.on_ingested = on_ingested
+        self.redraw = redraw
         self.interrupted = True
         self.summary: IngestSummary | None = None
         self._task: asyncio.Task[IngestSummary] | None = None
@@ -45,7 +48,7 @@ class RunJob:
     async def __call__(self, bus: Bus, stop: asyncio.Event) -> int:
         """Until the ledger says complete (EXIT_OK) or `stop` is set (EXIT_ABORTED)."""
         self._task = asyncio.create_task(self._ingest(bus))
-        self.interrupted = await self.completion.wait(self._task, stop)
+        self.interrupted = await self.completion.wait(self._task, stop, self.redraw)
         return EXIT_ABORTED if self.interrupted else EXIT_OK
 
     async def stop_ingest(self) -> None:
