@@ -11,10 +11,12 @@ from gpt4batch.common.service import App
 from gpt4batch.services.gateway.api import make_app
 from gpt4batch.services.gateway.asks_watch import AsksWatch
 from gpt4batch.services.gateway.batches import Batches
+from gpt4batch.services.gateway.file_expiry import FileSweeper
 from gpt4batch.services.gateway.listener import listener
 from gpt4batch.services.gateway.settings import GatewaySettings
 from gpt4batch.services.gateway.store import Store
 from gpt4batch.services.gateway.tenants import Tenants, warn_if_shared
+from gpt4batch.services.gateway.webhooks.delivery import Webhooks
 from gpt4batch.services.sink.settings import embedded_settings
 
 log = get_logger("gpt4batch.gateway")
@@ -30,13 +32,20 @@ class GatewayService:
         data = Path(settings.data_dir)
         data.mkdir(parents=True, exist_ok=True)
         self.store = Store(data)
+        self.webhooks = Webhooks(settings.webhooks, data / "webhooks", self._status_of)
         self.batches = Batches(
             self.store,
             embedded_settings(out_dir=data / "ledger", max_in_flight=settings.max_in_flight),
             window=settings.window,
             max_line_bytes=settings.max_line_bytes,
             max_msg_size=settings.max_msg_size,
+            on_status=self.webhooks.on_status,
         )
+        self.sweeper = FileSweeper(self.store)
+
+    def _status_of(self, batch_id: str) -> str | None:
+        batch = self.store.get_batch(batch_id, None)
+        return batch.status if batch is not None else None
 
     async def start(self) -> None:
         files, batches = self.store.unowned()
@@ -47,6 +56,8 @@ class GatewayService:
                 batches=batches,
             )
         await self.batches.start()
+        self.sweeper.start()  # files that expired while the gateway was down go first
+        await self.webhooks.start()
 
     def register(self, bus: Bus) -> None:
         self.batches.bus = bus
@@ -54,13 +65,17 @@ class GatewayService:
         self.batches.resume()  # drivers retry until the bus is up
 
     async def close(self) -> None:
+        await self.sweeper.close()
         await self.batches.close()
+        await self.webhooks.close()
         self.store.close()
 
 
 def build(settings: GatewaySettings) -> App:
     if settings.api_key_file:
         warn_if_shared(settings.api_key_file)
+    if settings.webhook_secret_file:
+        warn_if_shared(settings.webhook_secret_file, "the webhook secret file")
     try:
         tenants = Tenants(settings.key_entries)
     except ValueError as exc:
@@ -74,6 +89,7 @@ def build(settings: GatewaySettings) -> App:
         max_upload=settings.max_upload_bytes,
         max_uploads=settings.max_concurrent_uploads,
         upload_timeout=settings.upload_timeout,
+        min_file_expiry=settings.min_file_expiry,
     )
     server = listener(
         api,
