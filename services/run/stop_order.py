@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Protocol
 
 from gpt4batch.common import logging as glog
 from gpt4batch.common.bus import Bus
 from gpt4batch.common.service import StopStage, stop_bus
-from gpt4batch.services.run.job import RunJob
 
 #: Longest wait, after a stop, for results already published to reach the ledger.
 DRAIN_TIMEOUT = 10.0
@@ -29,12 +29,23 @@ DRAIN_TIMEOUT = 10.0
 log = glog.get_logger("gpt4batch.run")
 
 
+class StoppableJob(Protocol):
+    """What the stop order needs of the run's main job (`job.RunJob`)."""
+
+    @property
+    def interrupted(self) -> bool:
+        """True unless the batch was complete when the job ended."""
+        ...
+
+    async def stop_ingest(self) -> None: ...
+
+
 class RunStopOrder:
     """The stages, in order (`stages`); each reads `job.interrupted` when it runs."""
 
     def __init__(
         self,
-        job: RunJob,
+        job: StoppableJob,
         *,
         channel: str,
         grace: float,
