@@ -22,6 +22,10 @@ open files. The bounds (`Limits`, options of `gpt4batch sink`):
   publishes a manifest (never removed) or reads results on its own channel.
 - No seq at or above `max_records`: the ledger keeps a bit per record.
 
+A batch handed over to its owner (`hand_over`: its signed manifest names the gateway or
+`run` as finisher, see elsewhere.py) gives its place at once, and the files it had here
+without a manifest are removed.
+
 The per-batch gauges are bounded on their own (`metrics.BatchGauges`, the most
 recently active batches): a batch dropped from memory keeps them, so a completed
 one shows written = expected on the dashboard and a stalled one stays in view.

@@ -56,9 +56,9 @@ def drained(nsqd: Nsqd, topic_prefix: str) -> bool:
         if not topic["topic_name"].startswith(f"{topic_prefix}."):
             continue
         for channel in topic["channels"]:
-            if channel["channel_name"] == "sink":
-                if channel["depth"] or channel["in_flight_count"] or channel["deferred_count"]:
-                    return False
+            held = channel["depth"] + channel["in_flight_count"] + channel["deferred_count"]
+            if channel["channel_name"] == "sink" and held:
+                return False
     return True
 
 
