@@ -13,11 +13,11 @@ from typing import Any
 from tornado import iostream
 from tornado.web import Application
 
+from gpt4batch.common.endpoints import ALL as SUPPORTED_ENDPOINTS
 from gpt4batch.common.logging import get_logger
 from gpt4batch.services.gateway import metrics
 from gpt4batch.services.gateway.batches import Batches
 from gpt4batch.services.gateway.bodies import BadBody, MultipartUpload, multipart_boundary
-from gpt4batch.services.gateway.convert import SUPPORTED_ENDPOINTS
 from gpt4batch.services.gateway.http_base import ApiError, Base, log_request
 from gpt4batch.services.gateway.store import FILE_ID, Store
 from gpt4batch.services.gateway.tenants import Tenants
@@ -202,9 +202,8 @@ class BatchesHandler(Base):
         if endpoint not in SUPPORTED_ENDPOINTS:
             raise ApiError(
                 400,
-                f"The endpoint {endpoint!r} is not supported by this gateway; supported: "
-                f"{', '.join(SUPPORTED_ENDPOINTS)} (no /v1/embeddings, /v1/completions or "
-                "/v1/responses batches).",
+                f"The endpoint {endpoint!r} is not supported; supported: "
+                f"{', '.join(SUPPORTED_ENDPOINTS)}.",
                 param="endpoint",
             )
         window = body.get("completion_window")

@@ -30,7 +30,9 @@ from gpt4batch.common.messages import BatchManifest
 from gpt4batch.common.topics import Channels
 from gpt4batch.common.usage import batch_api_usage
 from gpt4batch.services.gateway import metrics
-from gpt4batch.services.gateway.convert import convert_file, output_line
+from gpt4batch.services.gateway.convert import convert_file
+from gpt4batch.services.gateway.output import output_line
+from gpt4batch.services.gateway.serving import FleetServing, Serving
 from gpt4batch.services.gateway.store import BatchRecord, Store, new_id
 from gpt4batch.services.sink.ledger import LedgerCounts
 from gpt4batch.services.sink.ledger.output import sorted_results
@@ -55,8 +57,10 @@ class Batches:
         window: int,
         max_line_bytes: int,
         max_msg_size: int,
+        serving: FleetServing | None = None,
     ) -> None:
         self.store = store
+        self.serving = serving  # what the fleet's callers serve (None: not known)
         self.ledger = SinkService(
             ledger,
             channel=Channels.GATEWAY,
@@ -265,7 +269,8 @@ class Batches:
         folder.mkdir(parents=True, exist_ok=True)
         asks = folder / "asks.jsonl"
         owned = self.store.file_ids_of(batch.owner)  # what its asks may name (gpt4batch lines)
-        result = await asyncio.to_thread(self._convert, source, asks, batch, owned)
+        serving = await self.serving.now() if self.serving is not None else Serving(None)
+        result = await asyncio.to_thread(self._convert, source, asks, batch, owned, serving)
         now = int(time.time())
         batch.format = result.format
         batch.total = result.total
@@ -287,11 +292,14 @@ class Batches:
             log.info("batch accepted", batch=batch.id, total=batch.total, format=batch.format)
         self._save(batch)
 
-    def _convert(self, source: Path, asks: Path, batch: BatchRecord, owned: frozenset[str]) -> Any:
+    def _convert(
+        self, source: Path, asks: Path, batch: BatchRecord, owned: frozenset[str], serving: Serving
+    ) -> Any:
         with asks.open("wb") as out:
             result = convert_file(
                 source,
                 out,
+                serving=serving,
                 owned_files=owned,
                 batch=batch.id,
                 endpoint=batch.endpoint,
@@ -352,7 +360,7 @@ class Batches:
                     if not good:
                         err.write(record + b"\n")
                 else:
-                    converted, good = output_line(batch.id, json.loads(record))
+                    converted, good = output_line(batch.id, json.loads(record), batch.endpoint)
                     data = json.dumps(converted, ensure_ascii=False).encode() + b"\n"
                     (out if good else err).write(data)
                 if good:

@@ -6,6 +6,7 @@ import os
 
 from pydantic import Field, PrivateAttr, model_validator
 
+from gpt4batch.common.endpoints import parse_endpoints
 from gpt4batch.common.settings import BaseServiceSettings, CommaList
 from gpt4batch.services.gateway.tenants import read_key_file
 
@@ -72,6 +73,13 @@ class GatewaySettings(BaseServiceSettings):
         900.0, gt=0, description="Seconds to receive the body of POST /v1/files."
     )
 
+    upstream_endpoints: CommaList = Field(
+        default_factory=list,
+        description="Endpoints the callers' upstream serves (repeatable), e.g. "
+        "/v1/chat/completions alone for gpt4api.plus; a batch for another fails at "
+        "validating. Default: what the callers registered on nsqd serve (all four while "
+        "none is registered).",
+    )
     consumer_check_interval: float = Field(
         10.0,
         gt=0,
@@ -80,6 +88,14 @@ class GatewaySettings(BaseServiceSettings):
     )
 
     _key_entries: list[tuple[str | None, str]] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _endpoints(self) -> GatewaySettings:
+        try:
+            self.upstream_endpoints = list(parse_endpoints(self.upstream_endpoints))
+        except ValueError as exc:
+            raise ValueError(f"--upstream-endpoints: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _keys(self) -> GatewaySettings:
