@@ -77,6 +77,10 @@ class FileRecord:
         }
 
 
+#: A batch still being worked on (its driver runs, its ledger is held).
+ACTIVE_STATUSES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+
+
 @dataclass
 class BatchRecord:
     """A batch as the API knows it; counts come from the ledger (see batches.py)."""
@@ -102,6 +106,7 @@ class BatchRecord:
     cancelling_at: int | None = None
     cancelled_at: int | None = None
     final_counts: dict[str, int] | None = None
+    final_usage: dict[str, Any] | None = None  # the ledger's usage totals, saved at finalize
     owner: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -111,7 +116,7 @@ class BatchRecord:
 
     @property
     def active(self) -> bool:
-        return self.status in ("validating", "in_progress", "finalizing", "cancelling")
+        return self.status in ACTIVE_STATUSES
 
 
 class Store:
