@@ -125,7 +125,7 @@ def estimate_completion_tokens(body: Mapping[str, Any], default: int) -> int:
 def reported_usage(answer: Mapping[str, Any]) -> tuple[int, int] | None:
     """(prompt, completion) tokens from an answer's `usage` (chat and completions:
     `prompt_tokens`/`completion_tokens`; Responses: `input_tokens`/`output_tokens`;
-    embeddings: `prompt_tokens` alone, no completion), or None where the upstream
+    embeddings: `prompt_tokens` = `total_tokens`, no completion), or None where the upstream
     reported none."""
     usage = answer.get("usage") if isinstance(answer, Mapping) else None
     if not isinstance(usage, Mapping):
@@ -137,7 +137,7 @@ def reported_usage(answer: Mapping[str, Any]) -> tuple[int, int] | None:
         prompt, completion = _count(usage.get(prompt_key)), _count(usage.get(completion_key))
         if prompt is not None and completion is not None:
             return prompt, completion
-        if prompt is not None and completion_key not in usage:  # embeddings
+        if prompt is not None and _count(usage.get("total_tokens")) == prompt:  # embeddings
             return prompt, 0
     return None
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gpt4batch.common.messages import Ask
+from gpt4batch.common.messages import Ask, UsageLine
 from gpt4batch.common.tokens import (
     PER_MESSAGE,
     UNKNOWN_IMAGE_SIZE,
@@ -132,6 +132,21 @@ def read_usage(value: Any) -> Usage | None:
         cost_usd=float(cost) if isinstance(cost, int | float) else 0.0,
         cached_tokens=cached if isinstance(cached, int) else 0,
         reasoning_tokens=reasoning if isinstance(reasoning, int) else 0,
+    )
+
+
+def usage_of(line: UsageLine) -> Usage:
+    """A result's `UsageLine` (common/messages.py) as a `Usage`, with the cached/reasoning
+    details it carries as extra fields."""
+    extra = line.model_extra or {}
+    cached, reasoning = extra.get("cached_tokens", 0), extra.get("reasoning_tokens", 0)
+    return Usage(
+        line.prompt_tokens,
+        line.completion_tokens,
+        estimated=line.estimated,
+        cost_usd=line.cost_usd,
+        cached_tokens=cached if isinstance(cached, int) and cached > 0 else 0,
+        reasoning_tokens=reasoning if isinstance(reasoning, int) and reasoning > 0 else 0,
     )
 
 
