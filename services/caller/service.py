@@ -67,9 +67,10 @@ class CallerService:
         http: httpx.AsyncClient | None = None,
         limiter: Limiter | None = None,
         auth_gate: AuthGate | None = None,
-        answered_memory: int = ANSWERED_MEMORY,
+        answered_memory: int | None = None,
         account_limiter: Callable[[CallerSettings], Limiter] | None = None,
         budget: Budget | None = None,
+        calls: CallStats | None = None,
     ) -> None:
         self.settings = settings
         #: `--accounts`: several accounts, each with its own token and limits (each limiter
@@ -93,8 +94,11 @@ class CallerService:
         self._clients: dict[str, ConversationClient] = {}
         self._account_runners: dict[str, ConversationRunner] = {}
         self._bus: Bus | None = None
-        # Asks whose result this process already published (bounded), and those running now.
-        self.answered = AnsweredAsks(answered_memory)
+        # Asks whose result this process already published (bounded, None: ANSWERED_MEMORY;
+        # 0 where no ask is delivered twice), and those running now.
+        self.answered = AnsweredAsks(
+            ANSWERED_MEMORY if answered_memory is None else answered_memory
+        )
         secret_files = settings.secret_files()
         if self.pool is not None and settings.accounts is not None:
             secret_files += [settings.accounts, *self.pool.secret_files()]
@@ -130,7 +134,8 @@ class CallerService:
         kinds = [a.config.kind for a in self.pool.accounts] if self.pool else [self.config.kind]
         #: What this caller serves, registered on nsqd for the gateway (None without NSQ).
         self.registry = caller_registry(settings, kinds)
-        self.calls = CallStats()  # this service's own counts (a run's progress and summary)
+        #: This service's own counts (a run gives its own: its progress and summary).
+        self.calls = calls if calls is not None else CallStats()
 
     def client_for(self, kind: str) -> ConversationClient:
         return self._client(kind, self.config, self._clients, self.limiter)

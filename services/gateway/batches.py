@@ -5,21 +5,23 @@
     in_progress ─(ledger complete)→ finalizing ─(files)─→ completed
         │ cancel: stop publishing
     cancelling ─(every published ask answered)→ finalizing → cancelled
+        │ its completion_window passed (expiry.py)
+    finalizing, expiring ─(every published ask answered)→ expired
 
 Asks go out in windows of `--window` unanswered asks, so a cancel stops the
 spending within one window and a restart resumes publishing from the
 `published_offset` saved after nsqd acknowledged each window. The results come
 back on the gateway's own channel into the ledger; every status decision is
-made from the ledger's counts, never from a timer. The sink decides that a
-batch is complete and calls the gateway's finisher (`_finish`), which moves it
-to `finalizing`; its driver then writes the output and error files.
+made from the ledger's counts, never from a timer (but for the window itself:
+expiry.py). The sink decides that a batch is complete and calls the gateway's
+finisher (`_finish`), which moves it to `finalizing`; its driver then writes
+the output and error files (outputs.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -31,19 +33,22 @@ from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import BatchManifest
 from gpt4batch.common.topics import Channels
 from gpt4batch.common.usage import batch_api_usage
-from gpt4batch.services.gateway import metrics
+from gpt4batch.services.gateway import expiry, metrics
 from gpt4batch.services.gateway.convert import convert_file
-from gpt4batch.services.gateway.output import output_line
+from gpt4batch.services.gateway.outputs import write_result_files
 from gpt4batch.services.gateway.serving import FleetServing, Serving
 from gpt4batch.services.gateway.store import ACTIVE_STATUSES, BatchRecord, Store, new_id
 from gpt4batch.services.sink.ledger import BatchLedger, LedgerCounts
-from gpt4batch.services.sink.ledger.output import sorted_results
 from gpt4batch.services.sink.service import SinkService
 from gpt4batch.services.sink.settings import SinkSettings
 
 log = get_logger("gpt4batch.gateway")
 
 PUBLISH_CHUNK = 500
+#: Most bytes of asks one publishing step reads and sends: the step's bodies are held about
+#: four times over (read, signed, framed, joined for the socket), so PUBLISH_CHUNK lines of
+#: 100 KB took 150 MB at once; 1 MiB steps keep it near 4 MB whatever the lines' length.
+PUBLISH_BYTES = 1024 * 1024
 
 
 class Batches:
@@ -127,6 +132,7 @@ class Batches:
         completion_window: str,
         metadata: dict[str, str] | None,
         owner: str,
+        output_expires_after: int | None = None,
     ) -> BatchRecord:
         batch = BatchRecord(
             id=new_id("batch_"),
@@ -136,6 +142,7 @@ class Batches:
             created_at=int(time.time()),
             metadata=metadata,
             owner=owner,
+            output_expires_after=output_expires_after,
         )
         self._save(batch)
         self._spawn(batch.id)
@@ -180,7 +187,7 @@ class Batches:
             "finalizing_at": batch.finalizing_at,
             "completed_at": batch.completed_at,
             "failed_at": batch.failed_at,
-            "expired_at": None,
+            "expired_at": batch.expired_at,
             "cancelling_at": batch.cancelling_at,
             "cancelled_at": batch.cancelled_at,
             "request_counts": counts,
@@ -222,6 +229,11 @@ class Batches:
         if event is not None:
             event.set()
 
+    def _stopped(self, batch: BatchRecord, reason: str) -> None:
+        """The one path of a batch that stops spending (reason "cancelled" or "expired"):
+        its status already stops the publishing."""
+        log.info("batch stopped", batch=batch.id, reason=reason)
+
     def _lock(self, batch_id: str) -> asyncio.Lock:
         return self._locks.setdefault(batch_id, asyncio.Lock())
 
@@ -253,12 +265,24 @@ class Batches:
                 if not progressed:
                     with contextlib.suppress(TimeoutError):
                         # The timeout only re-reads the ledger; decisions come from counts.
-                        await asyncio.wait_for(wake.wait(), timeout=5)
+                        await asyncio.wait_for(
+                            wake.wait(), expiry.wait_seconds(batch, 5, time.time())
+                        )
         finally:
             self._wake.pop(batch_id, None)
 
     async def _step(self, batch: BatchRecord) -> bool:
         """Advance `batch` by one step; False when it must wait for results."""
+        if expiry.is_due(batch, time.time()):
+            expiry.begin(batch, time.time())
+            self._save(batch)
+            self._stopped(batch, "expired")
+            return True
+        if batch.expiring_at is not None:  # draining what was published (expiry.py)
+            if expiry.drained(batch, (await self._counts(batch.id)).done):
+                await self._finalize(batch)
+                return True
+            return False
         if batch.status == "validating":
             await self._validate(batch)
             return True
@@ -328,7 +352,9 @@ class Batches:
         """Publish the next `n` asks; the offset is saved only after nsqd acknowledged."""
         assert self.bus is not None
         path = self.store.batch_dir(batch.id) / "asks.jsonl"
-        bodies, end = await asyncio.to_thread(_read_lines, path, batch.published_offset, n)
+        bodies, end = await asyncio.to_thread(
+            _read_lines, path, batch.published_offset, n, PUBLISH_BYTES
+        )
         if not bodies:
             return
         await self.bus.publish_many(self.bus.topics.asks, bodies)
@@ -341,11 +367,17 @@ class Batches:
             batch.status = "finalizing"
             batch.finalizing_at = int(time.time())
         ledger = await self.sink.ledger(batch.id)
-        written, counts = await asyncio.to_thread(self._write_files, batch, ledger.journal_path)
+        folder = self.store.batch_dir(batch.id)
+        asks = folder / "asks.jsonl" if batch.expiring_at is not None else None
+        written, counts = await asyncio.to_thread(
+            write_result_files, batch, ledger.journal_path, folder, asks=asks
+        )
         for kind, (tmp, n) in written.items():
             if n:
                 name = f"{batch.id}_{kind}.jsonl"
-                file_id = self.store.add_file(name, f"batch_{kind}", tmp, batch.owner).id
+                file_id = self.store.add_file(
+                    name, f"batch_{kind}", tmp, batch.owner, batch.output_expires_after
+                ).id
                 setattr(batch, f"{kind}_file_id", file_id)
                 metrics.LINES.labels(kind).inc(n)
             else:
@@ -355,50 +387,28 @@ class Batches:
         now = int(time.time())
         if cancelled or batch.cancelling_at is not None:
             batch.status, batch.cancelled_at = "cancelled", now
+        elif batch.expiring_at is not None:
+            batch.status, batch.expired_at = "expired", now
         else:
             batch.status, batch.completed_at = "completed", now
         self._save(batch)
         log.info("batch finished", batch=batch.id, status=batch.status, **counts)
 
-    def _write_files(
-        self, batch: BatchRecord, journal: Path
-    ) -> tuple[dict[str, tuple[Path, int]], dict[str, int]]:
-        """Output and error files from the ledger, in input order, each id exactly once
-        (blocking)."""
-        folder = self.store.batch_dir(batch.id)
-        out_tmp, err_tmp = folder / "output.jsonl.tmp", folder / "errors.jsonl.tmp"
-        ok = failed = 0
-        with out_tmp.open("wb") as out, err_tmp.open("wb") as err:
-            for _, good, record in sorted_results(journal, folder):  # one per seq, in order
-                if batch.format == "gpt4batch":
-                    out.write(record + b"\n")  # one output line per input record
-                    if not good:
-                        err.write(record + b"\n")
-                else:
-                    converted, good = output_line(batch.id, json.loads(record), batch.endpoint)
-                    data = json.dumps(converted, ensure_ascii=False).encode() + b"\n"
-                    (out if good else err).write(data)
-                if good:
-                    ok += 1
-                else:
-                    failed += 1
-            for fh in (out, err):
-                fh.flush()
-                os.fsync(fh.fileno())
-        out_lines = ok + failed if batch.format == "gpt4batch" else ok
-        written = {"output": (out_tmp, out_lines), "error": (err_tmp, failed)}
-        return written, {"total": batch.total, "completed": ok, "failed": failed}
 
-
-def _read_lines(path: Path, offset: int, n: int) -> tuple[list[bytes], int]:
-    """Up to `n` whole lines from `offset`, and the offset after them."""
+def _read_lines(path: Path, offset: int, n: int, max_bytes: int) -> tuple[list[bytes], int]:
+    """Up to `n` whole lines from `offset` (fewer once they reach `max_bytes`, at least one),
+    and the offset after them."""
     bodies: list[bytes] = []
+    size = 0
     with path.open("rb") as fh:
         fh.seek(offset)
-        for _ in range(n):
+        while len(bodies) < n:
             line = fh.readline()
             if not line.endswith(b"\n"):
                 break
+            if bodies and size + len(line) > max_bytes:
+                break
             bodies.append(line[:-1])
+            size += len(line)
             offset += len(line)
     return bodies, offset

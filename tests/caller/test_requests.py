@@ -58,7 +58,7 @@ def test_an_openai_client_gets_the_body_whole_and_its_answer_is_kept() -> None:
 
 def test_a_chat_only_kind_answers_other_endpoints_with_an_error_and_no_call() -> None:
     outcome, client = run("gpt4api", "/v1/embeddings", {"model": "e", "input": "x"})
-    assert not outcome.ok and outcome.error.code == 586
+    assert not outcome.ok and outcome.error.code == 584
     assert "/v1/embeddings" in outcome.error.message
     assert client.sent == [] and client.asked == []
 

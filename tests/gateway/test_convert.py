@@ -12,7 +12,7 @@ from gpt4batch.common.messages import AskMessage, IErr
 from gpt4batch.common.upstreams import UpstreamConfig
 from gpt4batch.services.caller.requests import prepared
 from gpt4batch.services.gateway.convert import convert_file
-from gpt4batch.services.gateway.output import output_line
+from gpt4batch.services.gateway.result_lines import output_line
 from gpt4batch.services.gateway.serving import Serving
 from gpt4batch.services.mock_upstream import shapes
 
@@ -223,7 +223,7 @@ def test_a_request_a_chat_only_caller_cannot_take_is_an_error_result_not_a_call(
                  "body": {"model": "m", "input": "hi"}}  # fmt: skip
     _, [msg] = convert(tmp_path, [responses], endpoint="/v1/responses")
     refused = prepared(msg, "gpt4api")
-    assert isinstance(refused, IErr) and refused.code == 586
+    assert isinstance(refused, IErr) and refused.code == 584
     assert "/v1/responses" in refused.message
     _, [chat] = convert(tmp_path, [line("a", [{"role": "assistant", "content": "x"}])])
     refused = prepared(chat, "chatgpt-service")  # accepted while no caller said its kind

@@ -309,3 +309,26 @@ def test_a_receiver_that_never_answers_costs_one_timeout_per_attempt(tmp_path: P
     failed = count("failed")
     asyncio.run(scenario())
     assert len(calls) == 2 and count("failed") == failed + 1
+
+
+def test_a_failing_outbox_or_store_does_not_stop_the_sender(tmp_path: Path) -> None:
+    receiver = Receiver(200)
+    looks: list[str] = []
+
+    def flaky_status(batch_id: str) -> str | None:
+        looks.append(batch_id)
+        if len(looks) == 1:
+            raise OSError(28, "No space left on device")
+        return "completed"
+
+    async def scenario() -> None:
+        webhooks = Webhooks(
+            config(), tmp_path, flaky_status, transport=httpx.MockTransport(receiver)
+        )
+        await webhooks.start()
+        webhooks.on_status(BATCH, "completed")
+        await until(lambda: bool(receiver.requests), timeout=30)
+        await webhooks.close()
+
+    asyncio.run(scenario())
+    assert receiver.verified_types() == ["batch.completed"] and len(looks) == 2

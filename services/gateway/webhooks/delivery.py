@@ -145,9 +145,14 @@ class Webhooks:
             for event in due:
                 try:
                     await self._send(event)
-                except OSError as exc:  # the outbox cannot be written (disk full…): later
+                except Exception as exc:  # outbox not writable (disk full…), store busy: later
                     event.next_at = time.time() + NOT_YET
-                    log.warning("webhook outbox write failed", batch=event.batch, error=str(exc))
+                    log.warning(
+                        "webhook event not handled, retrying",
+                        batch=event.batch,
+                        error=str(exc),
+                        exc_info=not isinstance(exc, OSError),
+                    )
             if due:
                 continue
             nearest = min((e.next_at for e in self._pending.values()), default=now + 3600)
