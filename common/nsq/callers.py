@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import httpx
 
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.nsq.admin import NsqdAdmin, find_nodes, node_channel_stats
-from gpt4batch.common.nsq.registration import Node, Registration
+from gpt4batch.common.nsq.admin import NsqdAdmin, find_nodes
+from gpt4batch.common.nsq.registration import Node, Registration, registered
 from gpt4batch.common.topics import check_name
 
 log = get_logger("gpt4batch.nsq")
@@ -82,32 +82,17 @@ def fleet_concurrency(callers: Iterable[CallerInfo]) -> int:
 
 async def read_callers(admin: NsqdAdmin, prefix: str) -> list[CallerInfo] | None:
     """Every caller registered on any nsqd, by id (None: no nsqd answered)."""
-    topic = topic_for(prefix)
-    found: dict[str, CallerInfo] = {}
-    answered = False
     async with admin.client() as client:
-        nodes = await admin.nodes(client)
-        answers = await asyncio.gather(
-            *(_node_callers(client, node.http, topic) for node in nodes), return_exceptions=True
-        )
-    for node, answer in zip(nodes, answers, strict=True):
-        if isinstance(answer, BaseException):
-            log.debug("nsqd /stats failed", nsqd=node.http, error=str(answer))
-            continue
-        answered = True
-        for caller in answer:
+        nodes = [Node(node.tcp, node.http) for node in await admin.nodes(client)]
+        clients = await registered(client, nodes, topic_for(prefix), CHANNEL)
+    if clients is None:
+        return None
+    found: dict[str, CallerInfo] = {}
+    for client_id, agent in clients:
+        caller = parse_agent(client_id, agent)
+        if caller is not None:
             found.setdefault(caller.id, caller)
-    return list(found.values()) if answered else None
-
-
-async def _node_callers(client: httpx.AsyncClient, http: str, topic: str) -> list[CallerInfo]:
-    found = []
-    for channel in await node_channel_stats(client, http, topic, CHANNEL):
-        for entry in channel.get("clients") or []:
-            caller = parse_agent(entry.get("client_id") or "", entry.get("user_agent") or "")
-            if caller is not None:
-                found.append(caller)
-    return found
+    return list(found.values())
 
 
 class CallerRegistry:

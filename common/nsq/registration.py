@@ -18,10 +18,14 @@ import asyncio
 import json
 import socket
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import httpx
+
 from gpt4batch.common.logging import get_logger
+from gpt4batch.common.nsq.admin import node_channel_stats
 
 log = get_logger("gpt4batch.nsq")
 
@@ -43,6 +47,29 @@ class Registrant(Protocol):
 class Node:
     tcp: str
     http: str
+
+
+async def registered(
+    http: httpx.AsyncClient, nodes: Sequence[Node], topic: str, channel: str = CHANNEL
+) -> list[tuple[str, str]] | None:
+    """(client id, user agent) of every client registered on `channel` of `topic`, node by
+    node (None when no node's `/stats` answered)."""
+    answers = await asyncio.gather(
+        *(node_channel_stats(http, node.http, topic, channel) for node in nodes),
+        return_exceptions=True,
+    )
+    found: list[tuple[str, str]] = []
+    answered = False
+    for node, answer in zip(nodes, answers, strict=True):
+        if isinstance(answer, BaseException):
+            log.debug("nsqd /stats failed", nsqd=node.http, error=str(answer))
+            continue
+        answered = True
+        for stats in answer:
+            for client in stats.get("clients") or []:
+                if client.get("client_id"):
+                    found.append((client["client_id"], client.get("user_agent") or ""))
+    return found if answered else None
 
 
 def _host_port(address: str) -> tuple[str, int]:

@@ -17,7 +17,6 @@ every member reads it with the group and pauses its model calls as long
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import secrets
@@ -28,8 +27,8 @@ from dataclasses import dataclass
 import httpx
 
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.nsq.admin import find_nodes, node_channel_stats
-from gpt4batch.common.nsq.registration import Node
+from gpt4batch.common.nsq.admin import find_nodes
+from gpt4batch.common.nsq.registration import Node, registered
 from gpt4batch.common.topics import check_name
 
 log = get_logger("gpt4batch.limits")
@@ -98,34 +97,14 @@ async def read_members(
     http: httpx.AsyncClient, nodes: Sequence[Node], topic: str
 ) -> GroupView | None:
     """Members (and pauses) registered on any node (None when no node answered)."""
-    answers = await asyncio.gather(
-        *(_node_members(http, node, topic) for node in nodes), return_exceptions=True
-    )
+    clients = await registered(http, nodes, topic, CHANNEL)
+    if clients is None:
+        return None
     view = GroupView({})
-    answered = False
-    for node, answer in zip(nodes, answers, strict=True):
-        if isinstance(answer, BaseException):
-            log.debug("nsqd /stats failed", nsqd=node.http, error=str(answer))
-            continue
-        answered = True
-        for found in answer:
-            if isinstance(found, Pause):
-                view.pause_until = max(view.pause_until, found.until)
-            else:
-                view.members.setdefault(found.id, found)
-    return view if answered else None
-
-
-async def _node_members(http: httpx.AsyncClient, node: Node, topic: str) -> list[Member | Pause]:
-    found: list[Member | Pause] = []
-    for channel in await node_channel_stats(http, node.http, topic, CHANNEL):
-        for client in channel.get("clients") or []:
-            agent, client_id = client.get("user_agent") or "", client.get("client_id")
-            if not client_id:
-                continue
-            if match := _AGENT.search(agent):
-                qps, concurrency, tpm = float(match[1]), int(match[2]), int(match[3] or 0)
-                found.append(Member(client_id, qps, concurrency, tpm))
-            elif match := _PAUSE.search(agent):
-                found.append(Pause(client_id, float(match[1])))
-    return found
+    for client_id, agent in clients:
+        if match := _AGENT.search(agent):
+            qps, concurrency, tpm = float(match[1]), int(match[2]), int(match[3] or 0)
+            view.members.setdefault(client_id, Member(client_id, qps, concurrency, tpm))
+        elif match := _PAUSE.search(agent):
+            view.pause_until = max(view.pause_until, float(match[1]))
+    return view
