@@ -3,11 +3,15 @@
     validating ─(bad lines)─────────────────────────────→ failed
         │ asks.jsonl written, manifest announced
     in_progress ─(ledger complete)→ finalizing ─(files)─→ completed
-        │ cancel: stop publishing
-    cancelling ─(every published ask answered)→ finalizing → cancelled
+        │ stop (cancel; expiry): stop publishing, tell the callers
+    cancelling ─(every published ask answered)→ finalizing → cancelled (expired)
 
-Asks go out in windows of `--window` unanswered asks, so a cancel stops the
-spending within one window and a restart resumes publishing from the
+Asks go out in windows of `--window` unanswered asks (default: twice the callers'
+concurrency, window.py). A stop (`stop`: the user's cancel, or the batch's window
+passing) publishes no more and tells every caller (stops.py): they finish the
+batch's queued asks without calling the upstream, so the spending stops with the
+calls already running. Lines that never ran go to the error file as the real API
+puts them (unrun.py). A restart resumes publishing from the
 `published_offset` saved after nsqd acknowledged each window. The results come
 back on the gateway's own channel into the ledger; every status decision is
 made from the ledger's counts, never from a timer.
@@ -26,12 +30,15 @@ from typing import Any
 from gpt4batch.common.bus import Bus
 from gpt4batch.common.filenames import sibling
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.messages import BatchManifest
+from gpt4batch.common.messages import BatchManifest, StopReason
 from gpt4batch.common.topics import Channels
 from gpt4batch.common.usage import batch_api_usage
 from gpt4batch.services.gateway import metrics
 from gpt4batch.services.gateway.convert import convert_file, output_line
+from gpt4batch.services.gateway.stops import StopNotices
 from gpt4batch.services.gateway.store import BatchRecord, Store, new_id
+from gpt4batch.services.gateway.unrun import was_run, with_unrun
+from gpt4batch.services.gateway.window import FleetWindow
 from gpt4batch.services.sink.ledger import LedgerCounts
 from gpt4batch.services.sink.ledger.output import sorted_results
 from gpt4batch.services.sink.service import SinkService
@@ -52,7 +59,7 @@ class Batches:
         store: Store,
         ledger: SinkSettings,
         *,
-        window: int,
+        window: int | None,
         max_line_bytes: int,
         max_msg_size: int,
     ) -> None:
@@ -65,7 +72,8 @@ class Batches:
             on_complete=self._nudge,
         )
         self.sink = self.ledger.sink
-        self.window = window
+        self.window = FleetWindow(window)  # `--window`, else from the callers' concurrency
+        self.stops = StopNotices()
         self.max_line_bytes = max_line_bytes
         self.max_msg_size = max_msg_size
         self.bus: Bus | None = None
@@ -87,12 +95,16 @@ class Batches:
         for batch in self.store.batches():
             if batch.active:
                 log.info("resuming batch", batch=batch.id, status=batch.status)
+                if batch.stop_reason is not None and batch.status != "validating":
+                    self.stops.announce(batch.id, batch.stop_reason)
                 self._spawn(batch.id)
 
     async def close(self) -> None:
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self.stops.close()
+        await self.window.close()
         await self.ledger.close()
 
     def _spawn(self, batch_id: str) -> None:
@@ -129,13 +141,26 @@ class Batches:
         return batch
 
     async def cancel(self, batch_id: str) -> BatchRecord | None:
+        return await self.stop(batch_id, "cancelled")
+
+    async def stop(self, batch_id: str, reason: StopReason) -> BatchRecord | None:
+        """Stop a validating or running batch: the user cancelled it, or its window passed.
+
+        Nothing more is published; every caller is told (stops.py) and finishes the
+        batch's queued asks without calling the upstream; once every published ask has a
+        result the batch ends `cancelled` / `expired`, its unrun lines in the error file.
+        Returns the batch (None: no such batch; unchanged if it had ended)."""
         async with self._lock(batch_id):
             batch = self.store.get_batch(batch_id, None)
             if batch is None or batch.status not in ("validating", "in_progress"):
                 return batch
-            batch.status = "cancelling"
-            batch.cancelling_at = int(time.time())
+            batch.stop_reason = reason
+            if reason == "cancelled":
+                batch.status = "cancelling"
+                batch.cancelling_at = int(time.time())
             self._save(batch)
+            if batch.published:
+                self.stops.announce(batch_id, reason)
         self._nudge(batch_id)
         return batch
 
@@ -167,7 +192,7 @@ class Batches:
             "finalizing_at": batch.finalizing_at,
             "completed_at": batch.completed_at,
             "failed_at": batch.failed_at,
-            "expired_at": None,
+            "expired_at": batch.expired_at,
             "cancelling_at": batch.cancelling_at,
             "cancelled_at": batch.cancelled_at,
             "request_counts": counts,
@@ -242,9 +267,10 @@ class Batches:
             await self._finalize(batch)
             return True
         written = (await self._counts(batch.id)).done
-        if batch.status == "cancelling":
+        if batch.stop_reason is not None:
             if written >= batch.published:
-                await self._finalize(batch, cancelled=True)
+                self.stops.over(batch.id)
+                await self._finalize(batch)
                 return True
             return False
         # in_progress
@@ -253,7 +279,7 @@ class Batches:
             batch.finalizing_at = int(time.time())
             self._save(batch)
             return True
-        room = self.window - (batch.published - written)
+        room = self.window.size - (batch.published - written)
         if batch.published >= batch.total or room <= 0:
             return False
         await self._publish(batch, min(room, PUBLISH_CHUNK))
@@ -269,7 +295,9 @@ class Batches:
         now = int(time.time())
         batch.format = result.format
         batch.total = result.total
-        if batch.status == "cancelling":
+        if batch.stop_reason == "expired":
+            batch.status, batch.expired_at = "expired", now
+        elif batch.stop_reason is not None:
             batch.status, batch.cancelled_at = "cancelled", now
         elif result.error_count:
             batch.status, batch.failed_at, batch.errors = "failed", now, result.errors
@@ -314,7 +342,7 @@ class Batches:
         batch.published_offset = end
         self._save(batch)
 
-    async def _finalize(self, batch: BatchRecord, *, cancelled: bool = False) -> None:
+    async def _finalize(self, batch: BatchRecord) -> None:
         if batch.status != "finalizing":
             batch.status = "finalizing"
             batch.finalizing_at = int(time.time())
@@ -330,7 +358,9 @@ class Batches:
                 tmp.unlink(missing_ok=True)
         batch.final_counts = counts
         now = int(time.time())
-        if cancelled or batch.cancelling_at is not None:
+        if batch.stop_reason == "expired":
+            batch.status, batch.expired_at = "expired", now
+        elif batch.stop_reason is not None or batch.cancelling_at is not None:
             batch.status, batch.cancelled_at = "cancelled", now
         else:
             batch.status, batch.completed_at = "completed", now
@@ -344,9 +374,12 @@ class Batches:
         (blocking)."""
         folder = self.store.batch_dir(batch.id)
         out_tmp, err_tmp = folder / "output.jsonl.tmp", folder / "errors.jsonl.tmp"
-        ok = failed = 0
+        ok = failed = unrun = 0
+        results = sorted_results(journal, folder)  # one per seq, in order
+        if batch.stop_reason is not None:  # and a failed line for each that never ran
+            results = with_unrun(results, folder / "asks.jsonl", batch.total, batch.stop_reason)
         with out_tmp.open("wb") as out, err_tmp.open("wb") as err:
-            for _, good, record in sorted_results(journal, folder):  # one per seq, in order
+            for _, good, record in results:
                 if batch.format == "gpt4batch":
                     out.write(record + b"\n")  # one output line per input record
                     if not good:
@@ -357,13 +390,15 @@ class Batches:
                     (out if good else err).write(data)
                 if good:
                     ok += 1
+                elif batch.stop_reason is not None and not was_run(record):
+                    unrun += 1  # the real API counts it neither completed nor failed
                 else:
                     failed += 1
             for fh in (out, err):
                 fh.flush()
                 os.fsync(fh.fileno())
-        out_lines = ok + failed if batch.format == "gpt4batch" else ok
-        written = {"output": (out_tmp, out_lines), "error": (err_tmp, failed)}
+        out_lines = ok + failed + unrun if batch.format == "gpt4batch" else ok
+        written = {"output": (out_tmp, out_lines), "error": (err_tmp, failed + unrun)}
         return written, {"total": batch.total, "completed": ok, "failed": failed}
 
 

@@ -50,6 +50,8 @@ class GatewayService:
 
     def register(self, bus: Bus) -> None:
         self.batches.bus = bus
+        self.batches.stops.bus = bus  # stop notices to the callers
+        self.batches.window.register(bus)  # follows the callers' concurrency
         self.batches.ledger.register(bus)  # its own batches' results, on its own channel
         self.batches.resume()  # drivers retry until the bus is up
 

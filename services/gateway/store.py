@@ -101,9 +101,16 @@ class BatchRecord:
     failed_at: int | None = None
     cancelling_at: int | None = None
     cancelled_at: int | None = None
+    expired_at: int | None = None
+    #: Why the batch was stopped (`Batches.stop`): "cancelled" or "expired"; None: it runs.
+    stop_reason: str | None = None
     final_counts: dict[str, int] | None = None
     owner: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status == "cancelling" and self.stop_reason is None:  # saved before stops
+            self.stop_reason = "cancelled"
 
     @property
     def expires_at(self) -> int:
