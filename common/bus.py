@@ -288,11 +288,6 @@ class Bus(abc.ABC):
         """Clients subscribed to any channel of `topic` (None: this bus cannot tell)."""
         return None
 
-    async def consumer_capacity(self, topic: str, channel: str) -> int | None:
-        """Messages the consumers of `channel` take at once, summed (on NSQ: their RDY);
-        None: this bus cannot tell."""
-        return None
-
     @abc.abstractmethod
     async def delete_channel(self, topic: str, channel: str) -> None:
         """Remove `channel` (and what it still holds) from `topic`."""

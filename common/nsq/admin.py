@@ -222,16 +222,6 @@ class NsqdAdmin:
         """Clients subscribed to any channel of `topic`, over every nsqd."""
         return sum(len(c.get("clients") or []) for c in await self.channel_stats(topic))
 
-    async def ready(self, topic: str, channel: str) -> int:
-        """The RDY of every client of `channel`, summed over every nsqd: how many messages
-        its consumers take at once (a caller's RDY is its `--concurrency`)."""
-        return sum(
-            int(client.get("ready_count") or 0)
-            for c in await self.channel_stats(topic, channel)
-            if c.get("channel_name") == channel
-            for client in c.get("clients") or []
-        )
-
     async def channel_stats(self, topic: str, channel: str | None = None) -> list[dict[str, Any]]:
         """nsqd's /stats of `topic`'s channels (or of one), from every nsqd."""
         found: list[dict[str, Any]] = []

@@ -184,9 +184,6 @@ class NsqBus(Bus):
     async def consumers(self, topic: str) -> int:
         return await self.admin.consumers(topic)
 
-    async def consumer_capacity(self, topic: str, channel: str) -> int:
-        return await self.admin.ready(topic, channel)
-
     async def create_channel(self, topic: str, channel: str) -> bool:
         return not await self.admin.create({topic: [channel]})
 
