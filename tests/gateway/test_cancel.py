@@ -53,6 +53,7 @@ def test_a_cancel_one_second_after_create_stops_the_calls(
         data = jsonl([request(f"r{i}", f"question {i}") for i in range(LINES)])
         batch = create(client, upload(client, data))
         time.sleep(1.0)
+        at_cancel = mock.stats()["calls"].get("chat.completions", 0)
         cancel_at = time.time()
         cancelling = client.batches.cancel(batch.id)
         assert cancelling.status in ("cancelling", "cancelled")
@@ -62,7 +63,10 @@ def test_a_cancel_one_second_after_create_stops_the_calls(
 
     calls = stats["calls"].get("chat.completions", 0)
     after_cancel = stats["last_call_at"] - cancel_at
-    print(f"\ncalls: {calls} of {LINES}; the last began {after_cancel:+.2f} s after the cancel")
+    print(
+        f"\ncalls: {calls} of {LINES} ({at_cancel} begun at the cancel); the last began "
+        f"{after_cancel:+.2f} s after the cancel; window {window_of(procs)}"
+    )
     assert done.status == "cancelled" and done.cancelled_at, done
     # At most ~40 calls/s for the second before the cancel plus the 16 running then; the old
     # gateway (window 1000) ran every one of the 300.
