@@ -138,6 +138,7 @@ def write_credentials(path: Path, answer: dict[str, Any]) -> Path:
 SECRET_FLAGS = {
     "--access-token": "--access-token-file or GPT4BATCH_ACCESS_TOKEN",
     "--nsq-auth-secret": "--nsq-auth-secret-file or GPT4BATCH_NSQ_AUTH_SECRET",
+    "--api-key": "--api-key-file (lines 'name: key', mode 600) or GPT4BATCH_API_KEYS",
 }
 
 

@@ -4,7 +4,8 @@ No maintained NSQ exporter installs from our registries, so this small
 collector does the one job we need: backlog per topic/channel and node.
 nsqd nodes are given directly (`--nsqd-http-address`) or discovered through
 nsqlookupd's `/nodes` (`--lookupd-http-address`) at every scrape, so a node
-added by scaling out is picked up without a restart.
+added by scaling out is picked up without a restart. The HTTP calls are those of
+the one nsqd/nsqlookupd client, common/nsq/admin.py; every node is asked at once.
 
     python -m gpt4batch.common.nsq_exporter --lookupd-http-address 127.0.0.1:4161 \
         --metrics-port 9117
@@ -12,10 +13,12 @@ added by scaling out is picked up without a restart.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import httpx
 from prometheus_client import CollectorRegistry, start_http_server
@@ -26,8 +29,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gpt4batch.common import logging as glog
 from gpt4batch.common.errors import ConfigError
-from gpt4batch.common.nsq.admin import http_url, node_addresses
+from gpt4batch.common.nsq.admin import find_nodes, node_stats
 from gpt4batch.common.settings import ENV_PREFIX, CliParser, CommaList, add_flags, load
+from gpt4batch.common.tls import client_context
 
 PREFIX = "gpt4batch_nsq"
 DEFAULT_PORT = 9117
@@ -37,6 +41,8 @@ INGESTED_SUFFIX = ".ingested"
 
 TOPIC_LABELS = ["node", "topic"]
 CHANNEL_LABELS = ["node", "topic", "channel"]
+
+T = TypeVar("T")
 
 
 class ExporterSettings(BaseSettings):
@@ -76,33 +82,47 @@ class NsqdStatsCollector(Collector):
         self.timeout = timeout
         self.log = glog.get_logger("gpt4batch.nsq_exporter")
 
-    def nodes(self, client: httpx.Client) -> list[str]:
+    async def nodes(self, client: httpx.AsyncClient) -> list[str]:
         """HTTP addresses of the nsqd nodes: the given ones plus those nsqlookupd knows."""
-        found = list(self.nsqd_http)
-        for lookupd in self.lookupd_http:
-            try:
-                resp = client.get(http_url(lookupd, "/nodes"))
-                resp.raise_for_status()
-                node_addresses(resp.json(), "http_port", found)
-            except (httpx.HTTPError, ValueError, KeyError) as exc:
-                self.log.warning("nsqlookupd query failed", address=lookupd, error=str(exc))
-        return found
+        listed, problems = await find_nodes(client, (), (), self.lookupd_http)
+        for problem in problems:
+            self.log.warning("nsqlookupd query failed", problem=problem)
+        return list(dict.fromkeys([*self.nsqd_http, *(node.http for node in listed)]))
+
+    async def scrape(self) -> list[Metric]:
+        """One scrape (for an async caller): every node's /stats, asked at once."""
+        fams = _Families()
+        async with httpx.AsyncClient(timeout=self.timeout, verify=client_context()) as client:
+            nodes = await self.nodes(client)
+            answers = await asyncio.gather(*(self._stats(client, node) for node in nodes))
+        for node, stats in zip(nodes, answers, strict=True):
+            fams.up.add_metric([node], 0 if stats is None else 1)
+            if stats is not None:
+                fams.add_stats(node, stats)
+        return list(fams.all())
+
+    async def _stats(self, client: httpx.AsyncClient, node: str) -> dict[str, Any] | None:
+        try:
+            return await node_stats(client, node)
+        except (httpx.HTTPError, ValueError) as exc:
+            self.log.warning("nsqd /stats failed", node=node, error=str(exc))
+            return None
 
     def collect(self) -> Iterator[Metric]:
-        fams = _Families()
-        with httpx.Client(timeout=self.timeout) as client:
-            for node in self.nodes(client):
-                try:
-                    resp = client.get(http_url(node, "/stats"), params={"format": "json"})
-                    resp.raise_for_status()
-                    stats = resp.json()
-                except (httpx.HTTPError, ValueError) as exc:
-                    self.log.warning("nsqd /stats failed", node=node, error=str(exc))
-                    fams.up.add_metric([node], 0)
-                    continue
-                fams.up.add_metric([node], 1)
-                fams.add_stats(node, stats)
-        yield from fams.all()
+        """prometheus_client's scrape, which is synchronous (its HTTP server's thread)."""
+        yield from run_to_end(self.scrape())
+
+
+def run_to_end(work: Coroutine[Any, Any, T]) -> T:
+    """`work`'s result, from synchronous code: on this thread when it runs no event loop
+    (prometheus_client's server thread), else on a thread of its own, so a collect() called
+    from async code (generate_latest in a handler) works rather than failing."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(work)
+    with ThreadPoolExecutor(1, thread_name_prefix="nsq-exporter") as pool:
+        return pool.submit(asyncio.run, work).result()
 
 
 class _Families:

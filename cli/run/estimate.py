@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TextIO
 
 from pydantic import ValidationError
@@ -20,7 +20,7 @@ from gpt4batch.cli.run.options import RunOptions
 from gpt4batch.cli.run.progress import clock
 from gpt4batch.common.messages import Record
 from gpt4batch.common.service import EXIT_OK, EXIT_USAGE
-from gpt4batch.common.usage import Prices, asks_estimate
+from gpt4batch.common.usage import Prices, Usage, asks_estimate
 from gpt4batch.services.caller.settings import CallerSettings
 from gpt4batch.services.ingest.reader import open_input, read_lines
 
@@ -29,16 +29,13 @@ MAX_LINE_BYTES = 10 * 1024 * 1024
 
 @dataclass
 class BatchEstimate:
+    """What reading the input found: the records a run would call for, the lines it would
+    refuse or keep, and the tokens and calls of those records' conversations (estimated)."""
+
     records: int = 0
     invalid: int = 0
     kept: int = 0
-    calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
+    usage: Usage = field(default_factory=lambda: Usage(estimated=True))
 
 
 def estimate_batch(opts: RunOptions, settings: CallerSettings) -> BatchEstimate:
@@ -62,18 +59,18 @@ def estimate_batch(opts: RunOptions, settings: CallerSettings) -> BatchEstimate:
                 completion_default=default,
                 max_tokens=settings.max_tokens,
             )
-            found.prompt_tokens += prompt
-            found.completion_tokens += completion
-            found.calls += calls
+            found.usage.prompt_tokens += prompt
+            found.usage.completion_tokens += completion
+            found.usage.calls += calls
     return found
 
 
 def estimate_lines(found: BatchEstimate, settings: CallerSettings) -> list[str]:
-    prices = settings.prices()
-    cost = prices.cost(found.prompt_tokens, found.completion_tokens, found.calls)
+    prices, usage = settings.prices(), found.usage
+    cost = prices.cost(usage.prompt_tokens, usage.completion_tokens, usage.calls)
     tpm = settings.tpm
-    by_calls = found.calls / settings.qps if settings.qps else 0.0
-    by_tokens = found.total_tokens / tpm * 60 if tpm else 0.0
+    by_calls = usage.calls / settings.qps if settings.qps else 0.0
+    by_tokens = usage.total_tokens / tpm * 60 if tpm else 0.0
     completion_rule = (
         f"--max-tokens {settings.max_tokens}"
         if settings.max_tokens
@@ -86,9 +83,9 @@ def estimate_lines(found: BatchEstimate, settings: CallerSettings) -> list[str]:
     tpm_part = f"--tpm {tpm:,}: {clock(by_tokens)}" if tpm else "--tpm 0: no limit"
     return [
         f"gpt4batch run --estimate: no call made; {found.records:,} records to run "
-        f"({skipped}), {found.calls:,} calls",
-        f"  tokens    {found.total_tokens:,} ({found.prompt_tokens:,} prompt + "
-        f"{found.completion_tokens:,} completion, each answer at {completion_rule})",
+        f"({skipped}), {usage.calls:,} calls",
+        f"  tokens    {usage.total_tokens:,} ({usage.prompt_tokens:,} prompt + "
+        f"{usage.completion_tokens:,} completion, each answer at {completion_rule})",
         f"  cost      ${cost:,.4f} at {_price_words(prices)}",
         f"  time      at least {clock(max(by_calls, by_tokens))} ({qps_part}; {tpm_part}; "
         "plus the upstream's answer time)",
@@ -114,8 +111,9 @@ def print_estimate(opts: RunOptions, settings: CallerSettings, out: TextIO | Non
     if settings.accounts is not None:  # the pool's limits and prices, not the caller's
         from gpt4batch.cli.run.accounts_estimate import accounts_estimate
 
+        usage = found.usage
         lines += accounts_estimate(
-            settings.accounts, settings, found.prompt_tokens, found.completion_tokens, found.calls
+            settings.accounts, settings, usage.prompt_tokens, usage.completion_tokens, usage.calls
         )
     print("\n".join(lines), file=out or sys.stdout)
     return EXIT_OK

@@ -255,18 +255,23 @@ class NsqdAdmin:
             await asyncio.sleep(wait)
 
 
+async def node_stats(client: httpx.AsyncClient, http: str, **only: str) -> dict[str, Any]:
+    """One nsqd's /stats (JSON); `topic=`, `channel=` narrow it to those."""
+    resp = await client.get(http_url(http, "/stats"), params={"format": "json", **only})
+    resp.raise_for_status()
+    stats = resp.json()
+    return stats if isinstance(stats, dict) else {}
+
+
 async def node_channel_stats(
     client: httpx.AsyncClient, http: str, topic: str, channel: str | None = None
 ) -> list[dict[str, Any]]:
     """One nsqd's /stats of `topic`'s channels (of `channel` only, when given)."""
-    params = {"format": "json", "topic": topic}
-    if channel is not None:
-        params["channel"] = channel
-    resp = await client.get(http_url(http, "/stats"), params=params)
-    resp.raise_for_status()
+    only = {"topic": topic} if channel is None else {"topic": topic, "channel": channel}
+    stats = await node_stats(client, http, **only)
     return [
         c
-        for t in resp.json().get("topics") or []
+        for t in stats.get("topics") or []
         if t.get("topic_name") == topic
         for c in t.get("channels") or []
         if channel is None or c.get("channel_name") == channel

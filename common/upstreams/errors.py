@@ -57,23 +57,6 @@ def from_status(
     return FinalError(status, message)
 
 
-def from_response(
-    response: httpx.Response, endpoint: str, *, secret: str | None = None
-) -> UpstreamError:
-    """`from_status` for a fully read httpx response."""
-    try:
-        body = response.text
-    except (httpx.ResponseNotRead, UnicodeDecodeError):
-        body = ""
-    return from_status(
-        response.status_code,
-        endpoint,
-        body,
-        retry_after=response.headers.get("retry-after"),
-        secret=secret,
-    )
-
-
 def from_transport(exc: BaseException, endpoint: str) -> RetryableError:
     """The error for a failure below HTTP (timeouts and broken connections are retryable),
     named for what it was: timed out, connection refused, host not resolved, closed…

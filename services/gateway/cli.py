@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import functools
-import sys
 from collections.abc import Sequence
 
 from gpt4batch.common.service import run_app
 from gpt4batch.services.gateway.service import build
 from gpt4batch.services.gateway.settings import GatewaySettings
-from gpt4batch.services.gateway.tenants import key_on_argv
 
 DESCRIPTION = (
     "Serve POST /v1/files, GET /v1/files/{id}[/content], POST/GET /v1/batches, "
@@ -20,6 +17,4 @@ DESCRIPTION = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    given = sys.argv[1:] if argv is None else argv
-    built = functools.partial(build, key_on_argv=key_on_argv(given))
-    return run_app("gateway", DESCRIPTION, GatewaySettings, built, argv)
+    return run_app("gateway", DESCRIPTION, GatewaySettings, build, argv)

@@ -14,7 +14,7 @@ from gpt4batch.services.gateway.batches import Batches
 from gpt4batch.services.gateway.listener import listener
 from gpt4batch.services.gateway.settings import GatewaySettings
 from gpt4batch.services.gateway.store import Store
-from gpt4batch.services.gateway.tenants import Tenants, warn_if_shared, warn_key_on_argv
+from gpt4batch.services.gateway.tenants import Tenants, warn_if_shared
 from gpt4batch.services.gateway.window import fleet_concurrency
 from gpt4batch.services.sink.settings import embedded_settings
 
@@ -66,9 +66,7 @@ class GatewayService:
         self.store.close()
 
 
-def build(settings: GatewaySettings, *, key_on_argv: bool = False) -> App:
-    if key_on_argv:
-        warn_key_on_argv()
+def build(settings: GatewaySettings) -> App:
     if settings.api_key_file:
         warn_if_shared(settings.api_key_file)
     try:

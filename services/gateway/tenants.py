@@ -2,10 +2,10 @@
 
 A key comes from `--api-key-file` (lines `name: key`, or a bare `key` named
 `key-N`), `GPT4BATCH_API_KEYS` or `--api-key` (which puts the key in argv,
-visible to every user of the host: a warning says so). Logs and metrics name
-the tenant, never the key. Files and batches are stored with the tenant's
-*owner id*, a one-way digest of its key, so renaming a tenant in the key file
-keeps its files, and the database holds no key.
+visible to every user of the host: a warning says so, common/credentials.py's as for
+every secret flag). Logs and metrics name the tenant, never the key. Files and
+batches are stored with the tenant's *owner id*, a one-way digest of its key, so
+renaming a tenant in the key file keeps its files, and the database holds no key.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import re
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,6 @@ from gpt4batch.common.logging import get_logger, register_secret
 log = get_logger("gpt4batch.gateway")
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
-ARGV_FLAG = "--api-key"
 
 
 @dataclass(frozen=True)
@@ -105,14 +104,3 @@ def warn_if_shared(path: str) -> None:
         return
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("the API key file can be read by other users: chmod 600 it", file=path)
-
-
-def key_on_argv(argv: Sequence[str]) -> bool:
-    return any(a == ARGV_FLAG or a.startswith(ARGV_FLAG + "=") for a in argv)
-
-
-def warn_key_on_argv() -> None:
-    log.warning(
-        "an API key was given with --api-key: every user of this host can read it in the "
-        "process list; use --api-key-file (lines 'name: key', mode 600) or GPT4BATCH_API_KEYS"
-    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from gpt4batch.common.settings import BaseServiceSettings
 from gpt4batch.services.sink.pool import Limits
@@ -93,6 +94,21 @@ class SinkSettings(BaseServiceSettings):
         )
 
 
+class _EmbeddedSinkSettings(SinkSettings):
+    """`SinkSettings` from the values given and the defaults alone: no environment."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
 def embedded_settings(
     *,
     out: Path | None = None,
@@ -102,8 +118,8 @@ def embedded_settings(
 ) -> SinkSettings:
     """The settings of a sink embedded in another process (`run`, the gateway): the
     defaults, not the environment (GPT4BATCH_OUT and the like are the file sink's), and
-    the output written only at completion."""
-    return SinkSettings.model_construct(
+    the output written only at completion. Validated as the file sink's are."""
+    return _EmbeddedSinkSettings(
         out=str(out) if out else None,
         out_dir=str(out_dir) if out_dir else None,
         stream_output=False,

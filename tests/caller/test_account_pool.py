@@ -12,7 +12,7 @@ from gpt4batch.common.messages import IErr
 from gpt4batch.common.settings import load
 from gpt4batch.services.caller.accounts import AccountPool, AccountSpec, load_accounts
 from gpt4batch.services.caller.accounts.pool import account_weight
-from gpt4batch.services.caller.limits import ProcessLimiter
+from gpt4batch.services.caller.limits import LimitSettings, ProcessLimiter
 from gpt4batch.services.caller.settings import CallerSettings
 
 
@@ -26,7 +26,7 @@ def pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AccountPool:
     ]
     path.write_text(json.dumps({"accounts": accounts}))
     settings = load(CallerSettings, accounts=path, upstream="openai")
-    limiter = lambda s: ProcessLimiter(s.qps, s.concurrency)  # noqa: E731
+    limiter = lambda s: ProcessLimiter(LimitSettings(s.qps, s.concurrency))  # noqa: E731
     return AccountPool.build(load_accounts(path), settings, limiter)
 
 

@@ -27,7 +27,7 @@ from gpt4batch.common.retry import RetryPolicy
 from gpt4batch.common.topics import Topics
 from gpt4batch.common.upstreams import ConversationState
 from gpt4batch.services.caller.conversation import ConversationRunner
-from gpt4batch.services.caller.limits import Limiter, ProcessLimiter
+from gpt4batch.services.caller.limits import Limiter, LimitSettings, ProcessLimiter
 from gpt4batch.services.caller.pacer import Pacing
 from gpt4batch.services.caller.service import CallerService
 from gpt4batch.services.caller.settings import CallerSettings
@@ -175,7 +175,7 @@ class StampedLimiter(ProcessLimiter):
     """The caller's own limiter, noting when each call it lets go is handed to HTTP."""
 
     def __init__(self, qps: float, concurrency: int, pacing: Pacing = "grid") -> None:
-        super().__init__(qps, concurrency, pacing=pacing)
+        super().__init__(LimitSettings(qps, concurrency, pacing=pacing))
         self.starts: list[float] = []
 
     async def acquire(self, endpoint: str = "") -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
@@ -63,8 +64,29 @@ def test_nodes_are_discovered_through_nsqlookupd(
     _prepare(nsqd, f"{topic_prefix}.results", 2)
     collector = NsqdStatsCollector(lookupd_http=[nsqlookupd.http_address])
 
-    with httpx.Client() as client:
-        assert collector.nodes(client) == [nsqd.http_address]
+    async def nodes() -> list[str]:
+        async with httpx.AsyncClient() as client:
+            return await collector.nodes(client)
+
+    assert asyncio.run(nodes()) == [nsqd.http_address]
+
+
+def test_a_scrape_from_async_code_works(nsqd: Nsqd, topic_prefix: str) -> None:
+    """collect() called inside a running event loop (generate_latest in an async handler)
+    still scrapes, and an async caller can await scrape() itself."""
+    topic = f"{topic_prefix}.asks"
+    _prepare(nsqd, topic, 2)
+    collector = NsqdStatsCollector(nsqd_http=[nsqd.http_address])
+    labels = frozenset({"node": nsqd.http_address, "topic": topic, "channel": "work"}.items())
+
+    async def inside_a_loop() -> tuple[float, list[str]]:
+        samples = _samples(collector)
+        awaited = [family.name for family in await collector.scrape()]
+        return samples[("gpt4batch_nsq_channel_depth", labels)], awaited
+
+    depth, awaited = asyncio.run(inside_a_loop())
+    assert depth == 2
+    assert "gpt4batch_nsq_channel_backlog" in awaited
 
 
 def test_an_unreachable_node_is_reported_down() -> None:

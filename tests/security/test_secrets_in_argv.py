@@ -72,6 +72,18 @@ def test_an_nsq_auth_secret_in_argv_is_warned_about_once(
     assert "warning" not in quiet.err and SECRET not in quiet.err + quiet.out
 
 
+def test_a_gateway_api_key_in_argv_is_warned_about_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """`gateway --api-key KEY` says so as every secret flag does: one line, at parse time
+    (before any value is checked), naming the quiet ways, never the key."""
+    key = "sk-gateway-key-in-argv-0123456789"
+    assert run_main(gateway_cli.main, ["--api-key", key, "--max-msg-size", "1"]) == 2
+    loud = capsys.readouterr()
+    warnings = [line for line in loud.err.splitlines() if "warning: --api-key " in line]
+    assert len(warnings) == 1, loud.err
+    assert "--api-key-file" in warnings[0] and "GPT4BATCH_API_KEYS" in warnings[0]
+    assert key not in loud.err + loud.out
+
+
 def test_the_secret_file_is_read_and_refused_when_unusable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -42,8 +42,7 @@ def test_retry_after_http_date() -> None:
 
 
 def test_429_carries_retry_after() -> None:
-    response = httpx.Response(429, headers={"Retry-After": "3"}, text="slow down")
-    error = errors.from_response(response, "upload")
+    error = errors.from_status(429, "upload", "slow down", retry_after="3")
     assert isinstance(error, RetryableError) and error.retry_after == 3.0
 
 

@@ -11,12 +11,13 @@ set of limits and one group: build one per account to hold each to its own.
 
 from __future__ import annotations
 
-from gpt4batch.services.caller.limits.base import Limiter, ProcessLimiter
+from gpt4batch.services.caller.limits.base import Limiter, LimitSettings, ProcessLimiter
 from gpt4batch.services.caller.limits.fleet import FleetLimiter, build_limiter, process_limiter
 from gpt4batch.services.caller.limits.tokens import TokenLimit
 
 __all__ = [
     "FleetLimiter",
+    "LimitSettings",
     "Limiter",
     "ProcessLimiter",
     "TokenLimit",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from gpt4batch.services.caller import metrics as caller_metrics
 from gpt4batch.services.caller.limits import metrics
@@ -15,6 +16,35 @@ from gpt4batch.services.caller.limits.tokens import (
     TokenLimit,
 )
 from gpt4batch.services.caller.pacer import Pacer, Pacing, SlotPacer
+
+if TYPE_CHECKING:
+    from gpt4batch.services.caller.settings import CallerSettings
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """One set of upstream limits, as every limiter takes it: calls a second (-q),
+    conversations at once (-g), tokens a minute (--tpm) and how they are paced."""
+
+    qps: float
+    concurrency: int
+    tpm: int = 0
+    completion_estimate: int = DEFAULT_COMPLETION_ESTIMATE
+    tpm_window: float = WINDOW
+    #: grid or window (services/caller/pacer.py); a fleet always paces on the grid.
+    pacing: Pacing = "grid"
+
+    @classmethod
+    def of(cls, settings: CallerSettings) -> LimitSettings:
+        """The limits the caller's options set (or an account's, in its settings)."""
+        return cls(
+            settings.qps,
+            settings.concurrency,
+            settings.tpm,
+            settings.completion_tokens_estimate,
+            settings.tpm_window,
+            settings.pacing,
+        )
 
 
 class Limiter(Protocol):
@@ -94,31 +124,23 @@ class ProcessLimiter(PacedLimiter):
     """`--limit-scope process`: this process alone gets all of `qps` and `concurrency`.
 
     The NSQ consumer's max-in-flight already bounds the conversations, so the
-    conversation gate is a no-op here. `pacing` picks the grid or the sliding window
-    (services/caller/pacer.py); a fleet always paces on the grid.
+    conversation gate is a no-op here. `limits.pacing` picks the grid or the sliding
+    window (services/caller/pacer.py).
     """
 
     scope = "process"
 
-    def __init__(
-        self,
-        qps: float,
-        concurrency: int,
-        group: str = "",
-        *,
-        pacing: Pacing = "grid",
-        tpm: int = 0,
-        completion_estimate: int = DEFAULT_COMPLETION_ESTIMATE,
-        tpm_window: float = WINDOW,
-    ) -> None:
-        self.pacer = Pacer(qps, pacing=pacing)
-        self.concurrency = concurrency
-        self.tokens = TokenLimit(tpm, completion_estimate=completion_estimate, window=tpm_window)
-        metrics.LIMIT_QPS.labels(self.scope, group).set(qps)
-        metrics.LIMIT_CONCURRENCY.labels(self.scope, group).set(concurrency)
+    def __init__(self, limits: LimitSettings, group: str = "") -> None:
+        self.pacer = Pacer(limits.qps, pacing=limits.pacing)
+        self.concurrency = limits.concurrency
+        self.tokens = TokenLimit(
+            limits.tpm, completion_estimate=limits.completion_estimate, window=limits.tpm_window
+        )
+        metrics.LIMIT_QPS.labels(self.scope, group).set(limits.qps)
+        metrics.LIMIT_CONCURRENCY.labels(self.scope, group).set(limits.concurrency)
         metrics.watch_tokens(self.scope, group, self.tokens)
         metrics.MEMBERS.set(1)
-        publish_share(self.pacer.effective_qps, concurrency, tpm)
+        publish_share(self.pacer.effective_qps, limits.concurrency, limits.tpm)
 
     async def start(self) -> None:
         return None

@@ -45,6 +45,7 @@ from gpt4batch.services.caller.limits import metrics
 from gpt4batch.services.caller.limits.base import (
     Gate,
     Limiter,
+    LimitSettings,
     PacedLimiter,
     ProcessLimiter,
     publish_share,
@@ -59,11 +60,7 @@ from gpt4batch.services.caller.limits.membership import (
     read_members,
     topic_for,
 )
-from gpt4batch.services.caller.limits.tokens import (
-    DEFAULT_COMPLETION_ESTIMATE,
-    WINDOW,
-    TokenLimit,
-)
+from gpt4batch.services.caller.limits.tokens import TokenLimit
 from gpt4batch.services.caller.pacer import SlotPacer
 
 if TYPE_CHECKING:
@@ -86,8 +83,7 @@ class FleetLimiter(PacedLimiter):
 
     def __init__(
         self,
-        qps: float,
-        concurrency: int,
+        limits: LimitSettings,
         group: str,
         *,
         nsqd_tcp: Sequence[str] = (),
@@ -96,10 +92,8 @@ class FleetLimiter(PacedLimiter):
         auth_secret: str | None = None,
         poll_interval: float = 0.5,
         member_id: str | None = None,
-        tpm: int = 0,
-        completion_estimate: int = DEFAULT_COMPLETION_ESTIMATE,
-        tpm_window: float = WINDOW,
     ) -> None:
+        qps, concurrency, tpm = limits.qps, limits.concurrency, limits.tpm
         self.group = group
         self.topic = topic_for(group)
         self.me = Member(member_id or new_member_id(), qps, concurrency, tpm)
@@ -120,9 +114,9 @@ class FleetLimiter(PacedLimiter):
         self.tokens = TokenLimit(
             tpm,
             share=0,
-            completion_estimate=completion_estimate,
+            completion_estimate=limits.completion_estimate,
             on_pause=self._announce_pause,
-            window=tpm_window,
+            window=limits.tpm_window,
         )
         metrics.watch_tokens(self.scope, group, self.tokens)
         self._nodes: list[Node] = []
@@ -264,15 +258,7 @@ class FleetLimiter(PacedLimiter):
 
 def process_limiter(settings: CallerSettings, group: str = "") -> ProcessLimiter:
     """`--limit-scope process`: this process has all of -q, -g and --tpm."""
-    return ProcessLimiter(
-        settings.qps,
-        settings.concurrency,
-        group,
-        pacing=settings.pacing,
-        tpm=settings.tpm,
-        completion_estimate=settings.completion_tokens_estimate,
-        tpm_window=settings.tpm_window,
-    )
+    return ProcessLimiter(LimitSettings.of(settings), group)
 
 
 def build_limiter(settings: CallerSettings) -> Limiter:
@@ -285,14 +271,10 @@ def build_limiter(settings: CallerSettings) -> Limiter:
         log.warning("--pacing window is for one process: the fleet paces on the grid")
     secret = settings.nsq_auth_secret
     return FleetLimiter(
-        settings.qps,
-        settings.concurrency,
+        LimitSettings.of(settings),
         group,
         nsqd_tcp=settings.nsqd_tcp_address,
         lookupd_http=settings.lookupd_http_address,
         nsqd_http=settings.nsqd_http_address,
         auth_secret=secret.get_secret_value() if secret else None,
-        tpm=settings.tpm,
-        completion_estimate=settings.completion_tokens_estimate,
-        tpm_window=settings.tpm_window,
     )
