@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpt4batch.common.messages import StopReason
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     id TEXT PRIMARY KEY,
@@ -103,7 +105,7 @@ class BatchRecord:
     cancelled_at: int | None = None
     expired_at: int | None = None
     #: Why the batch was stopped (`Batches.stop`): "cancelled" or "expired"; None: it runs.
-    stop_reason: str | None = None
+    stop_reason: StopReason | None = None
     final_counts: dict[str, int] | None = None
     owner: str = ""
     extra: dict[str, Any] = field(default_factory=dict)

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from gpt4batch.common.authenticator import Authenticator
 from gpt4batch.common.bus import Delivery
@@ -14,8 +17,14 @@ from gpt4batch.common.messages import AskMessage, BatchStopped, ResultMessage
 from gpt4batch.common.topics import Channels, Topics
 from gpt4batch.services.caller.service import CallerService
 from gpt4batch.services.caller.stopped import StoppedBatches
-from tests.caller.test_caller import ask_message, mock, settings_for  # noqa: F401 (fixture)
+from tests.caller.test_caller import ask_message, settings_for
 from tests.support.mock_upstream import MockUpstream
+
+
+@pytest.fixture(scope="module")
+def mock() -> Iterator[MockUpstream]:
+    with MockUpstream("--seed", "3") as server:
+        yield server
 
 
 def test_memory_is_bounded_and_expires() -> None:
@@ -76,7 +85,7 @@ def chat_calls(mock: MockUpstream) -> int:
     return sum(mock.stats()["calls"].values())
 
 
-def test_asks_of_a_stopped_batch_are_finished_without_a_call(mock: MockUpstream) -> None:  # noqa: F811
+def test_asks_of_a_stopped_batch_are_finished_without_a_call(mock: MockUpstream) -> None:
     topic = Topics("t").stopped
     asks = [
         ask_message({"id": f"r{i}", "asks": [{"id": "a", "content": "hi"}]}, seq=i)
@@ -106,7 +115,7 @@ def test_asks_of_a_stopped_batch_are_finished_without_a_call(mock: MockUpstream)
     assert results["y"].record.iErr.code == IErrCode.BATCH_EXPIRED
 
 
-def test_an_unsigned_stop_is_refused(mock: MockUpstream) -> None:  # noqa: F811
+def test_an_unsigned_stop_is_refused(mock: MockUpstream) -> None:
     """Whoever can publish to nsqd may send asks, never stop a batch."""
     forged = BatchStopped(batch="b", reason="cancelled").model_dump_json().encode()
     wrong_key = Authenticator(b"x" * 32).sign(Topics("t").stopped, forged)
