@@ -14,11 +14,13 @@ Life of a run:
 3. ingest publishes the records while the caller works and the embedded sink
    (the same `SinkService` as `gpt4batch sink`, on the run's channel, group
    commit) fsyncs each result into the ledger as it arrives;
-4. the run is complete when the ledger's counts say so: every record has a
-   line and every planned download a result. On Ctrl-C: stop taking work, let
-   in-flight calls finish for `--grace` s and their results reach the ledger;
-5. the output is written in input order from the ledger (the finalizer), then
-   a summary, and the resume command if anything failed.
+4. the run is complete when the sink says so (the ledger's counts: every record
+   has a line and every planned download a result): its finisher (`_finish`)
+   writes the output in input order from the ledger beside the input, and the
+   run ends. On Ctrl-C: stop taking work, let in-flight calls finish for
+   `--grace` s and their results reach the ledger, then write the output with
+   the records not run marked (the finalizer);
+5. a summary, and the resume command if anything failed.
 """
 
 from __future__ import annotations
@@ -272,15 +274,15 @@ class Run:
             embedded_settings(out=self.out, max_manifestless_age=math.inf),
             channel=self.channel,
             only_batch=self.batch,
-            finish=False,
             on_record=self._on_record,
-            on_progress=self._on_progress,
+            finisher=self._finish,
         )
         self.sink = self.sink_service.sink
         self.ledger: BatchLedger | None = None
         self.progress: RunProgress | None = None
         self.stop = asyncio.Event()
-        self.complete = asyncio.Event()  # set once the ledger's counts say complete
+        self.complete = asyncio.Event()  # set by the finisher, once the output is written
+        self.final: FinalCounts | None = None  # the output's counts, once written
         self.ingest_summary: IngestSummary | None = None
 
     def _token_refused(self, error: IErr) -> None:
@@ -327,7 +329,7 @@ class Run:
             else:
                 ingest_task = asyncio.create_task(self._ingest(bus))
                 try:
-                    interrupted = await self._wait(ingest_task, ledger)
+                    interrupted = await self._wait(ingest_task)
                 finally:
                     await self._shutdown(bus, ingest_task, interrupted)
         finally:
@@ -335,7 +337,9 @@ class Run:
                 await service.close()
             await self.sink.close()
         self.progress.draw(final=True)
-        final = await asyncio.to_thread(self._write_output)
+        final = self.final
+        if interrupted or final is None:  # stopped: the output of what reached the ledger
+            final = await asyncio.to_thread(self._write_output, ledger.journal_path)
         if final.not_run == 0 and not interrupted:
             ledger.journal_path.unlink(missing_ok=True)  # the output is the record now
         errors = await asyncio.to_thread(write_errors, self.out)
@@ -353,11 +357,11 @@ class Run:
         if self.progress is not None:
             self.progress.on_record(msg)
 
-    def _on_progress(self, batch: str) -> None:
-        """Wake `_wait` once the ledger's counts say complete (so the run ends when its
-        last line lands, not at the next progress tick)."""
-        if self.ledger is not None and self.ledger.ready_to_complete:
-            self.complete.set()
+    async def _finish(self, ledger: BatchLedger) -> None:
+        """The run's finisher, called by the sink once the batch is complete (again after a
+        late success replaced a failure): the output beside the input, then `_wait` ends."""
+        self.final = await asyncio.to_thread(self._write_output, ledger.journal_path)
+        self.complete.set()
 
     async def _ingest(self, bus: Bus) -> IngestSummary:
         assert self.ledger is not None
@@ -381,8 +385,9 @@ class Run:
         self.progress.total = summary.total
         return summary
 
-    async def _wait(self, ingest_task: asyncio.Task[IngestSummary], ledger: BatchLedger) -> bool:
-        """Until the ledger says the batch is complete (False) or a stop was asked for (True)."""
+    async def _wait(self, ingest_task: asyncio.Task[IngestSummary]) -> bool:
+        """Until the sink finished the batch and ingest is done (False) or a stop was asked
+        for (True)."""
         assert self.progress is not None
         stop_wait = asyncio.create_task(self.stop.wait())
         complete_wait = asyncio.create_task(self.complete.wait())
@@ -392,14 +397,11 @@ class Run:
                     return True
                 if ingest_task.done():
                     ingest_task.result()  # raises if ingest failed
-                    if ledger.ready_to_complete:
+                    if self.complete.is_set():
                         return False
                 self.progress.draw()
-                if complete_wait.done() and not ledger.ready_to_complete:
-                    self.complete.clear()  # reopened since (a late success): wait again
-                    complete_wait = asyncio.create_task(self.complete.wait())
-                # Woken by a stop, the end of ingest or the ledger's counts; the timeout
-                # only redraws the progress.
+                # Woken by a stop, the end of ingest or the finisher; the timeout only
+                # redraws the progress.
                 waits = {w for w in (stop_wait, ingest_task, complete_wait) if not w.done()}
                 await asyncio.wait(
                     waits, timeout=PROGRESS_SECONDS, return_when=asyncio.FIRST_COMPLETED
@@ -435,16 +437,9 @@ class Run:
                 return_exceptions=True,
             )
 
-    def _write_output(self) -> FinalCounts:
+    def _write_output(self, journal: Path) -> FinalCounts:
         with open_input(str(self.input)) as source:
-            return write_final(
-                read_lines(source.stream, MAX_LINE_BYTES), self.sink_journal, self.out
-            )
-
-    @property
-    def sink_journal(self) -> Path:
-        assert self.ledger is not None
-        return self.ledger.journal_path
+            return write_final(read_lines(source.stream, MAX_LINE_BYTES), journal, self.out)
 
 
 async def _until_drained(

@@ -14,7 +14,9 @@ calls already running. Lines that never ran go to the error file as the real API
 puts them (unrun.py). A restart resumes publishing from the
 `published_offset` saved after nsqd acknowledged each window. The results come
 back on the gateway's own channel into the ledger; every status decision is
-made from the ledger's counts, never from a timer.
+made from the ledger's counts, never from a timer. The sink decides that a
+batch is complete and calls the gateway's finisher (`_finish`), which moves it
+to `finalizing`; its driver then writes the output and error files.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from gpt4batch.common.bus import Bus
-from gpt4batch.common.filenames import sibling
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import BatchManifest, StopReason
 from gpt4batch.common.topics import Channels
@@ -36,10 +37,10 @@ from gpt4batch.common.usage import batch_api_usage
 from gpt4batch.services.gateway import metrics
 from gpt4batch.services.gateway.convert import convert_file, output_line
 from gpt4batch.services.gateway.stops import StopNotices
-from gpt4batch.services.gateway.store import BatchRecord, Store, new_id
+from gpt4batch.services.gateway.store import ACTIVE_STATUSES, BatchRecord, Store, new_id
 from gpt4batch.services.gateway.unrun import was_run, with_unrun
 from gpt4batch.services.gateway.window import FleetWindow
-from gpt4batch.services.sink.ledger import LedgerCounts
+from gpt4batch.services.sink.ledger import BatchLedger, LedgerCounts
 from gpt4batch.services.sink.ledger.output import sorted_results
 from gpt4batch.services.sink.service import SinkService
 from gpt4batch.services.sink.settings import SinkSettings
@@ -51,8 +52,10 @@ PUBLISH_CHUNK = 500
 
 class Batches:
     """Every batch of one gateway, recorded by its own `SinkService` (the ledger) on the
-    gateway's channel: only its own batches, each change and completion nudging the
-    batch's driver."""
+    gateway's channel: only its own active batches, each change nudging the batch's
+    driver, its completion (the sink's decision) calling `_finish`.
+
+    Never call the sink's `maybe_complete` under a batch's lock: `_finish` takes it."""
 
     def __init__(
         self,
@@ -69,7 +72,7 @@ class Batches:
             channel=Channels.GATEWAY,
             owns=self.owns,
             on_progress=self._nudge,
-            on_complete=self._nudge,
+            finisher=self._finish,
         )
         self.sink = self.ledger.sink
         self.window = FleetWindow(window)  # `--window`, else from the callers' concurrency
@@ -84,11 +87,11 @@ class Batches:
 
     # --- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
-        """Pick up every batch a previous run left active."""
-        await self.ledger.start()
+        """Pick up every batch a previous run left active (their ledgers: `owns`)."""
         for batch in self.store.batches():
             self._statuses[batch.id] = batch.status
         metrics.count_statuses(self._statuses)
+        await self.ledger.start()
 
     def resume(self) -> None:
         """Once the bus is started: continue what was running before a restart."""
@@ -197,26 +200,37 @@ class Batches:
             "cancelled_at": batch.cancelled_at,
             "request_counts": counts,
             "metadata": batch.metadata,
-            "usage": None
-            if batch.status in ("validating", "failed")
-            else await self._usage(batch.id),
+            "usage": None if batch.status in ("validating", "failed") else await self._usage(batch),
         }
 
     # --- results channel ---------------------------------------------------------------
     def owns(self, batch_id: str) -> bool:
-        return batch_id in self._statuses
+        """Its active batches: a finished one's ledger is not loaded again at a restart,
+        and a late copy of one of its messages is dropped."""
+        return self._statuses.get(batch_id) in ACTIVE_STATUSES
 
     async def _counts(self, batch_id: str) -> LedgerCounts:
         return (await self.sink.ledger(batch_id)).counts
 
-    async def _usage(self, batch_id: str) -> dict[str, Any]:
-        """What the batch's calls used and cost: from its `.done` marker once complete (the
-        ledger is not loaded again for it), else from its ledger."""
-        done = sibling(self.sink.path_for(batch_id), "done")
-        if done.exists():
-            marker = json.loads(await asyncio.to_thread(done.read_bytes))
-            return batch_api_usage(marker.get("usage") or {})
-        return batch_api_usage((await self.sink.ledger(batch_id)).usage.as_dict())
+    async def _usage(self, batch: BatchRecord) -> dict[str, Any]:
+        """What the batch's calls used and cost: saved with it once finalized (the ledger
+        is not loaded again for it), else from its ledger."""
+        if batch.final_usage is not None:
+            return batch_api_usage(batch.final_usage)
+        return batch_api_usage((await self.sink.ledger(batch.id)).usage.as_dict())
+
+    async def _finish(self, ledger: BatchLedger) -> None:
+        """The gateway's finisher (the sink found the batch complete): an in-progress batch
+        to `finalizing`, saved at once; its driver writes the files (`_finalize`)."""
+        batch_id = ledger.batch
+        if self._statuses.get(batch_id) == "in_progress":
+            async with self._lock(batch_id):
+                batch = self.store.get_batch(batch_id, None)
+                if batch is not None and batch.status == "in_progress":
+                    batch.status = "finalizing"
+                    batch.finalizing_at = int(time.time())
+                    self._save(batch)
+        self._nudge(batch_id)
 
     def _nudge(self, batch_id: str) -> None:
         event = self._wake.get(batch_id)
@@ -273,12 +287,7 @@ class Batches:
                 await self._finalize(batch)
                 return True
             return False
-        # in_progress
-        if (await self.sink.ledger(batch.id)).completed:  # the ledger's one decision
-            batch.status = "finalizing"
-            batch.finalizing_at = int(time.time())
-            self._save(batch)
-            return True
+        # in_progress (the sink's finisher moves a complete batch to finalizing)
         room = self.window.size - (batch.published - written)
         if batch.published >= batch.total or room <= 0:
             return False
@@ -308,7 +317,6 @@ class Batches:
             manifest = BatchManifest(batch=batch.id, total=batch.total, input=batch.input_file_id)
             ledger = await self.sink.ledger(manifest.batch)  # the total, before any result
             await ledger.set_manifest(manifest)
-            await self.sink.maybe_complete(ledger)
             await self.bus.publish(self.bus.topics.batches, manifest)  # for file sinks too
             batch.status, batch.in_progress_at = "in_progress", now
             metrics.LINES.labels("input").inc(batch.total)
@@ -346,8 +354,8 @@ class Batches:
         if batch.status != "finalizing":
             batch.status = "finalizing"
             batch.finalizing_at = int(time.time())
-        journal = sibling(self.sink.path_for(batch.id), "journal.jsonl")
-        written, counts = await asyncio.to_thread(self._write_files, batch, journal)
+        ledger = await self.sink.ledger(batch.id)
+        written, counts = await asyncio.to_thread(self._write_files, batch, ledger.journal_path)
         for kind, (tmp, n) in written.items():
             if n:
                 name = f"{batch.id}_{kind}.jsonl"
@@ -357,6 +365,7 @@ class Batches:
             else:
                 tmp.unlink(missing_ok=True)
         batch.final_counts = counts
+        batch.final_usage = ledger.usage.as_dict()
         now = int(time.time())
         if batch.stop_reason == "expired":
             batch.status, batch.expired_at = "expired", now

@@ -79,6 +79,10 @@ class FileRecord:
         }
 
 
+#: A batch still being worked on (its driver runs, its ledger is held).
+ACTIVE_STATUSES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+
+
 @dataclass
 class BatchRecord:
     """A batch as the API knows it; counts come from the ledger (see batches.py)."""
@@ -107,6 +111,7 @@ class BatchRecord:
     #: Why the batch was stopped (`Batches.stop`): "cancelled" or "expired"; None: it runs.
     stop_reason: StopReason | None = None
     final_counts: dict[str, int] | None = None
+    final_usage: dict[str, Any] | None = None  # the ledger's usage totals, saved at finalize
     owner: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -120,7 +125,7 @@ class BatchRecord:
 
     @property
     def active(self) -> bool:
-        return self.status in ("validating", "in_progress", "finalizing", "cancelling")
+        return self.status in ACTIVE_STATUSES
 
 
 class Store:

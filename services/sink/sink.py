@@ -3,15 +3,18 @@
 No pynsq here: handlers get messages and publish through a `Bus`, so they run
 the same on NSQ and on a `MemoryBus`. A handler returns (→ FIN) only after its
 ledger line is fsynced; a write error propagates (→ REQ). Each batch has its
-own `BatchLedger` (see `ledger.py` for the files and how to read them); when
-its counts say it is complete the sink writes the output in input order,
-publishes a `complete` manifest and writes `.done`.
+own `BatchLedger` (see `ledger/` for the files and how to read them).
 
-Its owner (`SinkService`: the file sink, the gateway) is told through `on_progress`
-(a batch's ledger changed) and `on_complete` (a batch completed).
-
-`gpt4batch run` embeds this same sink for its one batch (`only_batch`), with
-`finish=False`: its finalizer writes the output beside the input instead.
+Completion is decided here and only here (`maybe_complete`): once a batch's
+counts say it is complete (every record has a line, every planned download a
+result), its files are closed and its finisher is called, once per completion
+(a success replacing a failure afterwards reopens the batch, which then
+completes again). The finisher is given by the owner through the constructor:
+- the file sink (`gpt4batch sink`, the default `write_files`): the output in
+  input order, a `complete` manifest, then `.done` (which a restart reads);
+- `gpt4batch run` (`only_batch`): its output beside the input, and the run ends;
+- the gateway: the batch to `finalizing`, its driver writes the API's files.
+`on_progress` tells the owner that a batch's ledger changed.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,9 @@ _SEQ = re.compile(r'"seq":(\d+)')
 
 OnRecord = Callable[[ResultMessage], None]
 BatchHook = Callable[[str], None]
+#: What is written once a batch is complete (see the module docstring); a failure is
+#: retried (the message is requeued, or `start`'s completion of leftovers tries again).
+Finisher = Callable[[BatchLedger], Awaitable[None]]
 
 
 def batch_file_stem(batch: str) -> str:
@@ -99,13 +105,12 @@ class Sink:
         interval: float = 0.05,
         fsync: Fsync = os.fsync,
         only_batch: str | None = None,
-        finish: bool = True,
         on_record: OnRecord | None = None,
         stream: bool = False,
         limits: Limits | None = None,
         owns: Callable[[str], bool] | None = None,
         on_progress: BatchHook | None = None,
-        on_complete: BatchHook | None = None,
+        finisher: Finisher | None = None,
     ) -> None:
         if (out is None) == (out_dir is None):
             raise ValueError("give exactly one of out or out_dir")
@@ -115,11 +120,15 @@ class Sink:
         self.interval = interval
         self.fsync = fsync
         self.only_batch = only_batch
-        self.finish = finish
         self.on_record = on_record
         self.owns = owns
         self.on_progress = on_progress
-        self.on_complete = on_complete
+        self.finisher: Finisher = finisher or self.write_files
+        # `.done` records the file sink's completions on disk, so a completed batch is
+        # dropped from memory at once. Another finisher's completion is known in memory
+        # only: the ledger stays held until idle (the pool's sweep drops it then), or a
+        # late copy of a message would load it again and finish it a second time.
+        self._forget_completed = finisher is None
         self.bus: Bus | None = None
         self.stream = stream
         # `run` sinks its own batch only, however long it takes: no age bound there.
@@ -178,7 +187,7 @@ class Sink:
             if done.exists():
                 continue
             manifest = BatchManifest.model_validate_json(manifest_path.read_bytes())
-            if self.only_batch is None or manifest.batch == self.only_batch:
+            if not self._foreign(manifest.batch):
                 await self.ledger(manifest.batch)
         if self.only_batch is not None:
             await self.ledger(self.only_batch)
@@ -314,22 +323,16 @@ class Sink:
         self._progressed(msg.batch)
 
     async def maybe_complete(self, ledger: BatchLedger) -> None:
-        """Once the counts say complete: the output in input order, a `complete`
-        notice, then `.done` (a crash in between repeats harmless steps)."""
-        if not self.finish or not ledger.ready_to_complete:
+        """The one decision that a batch is complete: once its counts say so, every
+        accepted line is put on disk and the finisher is called (once per completion)."""
+        if not ledger.ready_to_complete:
             return
         async with ledger.complete_lock:
             if not ledger.ready_to_complete:
                 return
-            if self.bus is None:
-                raise RuntimeError("sink is not bound to a bus yet")
-            assert ledger.manifest is not None
             await ledger.close()  # every accepted line is on disk before it is read
-            await asyncio.to_thread(write_output, ledger.journal_path, ledger.out)
-            usage = UsageLine.model_validate(ledger.usage.as_dict())
-            done = ledger.manifest.model_copy(update={"status": "complete", "usage": usage})
-            await self.bus.publish(self.bus.topics.batches, done)
-            await ledger.write_done()
+            await self.finisher(ledger)
+            ledger.completed = True  # until a replacement reopens it (`.done`: on disk too)
         metrics.BATCHES_COMPLETED.inc()
         c = ledger.counts
         log.info(
@@ -340,9 +343,20 @@ class Sink:
             downloads=c.downloads_planned,
             downloads_failed=c.downloads_failed,
         )
-        await self._forget(ledger)
-        if self.on_complete is not None:
-            self.on_complete(ledger.batch)
+        if self._forget_completed:
+            await self._forget(ledger)
+
+    async def write_files(self, ledger: BatchLedger) -> None:
+        """The file sink's finisher: the output in input order, a `complete` notice, then
+        `.done` (a crash in between repeats harmless steps)."""
+        if self.bus is None:
+            raise RuntimeError("sink is not bound to a bus yet")
+        assert ledger.manifest is not None
+        await asyncio.to_thread(write_output, ledger.journal_path, ledger.out)
+        usage = UsageLine.model_validate(ledger.usage.as_dict())
+        done = ledger.manifest.model_copy(update={"status": "complete", "usage": usage})
+        await self.bus.publish(self.bus.topics.batches, done)
+        await ledger.write_done()
 
     async def _forget(self, ledger: BatchLedger) -> None:
         """Drop a completed batch's in-memory state (a late message reloads it)."""

@@ -267,7 +267,7 @@ def test_the_sink_of_run_has_no_age_bound_for_its_own_batch(tmp_path: Path) -> N
     """`run` sinks only its own batch (its manifest comes once ingest has read the input)."""
 
     async def scenario() -> None:
-        sink = Sink(out=tmp_path / "out.jsonl", only_batch="mine", finish=False)
+        sink = Sink(out=tmp_path / "out.jsonl", only_batch="mine")
         await sink.start()
         await sink.handle_result(result("r0", batch="mine", seq=0), DELIVERY)
         ledger = await sink.ledger("mine")
