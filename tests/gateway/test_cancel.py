@@ -52,7 +52,10 @@ def test_a_cancel_one_second_after_create_stops_the_calls(
         mock.reset()
         data = jsonl([request(f"r{i}", f"question {i}") for i in range(LINES)])
         batch = create(client, upload(client, data))
-        time.sleep(1.0)
+        created = time.monotonic()
+        # ~1 s after create, and once the calls have begun (a loaded machine can be slower).
+        wait_for(lambda: mock.stats()["first_call_at"], 60, "the first call", procs.assert_alive)
+        time.sleep(max(0.0, created + 1.0 - time.monotonic()))
         at_cancel = mock.stats()["calls"].get("chat.completions", 0)
         cancel_at = time.time()
         cancelling = client.batches.cancel(batch.id)
