@@ -139,6 +139,7 @@ SECRET_FLAGS = {
     "--access-token": "--access-token-file or GPT4BATCH_ACCESS_TOKEN",
     "--nsq-auth-secret": "--nsq-auth-secret-file or GPT4BATCH_NSQ_AUTH_SECRET",
     "--api-key": "--api-key-file (lines 'name: key', mode 600) or GPT4BATCH_API_KEYS",
+    "--webhook-secret": "--webhook-secret-file (mode 600) or GPT4BATCH_WEBHOOK_SECRET",
 }
 
 

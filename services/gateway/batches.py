@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,10 @@ class Batches:
         window: int | None,
         max_line_bytes: int,
         max_msg_size: int,
+        on_status: Callable[[str, str], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_status = on_status  # called before a new status is stored (webhooks)
         self.ledger = SinkService(
             ledger,
             channel=Channels.GATEWAY,
@@ -116,8 +119,11 @@ class Batches:
             self._tasks[batch_id] = asyncio.get_running_loop().create_task(self._drive(batch_id))
 
     def _save(self, batch: BatchRecord) -> None:
+        changed = self._statuses.get(batch.id) != batch.status
+        if changed and self.on_status is not None:
+            self.on_status(batch.id, batch.status)  # durable first: no end goes unannounced
         self.store.save_batch(batch)
-        if self._statuses.get(batch.id) != batch.status:
+        if changed:
             self._statuses[batch.id] = batch.status
             metrics.count_statuses(self._statuses)
 

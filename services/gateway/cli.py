@@ -12,7 +12,8 @@ DESCRIPTION = (
     "Serve POST /v1/files, GET /v1/files/{id}[/content], POST/GET /v1/batches, "
     "GET /v1/batches/{id} and POST /v1/batches/{id}/cancel for the official openai SDK. "
     "Requests become asks on the asks topic; results come back on the gateway's own "
-    "channel. Files and batch metadata live under --data-dir."
+    "channel. Files and batch metadata live under --data-dir. With --webhook-url, each "
+    "batch's end is POSTed there as a signed batch.* event."
 )
 
 

@@ -57,6 +57,19 @@ ASKS_CONSUMERS = Gauge(
     f"{NAMESPACE}_gateway_asks_consumers",
     "Clients consuming the asks topic on every nsqd (callers); 0: batches cannot progress.",
 )
+WEBHOOKS = Counter(
+    f"{NAMESPACE}_gateway_webhook_deliveries_total",
+    "Webhook events: delivered (2xx), failed attempts (retried later), gave_up (the "
+    "last attempt failed), dropped (never sent: the outbox was full, or the batch ended "
+    "otherwise than the event said).",
+    ["outcome"],
+)
+for _outcome in ("delivered", "failed", "gave_up", "dropped"):
+    WEBHOOKS.labels(_outcome)
+WEBHOOKS_PENDING = Gauge(
+    f"{NAMESPACE}_gateway_webhook_pending",
+    "Webhook events in the outbox, not yet delivered.",
+)
 
 
 def count_statuses(statuses: dict[str, str]) -> None:

@@ -15,6 +15,7 @@ from gpt4batch.services.gateway.listener import listener
 from gpt4batch.services.gateway.settings import GatewaySettings
 from gpt4batch.services.gateway.store import Store
 from gpt4batch.services.gateway.tenants import Tenants, warn_if_shared
+from gpt4batch.services.gateway.webhooks.delivery import Webhooks
 from gpt4batch.services.gateway.window import fleet_concurrency
 from gpt4batch.services.sink.settings import embedded_settings
 
@@ -31,13 +32,19 @@ class GatewayService:
         data = Path(settings.data_dir)
         data.mkdir(parents=True, exist_ok=True)
         self.store = Store(data)
+        self.webhooks = Webhooks(settings.webhooks, data / "webhooks", self._status_of)
         self.batches = Batches(
             self.store,
             embedded_settings(out_dir=data / "ledger", max_in_flight=settings.max_in_flight),
             window=settings.window,
             max_line_bytes=settings.max_line_bytes,
             max_msg_size=settings.max_msg_size,
+            on_status=self.webhooks.on_status,
         )
+
+    def _status_of(self, batch_id: str) -> str | None:
+        batch = self.store.get_batch(batch_id, None)
+        return batch.status if batch is not None else None
 
     async def start(self) -> None:
         files, batches = self.store.unowned()
@@ -48,6 +55,7 @@ class GatewayService:
                 batches=batches,
             )
         await self.batches.start()
+        await self.webhooks.start()
 
     def register(self, bus: Bus) -> None:
         self.batches.bus = bus
@@ -63,12 +71,15 @@ class GatewayService:
 
     async def close(self) -> None:
         await self.batches.close()
+        await self.webhooks.close()
         self.store.close()
 
 
 def build(settings: GatewaySettings) -> App:
     if settings.api_key_file:
         warn_if_shared(settings.api_key_file)
+    if settings.webhook_secret_file:
+        warn_if_shared(settings.webhook_secret_file, "the webhook secret file")
     try:
         tenants = Tenants(settings.key_entries)
     except ValueError as exc:

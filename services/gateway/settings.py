@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 
 from gpt4batch.common.settings import BaseServiceSettings, CommaList
 from gpt4batch.services.gateway.tenants import read_key_file
+from gpt4batch.services.gateway.webhooks.config import WebhookConfig, webhook_config
 
 #: Several keys in one variable, comma-separated (`--api-key` repeats on the command line).
 KEYS_ENV = "GPT4BATCH_API_KEYS"
@@ -80,7 +81,46 @@ class GatewaySettings(BaseServiceSettings):
         "topic; without one, /ready answers 503 and the log says so once.",
     )
 
+    webhook_url: str | None = Field(
+        None,
+        description="POST batch.completed, batch.failed, batch.expired and batch.cancelled "
+        "events to this URL, signed per Standard Webhooks with --webhook-secret-file; retried "
+        "with backoff while it fails, kept across restarts (docs/batch-api.md, Webhooks).",
+    )
+    webhook_secret_file: str | None = Field(
+        None,
+        description="File holding the secret that signs webhook events: 'whsec_' and the "
+        "base64 of 24 to 64 random bytes (mode 600). The preferred way to give it.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="The webhook secret itself; prefer --webhook-secret-file or this "
+        "environment variable (a flag's value is visible to every user of the host).",
+    )
+    webhook_timeout: float = Field(
+        10.0, gt=0, description="Seconds one webhook attempt may take, answer included."
+    )
+    webhook_max_attempts: int = Field(
+        23,
+        ge=1,
+        description="Attempts at one webhook event before it is given up (logged); with "
+        "the default delays the last comes about 25 h after the first.",
+    )
+    webhook_retry_delay: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds before a webhook event's first retry; doubled for each next "
+        "one, at most 2 h apart.",
+    )
+    webhook_max_pending: int = Field(
+        10000,
+        ge=1,
+        description="Undelivered webhook events kept in the outbox; past it a new event is "
+        "dropped (logged and counted).",
+    )
+
     _key_entries: list[tuple[str | None, str]] = PrivateAttr(default_factory=list)
+    _webhooks: WebhookConfig | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _keys(self) -> GatewaySettings:
@@ -93,9 +133,24 @@ class GatewaySettings(BaseServiceSettings):
                 f"no API key: give --api-key-file FILE (lines 'name: key') or {KEYS_ENV}; "
                 "the gateway serves nothing without one"
             )
+        secret = self.webhook_secret.get_secret_value() if self.webhook_secret else None
+        self._webhooks = webhook_config(
+            self.webhook_url,
+            self.webhook_secret_file,
+            secret,
+            timeout=self.webhook_timeout,
+            max_attempts=self.webhook_max_attempts,
+            retry_delay=self.webhook_retry_delay,
+            max_pending=self.webhook_max_pending,
+        )
         return self
 
     @property
     def key_entries(self) -> list[tuple[str | None, str]]:
         """(name or None, key) of every accepted key: the file's first."""
         return list(self._key_entries)
+
+    @property
+    def webhooks(self) -> WebhookConfig | None:
+        """The checked webhook options; None when --webhook-url is not given."""
+        return self._webhooks

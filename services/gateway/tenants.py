@@ -96,11 +96,11 @@ class Tenants:
         return found
 
 
-def warn_if_shared(path: str) -> None:
-    """A warning when other users may read the key file."""
+def warn_if_shared(path: str, what: str = "the API key file") -> None:
+    """A warning when other users may read the key file (or another secret's file)."""
     try:
         mode = Path(path).expanduser().stat().st_mode
     except OSError:
         return
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("the API key file can be read by other users: chmod 600 it", file=path)
+        log.warning(f"{what} can be read by other users: chmod 600 it", file=path)

@@ -84,6 +84,22 @@ def test_a_gateway_api_key_in_argv_is_warned_about_once(capsys: pytest.CaptureFi
     assert key not in loud.err + loud.out
 
 
+def test_a_gateway_webhook_secret_in_argv_is_warned_about_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`gateway --webhook-secret whsec_…` as `--api-key`: one line at parse time naming the
+    quiet ways, never the secret (not even when the secret is then refused as malformed)."""
+    secret = "whsec_not-a-valid-secret-in-argv-0123"
+    argv = ["--api-key", "k" * 20, "--data-dir", "unused", "--webhook-url", "http://h/x"]
+    assert run_main(gateway_cli.main, [*argv, "--webhook-secret", secret]) == 2
+    loud = capsys.readouterr()
+    warnings = [line for line in loud.err.splitlines() if "warning: --webhook-secret " in line]
+    assert len(warnings) == 1, loud.err
+    assert "--webhook-secret-file" in warnings[0] and "GPT4BATCH_WEBHOOK_SECRET" in warnings[0]
+    assert "not a webhook secret" in loud.err and "Traceback" not in loud.err
+    assert secret.removeprefix("whsec_") not in loud.err + loud.out
+
+
 def test_the_secret_file_is_read_and_refused_when_unusable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
