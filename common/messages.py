@@ -421,11 +421,11 @@ class BatchStopped(_Body):
 _STOPPED_ERRORS: dict[str, IErr] = {
     "cancelled": IErr(
         code=int(IErrCode.BATCH_CANCELLED),
-        message="the batch was cancelled before this request ran; no upstream call was made",
+        message="This request was not executed: the batch was cancelled before it ran.",
     ),
     "expired": IErr(
         code=int(IErrCode.BATCH_EXPIRED),
-        message="the batch expired before this request ran; no upstream call was made",
+        message="This request could not be executed before the completion window expired.",
     ),
 }
 #: iErr codes of records not run because their batch stopped.

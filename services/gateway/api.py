@@ -19,12 +19,13 @@ from gpt4batch.services.gateway.batches import Batches
 from gpt4batch.services.gateway.bodies import BadBody, MultipartUpload, multipart_boundary
 from gpt4batch.services.gateway.convert import SUPPORTED_ENDPOINTS
 from gpt4batch.services.gateway.http_base import ApiError, Base, log_request
+from gpt4batch.services.gateway.partial import LineOffsets, PartialOutputHandler
 from gpt4batch.services.gateway.store import FILE_ID, Store
 from gpt4batch.services.gateway.tenants import Tenants
+from gpt4batch.services.gateway.windows import MIN_FILE_EXPIRY, BadDuration, window_seconds
 
 log = get_logger("gpt4batch.gateway")
 
-COMPLETION_WINDOWS = ("24h",)
 MAX_PAGE = 100
 CHUNK = 1 << 20
 #: The API's limits on `metadata`: pairs, key and value lengths.
@@ -56,9 +57,14 @@ class FilesHandler(Base):
     route = "files"
 
     def initialize(  # type: ignore[override]
-        self, uploads: UploadSlots, max_upload: int, upload_timeout: float, **kw: Any
+        self,
+        uploads: UploadSlots,
+        max_upload: int,
+        upload_timeout: float,
+        min_file_expiry: int,
+        **kw: Any,
     ) -> None:
-        super().initialize(**kw)
+        super().initialize(min_file_expiry=min_file_expiry, **kw)
         self.uploads = uploads
         self.max_upload = max_upload
         self.upload_timeout = upload_timeout
@@ -121,8 +127,11 @@ class FilesHandler(Base):
                     f"The file is over the {self.max_upload}-byte limit (--max-upload-bytes).",
                     code="request_too_large",
                 )
+            expires = self.expires_after("expires_after", form_policy(form.fields))
             await asyncio.to_thread(form.close)  # fsync off the loop
-            record = self.store.add_file(str(form.filename), purpose, form.path, self.owner)
+            record = self.store.add_file(
+                str(form.filename), purpose, form.path, self.owner, expires
+            )
         except BadBody as exc:
             raise ApiError(400, str(exc), param="file") from None
         finally:
@@ -208,9 +217,12 @@ class BatchesHandler(Base):
                 param="endpoint",
             )
         window = body.get("completion_window")
-        if window not in COMPLETION_WINDOWS:
-            raise ApiError(400, "completion_window must be '24h'.", param="completion_window")
+        try:
+            window_seconds(window)
+        except BadDuration as exc:
+            raise ApiError(400, str(exc), param="completion_window") from None
         metadata = checked_metadata(body.get("metadata"))
+        output_expiry = self.expires_after("output_expires_after", body.get("output_expires_after"))
         record = self.store.get_file(file_id, self.owner)
         if record is None:  # none, or another key's: the same answer
             raise ApiError(404, f"No such File object: {file_id}", param="input_file_id")
@@ -220,7 +232,9 @@ class BatchesHandler(Base):
                 f"The input file {file_id} was not uploaded with purpose 'batch'.",
                 param="input_file_id",
             )
-        batch = self.batches.create(file_id, endpoint, window, metadata, self.owner)
+        batch = self.batches.create(
+            file_id, endpoint, window, metadata, self.owner, output_expires_after=output_expiry
+        )
         log.info("batch created", batch=batch.id, file=file_id, tenant=self.tenant_name)
         self.send(await self.batches.view(batch))
 
@@ -272,6 +286,17 @@ class NotFound(Base):
         raise ApiError(404, f"Unknown route {self.request.method} {self.request.path[:200]}.")
 
 
+def form_policy(fields: dict[str, str]) -> dict[str, str] | None:
+    """`expires_after` as the SDK sends it in a multipart form (`expires_after[anchor]`,
+    `expires_after[seconds]`), or None when absent."""
+    policy = {
+        key[len("expires_after[") : -1]: value
+        for key, value in fields.items()
+        if key.startswith("expires_after[") and key.endswith("]")
+    }
+    return policy or None
+
+
 def checked_metadata(metadata: Any) -> dict[str, str] | None:
     """`metadata` within the API's limits, or a 400 saying which one it breaks."""
     if metadata is None:
@@ -303,14 +328,22 @@ def make_app(
     max_upload: int,
     max_uploads: int,
     upload_timeout: float,
+    min_file_expiry: int = MIN_FILE_EXPIRY,
 ) -> Application:
-    kw = {"store": store, "batches": batches, "tenants": tenants, "max_body": max_body}
+    kw = {
+        "store": store,
+        "batches": batches,
+        "tenants": tenants,
+        "max_body": max_body,
+        "min_file_expiry": min_file_expiry,
+    }
     files_kw = {
         **kw,
         "uploads": UploadSlots(max_uploads),
         "max_upload": max_upload,
         "upload_timeout": upload_timeout,
     }
+    partial_kw = {**kw, "offsets": LineOffsets()}
     routes = [
         (r"/v1/files", FilesHandler, files_kw),
         (r"/v1/files/([^/]+)", FileHandler, kw),
@@ -318,6 +351,7 @@ def make_app(
         (r"/v1/batches", BatchesHandler, kw),
         (r"/v1/batches/([^/]+)", BatchHandler, kw),
         (r"/v1/batches/([^/]+)/cancel", BatchCancelHandler, kw),
+        (r"/v1/batches/([^/]+)/partial_output", PartialOutputHandler, partial_kw),
     ]
     return Application(
         routes,

@@ -3,27 +3,29 @@
     validating ─(bad lines)─────────────────────────────→ failed
         │ asks.jsonl written, manifest announced
     in_progress ─(ledger complete)→ finalizing ─(files)─→ completed
-        │ stop (cancel; expiry): stop publishing, tell the callers
-    cancelling ─(every published ask answered)→ finalizing → cancelled (expired)
+        │ cancel: stop publishing
+    cancelling ─(every published ask answered)→ finalizing → cancelled
+        │ its completion_window passed (expiry.py)
+    finalizing, expiring ─(every published ask answered)→ expired
 
 Asks go out in windows of `--window` unanswered asks (default: twice the callers'
 concurrency, window.py). A stop (`stop`: the user's cancel, or the batch's window
 passing) publishes no more and tells every caller (stops.py): they finish the
 batch's queued asks without calling the upstream, so the spending stops with the
-calls already running. Lines that never ran go to the error file as the real API
-puts them (unrun.py). A restart resumes publishing from the
+calls already running; the requests that never ran go to the error file
+(outputs.py). A restart resumes publishing from the
 `published_offset` saved after nsqd acknowledged each window. The results come
 back on the gateway's own channel into the ledger; every status decision is
-made from the ledger's counts, never from a timer. The sink decides that a
-batch is complete and calls the gateway's finisher (`_finish`), which moves it
-to `finalizing`; its driver then writes the output and error files.
+made from the ledger's counts, never from a timer (but for the window itself:
+expiry.py). The sink decides that a batch is complete and calls the gateway's
+finisher (`_finish`), which moves it to `finalizing`; its driver then writes
+the output and error files (outputs.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -35,14 +37,13 @@ from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import BatchManifest, StopReason
 from gpt4batch.common.topics import Channels
 from gpt4batch.common.usage import batch_api_usage
-from gpt4batch.services.gateway import metrics
-from gpt4batch.services.gateway.convert import convert_file, output_line
+from gpt4batch.services.gateway import expiry, metrics
+from gpt4batch.services.gateway.convert import convert_file
+from gpt4batch.services.gateway.outputs import write_result_files
 from gpt4batch.services.gateway.stops import StopNotices
 from gpt4batch.services.gateway.store import ACTIVE_STATUSES, BatchRecord, Store, new_id
-from gpt4batch.services.gateway.unrun import was_run, with_unrun
 from gpt4batch.services.gateway.window import FleetWindow
 from gpt4batch.services.sink.ledger import BatchLedger, LedgerCounts
-from gpt4batch.services.sink.ledger.output import sorted_results
 from gpt4batch.services.sink.service import SinkService
 from gpt4batch.services.sink.settings import SinkSettings
 
@@ -101,7 +102,7 @@ class Batches:
         for batch in self.store.batches():
             if batch.active:
                 log.info("resuming batch", batch=batch.id, status=batch.status)
-                if batch.stop_reason is not None and batch.status != "validating":
+                if batch.stop_reason is not None and batch.published:
                     self.stops.announce(batch.id, batch.stop_reason)
                 self._spawn(batch.id)
 
@@ -135,6 +136,7 @@ class Batches:
         completion_window: str,
         metadata: dict[str, str] | None,
         owner: str,
+        output_expires_after: int | None = None,
     ) -> BatchRecord:
         batch = BatchRecord(
             id=new_id("batch_"),
@@ -144,6 +146,7 @@ class Batches:
             created_at=int(time.time()),
             metadata=metadata,
             owner=owner,
+            output_expires_after=output_expires_after,
         )
         self._save(batch)
         self._spawn(batch.id)
@@ -153,23 +156,25 @@ class Batches:
         return await self.stop(batch_id, "cancelled")
 
     async def stop(self, batch_id: str, reason: StopReason) -> BatchRecord | None:
-        """Stop a validating or running batch: the user cancelled it, or its window passed.
+        """Stop a batch's spending: the user cancelled it (validating or in progress), or
+        its window passed (in progress; the driver does this itself, expiry.py).
 
-        Nothing more is published; every caller is told (stops.py) and finishes the
+        Nothing more is published; every caller is told (`_stopped`) and finishes the
         batch's queued asks without calling the upstream; once every published ask has a
-        result the batch ends `cancelled` / `expired`, its unrun lines in the error file.
-        Returns the batch (None: no such batch; unchanged if it had ended)."""
+        result the batch ends `cancelled` / `expired`, the requests that never ran in the
+        error file. Returns the batch (None: no such batch; unchanged if it had ended)."""
         async with self._lock(batch_id):
             batch = self.store.get_batch(batch_id, None)
-            if batch is None or batch.status not in ("validating", "in_progress"):
+            allowed = ("validating", "in_progress") if reason == "cancelled" else ("in_progress",)
+            if batch is None or batch.status not in allowed or batch.expiring_at is not None:
                 return batch
-            batch.stop_reason = reason
             if reason == "cancelled":
                 batch.status = "cancelling"
                 batch.cancelling_at = int(time.time())
+            else:
+                expiry.begin(batch, time.time())
             self._save(batch)
-            if batch.published:
-                self.stops.announce(batch_id, reason)
+            self._stopped(batch, reason)
         self._nudge(batch_id)
         return batch
 
@@ -243,6 +248,14 @@ class Batches:
         if event is not None:
             event.set()
 
+    def _stopped(self, batch: BatchRecord, reason: StopReason) -> None:
+        """The one path of a batch that stops spending (reason "cancelled" or "expired"):
+        its status already stops the publishing; the callers are told to answer its
+        published asks without calling (stops.py), until it is over."""
+        log.info("batch stopped", batch=batch.id, reason=reason)
+        if batch.published:
+            self.stops.announce(batch.id, reason)
+
     def _lock(self, batch_id: str) -> asyncio.Lock:
         return self._locks.setdefault(batch_id, asyncio.Lock())
 
@@ -274,12 +287,25 @@ class Batches:
                 if not progressed:
                     with contextlib.suppress(TimeoutError):
                         # The timeout only re-reads the ledger; decisions come from counts.
-                        await asyncio.wait_for(wake.wait(), timeout=5)
+                        await asyncio.wait_for(
+                            wake.wait(), expiry.wait_seconds(batch, 5, time.time())
+                        )
         finally:
             self._wake.pop(batch_id, None)
 
     async def _step(self, batch: BatchRecord) -> bool:
         """Advance `batch` by one step; False when it must wait for results."""
+        if expiry.is_due(batch, time.time()):
+            expiry.begin(batch, time.time())
+            self._save(batch)
+            self._stopped(batch, "expired")
+            return True
+        if batch.expiring_at is not None:  # draining what was published (expiry.py)
+            if expiry.drained(batch, (await self._counts(batch.id)).done):
+                self.stops.over(batch.id)
+                await self._finalize(batch)
+                return True
+            return False
         if batch.status == "validating":
             await self._validate(batch)
             return True
@@ -287,10 +313,10 @@ class Batches:
             await self._finalize(batch)
             return True
         written = (await self._counts(batch.id)).done
-        if batch.stop_reason is not None:
+        if batch.status == "cancelling":
             if written >= batch.published:
                 self.stops.over(batch.id)
-                await self._finalize(batch)
+                await self._finalize(batch, cancelled=True)
                 return True
             return False
         # in_progress (the sink's finisher moves a complete batch to finalizing)
@@ -310,9 +336,7 @@ class Batches:
         now = int(time.time())
         batch.format = result.format
         batch.total = result.total
-        if batch.stop_reason == "expired":
-            batch.status, batch.expired_at = "expired", now
-        elif batch.stop_reason is not None:
+        if batch.status == "cancelling":
             batch.status, batch.cancelled_at = "cancelled", now
         elif result.error_count:
             batch.status, batch.failed_at, batch.errors = "failed", now, result.errors
@@ -356,16 +380,23 @@ class Batches:
         batch.published_offset = end
         self._save(batch)
 
-    async def _finalize(self, batch: BatchRecord) -> None:
+    async def _finalize(self, batch: BatchRecord, *, cancelled: bool = False) -> None:
         if batch.status != "finalizing":
             batch.status = "finalizing"
             batch.finalizing_at = int(time.time())
         ledger = await self.sink.ledger(batch.id)
-        written, counts = await asyncio.to_thread(self._write_files, batch, ledger.journal_path)
+        folder = self.store.batch_dir(batch.id)
+        # A stopped batch: the requests that never ran are read from its asks.
+        asks = folder / "asks.jsonl" if batch.stop_reason and batch.total else None
+        written, counts = await asyncio.to_thread(
+            write_result_files, batch, ledger.journal_path, folder, asks=asks
+        )
         for kind, (tmp, n) in written.items():
             if n:
                 name = f"{batch.id}_{kind}.jsonl"
-                file_id = self.store.add_file(name, f"batch_{kind}", tmp, batch.owner).id
+                file_id = self.store.add_file(
+                    name, f"batch_{kind}", tmp, batch.owner, batch.output_expires_after
+                ).id
                 setattr(batch, f"{kind}_file_id", file_id)
                 metrics.LINES.labels(kind).inc(n)
             else:
@@ -373,48 +404,14 @@ class Batches:
         batch.final_counts = counts
         batch.final_usage = ledger.usage.as_dict()
         now = int(time.time())
-        if batch.stop_reason == "expired":
-            batch.status, batch.expired_at = "expired", now
-        elif batch.stop_reason is not None or batch.cancelling_at is not None:
+        if cancelled or batch.cancelling_at is not None:
             batch.status, batch.cancelled_at = "cancelled", now
+        elif batch.expiring_at is not None:
+            batch.status, batch.expired_at = "expired", now
         else:
             batch.status, batch.completed_at = "completed", now
         self._save(batch)
         log.info("batch finished", batch=batch.id, status=batch.status, **counts)
-
-    def _write_files(
-        self, batch: BatchRecord, journal: Path
-    ) -> tuple[dict[str, tuple[Path, int]], dict[str, int]]:
-        """Output and error files from the ledger, in input order, each id exactly once
-        (blocking)."""
-        folder = self.store.batch_dir(batch.id)
-        out_tmp, err_tmp = folder / "output.jsonl.tmp", folder / "errors.jsonl.tmp"
-        ok = failed = unrun = 0
-        results = sorted_results(journal, folder)  # one per seq, in order
-        if batch.stop_reason is not None:  # and a failed line for each that never ran
-            results = with_unrun(results, folder / "asks.jsonl", batch.total, batch.stop_reason)
-        with out_tmp.open("wb") as out, err_tmp.open("wb") as err:
-            for _, good, record in results:
-                if batch.format == "gpt4batch":
-                    out.write(record + b"\n")  # one output line per input record
-                    if not good:
-                        err.write(record + b"\n")
-                else:
-                    converted, good = output_line(batch.id, json.loads(record))
-                    data = json.dumps(converted, ensure_ascii=False).encode() + b"\n"
-                    (out if good else err).write(data)
-                if good:
-                    ok += 1
-                elif batch.stop_reason is not None and not was_run(record):
-                    unrun += 1  # the real API counts it neither completed nor failed
-                else:
-                    failed += 1
-            for fh in (out, err):
-                fh.flush()
-                os.fsync(fh.fileno())
-        out_lines = ok + failed + unrun if batch.format == "gpt4batch" else ok
-        written = {"output": (out_tmp, out_lines), "error": (err_tmp, failed + unrun)}
-        return written, {"total": batch.total, "completed": ok, "failed": failed}
 
 
 def _read_lines(path: Path, offset: int, n: int) -> tuple[list[bytes], int]:

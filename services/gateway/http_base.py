@@ -19,6 +19,7 @@ from gpt4batch.services.gateway.batches import Batches
 from gpt4batch.services.gateway.bodies import BadBody, SmallBody
 from gpt4batch.services.gateway.store import BATCH_ID, FILE_ID, BatchRecord, FileRecord, Store
 from gpt4batch.services.gateway.tenants import Tenant, Tenants
+from gpt4batch.services.gateway.windows import MIN_FILE_EXPIRY, BadDuration, expires_after_seconds
 
 #: The tenant label of requests that presented no valid key.
 NO_TENANT = "-"
@@ -37,9 +38,16 @@ class Base(RequestHandler):
     route = "other"
 
     def initialize(
-        self, store: Store, batches: Batches, tenants: Tenants, max_body: int, **_: Any
+        self,
+        store: Store,
+        batches: Batches,
+        tenants: Tenants,
+        max_body: int,
+        min_file_expiry: int = MIN_FILE_EXPIRY,
+        **_: Any,
     ) -> None:
         self.store = store
+        self.min_file_expiry = min_file_expiry
         self.batches = batches
         self.tenants = tenants
         self.max_body = max_body
@@ -129,6 +137,13 @@ class Base(RequestHandler):
             self.set_header("Connection", "close")
         body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
         self.finish(json.dumps(body))
+
+    def expires_after(self, name: str, policy: Any) -> int | None:
+        """The seconds of an `expires_after`-shaped `policy` (None: not given), or a 400."""
+        try:
+            return expires_after_seconds(policy, name, self.min_file_expiry)
+        except BadDuration as exc:
+            raise ApiError(400, str(exc), param=name) from None
 
     def file_or_404(self, file_id: str) -> FileRecord:
         """The caller's file: another key's, a malformed id or none at all are alike."""

@@ -11,6 +11,7 @@ from gpt4batch.common.service import App
 from gpt4batch.services.gateway.api import make_app
 from gpt4batch.services.gateway.asks_watch import AsksWatch
 from gpt4batch.services.gateway.batches import Batches
+from gpt4batch.services.gateway.file_expiry import FileSweeper
 from gpt4batch.services.gateway.listener import listener
 from gpt4batch.services.gateway.settings import GatewaySettings
 from gpt4batch.services.gateway.store import Store
@@ -41,6 +42,7 @@ class GatewayService:
             max_msg_size=settings.max_msg_size,
             on_status=self.webhooks.on_status,
         )
+        self.sweeper = FileSweeper(self.store)
 
     def _status_of(self, batch_id: str) -> str | None:
         batch = self.store.get_batch(batch_id, None)
@@ -55,6 +57,7 @@ class GatewayService:
                 batches=batches,
             )
         await self.batches.start()
+        self.sweeper.start()  # files that expired while the gateway was down go first
         await self.webhooks.start()
 
     def register(self, bus: Bus) -> None:
@@ -70,6 +73,7 @@ class GatewayService:
         self.batches.resume()  # drivers retry until the bus is up
 
     async def close(self) -> None:
+        await self.sweeper.close()
         await self.batches.close()
         await self.webhooks.close()
         self.store.close()
@@ -93,6 +97,7 @@ def build(settings: GatewaySettings) -> App:
         max_upload=settings.max_upload_bytes,
         max_uploads=settings.max_concurrent_uploads,
         upload_timeout=settings.upload_timeout,
+        min_file_expiry=settings.min_file_expiry,
     )
     server = listener(
         api,

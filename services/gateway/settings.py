@@ -9,6 +9,7 @@ from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from gpt4batch.common.settings import BaseServiceSettings, CommaList
 from gpt4batch.services.gateway.tenants import read_key_file
 from gpt4batch.services.gateway.webhooks.config import WebhookConfig, webhook_config
+from gpt4batch.services.gateway.windows import MIN_FILE_EXPIRY
 
 #: Several keys in one variable, comma-separated (`--api-key` repeats on the command line).
 KEYS_ENV = "GPT4BATCH_API_KEYS"
@@ -72,6 +73,13 @@ class GatewaySettings(BaseServiceSettings):
     )
     upload_timeout: float = Field(
         900.0, gt=0, description="Seconds to receive the body of POST /v1/files."
+    )
+
+    min_file_expiry: int = Field(
+        MIN_FILE_EXPIRY,
+        ge=1,
+        description="Shortest `expires_after` / `output_expires_after` seconds accepted "
+        "(the real API's 3600; lower it to test expiry).",
     )
 
     consumer_check_interval: float = Field(

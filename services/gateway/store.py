@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt4batch.common.messages import StopReason
+from gpt4batch.services.gateway.windows import window_seconds
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -36,7 +37,8 @@ CREATE TABLE IF NOT EXISTS files (
     purpose TEXT NOT NULL,
     bytes INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
-    owner TEXT NOT NULL DEFAULT ''
+    owner TEXT NOT NULL DEFAULT '',
+    expires_at INTEGER
 );
 CREATE TABLE IF NOT EXISTS batches (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -45,7 +47,7 @@ CREATE TABLE IF NOT EXISTS batches (
     owner TEXT NOT NULL DEFAULT ''
 );
 """
-_FILE_COLUMNS = "id, filename, purpose, bytes, created_at, owner"
+_FILE_COLUMNS = "id, filename, purpose, bytes, created_at, owner, expires_at"
 
 #: The shape of the ids this gateway hands out (`new_id`): anything else is not looked up.
 FILE_ID = re.compile(r"file-[0-9a-f]{24}")
@@ -64,6 +66,7 @@ class FileRecord:
     bytes: int
     created_at: int
     owner: str = ""
+    expires_at: int | None = None  # deleted then (services/gateway/file_expiry.py)
 
     def api(self) -> dict[str, Any]:
         """The File object of the API."""
@@ -74,6 +77,7 @@ class FileRecord:
             "created_at": self.created_at,
             "filename": self.filename,
             "purpose": self.purpose,
+            "expires_at": self.expires_at,
             "status": "processed",
             "status_details": None,
         }
@@ -107,21 +111,27 @@ class BatchRecord:
     failed_at: int | None = None
     cancelling_at: int | None = None
     cancelled_at: int | None = None
+    expiring_at: int | None = None  # its window passed: draining, then `expired`
     expired_at: int | None = None
-    #: Why the batch was stopped (`Batches.stop`): "cancelled" or "expired"; None: it runs.
-    stop_reason: StopReason | None = None
+    output_expires_after: int | None = None  # seconds its output files are kept
     final_counts: dict[str, int] | None = None
     final_usage: dict[str, Any] | None = None  # the ledger's usage totals, saved at finalize
     owner: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        if self.status == "cancelling" and self.stop_reason is None:  # saved before stops
-            self.stop_reason = "cancelled"
+    @property
+    def stop_reason(self) -> StopReason | None:
+        """Why the batch stopped spending (`Batches.stop`), if it did: cancelled, or its
+        window passed."""
+        if self.cancelling_at is not None:
+            return "cancelled"
+        if self.expiring_at is not None:
+            return "expired"
+        return None
 
     @property
     def expires_at(self) -> int:
-        return self.created_at + 24 * 3600
+        return self.created_at + window_seconds(self.completion_window)
 
     @property
     def active(self) -> bool:
@@ -147,6 +157,8 @@ class Store:
             columns = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
             if "owner" not in columns:
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+            if table == "files" and "expires_at" not in columns:  # from before file expiry
+                self.db.execute("ALTER TABLE files ADD COLUMN expires_at INTEGER")
 
     def close(self) -> None:
         self.db.close()
@@ -165,15 +177,25 @@ class Store:
         """A fresh temp file name under files/ for an upload being received."""
         return self.files_dir / f".upload-{secrets.token_hex(8)}.tmp"
 
-    def add_file(self, filename: str, purpose: str, written: Path, owner: str) -> FileRecord:
-        """Move a fsynced file (written at `spool_path`) into place and record it as `owner`'s."""
-        record = FileRecord(new_id("file-"), filename, purpose, 0, int(time.time()), owner)
+    def add_file(
+        self,
+        filename: str,
+        purpose: str,
+        written: Path,
+        owner: str,
+        expires_after: int | None = None,
+    ) -> FileRecord:
+        """Move a fsynced file (written at `spool_path`) into place and record it as `owner`'s;
+        `expires_after` seconds after its creation it is deleted (file_expiry.py)."""
+        now = int(time.time())
+        expires_at = None if expires_after is None else now + expires_after
+        record = FileRecord(new_id("file-"), filename, purpose, 0, now, owner, expires_at)
         target = self.file_path(record.id)
         os.replace(written, target)
         record.bytes = target.stat().st_size
         self.db.execute(
-            f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-            (record.id, filename, purpose, record.bytes, record.created_at, owner),
+            f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (record.id, filename, purpose, record.bytes, now, owner, expires_at),
         )
         return record
 
@@ -204,6 +226,17 @@ class Store:
         if gone:
             self.file_path(file_id).unlink(missing_ok=True)
         return gone
+
+    def expired_files(self, now: int) -> list[tuple[str, str]]:
+        """(id, owner) of the files whose `expires_at` has passed."""
+        rows = self.db.execute(
+            "SELECT id, owner FROM files WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+        )
+        return [(row[0], row[1]) for row in rows]
+
+    def next_file_expiry(self) -> int | None:
+        """The soonest `expires_at` of any file (None: no file expires)."""
+        return self.db.execute("SELECT MIN(expires_at) FROM files").fetchone()[0]
 
     # --- batches -----------------------------------------------------------------
     def batch_dir(self, batch_id: str) -> Path:

@@ -151,6 +151,29 @@ def test_another_key_gets_404_for_my_files_and_batches_on_every_route(
     assert sorted(e["tenant"] for e in uploads) == ["alice", "bob"]
 
 
+def test_another_key_gets_404_for_my_partial_output(procs: ServiceProcs, tmp_path: Path) -> None:
+    gateway = Gateway(procs, tmp_path)
+    alice, bob = gateway.client(ALICE), gateway.client(BOB)
+    file_id = alice.files.create(file=("a.jsonl", jsonl([request_line("a1")])), purpose="batch").id
+    batch_id = create(alice, file_id).id
+    route = f"/batches/{batch_id}/partial_output"
+
+    mine = alice.get(route, cast_to=httpx.Response)
+    assert mine.status_code == 200 and mine.headers["X-Next-After"] == "0"
+    made_up = "batch_" + "0" * 24
+    with pytest.raises(openai.NotFoundError) as none:
+        bob.get(f"/batches/{made_up}/partial_output", cast_to=httpx.Response)
+    for attempt in (route, route + "?after=0&limit=10"):
+        with pytest.raises(openai.NotFoundError) as info:
+            bob.get(attempt, cast_to=httpx.Response)
+        # the same answer as for a batch that does not exist: nothing tells them apart
+        assert str(info.value.body).replace(batch_id, made_up) == str(none.value.body)
+    with pytest.raises(openai.NotFoundError):
+        alice.get(f"/batches/{file_id}/partial_output", cast_to=httpx.Response)
+    no_key = httpx.get(gateway.url(f"/v1{route}"), timeout=10)
+    assert no_key.status_code == 401
+
+
 def test_a_key_on_the_command_line_is_warned_about(procs: ServiceProcs, tmp_path: Path) -> None:
     Gateway(procs, tmp_path, "--api-key", "sk-on-argv-123456")
     log = (procs.logs / "gateway.log").read_text()
