@@ -387,9 +387,15 @@ class Batches:
         ledger = await self.sink.ledger(batch.id)
         folder = self.store.batch_dir(batch.id)
         # A stopped batch: the requests that never ran are read from its asks.
-        asks = folder / "asks.jsonl" if batch.stop_reason and batch.total else None
+        reason = batch.stop_reason
+        asks = folder / "asks.jsonl" if reason and batch.total else None
         written, counts = await asyncio.to_thread(
-            write_result_files, batch, ledger.journal_path, folder, asks=asks
+            write_result_files,
+            batch,
+            ledger.journal_path,
+            folder,
+            asks=asks,
+            reason=reason or "expired",
         )
         for kind, (tmp, n) in written.items():
             if n:

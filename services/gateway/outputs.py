@@ -32,16 +32,21 @@ Written = dict[str, tuple[Path, int]]
 
 
 def write_result_files(
-    batch: BatchRecord, journal: Path, folder: Path, *, asks: Path | None = None
+    batch: BatchRecord,
+    journal: Path,
+    folder: Path,
+    *,
+    asks: Path | None = None,
+    reason: StopReason = "expired",
 ) -> tuple[Written, dict[str, int]]:
     """`output` and `error` temp files under `folder` with their line counts, and the
     batch's final `request_counts`. With `asks` (a stopped batch), every request
-    without a result is written as not run (`batch.stop_reason`)."""
+    without a result is written as not run for `reason`."""
     out_tmp, err_tmp = folder / "output.jsonl.tmp", folder / "errors.jsonl.tmp"
     ok = failed = unrun = 0
     results = sorted_results(journal, folder)  # one per seq, in order
-    if asks is not None and batch.stop_reason is not None:
-        results = _with_unrun(results, asks, batch.stop_reason)
+    if asks is not None:
+        results = _with_unrun(results, asks, reason)
     with out_tmp.open("wb") as out, err_tmp.open("wb") as err:
         for _, good, record in results:
             if batch.format == "gpt4batch":
