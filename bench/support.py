@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.support.batch_files import status_mb  # noqa: E402
 from tests.support.pipeline import ServiceProcs  # noqa: E402
 
 
@@ -42,10 +43,7 @@ def cpu_seconds(pid: int) -> float:
 
 def peak_rss_mb(pid: int) -> float:
     """Peak resident memory of a live process so far (VmHWM), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return status_mb(pid, "VmHWM")
 
 
 def timed_run(cmd: Sequence[str], *, timeout: float = 600) -> Run:

@@ -57,6 +57,19 @@ class Service(Protocol):
 #: its return value is the process's exit code.
 MainJob = Callable[[Bus, asyncio.Event], Awaitable[int]]
 
+#: One stage of a process's shutdown, given its bus (see `App.stop_order`).
+StopStage = Callable[[Bus], Awaitable[None]]
+
+
+def stop_bus(grace: float) -> StopStage:
+    """The stage every process ends with: stop taking messages, let in-flight ones finish
+    for `grace` s, requeue the rest."""
+
+    async def stage(bus: Bus) -> None:
+        await bus.stop(grace)
+
+    return stage
+
 
 @dataclass
 class App:
@@ -67,6 +80,10 @@ class App:
     #: Seconds a signalled main job may take to end by itself before it is cancelled
     #: (None: the settings' shutdown grace). 0 suits jobs that resume where they stopped.
     main_grace: float | None = None
+    #: A staged shutdown: the stages `host` runs in order, once the bus has started, when
+    #: the main job ends or `stop` is set, before the parts close (`stop_bus` among them).
+    #: None: every service's one stage, `stop_bus(grace)`.
+    stop_order: Sequence[StopStage] | None = None
 
 
 class HttpServer:
@@ -234,8 +251,10 @@ def run_process(main: Callable[[], Awaitable[int]]) -> int:
 
 async def host(app: App, bus: Bus, stop: asyncio.Event, grace: float) -> int:
     """Start `app`'s parts on `bus`, run until its main job ends or `stop` is set,
-    then drain the bus for `grace` s and close the parts (last started, first closed)."""
+    then run its stop order (default: drain the bus for `grace` s) and close the parts
+    (last started, first closed)."""
     started: list[Any] = []
+    stop_order: Sequence[StopStage] = [stop_bus(grace)]  # until the bus has started
     try:
         for part in app.parts:
             await part.start()
@@ -244,6 +263,8 @@ async def host(app: App, bus: Bus, stop: asyncio.Event, grace: float) -> int:
                 part.register(bus)
         if not await start_unless_stopped(bus, stop):
             return EXIT_OK if app.main is None else EXIT_ABORTED
+        if app.stop_order is not None:
+            stop_order = app.stop_order
         freeze_start_up()
         if app.main is None:
             await stop.wait()
@@ -251,9 +272,12 @@ async def host(app: App, bus: Bus, stop: asyncio.Event, grace: float) -> int:
         main_grace = grace if app.main_grace is None else app.main_grace
         return await _run_main(app.main(bus, stop), stop, main_grace)
     finally:
-        await bus.stop(grace)
-        for part in reversed(started):
-            await part.close()
+        try:
+            for stage in stop_order:
+                await stage(bus)
+        finally:
+            for part in reversed(started):
+                await part.close()
 
 
 async def start_unless_stopped(bus: Bus, stop: asyncio.Event) -> bool:

@@ -11,6 +11,7 @@ from gpt4batch.common.messages import ResultMessage
 from gpt4batch.common.status_line import StatusLine
 from gpt4batch.common.usage import UsageTotals
 from gpt4batch.services.caller.call_stats import CallStats
+from gpt4batch.services.ingest.ingest import IngestSummary
 from gpt4batch.services.sink.ledger import LedgerCounts
 
 log = get_logger("gpt4batch.run")
@@ -73,6 +74,10 @@ class RunProgress:
                 error=err.message if err else None,
             )
         self.draw()
+
+    def on_ingested(self, summary: IngestSummary) -> None:
+        """Ingest has read the whole input: the bar's total is known."""
+        self.total = summary.total
 
     def eta(self, now: float) -> float | None:
         """Seconds left: the asks not yet answered over the answer rate so far."""

@@ -75,9 +75,10 @@ class CallerService:
         http: httpx.AsyncClient | None = None,
         limiter: Limiter | None = None,
         auth_gate: AuthGate | None = None,
-        answered_memory: int = ANSWERED_MEMORY,
+        answered_memory: int | None = None,
         account_limiter: Callable[[CallerSettings], Limiter] | None = None,
         budget: Budget | None = None,
+        calls: CallStats | None = None,
     ) -> None:
         self.settings = settings
         #: `--accounts`: several accounts, each with its own token and limits (each limiter
@@ -101,8 +102,11 @@ class CallerService:
         self._clients: dict[str, ConversationClient] = {}
         self._account_runners: dict[str, ConversationRunner] = {}
         self._bus: Bus | None = None
-        # Asks whose result this process already published (bounded), and those running now.
-        self.answered = AnsweredAsks(answered_memory)
+        # Asks whose result this process already published (bounded, None: ANSWERED_MEMORY;
+        # 0 where no ask is delivered twice), and those running now.
+        self.answered = AnsweredAsks(
+            ANSWERED_MEMORY if answered_memory is None else answered_memory
+        )
         # Batches the gateway stopped: their asks are finished without a call.
         self.stopped = StoppedBatches()
         self.instance = new_member_id()  # names this caller's channel of stop notices
@@ -138,7 +142,8 @@ class CallerService:
             on_open=lambda: self._throttle_asks(None),
         )
         READINESS.append(self.auth.readiness)
-        self.calls = CallStats()  # this service's own counts (a run's progress and summary)
+        #: This service's own counts (a run gives its own: its progress and summary).
+        self.calls = calls if calls is not None else CallStats()
 
     def client_for(self, kind: str) -> ConversationClient:
         return self._client(kind, self.config, self._clients, self.limiter)

@@ -50,6 +50,10 @@ from gpt4batch.services.sink.settings import SinkSettings
 log = get_logger("gpt4batch.gateway")
 
 PUBLISH_CHUNK = 500
+#: Most bytes of asks one publishing step reads and sends: the step's bodies are held about
+#: four times over (read, signed, framed, joined for the socket), so PUBLISH_CHUNK lines of
+#: 100 KB took 150 MB at once; 1 MiB steps keep it near 4 MB whatever the lines' length.
+PUBLISH_BYTES = 1024 * 1024
 
 
 class Batches:
@@ -372,7 +376,9 @@ class Batches:
         """Publish the next `n` asks; the offset is saved only after nsqd acknowledged."""
         assert self.bus is not None
         path = self.store.batch_dir(batch.id) / "asks.jsonl"
-        bodies, end = await asyncio.to_thread(_read_lines, path, batch.published_offset, n)
+        bodies, end = await asyncio.to_thread(
+            _read_lines, path, batch.published_offset, n, PUBLISH_BYTES
+        )
         if not bodies:
             return
         await self.bus.publish_many(self.bus.topics.asks, bodies)
@@ -420,15 +426,20 @@ class Batches:
         log.info("batch finished", batch=batch.id, status=batch.status, **counts)
 
 
-def _read_lines(path: Path, offset: int, n: int) -> tuple[list[bytes], int]:
-    """Up to `n` whole lines from `offset`, and the offset after them."""
+def _read_lines(path: Path, offset: int, n: int, max_bytes: int) -> tuple[list[bytes], int]:
+    """Up to `n` whole lines from `offset` (fewer once they reach `max_bytes`, at least one),
+    and the offset after them."""
     bodies: list[bytes] = []
+    size = 0
     with path.open("rb") as fh:
         fh.seek(offset)
-        for _ in range(n):
+        while len(bodies) < n:
             line = fh.readline()
             if not line.endswith(b"\n"):
                 break
+            if bodies and size + len(line) > max_bytes:
+                break
             bodies.append(line[:-1])
+            size += len(line)
             offset += len(line)
     return bodies, offset

@@ -18,7 +18,6 @@ with 4 answers, completed 4, failed 0, with an error file).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 from gpt4batch.common.messages import STOPPED_CODES, StopReason, stopped_error
 from gpt4batch.services.gateway.convert import output_line
 from gpt4batch.services.gateway.store import BatchRecord
+from gpt4batch.services.sink.ledger.files import atomic_output
 from gpt4batch.services.sink.ledger.output import Entry, sorted_results
 
 Written = dict[str, tuple[Path, int]]
@@ -39,15 +39,16 @@ def write_result_files(
     asks: Path | None = None,
     reason: StopReason = "expired",
 ) -> tuple[Written, dict[str, int]]:
-    """`output` and `error` temp files under `folder` with their line counts, and the
-    batch's final `request_counts`. With `asks` (a stopped batch), every request
-    without a result is written as not run for `reason`."""
-    out_tmp, err_tmp = folder / "output.jsonl.tmp", folder / "errors.jsonl.tmp"
+    """`output` and `error` files under `folder` (each written whole by the one atomic
+    writer, for the store to move into place) with their line counts, and the batch's
+    final `request_counts`. With `asks` (a stopped batch), every request without a
+    result is written as not run for `reason`."""
+    out_path, err_path = folder / "output.jsonl", folder / "errors.jsonl"
     ok = failed = unrun = 0
     results = sorted_results(journal, folder)  # one per seq, in order
     if asks is not None:
         results = _with_unrun(results, asks, reason)
-    with out_tmp.open("wb") as out, err_tmp.open("wb") as err:
+    with atomic_output(out_path) as out, atomic_output(err_path) as err:
         for _, good, record in results:
             if batch.format == "gpt4batch":
                 out.write(record + b"\n")  # one output line per input record
@@ -66,12 +67,9 @@ def write_result_files(
                 unrun += 1
             else:
                 failed += 1
-        for fh in (out, err):
-            fh.flush()
-            os.fsync(fh.fileno())
     errors = failed + unrun
     out_lines = ok + errors if batch.format == "gpt4batch" else ok
-    written = {"output": (out_tmp, out_lines), "error": (err_tmp, errors)}
+    written = {"output": (out_path, out_lines), "error": (err_path, errors)}
     return written, {"total": batch.total, "completed": ok, "failed": failed}
 
 

@@ -98,6 +98,7 @@ def build(settings: GatewaySettings) -> App:
         max_uploads=settings.max_concurrent_uploads,
         upload_timeout=settings.upload_timeout,
         min_file_expiry=settings.min_file_expiry,
+        max_requests=settings.max_requests_per_file,
     )
     server = listener(
         api,

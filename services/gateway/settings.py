@@ -14,6 +14,8 @@ from gpt4batch.services.gateway.windows import MIN_FILE_EXPIRY
 #: Several keys in one variable, comma-separated (`--api-key` repeats on the command line).
 KEYS_ENV = "GPT4BATCH_API_KEYS"
 MIB = 1024 * 1024
+#: The Batch API's limit on the requests of one input file.
+MAX_REQUESTS = 50_000
 
 
 class GatewaySettings(BaseServiceSettings):
@@ -46,6 +48,12 @@ class GatewaySettings(BaseServiceSettings):
     )
     max_upload_bytes: int = Field(
         200 * MIB, ge=1024, description="Largest file accepted by POST /v1/files."
+    )
+    max_requests_per_file: int = Field(
+        MAX_REQUESTS,
+        ge=1,
+        description="Most requests (non-blank lines) in one uploaded file; more get a 400, "
+        "as the Batch API's limit.",
     )
     max_line_bytes: int = Field(
         10 * MIB, ge=1024, description="Largest line of a batch input file."

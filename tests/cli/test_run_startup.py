@@ -14,6 +14,7 @@ import pytest
 from gpt4batch.cli.run import command
 from gpt4batch.common.tls import client_context
 from gpt4batch.common.upstreams.transport import UpstreamHttp
+from gpt4batch.services.run import completion
 from tests.support.mock_upstream import MockUpstream
 from tests.support.pipeline import read_jsonl
 
@@ -66,7 +67,7 @@ def test_completion_ends_the_run_not_the_progress_tick(
 ) -> None:
     """With the progress tick an hour long the run can only end because the ledger's
     counts woke it (a hang fails the test through its timeout)."""
-    monkeypatch.setattr(command, "PROGRESS_SECONDS", 3600.0)
+    monkeypatch.setattr(completion, "PROGRESS_SECONDS", 3600.0)
     source = tmp_path / "in.jsonl"
     source.write_text(
         "".join(

@@ -29,6 +29,7 @@ from gpt4batch.common.service import (
     install_stop_signals,
     run_app,
     run_process,
+    stop_bus,
 )
 from gpt4batch.common.settings import BaseServiceSettings
 
@@ -123,6 +124,84 @@ async def _test_a_signalled_job_gets_its_grace_then_is_cancelled() -> None:
     quick = App(main=ignores_stop, main_grace=0)
     assert await host(quick, MemoryBus(), stop, grace=30) == EXIT_ABORTED
     assert ended == ["by itself", "cancelled"]
+
+
+def test_a_stop_order_runs_in_order_before_the_parts_close() -> None:
+    asyncio.run(_test_a_stop_order_runs_in_order_before_the_parts_close())
+
+
+async def _test_a_stop_order_runs_in_order_before_the_parts_close() -> None:
+    """`run`'s staged shutdown is an `App.stop_order`: its stages run in order, on the
+    started bus, after the main job and before the parts close; the bus stops where
+    `stop_bus` stands in the order."""
+    events: list[str] = []
+    recorder = Recorder(events)
+
+    class NotedBus(MemoryBus):
+        async def stop(self, grace: float = 30.0) -> None:
+            events.append("bus stopped")
+            await super().stop(grace)
+
+    bus = NotedBus()
+
+    def stage(name: str) -> Any:
+        async def run(stopping: Bus) -> None:
+            assert stopping is bus
+            events.append(name)
+
+        return run
+
+    async def job(bus: Bus, stop: asyncio.Event) -> int:
+        events.append("job")
+        return EXIT_OK
+
+    order = [stage("first"), stage("second"), stop_bus(1), stage("after the bus")]
+    app = App(parts=[recorder], main=job, stop_order=order)
+    assert await host(app, bus, asyncio.Event(), grace=1) == EXIT_OK
+    assert events == [
+        "start recorder",
+        "register",
+        "job",
+        "first",
+        "second",
+        "bus stopped",
+        "after the bus",
+        "close recorder",
+    ]
+
+
+def test_a_stop_order_waits_for_the_bus_and_a_failing_stage_still_closes_the_parts() -> None:
+    asyncio.run(_test_a_stop_order_waits_for_the_bus_and_a_failing_stage_still_closes_the_parts())
+
+
+async def _test_a_stop_order_waits_for_the_bus_and_a_failing_stage_still_closes_the_parts() -> None:
+    events: list[str] = []
+
+    async def never(bus: Bus) -> None:
+        events.append("stage")
+
+    class Unreachable(MemoryBus):  # nsqd not there yet: start waits for it
+        async def start(self) -> None:
+            await asyncio.Event().wait()
+
+    stopped = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.05, stopped.set)
+    app = App(parts=[Plain(events)], main=None, stop_order=[never])
+    # Stopped before the bus started: nothing to drain, the stop order is not run.
+    assert await host(app, Unreachable(), stopped, grace=1) == EXIT_OK
+    assert events == ["start plain", "close plain"]
+
+    async def fails(bus: Bus) -> None:
+        raise RuntimeError("stage failed")
+
+    async def job(bus: Bus, stop: asyncio.Event) -> int:
+        return EXIT_OK
+
+    events.clear()
+    app = App(parts=[Plain(events)], main=job, stop_order=[fails, never])
+    with pytest.raises(RuntimeError, match="stage failed"):
+        await host(app, MemoryBus(), asyncio.Event(), grace=1)
+    assert events == ["start plain", "close plain"]
 
 
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])

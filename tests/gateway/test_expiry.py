@@ -44,6 +44,24 @@ def create(client: OpenAI, file_id: str, window: str, **extra: Any) -> Any:
     )
 
 
+def running(
+    procs: ServiceProcs,
+    mock: MockUpstream,
+    gateway_dir: Path,
+    window: str,
+    concurrency: str,
+    ids: list[str],
+    completion_window: str,
+) -> tuple[Gateway, OpenAI, Any]:
+    """A gateway with `--window window`, a caller of `concurrency`, and a batch of `ids`."""
+    gateway = Gateway(procs, gateway_dir, "--window", window).start()
+    start_caller(procs, mock, "--concurrency", concurrency)
+    client = gateway.client()
+    mock.reset()
+    data = jsonl([request(i, f"q {i}") for i in ids])
+    return gateway, client, create(client, upload(client, data), completion_window)
+
+
 def chat_calls(mock: MockUpstream) -> int:
     return sum(v for k, v in mock.stats().get("calls", {}).items() if "chat" in k)
 
@@ -75,12 +93,8 @@ def assert_expired(client: OpenAI, done: Any, ids: list[str]) -> list[dict[str, 
 def test_a_batch_past_its_window_expires(
     procs: ServiceProcs, slower_mock: MockUpstream, tmp_path: Path
 ) -> None:
-    gateway = Gateway(procs, tmp_path / "gw", "--window", "4").start()
-    start_caller(procs, slower_mock, "--concurrency", "2")
-    client = gateway.client()
-    slower_mock.reset()
     ids = [f"r{i}" for i in range(40)]
-    batch = create(client, upload(client, jsonl([request(i, f"q {i}") for i in ids])), "5s")
+    _, client, batch = running(procs, slower_mock, tmp_path / "gw", "4", "2", ids, "5s")
     assert batch.completion_window == "5s" and batch.expires_at == batch.created_at + 5
     assert wait_status(client, batch.id, ("in_progress",), procs, 30).expired_at is None
 
@@ -100,11 +114,8 @@ def test_a_batch_past_its_window_expires(
 def test_a_window_that_passed_while_the_gateway_was_down(
     procs: ServiceProcs, slower_mock: MockUpstream, tmp_path: Path
 ) -> None:
-    gateway = Gateway(procs, tmp_path / "gw", "--window", "2").start()
-    start_caller(procs, slower_mock, "--concurrency", "1")
-    client = gateway.client()
     ids = [f"k{i}" for i in range(20)]
-    batch = create(client, upload(client, jsonl([request(i, f"q {i}") for i in ids])), "6s")
+    gateway, client, batch = running(procs, slower_mock, tmp_path / "gw", "2", "1", ids, "6s")
 
     def some_done() -> bool:
         return client.batches.retrieve(batch.id).request_counts.completed >= 1
@@ -201,11 +212,8 @@ def partial(client: OpenAI, batch_id: str, **params: int) -> httpx.Response:
 def test_partial_output_grows_while_a_slow_batch_runs(
     procs: ServiceProcs, slower_mock: MockUpstream, tmp_path: Path
 ) -> None:
-    gateway = Gateway(procs, tmp_path / "gw", "--window", "4").start()
-    start_caller(procs, slower_mock, "--concurrency", "2")
-    client = gateway.client()
     ids = [f"p{i}" for i in range(16)]
-    batch = create(client, upload(client, jsonl([request(i, f"q {i}") for i in ids])), "24h")
+    gateway, client, batch = running(procs, slower_mock, tmp_path / "gw", "4", "2", ids, "24h")
 
     # a client tailing it: ask from the offset the last page gave, until it is over
     tailed: list[dict[str, Any]] = []
