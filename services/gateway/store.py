@@ -236,7 +236,8 @@ class Store:
 
     def next_file_expiry(self) -> int | None:
         """The soonest `expires_at` of any file (None: no file expires)."""
-        return self.db.execute("SELECT MIN(expires_at) FROM files").fetchone()[0]
+        soonest: int | None = self.db.execute("SELECT MIN(expires_at) FROM files").fetchone()[0]
+        return soonest
 
     # --- batches -----------------------------------------------------------------
     def batch_dir(self, batch_id: str) -> Path:
