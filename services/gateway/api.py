@@ -231,6 +231,7 @@ class BatchesHandler(Base):
         window = body.get("completion_window")
         try:
             window_seconds(window)
+            assert isinstance(window, str)  # window_seconds refuses anything else
         except BadDuration as exc:
             raise ApiError(400, str(exc), param="completion_window") from None
         metadata = checked_metadata(body.get("metadata"))

@@ -39,11 +39,12 @@ class GatewaySettings(BaseServiceSettings):
         "line a key is visible to every user of the host: prefer --api-key-file. "
         "Nothing is served without a key.",
     )
-    window: int = Field(
-        1000,
+    window: int | None = Field(
+        None,
         ge=1,
-        description="Asks of one batch published but not yet answered; more wait, so a "
-        "cancel stops spending within this many asks.",
+        description="Asks of one batch published but not yet answered; more wait. Default: "
+        "twice the callers' concurrency (read from nsqd), 16 to 1000. A cancel finishes "
+        "the published ones without upstream calls.",
     )
     max_upload_bytes: int = Field(
         200 * MIB, ge=1024, description="Largest file accepted by POST /v1/files."
