@@ -92,6 +92,13 @@ bench: setup
 bench-tpm: setup
 	$(BIN)/python bench/tpm_fleet.py
 
+# Issue 22's scale row alone: a Batch API file at the API's limits (50,000 lines, ~200 MB)
+# through the gateway with the official SDK beside ingest → sink, and the gateway's peak RSS
+# (about 2 minutes; also a row of `make bench`).
+.PHONY: bench-gateway
+bench-gateway: setup
+	$(BIN)/python bench/gateway_batch.py --scale
+
 # Chaos (issue 9): 2,000 records, ~20% upstream faults, kill -9 of caller, downloader, sink
 # and ingest, a graceful nsqd restart; prints the seed and the figures (CHAOS_SEED=N to repeat).
 # Three cases in sequence, each with CHAOS_RECORDS and CHAOS_SEED (issue 19): the default,

@@ -74,14 +74,16 @@ class RssSampler:
         return ", ".join(f"{phase} {mb:.0f}" for phase, mb in self.peak.items())
 
 
-def run_gateway(procs: ServiceProcs, work: Path, n: int, convs: Conversations) -> dict[str, Any]:
+def run_gateway(
+    procs: ServiceProcs, work: Path, n: int, convs: Conversations, extra: list[str]
+) -> dict[str, Any]:
     from openai import OpenAI
 
     source = write_lines(work / "gateway-input.jsonl", n, convs.batch_line)
     port = free_port()
     gateway = procs.start(
         "gateway", "gateway", "--port", str(port), "--host", "127.0.0.1",
-        "--data-dir", str(work / "gw"), "--api-key", KEY, "--window", "2000",
+        "--data-dir", str(work / "gw"), "--api-key", KEY, "--window", "2000", *extra,
     )  # fmt: skip
     client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=5)
     client = client.with_options(timeout=600)
@@ -139,6 +141,9 @@ def main() -> None:
     parser.add_argument("--scale", action="store_true", help="50,000 lines of 4 KB, --fast")
     parser.add_argument("--no-pipeline", action="store_true", help="the gateway only")
     parser.add_argument("--json", action="store_true", help="end with a line of figures")
+    parser.add_argument(
+        "--gateway-arg", action="append", default=[], help="a flag for the gateway (repeat)"
+    )
     args = parser.parse_args()
     if args.scale:
         args.requests, args.line_bytes, args.fast = 50_000, 4096, True
@@ -161,7 +166,7 @@ def main() -> None:
                 procs.start("sink", "sink", "--out-dir", str(outbox))
                 warm = write_lines(work / "warmup.jsonl", 100, convs.record_line)
                 run_pipeline(procs, warm, 100, "warmup", outbox)  # connections: not measured
-                gw = run_gateway(procs, work, n, convs)
+                gw = run_gateway(procs, work, n, convs, args.gateway_arg)
                 file_seconds = None
                 if not args.no_pipeline:
                     (work / "gateway-input.jsonl").unlink()  # disk: one 200 MB file at a time
@@ -169,7 +174,7 @@ def main() -> None:
                     file_seconds = run_pipeline(procs, source, n, "file", outbox)
     simulator = "fast simulator, default kind" if args.fast else "simulator, openai kind"
     print(
-        f"requests: {n} ({gw['input_mb']:.0f} MB), {args.callers} caller(s), concurrency "
+        f"requests: {n} ({gw['input_mb']:.1f} MB), {args.callers} caller(s), concurrency "
         f"{args.concurrency}, {simulator}, latency 0"
     )
     print(

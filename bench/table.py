@@ -13,6 +13,7 @@ and noisy: compare ratios measured together, not figures across runs.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import signal
@@ -262,6 +263,33 @@ def ingest_memory(tree: Tree, work: Path, small: int, large: int) -> None:
     note(f"{tree.name}: ingest memory {tree.figures['ingest_rss']}")
 
 
+def gateway_scale(tree: Tree) -> None:
+    """A Batch API file at the API's limits (50,000 lines of ~4 KB, ~200 MB) through the
+    gateway with the official SDK, and the same lines through ingest → sink, in one run of
+    bench/gateway_batch.py --scale (about 2 minutes): lines/s of each, the gateway's peak
+    RSS (VmHWM) and the phase it peaked in."""
+    script = tree.root / "bench" / "gateway_batch.py"
+    if "--scale" not in script.read_text():
+        tree.figures["gateway"] = "(no --scale in this tree)"
+        return
+    cmd = [tree.python, str(script), "--scale", "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=tree.root)
+    if out.returncode != 0:
+        raise RuntimeError(f"gateway_batch.py exited {out.returncode}: {out.stderr[-500:]}")
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    gw, file = figures["lines_per_s"], figures["pipeline_lines_per_s"]
+    tree.values.update(gateway=gw, gateway_file=file, gateway_rss=figures["peak_rss_mb"])
+    tree.figures["gateway"] = (
+        f"{gw:,.0f} lines/s ({figures['seconds']:.0f} s, {figures['input_mb']:.0f} MB; "
+        f"gateway {figures['cpu']:.0f} CPU s)"
+    )
+    tree.figures["gateway_file"] = (
+        f"{file:,.0f} lines/s ({figures['pipeline_seconds']:.0f} s); gateway ÷ this {gw / file:.2f}"
+    )
+    tree.figures["gateway_rss"] = f"{figures['peak_rss_mb']:.0f} MB (by phase: {figures['phases']})"
+    note(f"{tree.name}: gateway {tree.figures['gateway']}, rss {tree.figures['gateway_rss']}")
+
+
 #: Runs of each side of the token limit's cost (alternating; the medians are compared).
 TPM_CPU_RUNS = 3
 
@@ -386,6 +414,27 @@ def rows(args: argparse.Namespace) -> list[Row]:
             value="share",
         ),
         Row(
+            "Batch API at its limits: 50,000 lines of ~4 KB (205 MB) through the gateway, "
+            "official SDK upload → `completed` → output downloaded, 1 caller, fast simulator "
+            "(bench/gateway_batch.py --scale, i22)",
+            "gateway",
+            "(beside the next row)",
+            value="gateway",
+        ),
+        Row(
+            "… the same 50,000 lines through ingest → sink (same run)",
+            "gateway_file",
+            "",
+            value="gateway_file",
+        ),
+        Row(
+            "peak RSS of the gateway over that batch (VmHWM)",
+            "gateway_rss",
+            "≤ 150 MB",
+            lambda v: v["gateway_rss"] <= 150,
+            value="gateway_rss",
+        ),
+        Row(
             "CPU s per 1,000 records: caller / sink / simulator",
             "cpu",
             "≤ 0.30 / ≤ 0.08 / ≤ 0.15",
@@ -429,6 +478,7 @@ def measure(trees: list[Tree], args: argparse.Namespace, work: Path, raw_rate: f
         "run_rss": lambda t: run_memory(t, work, args.run_small, args.run_large),
         "ingest_rss": lambda t: ingest_memory(t, work, args.ingest_small, args.ingest_large),
         "tpm_cpu": lambda t: tpm_cpu(t, args.tpm_records),
+        "gateway": gateway_scale,
         "pacer": lambda t: external(t, "pacer.py", "pacer"),
         "scale_out": lambda t: external(t, "scale_out.py", "scale_out"),
         "accounts": lambda t: external(t, "accounts.py", "accounts"),

@@ -426,6 +426,42 @@ class BatchManifest(_Body):
     )
 
 
+StopReason = Literal["cancelled", "expired"]
+
+
+class BatchStopped(_Body):
+    """The gateway stopped a batch (topic `…stopped#ephemeral`; authenticated, so only our
+    services can stop a batch): callers finish its asks without calling the upstream,
+    each as a failed result (iErr 585 `batch_cancelled` / 586 `batch_expired`).
+
+    Every caller hears it on a channel of its own. The gateway announces it again every
+    few seconds while the batch still has asks without a result, so a caller that starts
+    later (or missed one) learns it too.
+    """
+
+    kind: ClassVar[str] = "BatchStopped"
+    reason: StopReason = Field(description="Why: the user cancelled it, or its window passed.")
+
+
+_STOPPED_ERRORS: dict[str, IErr] = {
+    "cancelled": IErr(
+        code=int(IErrCode.BATCH_CANCELLED),
+        message="This request was not executed: the batch was cancelled before it ran.",
+    ),
+    "expired": IErr(
+        code=int(IErrCode.BATCH_EXPIRED),
+        message="This request could not be executed before the completion window expired.",
+    ),
+}
+#: iErr codes of records not run because their batch stopped.
+STOPPED_CODES = frozenset(err.code for err in _STOPPED_ERRORS.values())
+
+
+def stopped_error(reason: StopReason) -> IErr:
+    """The iErr of a record not run because its batch stopped for `reason`."""
+    return _STOPPED_ERRORS[reason]
+
+
 class DeadLetter(BaseModel):
     """A message that can never be handled, with why (topic `…dead`)."""
 
@@ -492,6 +528,7 @@ MESSAGE_MODELS: tuple[type[BaseModel], ...] = (
     DownloadJob,
     DownloadResult,
     BatchManifest,
+    BatchStopped,
     DeadLetter,
     FeedMessage,
 )

@@ -20,7 +20,14 @@ from gpt4batch.common.errors import (
     Requeue,
 )
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.messages import AskMessage, IErr, ResultMessage, result_json
+from gpt4batch.common.messages import (
+    AskMessage,
+    BatchStopped,
+    IErr,
+    ResultMessage,
+    result_json,
+    stopped_error,
+)
 from gpt4batch.common.metrics import READINESS
 from gpt4batch.common.result_parts import TooLarge, split_result
 from gpt4batch.common.retry import REPUBLISH
@@ -43,9 +50,11 @@ from gpt4batch.services.caller.conversation import ConversationRunner, Outcome
 from gpt4batch.services.caller.feed import publish_feed
 from gpt4batch.services.caller.http_client import make_http_client
 from gpt4batch.services.caller.limits import Limiter, process_limiter
+from gpt4batch.services.caller.limits.membership import new_member_id
 from gpt4batch.services.caller.paths import PathPolicy
 from gpt4batch.services.caller.registry import caller_registry
 from gpt4batch.services.caller.settings import CallerSettings
+from gpt4batch.services.caller.stopped import StoppedBatches
 
 log = get_logger("gpt4batch.caller")
 
@@ -99,6 +108,9 @@ class CallerService:
         self.answered = AnsweredAsks(
             ANSWERED_MEMORY if answered_memory is None else answered_memory
         )
+        # Batches the gateway stopped: their asks are finished without a call.
+        self.stopped = StoppedBatches()
+        self.instance = new_member_id()  # names this caller's channel of stop notices
         secret_files = settings.secret_files()
         if self.pool is not None and settings.accounts is not None:
             secret_files += [settings.accounts, *self.pool.secret_files()]
@@ -206,6 +218,22 @@ class CallerService:
             self.handle,
             max_in_flight=self.settings.concurrency,
         )
+        bus.subscribe(
+            bus.topics.stopped,
+            Channels.stopped(self.instance),
+            BatchStopped,
+            self.on_stopped,
+            max_in_flight=16,
+        )
+
+    async def on_stopped(self, msg: BatchStopped, delivery: Delivery) -> None:
+        """The gateway stopped a batch (verified by the bus): its asks run no more."""
+        if self.stopped.stop(msg.batch, msg.reason):
+            log.info(
+                "batch stopped: its asks are finished without calls",
+                batch=msg.batch,
+                reason=msg.reason,
+            )
 
     async def handle(self, msg: AskMessage, delivery: Delivery) -> None:
         """Run the conversation, then publish downloads and the result; FIN follows.
@@ -215,6 +243,8 @@ class CallerService:
         if await self.answered.already_answered(msg.batch, msg.seq, delivery.id, msg.republished):
             # Its result is on NSQ (see `answered`): never pay again.
             metrics.REDELIVERED_ANSWERED.inc()
+            return
+        if await self._finish_stopped(msg):
             return
         if self.pool is not None:
             await self._handle_on_account(msg, delivery)
@@ -257,6 +287,15 @@ class CallerService:
                     refused_midway(outcome, account.name, len(msg.record.asks))
                 await self._publish_outcome(msg, outcome)
 
+    async def _finish_stopped(self, msg: AskMessage) -> bool:
+        """If the ask's batch was stopped: publish its result (failed, no call) and True."""
+        reason = self.stopped.reason(msg.batch)
+        if reason is None:
+            return False
+        metrics.STOPPED_ASKS.labels(reason).inc()
+        await self._publish_outcome(msg, Outcome(msg.record, error=stopped_error(reason)))
+        return True
+
     def _all_accounts_out(self, error: IErr) -> None:
         """Every account is refused: the caller stops taking asks (`run` stops)."""
         self.auth.close(error)
@@ -267,8 +306,10 @@ class CallerService:
 
     async def _answer(self, msg: AskMessage) -> None:
         """Run the conversation and publish what it produced."""
-        self.calls.conversation(len(msg.record.asks))
         async with self.limiter.conversation():
+            if await self._finish_stopped(msg):  # stopped while it waited for a slot
+                return
+            self.calls.conversation(len(msg.record.asks))
             outcome = await self.runner.run(msg)
         if self.auth.observe(outcome.upstream_status, outcome.error):
             raise Requeue("the upstream refused the token", delay=self.auth.retry_interval or 1.0)

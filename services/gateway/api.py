@@ -20,6 +20,7 @@ from gpt4batch.services.gateway.batches import Batches
 from gpt4batch.services.gateway.bodies import BadBody, MultipartUpload, multipart_boundary
 from gpt4batch.services.gateway.http_base import ApiError, Base, log_request
 from gpt4batch.services.gateway.partial import LineOffsets, PartialOutputHandler
+from gpt4batch.services.gateway.settings import MAX_REQUESTS
 from gpt4batch.services.gateway.store import FILE_ID, Store
 from gpt4batch.services.gateway.tenants import Tenants
 from gpt4batch.services.gateway.windows import MIN_FILE_EXPIRY, BadDuration, window_seconds
@@ -60,6 +61,7 @@ class FilesHandler(Base):
         self,
         uploads: UploadSlots,
         max_upload: int,
+        max_requests: int,
         upload_timeout: float,
         min_file_expiry: int,
         **kw: Any,
@@ -67,6 +69,7 @@ class FilesHandler(Base):
         super().initialize(min_file_expiry=min_file_expiry, **kw)
         self.uploads = uploads
         self.max_upload = max_upload
+        self.max_requests = max_requests
         self.upload_timeout = upload_timeout
         self.form: MultipartUpload | None = None
         self._slot = False
@@ -91,7 +94,7 @@ class FilesHandler(Base):
         connection = self.request.connection
         connection.set_max_body_size(self.max_upload + ENVELOPE)  # type: ignore[union-attr]
         connection.set_body_timeout(self.upload_timeout)  # type: ignore[union-attr]
-        self.form = MultipartUpload(boundary, self.store.spool_path())
+        self.form = MultipartUpload(boundary, self.store.spool_path(), self.max_requests)
 
     def data_received(self, chunk: bytes) -> None:
         if self.form is None:
@@ -126,6 +129,15 @@ class FilesHandler(Base):
                     413,
                     f"The file is over the {self.max_upload}-byte limit (--max-upload-bytes).",
                     code="request_too_large",
+                )
+            if form.lines.over:
+                raise ApiError(
+                    400,
+                    f"The file has more than {self.max_requests} requests (non-blank lines); "
+                    f"a batch input file holds at most {self.max_requests} "
+                    "(--max-requests-per-file; the Batch API's limit is 50,000).",
+                    param="file",
+                    code="too_many_requests_in_file",
                 )
             expires = self.expires_after("expires_after", form_policy(form.fields))
             await asyncio.to_thread(form.close)  # fsync off the loop
@@ -218,6 +230,7 @@ class BatchesHandler(Base):
         window = body.get("completion_window")
         try:
             window_seconds(window)
+            assert isinstance(window, str)  # window_seconds refuses anything else
         except BadDuration as exc:
             raise ApiError(400, str(exc), param="completion_window") from None
         metadata = checked_metadata(body.get("metadata"))
@@ -328,6 +341,7 @@ def make_app(
     max_uploads: int,
     upload_timeout: float,
     min_file_expiry: int = MIN_FILE_EXPIRY,
+    max_requests: int = MAX_REQUESTS,
 ) -> Application:
     kw = {
         "store": store,
@@ -340,6 +354,7 @@ def make_app(
         **kw,
         "uploads": UploadSlots(max_uploads),
         "max_upload": max_upload,
+        "max_requests": max_requests,
         "upload_timeout": upload_timeout,
     }
     partial_kw = {**kw, "offsets": LineOffsets()}

@@ -54,15 +54,42 @@ def multipart_boundary(content_type: str) -> bytes:
     raise BadBody("The multipart/form-data body has no usable boundary.")
 
 
+class LineCounter:
+    """Non-blank lines of a stream fed in chunks, counted up to `limit` + 1: past the limit
+    the rest is not looked at (the file is refused whatever it holds)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.lines = 0
+        self._open = False  # the line being fed has content
+
+    @property
+    def over(self) -> bool:
+        return self.lines + self._open > self.limit
+
+    def feed(self, data: bytes) -> None:
+        if self.over:
+            return
+        parts = data.split(b"\n")
+        for part in parts[:-1]:  # each ends a line
+            if self._open or (part and not part.isspace()):
+                self.lines += 1
+            self._open = False
+        last = parts[-1]
+        self._open = self._open or bool(last and not last.isspace())
+
+
 class MultipartUpload:
     """A multipart/form-data body fed chunk by chunk: the first `file` part goes to
-    `path`, other fields are kept when short, anything else is skipped."""
+    `path` (its non-blank lines counted up to `max_lines` + 1), other fields are kept when
+    short, anything else is skipped."""
 
-    def __init__(self, boundary: bytes, path: Path) -> None:
+    def __init__(self, boundary: bytes, path: Path, max_lines: int) -> None:
         self.path = path
         self.fields: dict[str, str] = {}
         self.filename: str | None = None
         self.file_bytes = 0
+        self.lines = LineCounter(max_lines)
         self._delimiter = b"\r\n--" + boundary
         self._buffer = bytearray(b"\r\n")  # so the first delimiter looks like the others
         self._state = "preamble"
@@ -165,6 +192,7 @@ class MultipartUpload:
             assert self._file is not None
             self._file.write(data)
             self.file_bytes += len(data)
+            self.lines.feed(data)
             return
         self._field += data
         if len(self._field) > MAX_FIELD:

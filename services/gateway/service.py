@@ -19,6 +19,7 @@ from gpt4batch.services.gateway.settings import GatewaySettings
 from gpt4batch.services.gateway.store import Store
 from gpt4batch.services.gateway.tenants import Tenants, warn_if_shared
 from gpt4batch.services.gateway.webhooks.delivery import Webhooks
+from gpt4batch.services.gateway.window import fleet_concurrency
 from gpt4batch.services.sink.settings import embedded_settings
 
 log = get_logger("gpt4batch.gateway")
@@ -75,6 +76,13 @@ class GatewayService:
 
     def register(self, bus: Bus) -> None:
         self.batches.bus = bus
+        self.batches.stops.bus = bus  # stop notices to the callers
+        s = self.settings
+        self.batches.window.follow(  # the callers' concurrency, from their fleet on nsqd
+            fleet_concurrency(
+                s.topic_prefix, s.nsqd_tcp_address, s.lookupd_http_address, s.nsqd_http_address
+            )
+        )
         self.batches.ledger.register(bus)  # its own batches' results, on its own channel
         self.batches.resume()  # drivers retry until the bus is up
 
@@ -104,6 +112,7 @@ def build(settings: GatewaySettings) -> App:
         max_uploads=settings.max_concurrent_uploads,
         upload_timeout=settings.upload_timeout,
         min_file_expiry=settings.min_file_expiry,
+        max_requests=settings.max_requests_per_file,
     )
     server = listener(
         api,

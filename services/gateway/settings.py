@@ -15,6 +15,8 @@ from gpt4batch.services.gateway.windows import MIN_FILE_EXPIRY
 #: Several keys in one variable, comma-separated (`--api-key` repeats on the command line).
 KEYS_ENV = "GPT4BATCH_API_KEYS"
 MIB = 1024 * 1024
+#: The Batch API's limit on the requests of one input file.
+MAX_REQUESTS = 50_000
 
 
 class GatewaySettings(BaseServiceSettings):
@@ -38,14 +40,21 @@ class GatewaySettings(BaseServiceSettings):
         "line a key is visible to every user of the host: prefer --api-key-file. "
         "Nothing is served without a key.",
     )
-    window: int = Field(
-        1000,
+    window: int | None = Field(
+        None,
         ge=1,
-        description="Asks of one batch published but not yet answered; more wait, so a "
-        "cancel stops spending within this many asks.",
+        description="Asks of one batch published but not yet answered; more wait. Default: "
+        "twice the callers' concurrency (read from nsqd), 16 to 1000. A cancel finishes "
+        "the published ones without upstream calls.",
     )
     max_upload_bytes: int = Field(
         200 * MIB, ge=1024, description="Largest file accepted by POST /v1/files."
+    )
+    max_requests_per_file: int = Field(
+        MAX_REQUESTS,
+        ge=1,
+        description="Most requests (non-blank lines) in one uploaded file; more get a 400, "
+        "as the Batch API's limit.",
     )
     max_line_bytes: int = Field(
         10 * MIB, ge=1024, description="Largest line of a batch input file."

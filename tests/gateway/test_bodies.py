@@ -10,10 +10,12 @@ import pytest
 
 from gpt4batch.services.gateway.bodies import (
     BadBody,
+    LineCounter,
     MultipartUpload,
     SmallBody,
     multipart_boundary,
 )
+from gpt4batch.services.gateway.settings import MAX_REQUESTS
 
 
 def encoded(files: dict[str, tuple[str, bytes]], data: dict[str, str]) -> tuple[str, bytes]:
@@ -23,7 +25,7 @@ def encoded(files: dict[str, tuple[str, bytes]], data: dict[str, str]) -> tuple[
 
 
 def parse(content_type: str, body: bytes, path: Path, seed: int) -> MultipartUpload:
-    upload = MultipartUpload(multipart_boundary(content_type), path)
+    upload = MultipartUpload(multipart_boundary(content_type), path, MAX_REQUESTS)
     rng = random.Random(seed)
     at = 0
     while at < len(body):
@@ -52,13 +54,13 @@ def test_the_file_goes_to_disk_and_the_fields_are_kept_in_any_chunking(
 
 def test_a_cut_body_an_oversized_field_and_a_wrong_type_are_refused(tmp_path: Path) -> None:
     content_type, body = encoded({"file": ("a.jsonl", b"x" * 1000)}, {"purpose": "batch"})
-    upload = MultipartUpload(multipart_boundary(content_type), tmp_path / "s")
+    upload = MultipartUpload(multipart_boundary(content_type), tmp_path / "s", MAX_REQUESTS)
     upload.feed(body[:-10])
     with pytest.raises(BadBody, match="closing boundary"):
         upload.finish()
     content_type, body = encoded({"file": ("a.jsonl", b"x")}, {"purpose": "b" * 5000})
     with pytest.raises(BadBody, match="over 1024 bytes"):
-        MultipartUpload(multipart_boundary(content_type), tmp_path / "t").feed(body)
+        MultipartUpload(multipart_boundary(content_type), tmp_path / "t", MAX_REQUESTS).feed(body)
     with pytest.raises(BadBody, match="multipart/form-data"):
         multipart_boundary("application/json")
 
@@ -70,3 +72,28 @@ def test_a_small_body_has_a_limit() -> None:
     assert body.data() == b"1234567890"
     with pytest.raises(BadBody, match="10-byte limit"):
         body.feed(b"!")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_upload_counts_non_blank_lines_in_any_chunking(seed: int) -> None:
+    data = b'{"a":1}\n\n  \t\r\n{"b":2}\r\n' + b'{"c":3}\n' * 5 + b"   \n" + b'{"last":0}'
+    rng = random.Random(seed)
+    counter = LineCounter(limit=8)
+    at = 0
+    while at < len(data):
+        size = rng.choice([1, 2, 3, 9, 64])
+        counter.feed(data[at : at + size])
+        at += size
+    assert (counter.lines, counter.over) == (7, False)  # and the unended last: 8 of 8
+    counter.feed(b"\n \n")
+    assert (counter.lines, counter.over) == (8, False)
+    counter.feed(b"x")
+    assert counter.over is True  # 9 of at most 8
+
+
+def test_the_count_stops_past_the_limit() -> None:
+    counter = LineCounter(limit=2)
+    counter.feed(b"a\nb\nc\n")
+    assert counter.over and counter.lines == 3
+    counter.feed(b"d\n" * 1000)  # not looked at
+    assert counter.lines == 3

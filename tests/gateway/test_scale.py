@@ -1,21 +1,27 @@
-"""The gateway in bounded memory: a 5,000-line, 40 MB batch through the official SDK.
+"""The gateway at scale: the Batch API's per-file limit on requests, and bounded memory.
 
-Its peak resident size may grow by at most GROWTH_MB (half the file) over what
-it was before the upload, through upload, validation, publishing, the results,
-the output file and streaming both the output and the 40 MB input back: reading
-the file whole anywhere (its bytes alone are 40 MB) breaks the bound; the
-gateway's own per-line and buffer overheads are ~10 MB here. The full size, 50,000
-lines and ~200 MB (the Batch API's limits), runs in `make bench`
-(bench/gateway_batch.py --scale), not here.
+A file of more than 50,000 requests is refused at upload with a 400 naming the
+limit (over 200 MB: 413, tests/security/test_gateway_attacks.py).
+
+A 5,000-line, 40 MB batch goes through the official SDK: upload, validation,
+publishing, the results, the output file, and both the output and the input
+streamed back. The gateway's peak resident size may grow by at most GROWTH_MB
+(half the file) over what it was before: reading the file whole anywhere (its
+bytes alone are 40 MB) breaks the bound; its own per-line and buffer overheads
+are 6-11 MB here. The full size, 50,000 lines and ~200 MB (the Batch API's
+limits), runs in `make bench` (bench/gateway_batch.py --scale), not here.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import openai
+import pytest
 from openai import OpenAI
 
 from gpt4batch.services.gateway.batches import PUBLISH_BYTES, PUBLISH_CHUNK, _read_lines
+from gpt4batch.services.gateway.settings import MAX_REQUESTS
 from tests.gateway.test_openai_sdk import TERMINAL, Gateway, wait_status
 from tests.support.batch_files import Conversations, reset_peak, status_mb, write_lines
 from tests.support.mock_upstream import MockUpstream
@@ -81,3 +87,27 @@ def test_a_publishing_step_reads_at_most_publish_bytes(tmp_path: Path) -> None:
     assert one == [long[:-1]]
     rest, end = _read_lines(asks, len(long) * 29, PUBLISH_CHUNK, PUBLISH_BYTES)
     assert rest == [long[:-1], b"short"] and end == asks.stat().st_size
+
+
+def test_a_file_over_the_request_limit_is_refused_at_upload(
+    procs: ServiceProcs, tmp_path: Path
+) -> None:
+    client = Gateway(procs, tmp_path / "gw").start().client()
+    convs = Conversations()
+    at_limit = write_lines(tmp_path / "at.jsonl", MAX_REQUESTS, convs.batch_line)
+    with at_limit.open("a") as fh:
+        fh.write("\n  \n")  # blank lines are not requests
+    over = write_lines(tmp_path / "over.jsonl", MAX_REQUESTS + 1, convs.batch_line)
+
+    with at_limit.open("rb") as fh:
+        accepted = client.files.create(file=("at.jsonl", fh), purpose="batch")
+    assert accepted.bytes == at_limit.stat().st_size
+    with pytest.raises(openai.BadRequestError) as info, over.open("rb") as fh:
+        client.files.create(file=("over.jsonl", fh), purpose="batch")
+
+    error = info.value.body
+    assert error["code"] == "too_many_requests_in_file" and error["param"] == "file"
+    assert f"more than {MAX_REQUESTS} requests" in error["message"]
+    assert "--max-requests-per-file" in error["message"]
+    assert [f.id for f in client.files.list()] == [accepted.id]  # nothing kept of it
+    assert len(list((tmp_path / "gw" / "files").iterdir())) == 1

@@ -249,7 +249,9 @@ def test_a_150_mb_post_without_a_key_is_refused_before_its_body(
 def test_an_authorised_150_mb_upload_streams_to_disk(procs: ServiceProcs, tmp_path: Path) -> None:
     gateway = Gateway(procs, tmp_path)
     source = tmp_path / "big.jsonl"
-    line = json.dumps(request_line("x" * 40)).encode() + b"\n"
+    request = request_line("x" * 40)
+    request["body"]["messages"][0]["content"] = "hi " * 1100  # 150 MB in < 50,000 requests
+    line = json.dumps(request).encode() + b"\n"
     with source.open("wb") as out:
         for _ in range(150 * MB // len(line) + 1):
             out.write(line)

@@ -11,8 +11,9 @@ from gpt4batch.services.sink.sink import Sink
 from tests.sink.helpers import DELIVERY, completions, make_sink, manifest, result, run
 
 ROOT = Path(__file__).resolve().parents[2]
-#: A ledger's completion read (or switched off) outside the sink.
-DECIDES = re.compile(r"\.(ready_to_complete|completed)\b|finish=False")
+#: A ledger's completion read (or switched off) outside the sink (not the webhook event
+#: names `batch.completed`).
+DECIDES = re.compile(r"\bready_to_complete\b|(ledger|\))\.completed\b|finish=False")
 
 
 def recording_sink(out_dir: Path, calls: list[str]) -> Sink:
