@@ -54,7 +54,11 @@ from gpt4batch.services.caller.limits.membership import new_member_id
 from gpt4batch.services.caller.paths import PathPolicy
 from gpt4batch.services.caller.registry import caller_registry
 from gpt4batch.services.caller.settings import CallerSettings
-from gpt4batch.services.caller.stopped import StoppedBatches
+from gpt4batch.services.caller.stopped import (
+    StoppedBatches,
+    before_first_call,
+    first_call_guard,
+)
 
 log = get_logger("gpt4batch.caller")
 
@@ -169,7 +173,7 @@ class CallerService:
             client = clients[kind] = make_client(
                 config,
                 self._http,
-                before_call=limiter.acquire,
+                before_call=first_call_guard(limiter.acquire, self.stopped),
                 open_file=self.paths.open_for_upload,
                 tokens=limiter.tokens,
             )
@@ -246,6 +250,7 @@ class CallerService:
             return
         if await self._finish_stopped(msg):
             return
+        before_first_call(msg.batch)  # checked again after the wait for a calls/s slot
         if self.pool is not None:
             await self._handle_on_account(msg, delivery)
             return

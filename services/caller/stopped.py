@@ -6,6 +6,11 @@ An ask of a stopped batch is finished without an upstream call, as a failed
 result (iErr 585 `batch_cancelled`, 586 `batch_expired`), so the batch's counts
 complete and the gateway finalizes it. Calls already running finish normally.
 
+An ask the caller had already taken when the stop came (waiting for a
+conversation place or for its calls/s slot) is checked again right before its
+first upstream call (`first_call_guard`): a stopped batch's ask ends there,
+unpaid, with the same iErr. Once a conversation has made a call it goes on.
+
 The memory is bounded (`memory` batches, the oldest forgotten first) and expiring:
 a stop is forgotten `ttl` seconds after it was last announced. The gateway
 announces a stop again every few seconds while the batch has asks without a
@@ -18,9 +23,12 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 
-from gpt4batch.common.messages import StopReason
+from gpt4batch.common.errors import FinalError
+from gpt4batch.common.messages import StopReason, stopped_error
+from gpt4batch.services.caller import metrics
 
 #: Batches remembered at most (a few hundred kB).
 STOPPED_MEMORY = 10_000
@@ -67,3 +75,33 @@ class StoppedBatches:
             del self._stops[batch]
             return None
         return found[0]
+
+
+#: The batch of the conversation running in this task, until its first upstream call.
+_UNCALLED: ContextVar[str | None] = ContextVar("gpt4batch_uncalled_batch", default=None)
+
+
+def before_first_call(batch: str) -> None:
+    """The conversation about to run in this task is of `batch` and has made no call."""
+    _UNCALLED.set(batch)
+
+
+def first_call_guard(
+    acquire: Callable[[str], Awaitable[None]], stopped: StoppedBatches
+) -> Callable[[str], Awaitable[None]]:
+    """`acquire` (the limiter's wait for a calls/s slot), then, before a conversation's
+    first call, a `FinalError` with the stop's iErr if its batch was stopped meanwhile."""
+
+    async def before_call(endpoint: str = "") -> None:
+        await acquire(endpoint)
+        batch = _UNCALLED.get()
+        if batch is None:
+            return
+        _UNCALLED.set(None)  # its later calls go on
+        reason = stopped.reason(batch)
+        if reason is not None:
+            metrics.STOPPED_ASKS.labels(reason).inc()
+            error = stopped_error(reason)
+            raise FinalError(error.code, error.message)
+
+    return before_call

@@ -78,7 +78,11 @@ class FilesHandler(Base):
         if self.request.method != "POST":
             return super().prepare()
         self.authenticate()
-        self.check_length(self.max_upload + ENVELOPE)
+        self.check_length(
+            self.max_upload + ENVELOPE,
+            f" A file is at most {self.max_upload} bytes (--max-upload-bytes; the Batch API's "
+            "limit is 200 MB).",
+        )
         try:
             boundary = multipart_boundary(self.request.headers.get("Content-Type", ""))
         except BadBody as exc:
@@ -127,7 +131,8 @@ class FilesHandler(Base):
             if form.file_bytes > self.max_upload:
                 raise ApiError(
                     413,
-                    f"The file is over the {self.max_upload}-byte limit (--max-upload-bytes).",
+                    f"The file is over the {self.max_upload}-byte limit (--max-upload-bytes; "
+                    "the Batch API's limit is 200 MB).",
                     code="request_too_large",
                 )
             if form.lines.over:

@@ -11,12 +11,16 @@ import pytest
 
 from gpt4batch.common.authenticator import Authenticator
 from gpt4batch.common.bus import Delivery
-from gpt4batch.common.errors import IErrCode
+from gpt4batch.common.errors import FinalError, IErrCode
 from gpt4batch.common.memory_bus import MemoryBus
 from gpt4batch.common.messages import AskMessage, BatchStopped, ResultMessage
 from gpt4batch.common.topics import Channels, Topics
 from gpt4batch.services.caller.service import CallerService
-from gpt4batch.services.caller.stopped import StoppedBatches
+from gpt4batch.services.caller.stopped import (
+    StoppedBatches,
+    before_first_call,
+    first_call_guard,
+)
 from tests.caller.test_caller import ask_message, settings_for
 from tests.support.mock_upstream import MockUpstream
 
@@ -42,6 +46,41 @@ def test_memory_is_bounded_and_expires() -> None:
     assert stopped.reason("b3") is None and stopped.reason("b2") == "expired"
     stopped.stop("b5", "cancelled")  # expired ones are swept as new ones come
     assert len(stopped) == 2
+
+
+def test_a_taken_ask_of_a_stopped_batch_makes_no_first_call() -> None:
+    """An ask the caller took before the stop waits for its calls/s slot; after the wait
+    its first call is not made if its batch stopped meanwhile; a later call goes on."""
+    stopped = StoppedBatches()
+    slots: list[str] = []
+
+    async def acquire(endpoint: str) -> None:
+        slots.append(endpoint)
+
+    guard = first_call_guard(acquire, stopped)
+
+    async def conversation(batch: str, stop_after: int) -> int:
+        before_first_call(batch)
+        calls = 0
+        for _ in range(2):
+            if calls == stop_after:
+                stopped.stop(batch, "cancelled")
+            await guard("chat")
+            calls += 1
+        return calls
+
+    async def scenario() -> None:
+        assert await asyncio.create_task(conversation("running", stop_after=9)) == 2
+        assert await asyncio.create_task(conversation("paid-once", stop_after=1)) == 2
+        try:
+            await asyncio.create_task(conversation("stopped", stop_after=0))
+        except FinalError as exc:
+            assert exc.status == IErrCode.BATCH_CANCELLED
+        else:
+            raise AssertionError("the first call of a stopped batch was made")
+
+    asyncio.run(scenario())
+    assert len(slots) == 5
 
 
 def run_caller(
