@@ -164,3 +164,23 @@ def test_a_chat_only_upstream_fails_other_endpoints_at_validating_naming_them(
     assert chat.status == "completed" and chat.request_counts.completed == 2, chat
     for line in lines_of(client, chat.output_file_id):
         ChatCompletion.model_validate(line["response"]["body"])
+
+
+def test_upstream_endpoints_says_what_the_fleet_serves_without_asking_nsqd(
+    procs: ServiceProcs, tmp_path: Path
+) -> None:
+    gateway = Gateway(procs, tmp_path / "gw", "--upstream-endpoints", "/v1/chat/completions")
+    client = gateway.start().client()  # no caller at all: the option alone decides
+    refused = run_batch(client, procs, COOKBOOK.read_bytes(), "/v1/responses")
+    assert refused.status == "failed" and refused.errors is not None
+    [error] = refused.errors.data
+    assert (error.code, error.line) == ("unsupported_endpoint", None)
+    assert "/v1/responses" in (error.message or "")
+    assert "--upstream-endpoints" in (error.message or "")
+    # chat is served, and checked as a chat-only upstream takes it: the last message a user's
+    last_assistant = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+                      "body": {"model": "m", "messages": [{"role": "assistant",
+                                                           "content": "x"}]}}  # fmt: skip
+    bad = run_batch(client, procs, jsonl([last_assistant]), "/v1/chat/completions")
+    assert bad.status == "failed" and bad.errors is not None
+    assert [(e.code, e.line) for e in bad.errors.data] == [("invalid_message", 1)]
