@@ -208,6 +208,24 @@ class AskOverrides(BaseModel):
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
 
 
+BatchEndpoint = Literal[
+    "/v1/responses", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
+]
+
+
+class EndpointRequest(BaseModel):
+    """A Batch API request line's `url` and `body`, to be sent as it is (common/endpoints.py).
+
+    The body is kept whole (every field: tools, response_format, n, seed, input, …);
+    an OpenAI-style upstream gets it at the same path, a chat-only one as an ask.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: BatchEndpoint
+    body: dict[str, Any]
+
+
 class AskMessage(_KeepsReceivedRecord):
     """One conversation to run (topic `…asks`).
 
@@ -229,6 +247,11 @@ class AskMessage(_KeepsReceivedRecord):
         default=None,
         description="OpenAI-style chat messages before the first ask (system prompt, earlier "
         "turns), e.g. from a Batch API line; sent as they are by the openai upstream.",
+    )
+    request: EndpointRequest | None = Field(
+        default=None,
+        description="A Batch API line's endpoint and body, sent as they are (the record then "
+        "holds only its custom_id and one empty ask); checked once, by the gateway.",
     )
     republished: bool = Field(
         default=False,
@@ -283,7 +306,9 @@ class Reject(BaseModel):
 
 class UsageLine(BaseModel):
     """Tokens and cost of a record's answered calls (its output line's `usage`), or their
-    sum over a batch (docs/limits.md)."""
+    sum over a batch (docs/limits.md). Where the upstream reported them, `cached_tokens`
+    (of the prompt) and `reasoning_tokens` (of the completion) come along as extra
+    fields (common/usage.py)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -419,6 +444,42 @@ class BatchManifest(_Body):
     )
 
 
+StopReason = Literal["cancelled", "expired"]
+
+
+class BatchStopped(_Body):
+    """The gateway stopped a batch (topic `…stopped#ephemeral`; authenticated, so only our
+    services can stop a batch): callers finish its asks without calling the upstream,
+    each as a failed result (iErr 585 `batch_cancelled` / 586 `batch_expired`).
+
+    Every caller hears it on a channel of its own. The gateway announces it again every
+    few seconds while the batch still has asks without a result, so a caller that starts
+    later (or missed one) learns it too.
+    """
+
+    kind: ClassVar[str] = "BatchStopped"
+    reason: StopReason = Field(description="Why: the user cancelled it, or its window passed.")
+
+
+_STOPPED_ERRORS: dict[str, IErr] = {
+    "cancelled": IErr(
+        code=int(IErrCode.BATCH_CANCELLED),
+        message="This request was not executed: the batch was cancelled before it ran.",
+    ),
+    "expired": IErr(
+        code=int(IErrCode.BATCH_EXPIRED),
+        message="This request could not be executed before the completion window expired.",
+    ),
+}
+#: iErr codes of records not run because their batch stopped.
+STOPPED_CODES = frozenset(err.code for err in _STOPPED_ERRORS.values())
+
+
+def stopped_error(reason: StopReason) -> IErr:
+    """The iErr of a record not run because its batch stopped for `reason`."""
+    return _STOPPED_ERRORS[reason]
+
+
 class DeadLetter(BaseModel):
     """A message that can never be handled, with why (topic `…dead`)."""
 
@@ -485,6 +546,7 @@ MESSAGE_MODELS: tuple[type[BaseModel], ...] = (
     DownloadJob,
     DownloadResult,
     BatchManifest,
+    BatchStopped,
     DeadLetter,
     FeedMessage,
 )

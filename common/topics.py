@@ -71,6 +71,14 @@ class Topics:
         return self._t("ingested")
 
     @property
+    def stopped(self) -> str:
+        """`BatchStopped` notices from the gateway (a batch cancelled or expired). Ephemeral:
+        each caller hears it on a channel of its own (`stopped_channel`), nothing is kept
+        while no caller listens; the gateway re-announces a stop while the batch still has
+        unanswered asks (services/gateway/stops.py)."""
+        return self._t("stopped#ephemeral")
+
+    @property
     def dead(self) -> str:
         """Poison messages: bodies that failed to decode or validate, with the reason."""
         return self._t("dead")
@@ -79,7 +87,14 @@ class Topics:
         """Topics only our services publish to: each message carries an authenticator
         (common/authenticator.py) and consumers refuse what does not verify. Asks and
         batch manifests stay open: they are how other systems hand work in."""
-        return [self.results, self.result_parts, self.downloads, self.downloaded, self.dead]
+        return [
+            self.results,
+            self.result_parts,
+            self.downloads,
+            self.downloaded,
+            self.stopped,
+            self.dead,
+        ]
 
     def all(self) -> list[str]:
         return [
@@ -89,6 +104,7 @@ class Topics:
             self.downloads,
             self.downloaded,
             self.batches,
+            self.stopped,
             self.dead,
         ]
 
@@ -102,6 +118,12 @@ class Channels:
     SINK_DOWNLOADS = "sink"
     GATEWAY = "gateway"  # the Batch API gateway's own results/downloaded channel
     DEAD_KEEP = "keep"  # dead letters kept for `gpt4batch dead list/replay` (never FINed)
+
+    @staticmethod
+    def stopped(instance: str) -> str:
+        """A caller's own ephemeral channel on the stopped topic: every caller hears every
+        stop (a shared channel would give each notice to one caller only)."""
+        return check_name(f"caller.{instance}"[:64] + "#ephemeral", "channel")
 
 
 def standard_channels(topics: Topics) -> dict[str, list[str]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from gpt4batch.common.bus import Delivery
+from gpt4batch.common.dispatch.batches import GROUP_BYTES
 from gpt4batch.common.errors import Poison, Requeue
 from gpt4batch.common.messages import AskMessage, BatchManifest, DeadLetter
 from gpt4batch.common.nsq.bus import NsqBus
@@ -54,6 +55,34 @@ def test_each_message_of_a_group_gets_its_own_outcome(make_bus: BusFactory) -> N
         assert sum(1 for d in dead if d.reason == "never") == 8
         assert any("greater than or equal to 0" in d.reason for d in dead)
         assert max(groups) > 1, "messages arriving together are handled as one group"
+
+    run(scenario())
+
+
+def test_a_group_holds_at_most_group_bytes_of_bodies(make_bus: BusFactory) -> None:
+    async def scenario() -> None:
+        bus = make_bus()
+        groups: list[int] = []  # body bytes of each group
+        handled: list[int] = []
+
+        async def handle(items: list[tuple[AskMessage, Delivery]]) -> list[Exception | None]:
+            groups.append(sum(len(msg.model_dump_json()) for msg, _ in items))
+            handled.extend(msg.seq for msg, _ in items)
+            return [None] * len(items)
+
+        bus.subscribe_batches(bus.topics.asks, "sink", AskMessage, handle, every=500, interval=0.2)
+        await bus.start()
+        big = []
+        for i in range(24):  # 14 MB of asks of 600 KB, arriving together
+            msg = ask(i)
+            msg.record.asks[0].content = "x" * 600_000
+            big.append(msg)
+        await bus.publish_many(bus.topics.asks, big)
+        await collect_until(handled, 24)
+        await bus.stop(grace=1)
+        assert sorted(handled) == list(range(24))
+        assert max(groups) <= GROUP_BYTES, groups
+        assert len(groups) < 24, "bodies under the bound still share a group"
 
     run(scenario())
 

@@ -14,8 +14,9 @@ class BatchDispatcher(Dispatcher):
     """Runs a subscription's batch handler on groups of deliveries and acknowledges each.
 
     Group commit: a delivery waits up to `batch_interval` s (or until `batch_every` have
-    arrived) and the handler gets the whole group, so it can make one write and one
-    fsync for all of them; each message is then acknowledged by its own outcome, as by
+    arrived) and the handler gets the whole group (up to GROUP_BYTES of bodies; what is
+    over goes as the next group at once), so it can make one write and one fsync for all
+    of them; each message is then acknowledged by its own outcome, as by
     `Dispatcher.run`. One group is handled at a time; the next gathers meanwhile. No
     task per message: `spawn` returns a future that resolves once its message is
     acknowledged. `handler_duration_seconds` gets one observation per group.
@@ -55,14 +56,16 @@ class BatchDispatcher(Dispatcher):
     async def _run_groups(self) -> None:
         while self._due and self._pending:
             self._due = False
-            group, self._pending = self._pending, []
+            group, self._pending = _take_group(self._pending)
+            carried = bool(self._pending)  # gathered already: the next group, at once
             try:
                 await self._run_group(group)
             finally:
                 for _, acked in group:
                     if not acked.done():
                         acked.set_result(None)
-            if len(self._pending) >= self.sub.batch_every or (self._pending and self.stopping):
+            pending = self._pending
+            if carried or len(pending) >= self.sub.batch_every or (pending and self.stopping):
                 self._due = True
             elif self._pending and self._timer is None:
                 loop = asyncio.get_running_loop()
@@ -128,3 +131,21 @@ class BatchDispatcher(Dispatcher):
         self._requeue_now([msg for msg, _ in left])
         for _, acked in left:
             acked.set_result(None)
+
+
+#: Most message bytes in one group (at least one message): the handler holds a group a few
+#: times over (bodies, models, the records' JSON, one joined write); 200 results of 100 KB
+#: took the gateway to 174 MB in one group, 107 MB in groups of 4 MiB.
+GROUP_BYTES = 4 * 1024 * 1024
+
+_Pending = list[tuple[TransportMessage, asyncio.Future[None]]]
+
+
+def _take_group(pending: _Pending) -> tuple[_Pending, _Pending]:
+    """The first deliveries of `pending` up to GROUP_BYTES (at least one), and the rest."""
+    size = 0
+    for i, (msg, _) in enumerate(pending):
+        size += len(msg.body)
+        if size > GROUP_BYTES and i:
+            return pending[:i], pending[i:]
+    return pending, []

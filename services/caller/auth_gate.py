@@ -45,7 +45,7 @@ def _upstream_answered(status: int | None) -> bool:
     """Whether a failing ask's status is the upstream's answer (an HTTP status, or a 200
     whose `code` is not 0), not one of our own codes for no answer (597 refused, 598…)."""
     return status is not None and (
-        status < IErrCode.RESULT_TOO_LARGE or status == IErrCode.CODE_NOT_ZERO
+        status < IErrCode.BATCH_CANCELLED or status == IErrCode.CODE_NOT_ZERO
     )
 
 

@@ -36,6 +36,12 @@ REDELIVERED_ANSWERED = Counter(
     f"{NAMESPACE}_caller_redelivered_answered_total",
     "Asks redelivered after this caller had published their result: finished, not paid again.",
 )
+STOPPED_ASKS = Counter(
+    f"{NAMESPACE}_caller_stopped_asks_total",
+    "Asks of a batch the gateway stopped, finished without an upstream call, by reason "
+    "(cancelled, expired).",
+    ["reason"],
+)
 TOKENS = Counter(
     f"{NAMESPACE}_tokens_total",
     "Tokens of answered calls, by account and kind (prompt, completion): as the upstream "

@@ -20,7 +20,14 @@ from gpt4batch.common.errors import (
     Requeue,
 )
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.messages import AskMessage, IErr, ResultMessage, result_json
+from gpt4batch.common.messages import (
+    AskMessage,
+    BatchStopped,
+    IErr,
+    ResultMessage,
+    result_json,
+    stopped_error,
+)
 from gpt4batch.common.metrics import READINESS
 from gpt4batch.common.result_parts import TooLarge, split_result
 from gpt4batch.common.retry import REPUBLISH
@@ -43,8 +50,15 @@ from gpt4batch.services.caller.conversation import ConversationRunner, Outcome
 from gpt4batch.services.caller.feed import publish_feed
 from gpt4batch.services.caller.http_client import make_http_client
 from gpt4batch.services.caller.limits import Limiter, process_limiter
+from gpt4batch.services.caller.limits.membership import new_member_id
 from gpt4batch.services.caller.paths import PathPolicy
+from gpt4batch.services.caller.registry import caller_registry
 from gpt4batch.services.caller.settings import CallerSettings
+from gpt4batch.services.caller.stopped import (
+    StoppedBatches,
+    before_first_call,
+    first_call_guard,
+)
 
 log = get_logger("gpt4batch.caller")
 
@@ -98,6 +112,9 @@ class CallerService:
         self.answered = AnsweredAsks(
             ANSWERED_MEMORY if answered_memory is None else answered_memory
         )
+        # Batches the gateway stopped: their asks are finished without a call.
+        self.stopped = StoppedBatches()
+        self.instance = new_member_id()  # names this caller's channel of stop notices
         secret_files = settings.secret_files()
         if self.pool is not None and settings.accounts is not None:
             secret_files += [settings.accounts, *self.pool.secret_files()]
@@ -130,6 +147,9 @@ class CallerService:
             on_open=lambda: self._throttle_asks(None),
         )
         READINESS.append(self.auth.readiness)
+        kinds = [a.config.kind for a in self.pool.accounts] if self.pool else [self.config.kind]
+        #: What this caller serves, registered on nsqd for the gateway (None without NSQ).
+        self.registry = caller_registry(settings, kinds)
         #: This service's own counts (a run gives its own: its progress and summary).
         self.calls = calls if calls is not None else CallStats()
 
@@ -153,7 +173,7 @@ class CallerService:
             client = clients[kind] = make_client(
                 config,
                 self._http,
-                before_call=limiter.acquire,
+                before_call=first_call_guard(limiter.acquire, self.stopped),
                 open_file=self.paths.open_for_upload,
                 tokens=limiter.tokens,
             )
@@ -190,6 +210,8 @@ class CallerService:
             self._http = make_http_client(
                 self.settings.concurrency, self.settings.http_transport, self.calls
             )
+        if self.registry is not None:
+            self.registry.start()
 
     def register(self, bus: Bus) -> None:
         self._bus = bus
@@ -200,6 +222,22 @@ class CallerService:
             self.handle,
             max_in_flight=self.settings.concurrency,
         )
+        bus.subscribe(
+            bus.topics.stopped,
+            Channels.stopped(self.instance),
+            BatchStopped,
+            self.on_stopped,
+            max_in_flight=16,
+        )
+
+    async def on_stopped(self, msg: BatchStopped, delivery: Delivery) -> None:
+        """The gateway stopped a batch (verified by the bus): its asks run no more."""
+        if self.stopped.stop(msg.batch, msg.reason):
+            log.info(
+                "batch stopped: its asks are finished without calls",
+                batch=msg.batch,
+                reason=msg.reason,
+            )
 
     async def handle(self, msg: AskMessage, delivery: Delivery) -> None:
         """Run the conversation, then publish downloads and the result; FIN follows.
@@ -210,6 +248,9 @@ class CallerService:
             # Its result is on NSQ (see `answered`): never pay again.
             metrics.REDELIVERED_ANSWERED.inc()
             return
+        if await self._finish_stopped(msg):
+            return
+        before_first_call(msg.batch)  # checked again after the wait for a calls/s slot
         if self.pool is not None:
             await self._handle_on_account(msg, delivery)
             return
@@ -251,6 +292,15 @@ class CallerService:
                     refused_midway(outcome, account.name, len(msg.record.asks))
                 await self._publish_outcome(msg, outcome)
 
+    async def _finish_stopped(self, msg: AskMessage) -> bool:
+        """If the ask's batch was stopped: publish its result (failed, no call) and True."""
+        reason = self.stopped.reason(msg.batch)
+        if reason is None:
+            return False
+        metrics.STOPPED_ASKS.labels(reason).inc()
+        await self._publish_outcome(msg, Outcome(msg.record, error=stopped_error(reason)))
+        return True
+
     def _all_accounts_out(self, error: IErr) -> None:
         """Every account is refused: the caller stops taking asks (`run` stops)."""
         self.auth.close(error)
@@ -261,8 +311,10 @@ class CallerService:
 
     async def _answer(self, msg: AskMessage) -> None:
         """Run the conversation and publish what it produced."""
-        self.calls.conversation(len(msg.record.asks))
         async with self.limiter.conversation():
+            if await self._finish_stopped(msg):  # stopped while it waited for a slot
+                return
+            self.calls.conversation(len(msg.record.asks))
             outcome = await self.runner.run(msg)
         if self.auth.observe(outcome.upstream_status, outcome.error):
             raise Requeue("the upstream refused the token", delay=self.auth.retry_interval or 1.0)
@@ -362,6 +414,8 @@ class CallerService:
         await self._publish_paid(self.bus.topics.result_parts, parts)
 
     async def close(self) -> None:
+        if self.registry is not None:
+            await self.registry.close()
         await self.limiter.close()
         if self.pool is not None:
             await self.pool.close()

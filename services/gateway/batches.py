@@ -8,8 +8,12 @@
         │ its completion_window passed (expiry.py)
     finalizing, expiring ─(every published ask answered)→ expired
 
-Asks go out in windows of `--window` unanswered asks, so a cancel stops the
-spending within one window and a restart resumes publishing from the
+Asks go out in windows of `--window` unanswered asks (default: twice the callers'
+concurrency, window.py). A stop (`stop`: the user's cancel, or the batch's window
+passing) publishes no more and tells every caller (stops.py): they finish the
+batch's queued asks without calling the upstream, so the spending stops with the
+calls already running; the requests that never ran go to the error file
+(outputs.py). A restart resumes publishing from the
 `published_offset` saved after nsqd acknowledged each window. The results come
 back on the gateway's own channel into the ledger; every status decision is
 made from the ledger's counts, never from a timer (but for the window itself:
@@ -30,13 +34,16 @@ from typing import Any
 
 from gpt4batch.common.bus import Bus
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.messages import BatchManifest, Finishers
+from gpt4batch.common.messages import BatchManifest, Finishers, StopReason
 from gpt4batch.common.topics import Channels
 from gpt4batch.common.usage import batch_api_usage
 from gpt4batch.services.gateway import expiry, metrics
 from gpt4batch.services.gateway.convert import convert_file
 from gpt4batch.services.gateway.outputs import write_result_files
+from gpt4batch.services.gateway.serving import FleetServing, Serving
+from gpt4batch.services.gateway.stops import StopNotices
 from gpt4batch.services.gateway.store import ACTIVE_STATUSES, BatchRecord, Store, new_id
+from gpt4batch.services.gateway.window import FleetWindow
 from gpt4batch.services.sink.ledger import BatchLedger, LedgerCounts
 from gpt4batch.services.sink.service import SinkService
 from gpt4batch.services.sink.settings import SinkSettings
@@ -62,13 +69,15 @@ class Batches:
         store: Store,
         ledger: SinkSettings,
         *,
-        window: int,
+        window: int | None,
         max_line_bytes: int,
         max_msg_size: int,
         on_status: Callable[[str, str], None] | None = None,
+        serving: FleetServing | None = None,
     ) -> None:
         self.store = store
         self.on_status = on_status  # called before a new status is stored (webhooks)
+        self.serving = serving  # what the fleet's callers serve (None: not known)
         self.ledger = SinkService(
             ledger,
             channel=Channels.GATEWAY,
@@ -77,7 +86,8 @@ class Batches:
             finisher=self._finish,
         )
         self.sink = self.ledger.sink
-        self.window = window
+        self.window = FleetWindow(window)  # `--window`, else from the callers' concurrency
+        self.stops = StopNotices()
         self.max_line_bytes = max_line_bytes
         self.max_msg_size = max_msg_size
         self.bus: Bus | None = None
@@ -99,12 +109,16 @@ class Batches:
         for batch in self.store.batches():
             if batch.active:
                 log.info("resuming batch", batch=batch.id, status=batch.status)
+                if batch.stop_reason is not None and batch.published:
+                    self.stops.announce(batch.id, batch.stop_reason)
                 self._spawn(batch.id)
 
     async def close(self) -> None:
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self.stops.close()
+        await self.window.close()
         await self.ledger.close()
 
     def _spawn(self, batch_id: str) -> None:
@@ -146,13 +160,28 @@ class Batches:
         return batch
 
     async def cancel(self, batch_id: str) -> BatchRecord | None:
+        return await self.stop(batch_id, "cancelled")
+
+    async def stop(self, batch_id: str, reason: StopReason) -> BatchRecord | None:
+        """Stop a batch's spending: the user cancelled it (validating or in progress), or
+        its window passed (in progress; the driver does this itself, expiry.py).
+
+        Nothing more is published; every caller is told (`_stopped`) and finishes the
+        batch's queued asks without calling the upstream; once every published ask has a
+        result the batch ends `cancelled` / `expired`, the requests that never ran in the
+        error file. Returns the batch (None: no such batch; unchanged if it had ended)."""
         async with self._lock(batch_id):
             batch = self.store.get_batch(batch_id, None)
-            if batch is None or batch.status not in ("validating", "in_progress"):
+            allowed = ("validating", "in_progress") if reason == "cancelled" else ("in_progress",)
+            if batch is None or batch.status not in allowed or batch.expiring_at is not None:
                 return batch
-            batch.status = "cancelling"
-            batch.cancelling_at = int(time.time())
+            if reason == "cancelled":
+                batch.status = "cancelling"
+                batch.cancelling_at = int(time.time())
+            else:
+                expiry.begin(batch, time.time())
             self._save(batch)
+            self._stopped(batch, reason)
         self._nudge(batch_id)
         return batch
 
@@ -226,10 +255,13 @@ class Batches:
         if event is not None:
             event.set()
 
-    def _stopped(self, batch: BatchRecord, reason: str) -> None:
+    def _stopped(self, batch: BatchRecord, reason: StopReason) -> None:
         """The one path of a batch that stops spending (reason "cancelled" or "expired"):
-        its status already stops the publishing."""
+        its status already stops the publishing; the callers are told to answer its
+        published asks without calling (stops.py), until it is over."""
         log.info("batch stopped", batch=batch.id, reason=reason)
+        if batch.published:
+            self.stops.announce(batch.id, reason)
 
     def _lock(self, batch_id: str) -> asyncio.Lock:
         return self._locks.setdefault(batch_id, asyncio.Lock())
@@ -277,6 +309,7 @@ class Batches:
             return True
         if batch.expiring_at is not None:  # draining what was published (expiry.py)
             if expiry.drained(batch, (await self._counts(batch.id)).done):
+                self.stops.over(batch.id)
                 await self._finalize(batch)
                 return True
             return False
@@ -289,11 +322,12 @@ class Batches:
         written = (await self._counts(batch.id)).done
         if batch.status == "cancelling":
             if written >= batch.published:
+                self.stops.over(batch.id)
                 await self._finalize(batch, cancelled=True)
                 return True
             return False
         # in_progress (the sink's finisher moves a complete batch to finalizing)
-        room = self.window - (batch.published - written)
+        room = self.window.size - (batch.published - written)
         if batch.published >= batch.total or room <= 0:
             return False
         await self._publish(batch, min(room, PUBLISH_CHUNK))
@@ -305,7 +339,8 @@ class Batches:
         folder.mkdir(parents=True, exist_ok=True)
         asks = folder / "asks.jsonl"
         owned = self.store.file_ids_of(batch.owner)  # what its asks may name (gpt4batch lines)
-        result = await asyncio.to_thread(self._convert, source, asks, batch, owned)
+        serving = await self.serving.now() if self.serving is not None else Serving(None)
+        result = await asyncio.to_thread(self._convert, source, asks, batch, owned, serving)
         now = int(time.time())
         batch.format = result.format
         batch.total = result.total
@@ -332,11 +367,14 @@ class Batches:
             log.info("batch accepted", batch=batch.id, total=batch.total, format=batch.format)
         self._save(batch)
 
-    def _convert(self, source: Path, asks: Path, batch: BatchRecord, owned: frozenset[str]) -> Any:
+    def _convert(
+        self, source: Path, asks: Path, batch: BatchRecord, owned: frozenset[str], serving: Serving
+    ) -> Any:
         with asks.open("wb") as out:
             result = convert_file(
                 source,
                 out,
+                serving=serving,
                 owned_files=owned,
                 batch=batch.id,
                 endpoint=batch.endpoint,
@@ -367,9 +405,16 @@ class Batches:
             batch.finalizing_at = int(time.time())
         ledger = await self.sink.ledger(batch.id)
         folder = self.store.batch_dir(batch.id)
-        asks = folder / "asks.jsonl" if batch.expiring_at is not None else None
+        # A stopped batch: the requests that never ran are read from its asks.
+        reason = batch.stop_reason
+        asks = folder / "asks.jsonl" if reason and batch.total else None
         written, counts = await asyncio.to_thread(
-            write_result_files, batch, ledger.journal_path, folder, asks=asks
+            write_result_files,
+            batch,
+            ledger.journal_path,
+            folder,
+            asks=asks,
+            reason=reason or "expired",
         )
         for kind, (tmp, n) in written.items():
             if n:

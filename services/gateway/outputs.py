@@ -1,18 +1,18 @@
 """A finished batch's output and error files, written from its ledger (blocking).
 
 One line per request, in input order, each `custom_id` exactly once across the
-two files. For an expired batch the requests without a result (never
-published, or skipped by a caller after the stop) are read from the batch's
-`asks.jsonl` and written to the error file as `batch_expired` — the line the
-real API writes:
+two files. For a stopped (expired or cancelled) batch the requests without a
+result (never published, or answered unrun by a caller after the stop) are read
+from the batch's `asks.jsonl` and written to the error file as `batch_expired`
+/ `batch_cancelled` — the line the real API writes:
 
     {"id": "batch_req_…", "custom_id": "r7", "response": null,
      "error": {"code": "batch_expired", "message": "…"}}
 
-`request_counts` then follow the real API for expired batches: `completed` and
-`failed` count the requests that ran; the expired ones are neither (an
-expired OpenAI batch of 10 with one answer reports total 10, completed 1,
-failed 0).
+`request_counts` then follow the real API: `completed` and `failed` count the
+requests that ran; the unrun ones are neither (an expired OpenAI batch of 10
+with one answer reports total 10, completed 1, failed 0; a cancelled one of 8
+with 4 answers, completed 4, failed 0, with an error file).
 """
 
 from __future__ import annotations
@@ -22,31 +22,32 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gpt4batch.common.errors import IErrCode
-from gpt4batch.services.gateway.convert import output_line
+from gpt4batch.common.messages import STOPPED_CODES, StopReason, stopped_error
+from gpt4batch.services.gateway.result_lines import output_line
 from gpt4batch.services.gateway.store import BatchRecord
 from gpt4batch.services.sink.ledger.files import atomic_output
 from gpt4batch.services.sink.ledger.output import Entry, sorted_results
-
-#: The iErr of a request that never ran because its batch expired.
-EXPIRED = int(IErrCode.BATCH_EXPIRED)
-EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
 
 Written = dict[str, tuple[Path, int]]
 
 
 def write_result_files(
-    batch: BatchRecord, journal: Path, folder: Path, *, asks: Path | None = None
+    batch: BatchRecord,
+    journal: Path,
+    folder: Path,
+    *,
+    asks: Path | None = None,
+    reason: StopReason = "expired",
 ) -> tuple[Written, dict[str, int]]:
     """`output` and `error` files under `folder` (each written whole by the one atomic
     writer, for the store to move into place) with their line counts, and the batch's
-    final `request_counts`. With `asks` (an expired batch), every request without a
-    result is written as expired."""
+    final `request_counts`. With `asks` (a stopped batch), every request without a
+    result is written as not run for `reason`."""
     out_path, err_path = folder / "output.jsonl", folder / "errors.jsonl"
-    ok = failed = expired = 0
+    ok = failed = unrun = 0
     results = sorted_results(journal, folder)  # one per seq, in order
     if asks is not None:
-        results = _with_expired(results, asks)
+        results = _with_unrun(results, asks, reason)
     with atomic_output(out_path) as out, atomic_output(err_path) as err:
         for _, good, record in results:
             if batch.format == "gpt4batch":
@@ -57,24 +58,25 @@ def write_result_files(
             else:
                 parsed = json.loads(record)
                 code = (parsed.get("iErr") or {}).get("code")
-                converted, good = output_line(batch.id, parsed)
+                converted, good = output_line(batch.id, parsed, batch.endpoint)
                 data = json.dumps(converted, ensure_ascii=False).encode() + b"\n"
                 (out if good else err).write(data)
             if good:
                 ok += 1
-            elif code == EXPIRED:
-                expired += 1
+            elif code in STOPPED_CODES:
+                unrun += 1
             else:
                 failed += 1
-    errors = failed + expired
+    errors = failed + unrun
     out_lines = ok + errors if batch.format == "gpt4batch" else ok
     written = {"output": (out_path, out_lines), "error": (err_path, errors)}
     return written, {"total": batch.total, "completed": ok, "failed": failed}
 
 
-def _with_expired(results: Iterator[Entry], asks: Path) -> Iterator[Entry]:
-    """`results` with an expired entry for every seq of `asks.jsonl` (line n holds seq n)
-    that has none."""
+def _with_unrun(results: Iterator[Entry], asks: Path, reason: StopReason) -> Iterator[Entry]:
+    """`results` with an unrun entry (iErr of `reason`) for every seq of `asks.jsonl`
+    (line n holds seq n) that has none."""
+    ierr = stopped_error(reason).model_dump(mode="json")
     pending = next(results, None)
     with asks.open("rb") as lines:
         for seq, line in enumerate(lines):
@@ -82,12 +84,12 @@ def _with_expired(results: Iterator[Entry], asks: Path) -> Iterator[Entry]:
                 yield pending
                 pending = next(results, None)
             else:
-                yield seq, False, _expired_record(json.loads(line)["record"])
+                yield seq, False, _unrun_record(json.loads(line)["record"], ierr)
     while pending is not None:
         yield pending
         pending = next(results, None)
 
 
-def _expired_record(record: dict[str, Any]) -> bytes:
-    record["iErr"] = {"code": EXPIRED, "message": EXPIRED_MESSAGE}
+def _unrun_record(record: dict[str, Any], ierr: dict[str, Any]) -> bytes:
+    record["iErr"] = ierr
     return json.dumps(record, ensure_ascii=False).encode()

@@ -7,16 +7,19 @@ from pathlib import Path
 from gpt4batch.common.bus import Bus
 from gpt4batch.common.errors import ConfigError
 from gpt4batch.common.logging import get_logger
+from gpt4batch.common.nsq.admin import NsqdAdmin
 from gpt4batch.common.service import App
 from gpt4batch.services.gateway.api import make_app
 from gpt4batch.services.gateway.asks_watch import AsksWatch
 from gpt4batch.services.gateway.batches import Batches
 from gpt4batch.services.gateway.file_expiry import FileSweeper
 from gpt4batch.services.gateway.listener import listener
+from gpt4batch.services.gateway.serving import FleetServing
 from gpt4batch.services.gateway.settings import GatewaySettings
 from gpt4batch.services.gateway.store import Store
 from gpt4batch.services.gateway.tenants import Tenants, warn_if_shared
 from gpt4batch.services.gateway.webhooks.delivery import Webhooks
+from gpt4batch.services.gateway.window import fleet_concurrency
 from gpt4batch.services.sink.settings import embedded_settings
 
 log = get_logger("gpt4batch.gateway")
@@ -33,6 +36,17 @@ class GatewayService:
         data.mkdir(parents=True, exist_ok=True)
         self.store = Store(data)
         self.webhooks = Webhooks(settings.webhooks, data / "webhooks", self._status_of)
+        has_nsq = settings.nsqd_tcp_address or settings.lookupd_http_address
+        admin = NsqdAdmin(
+            settings.nsqd_tcp_address,
+            settings.nsqd_http_address,
+            settings.lookupd_http_address,
+            timeout=5.0,
+            service="gateway",
+        )
+        serving = FleetServing(
+            tuple(settings.upstream_endpoints), admin if has_nsq else None, settings.topic_prefix
+        )
         self.batches = Batches(
             self.store,
             embedded_settings(out_dir=data / "ledger", max_in_flight=settings.max_in_flight),
@@ -40,6 +54,7 @@ class GatewayService:
             max_line_bytes=settings.max_line_bytes,
             max_msg_size=settings.max_msg_size,
             on_status=self.webhooks.on_status,
+            serving=serving,
         )
         self.sweeper = FileSweeper(self.store)
 
@@ -61,6 +76,13 @@ class GatewayService:
 
     def register(self, bus: Bus) -> None:
         self.batches.bus = bus
+        self.batches.stops.bus = bus  # stop notices to the callers
+        s = self.settings
+        self.batches.window.follow(  # the callers' concurrency, from their fleet on nsqd
+            fleet_concurrency(
+                s.topic_prefix, s.nsqd_tcp_address, s.lookupd_http_address, s.nsqd_http_address
+            )
+        )
         self.batches.ledger.register(bus)  # its own batches' results, on its own channel
         self.batches.resume()  # drivers retry until the bus is up
 

@@ -6,6 +6,7 @@ import os
 
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
 
+from gpt4batch.common.endpoints import parse_endpoints
 from gpt4batch.common.settings import BaseServiceSettings, CommaList
 from gpt4batch.services.gateway.tenants import read_key_file
 from gpt4batch.services.gateway.webhooks.config import WebhookConfig, webhook_config
@@ -39,11 +40,12 @@ class GatewaySettings(BaseServiceSettings):
         "line a key is visible to every user of the host: prefer --api-key-file. "
         "Nothing is served without a key.",
     )
-    window: int = Field(
-        1000,
+    window: int | None = Field(
+        None,
         ge=1,
-        description="Asks of one batch published but not yet answered; more wait, so a "
-        "cancel stops spending within this many asks.",
+        description="Asks of one batch published but not yet answered; more wait. Default: "
+        "twice the callers' concurrency (read from nsqd), 16 to 1000. A cancel finishes "
+        "the published ones without upstream calls.",
     )
     max_upload_bytes: int = Field(
         200 * MIB, ge=1024, description="Largest file accepted by POST /v1/files."
@@ -82,6 +84,13 @@ class GatewaySettings(BaseServiceSettings):
         900.0, gt=0, description="Seconds to receive the body of POST /v1/files."
     )
 
+    upstream_endpoints: CommaList = Field(
+        default_factory=list,
+        description="Endpoints the callers' upstream serves (repeatable), e.g. "
+        "/v1/chat/completions alone for gpt4api.plus; a batch for another fails at "
+        "validating. Default: what the callers registered on nsqd serve (all four while "
+        "none is registered).",
+    )
     min_file_expiry: int = Field(
         MIN_FILE_EXPIRY,
         ge=1,
@@ -136,6 +145,14 @@ class GatewaySettings(BaseServiceSettings):
 
     _key_entries: list[tuple[str | None, str]] = PrivateAttr(default_factory=list)
     _webhooks: WebhookConfig | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _endpoints(self) -> GatewaySettings:
+        try:
+            self.upstream_endpoints = list(parse_endpoints(self.upstream_endpoints))
+        except ValueError as exc:
+            raise ValueError(f"--upstream-endpoints: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _keys(self) -> GatewaySettings:

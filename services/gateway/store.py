@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpt4batch.common.messages import StopReason
 from gpt4batch.services.gateway.windows import window_seconds
 
 _SCHEMA = """
@@ -117,6 +118,16 @@ class BatchRecord:
     final_usage: dict[str, Any] | None = None  # the ledger's usage totals, saved at finalize
     owner: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stop_reason(self) -> StopReason | None:
+        """Why the batch stopped spending (`Batches.stop`), if it did: cancelled, or its
+        window passed."""
+        if self.cancelling_at is not None:
+            return "cancelled"
+        if self.expiring_at is not None:
+            return "expired"
+        return None
 
     @property
     def expires_at(self) -> int:

@@ -32,11 +32,18 @@ class Stats(OpenCalls):
     """Calls per key (keys.py), by key id."""
     key_tokens: dict[str, KeyTokens] = field(default_factory=dict)
     """Tokens taken by the OpenAI endpoints' calls, per key id (tpm.py)."""
+    first_call_at: float | None = None
+    last_call_at: float | None = None
+    """Wall-clock time (Unix s) the first and the latest API call started."""
 
     def started(self, endpoint: str, now: float, *, window: bool = True) -> None:
         """Count a call; API calls (`window`) also feed the exact max calls in any 1 s window."""
         self.calls[endpoint] += 1
         self.opened(now, window=window)
+        if window:
+            self.last_call_at = time.time()
+            if self.first_call_at is None:
+                self.first_call_at = self.last_call_at
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -54,6 +61,8 @@ class Stats(OpenCalls):
             "faulted_calls": dict(self.faulted_calls),
             "key_calls": {key: calls.as_json() for key, calls in self.key_calls.items()},
             "key_tokens": {key: tokens.as_json() for key, tokens in self.key_tokens.items()},
+            "first_call_at": self.first_call_at,
+            "last_call_at": self.last_call_at,
         }
 
 

@@ -109,6 +109,10 @@ def test_a_batch_past_its_window_expires(
     assert client.batches.retrieve(batch.id).status == "expired"
     stops = [e for e in procs.log_events("gateway") if e.get("event") == "batch stopped"]
     assert [(e["batch"], e["reason"]) for e in stops] == [(batch.id, "expired")]
+    # the asks already queued on nsqd were answered unrun by the caller, told over the bus
+    metrics = httpx.get(f"http://127.0.0.1:{procs.metrics_ports['caller']}/metrics").text
+    skipped = 'gpt4batch_caller_stopped_asks_total{reason="expired"}'
+    assert skipped in metrics and float(metrics.split(skipped)[1].split()[0]) >= 1
 
 
 def test_a_window_that_passed_while_the_gateway_was_down(

@@ -157,3 +157,27 @@ def test_an_undelivered_event_is_delivered_once_after_a_restart(
     }, "the same event id before and after the restart"
     event = unwrap(delivered[0])
     assert (event.type, event.data.id) == ("batch.completed", batch.id)
+
+
+def test_an_expired_batch_is_announced(
+    procs: ServiceProcs, slow_mock: MockUpstream, tmp_path: Path
+) -> None:
+    """40 calls of 0.25 s one at a time take 10 s: the batch expires at its 3 s window."""
+    with WebhookReceiver() as receiver:
+        gateway = webhook_gateway(procs, tmp_path, receiver, "--window", "2").start()
+        start_caller(procs, slow_mock, "--concurrency", "1")
+        client = gateway.client()
+        lines = jsonl([request(f"r{i}", "slow") for i in range(40)])
+        batch = client.batches.create(
+            input_file_id=upload(client, lines),
+            endpoint="/v1/chat/completions",
+            completion_window="3s",  # type: ignore[arg-type]
+        )
+        assert wait_status(client, batch.id, TERMINAL, procs, 90).status == "expired"
+        wait_for(lambda: bool(receiver.delivered()), 60, "the delivery", procs.assert_alive)
+        wait_for(lambda: not outbox(gateway), 30, "the outbox to empty", procs.assert_alive)
+        deliveries = receiver.deliveries()
+
+    assert len(deliveries) == 1
+    event = unwrap(deliveries[0])
+    assert (event.type, event.data.id) == ("batch.expired", batch.id)

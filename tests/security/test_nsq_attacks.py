@@ -1,9 +1,9 @@
 """Attacks through nsqd by whoever can reach its HTTP port, replayed against real services.
 
 Asks and batch manifests are open by design (the documented way in); results, result
-parts, download jobs, downloaded notices and dead letters carry an authenticator
-(common/authenticator.py), and so does a manifest's claim that another owner than the file
-sink finishes its batch. Here a made-up result or dead letter is `/pub`lished to the
+parts, download jobs, downloaded notices, batch stop notices and dead letters carry an
+authenticator (common/authenticator.py), and so does a manifest's claim that another owner
+than the file sink finishes its batch. Here a made-up result or dead letter is `/pub`lished to the
 test's real nsqd while a real gateway (driven with the `openai` SDK) or a real sink is
 waiting for the real answer: the forgery is refused and counted, the batch does not
 complete on it, and the real answer, once it comes, is what the output holds.
@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from gpt4batch.common.messages import (
     AskMessage,
     BatchManifest,
+    BatchStopped,
     DeadLetter,
     DownloadJob,
     DownloadResult,
@@ -341,3 +342,36 @@ def test_forged_finisher_claim_does_not_make_the_file_sink_drop_a_batch(
     assert [line["id"] for line in read_jsonl(out_dir / "b5.jsonl")] == ["r0"]
     assert not (out_dir / FILE_NAME).exists()
     assert sink_counter(metrics_port, unsigned) == 2
+
+
+def test_forged_cancel_does_not_stop_a_batch(
+    procs: ServiceProcs, nsqd: Nsqd, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Whoever can publish to nsqd may send asks, never stop someone's batch: a made-up
+    `BatchStopped` (unsigned, or signed with a guessed secret) sent to the stopped topic
+    while a batch runs is refused by the caller; the batch completes, every line answered."""
+    lines = 12
+    with MockUpstream("--seed", "9", "--latency-ms", "300") as mock:
+        start_caller(procs, mock, "--concurrency", "2")
+        gateway = Gateway(procs, tmp_path / "gw").start()
+        client = gateway.client()
+        data = jsonl([request(f"req-{i}", f"question {i}") for i in range(lines)])
+        batch = create(client, upload(client, data))
+        wait_status(client, batch.id, ("in_progress",), procs, 60)
+        stopped = f"{topic_prefix}.stopped#ephemeral"
+        forged = BatchStopped(batch=batch.id, reason="cancelled").model_dump_json().encode()
+        guessed = forged[:-1] + b',"auth":"' + b"0" * 64 + b'"}'
+        caller_metrics = procs.metrics_ports["caller"]
+        while refused(caller_metrics, stopped) < 2:  # until the caller has seen both
+            now = client.batches.retrieve(batch.id)
+            assert now.status == "in_progress", f"ended before the caller refused them: {now}"
+            pub(nsqd, stopped, forged)
+            pub(nsqd, stopped, guessed)
+            time.sleep(0.5)
+        done = wait_status(client, batch.id, ("completed", "failed", "cancelled"), procs, 120)
+        calls = mock.stats()["calls"].get("chat.completions", 0)
+    assert done.status == "completed", done
+    assert (done.request_counts.completed, done.request_counts.failed) == (lines, 0)
+    assert len(lines_of(client, done.output_file_id)) == lines
+    assert lines_of(client, done.error_file_id) == []
+    assert calls == lines
