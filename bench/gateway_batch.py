@@ -13,8 +13,9 @@ latency over one real nsqd:
   timed until the sink writes `<out>.done`.
 A 100-record pipeline run warms the callers first. `--line-bytes B` pads each
 line's user message (a support ticket's prose) so the line is about B bytes;
-`--scale` is `--requests 50000 --line-bytes 4096 --fast`: the Batch API's
-per-file limits (50,000 requests, 200 MB). `--fast` runs the simulator's
+`--scale` is `--requests 50000 --line-bytes 4096 --fast --window 0` (the
+gateway's default window): the Batch API's per-file limits (50,000 requests,
+200 MB). `--fast` runs the simulator's
 load-generator path (gpt4api answers; callers of the default kind) instead of
 the full one with `--upstream openai`. `--json` ends with one line of figures
 (bench/table.py reads it).
@@ -83,7 +84,7 @@ def run_gateway(
     port = free_port()
     gateway = procs.start(
         "gateway", "gateway", "--port", str(port), "--host", "127.0.0.1",
-        "--data-dir", str(work / "gw"), "--api-key", KEY, "--window", "2000", *extra,
+        "--data-dir", str(work / "gw"), "--api-key", KEY, *extra,
     )  # fmt: skip
     client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=5)
     client = client.with_options(timeout=600)
@@ -142,11 +143,17 @@ def main() -> None:
     parser.add_argument("--no-pipeline", action="store_true", help="the gateway only")
     parser.add_argument("--json", action="store_true", help="end with a line of figures")
     parser.add_argument(
+        "--window",
+        type=int,
+        default=2000,
+        help="the gateway's --window (0, or --scale: its default)",
+    )
+    parser.add_argument(
         "--gateway-arg", action="append", default=[], help="a flag for the gateway (repeat)"
     )
     args = parser.parse_args()
     if args.scale:
-        args.requests, args.line_bytes, args.fast = 50_000, 4096, True
+        args.requests, args.line_bytes, args.fast, args.window = 50_000, 4096, True, 0
     n = args.requests
     convs = Conversations(args.line_bytes)
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
@@ -166,7 +173,8 @@ def main() -> None:
                 procs.start("sink", "sink", "--out-dir", str(outbox))
                 warm = write_lines(work / "warmup.jsonl", 100, convs.record_line)
                 run_pipeline(procs, warm, 100, "warmup", outbox)  # connections: not measured
-                gw = run_gateway(procs, work, n, convs, args.gateway_arg)
+                window = ["--window", str(args.window)] if args.window else []
+                gw = run_gateway(procs, work, n, convs, [*window, *args.gateway_arg])
                 file_seconds = None
                 if not args.no_pipeline:
                     (work / "gateway-input.jsonl").unlink()  # disk: one 200 MB file at a time

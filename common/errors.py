@@ -22,7 +22,7 @@ class IErrCode(IntEnum):
     """Every `iErr.code` gpt4batch writes; each means one thing (docs/errors.md).
 
     A record failed by the upstream carries the upstream's HTTP status as is
-    (400, 401, 403, 404, 429, 5xx…). Our own codes are 402, 422, 499 and 585–599;
+    (400, 401, 403, 404, 429, 5xx…). Our own codes are 402, 422, 499 and 584–599;
     an upstream answering one of those is not something the upstreams we
     speak to do.
     """
@@ -30,6 +30,7 @@ class IErrCode(IntEnum):
     BUDGET_REACHED = 402  #: --budget-usd was reached before the record was run (resume it)
     REJECTED = 422  #: ingest refused the input line (message: file, line, field, reason)
     NOT_RUN = 499  #: the run stopped before the record was run (resume to run it)
+    UNSUPPORTED_ENDPOINT = 584  #: a Batch API endpoint this upstream kind does not serve
     BATCH_CANCELLED = 585  #: the batch was cancelled before this record was run (never called)
     BATCH_EXPIRED = 586  #: the batch expired before this record was run (never called)
     RESULT_TOO_LARGE = 587  #: the answers would not fit even in 64 message-sized pieces

@@ -208,6 +208,24 @@ class AskOverrides(BaseModel):
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
 
 
+BatchEndpoint = Literal[
+    "/v1/responses", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
+]
+
+
+class EndpointRequest(BaseModel):
+    """A Batch API request line's `url` and `body`, to be sent as it is (common/endpoints.py).
+
+    The body is kept whole (every field: tools, response_format, n, seed, input, …);
+    an OpenAI-style upstream gets it at the same path, a chat-only one as an ask.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: BatchEndpoint
+    body: dict[str, Any]
+
+
 class AskMessage(_KeepsReceivedRecord):
     """One conversation to run (topic `…asks`).
 
@@ -229,6 +247,11 @@ class AskMessage(_KeepsReceivedRecord):
         default=None,
         description="OpenAI-style chat messages before the first ask (system prompt, earlier "
         "turns), e.g. from a Batch API line; sent as they are by the openai upstream.",
+    )
+    request: EndpointRequest | None = Field(
+        default=None,
+        description="A Batch API line's endpoint and body, sent as they are (the record then "
+        "holds only its custom_id and one empty ask); checked once, by the gateway.",
     )
     republished: bool = Field(
         default=False,
@@ -283,7 +306,9 @@ class Reject(BaseModel):
 
 class UsageLine(BaseModel):
     """Tokens and cost of a record's answered calls (its output line's `usage`), or their
-    sum over a batch (docs/limits.md)."""
+    sum over a batch (docs/limits.md). Where the upstream reported them, `cached_tokens`
+    (of the prompt) and `reasoning_tokens` (of the completion) come along as extra
+    fields (common/usage.py)."""
 
     model_config = ConfigDict(extra="allow")
 

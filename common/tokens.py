@@ -124,8 +124,9 @@ def estimate_completion_tokens(body: Mapping[str, Any], default: int) -> int:
 
 def reported_usage(answer: Mapping[str, Any]) -> tuple[int, int] | None:
     """(prompt, completion) tokens from an answer's `usage` (chat and completions:
-    `prompt_tokens`/`completion_tokens`; Responses: `input_tokens`/`output_tokens`),
-    or None where the upstream reported none."""
+    `prompt_tokens`/`completion_tokens`; Responses: `input_tokens`/`output_tokens`;
+    embeddings: `prompt_tokens` = `total_tokens`, no completion), or None where the upstream
+    reported none."""
     usage = answer.get("usage") if isinstance(answer, Mapping) else None
     if not isinstance(usage, Mapping):
         return None
@@ -136,7 +137,32 @@ def reported_usage(answer: Mapping[str, Any]) -> tuple[int, int] | None:
         prompt, completion = _count(usage.get(prompt_key)), _count(usage.get(completion_key))
         if prompt is not None and completion is not None:
             return prompt, completion
+        if prompt is not None and _count(usage.get("total_tokens")) == prompt:  # embeddings
+            return prompt, 0
     return None
+
+
+def reported_details(answer: Mapping[str, Any]) -> tuple[int, int]:
+    """(cached prompt tokens, reasoning tokens) of an answer's `usage` (chat and
+    completions: `prompt_tokens_details` / `completion_tokens_details`; Responses:
+    `input_tokens_details` / `output_tokens_details`); 0 where not reported."""
+    usage = answer.get("usage") if isinstance(answer, Mapping) else None
+    if not isinstance(usage, Mapping):
+        return 0, 0
+    return (
+        _detail(usage, ("prompt_tokens_details", "input_tokens_details"), "cached_tokens"),
+        _detail(usage, ("completion_tokens_details", "output_tokens_details"), "reasoning_tokens"),
+    )
+
+
+def _detail(usage: Mapping[str, Any], places: tuple[str, ...], key: str) -> int:
+    for place in places:
+        details = usage.get(place)
+        if isinstance(details, Mapping):
+            found = _count(details.get(key))
+            if found is not None:
+                return found
+    return 0
 
 
 def _count(value: Any) -> int | None:

@@ -21,13 +21,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gpt4batch.common.messages import Ask
+from gpt4batch.common.messages import Ask, UsageLine
 from gpt4batch.common.tokens import (
     PER_MESSAGE,
     UNKNOWN_IMAGE_SIZE,
     estimate_completion_tokens,
     estimate_prompt_tokens,
     image_tokens,
+    reported_details,
     reported_usage,
     text_tokens,
 )
@@ -66,28 +67,53 @@ class Usage:
     calls: int = 0
     estimated: bool = False
     cost_usd: float = 0.0
+    #: Of the prompt tokens, those the upstream reported as cached; of the completion
+    #: tokens, those it reported as reasoning (0 where it reported none).
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def add(self, prompt: int, completion: int, *, estimated: bool, prices: Prices) -> None:
-        """One answered call's tokens."""
+    def add(
+        self,
+        prompt: int,
+        completion: int,
+        *,
+        estimated: bool,
+        prices: Prices,
+        answer: Mapping[str, Any] | None = None,
+    ) -> None:
+        """One answered call's tokens (and the cached/reasoning details of its `answer`)."""
         self.prompt_tokens += prompt
         self.completion_tokens += completion
         self.calls += 1
         self.estimated = self.estimated or estimated
         self.cost_usd += prices.cost(prompt, completion, 1)
+        if answer is not None:
+            cached, reasoning = reported_details(answer)
+            self.cached_tokens += cached
+            self.reasoning_tokens += reasoning
 
     def as_line(self) -> dict[str, Any]:
-        """The output line's `usage` object."""
-        return {
+        """The output line's `usage` object (the details only where some were reported)."""
+        line: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
             "estimated": self.estimated,
             "cost_usd": round(self.cost_usd, 9),
         }
+        return _with_details(line, self.cached_tokens, self.reasoning_tokens)
+
+
+def _with_details(usage: dict[str, Any], cached: int, reasoning: int) -> dict[str, Any]:
+    if cached:
+        usage["cached_tokens"] = cached
+    if reasoning:
+        usage["reasoning_tokens"] = reasoning
+    return usage
 
 
 def read_usage(value: Any) -> Usage | None:
@@ -98,11 +124,29 @@ def read_usage(value: Any) -> Usage | None:
     cost = value.get("cost_usd")
     if not (isinstance(prompt, int) and isinstance(completion, int)):
         return None
+    cached, reasoning = value.get("cached_tokens", 0), value.get("reasoning_tokens", 0)
     return Usage(
         prompt,
         completion,
         estimated=value.get("estimated") is True,
         cost_usd=float(cost) if isinstance(cost, int | float) else 0.0,
+        cached_tokens=cached if isinstance(cached, int) else 0,
+        reasoning_tokens=reasoning if isinstance(reasoning, int) else 0,
+    )
+
+
+def usage_of(line: UsageLine) -> Usage:
+    """A result's `UsageLine` (common/messages.py) as a `Usage`, with the cached/reasoning
+    details it carries as extra fields."""
+    extra = line.model_extra or {}
+    cached, reasoning = extra.get("cached_tokens", 0), extra.get("reasoning_tokens", 0)
+    return Usage(
+        line.prompt_tokens,
+        line.completion_tokens,
+        estimated=line.estimated,
+        cost_usd=line.cost_usd,
+        cached_tokens=cached if isinstance(cached, int) and cached > 0 else 0,
+        reasoning_tokens=reasoning if isinstance(reasoning, int) and reasoning > 0 else 0,
     )
 
 
@@ -115,6 +159,8 @@ class UsageTotals:
     completion_tokens: int = 0
     estimated_records: int = 0
     cost_usd: float = 0.0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -126,10 +172,13 @@ class UsageTotals:
         self.completion_tokens += usage.completion_tokens
         self.estimated_records += usage.estimated
         self.cost_usd += usage.cost_usd
+        self.cached_tokens += usage.cached_tokens
+        self.reasoning_tokens += usage.reasoning_tokens
 
     def as_dict(self) -> dict[str, Any]:
-        """The totals as the ledger, the manifest, the `.done` marker and the gateway say them."""
-        return {
+        """The totals as the ledger, the manifest, the `.done` marker and the gateway say them
+        (the cached/reasoning details only where some were reported)."""
+        totals = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
@@ -137,6 +186,7 @@ class UsageTotals:
             "cost_usd": round(self.cost_usd, 9),
             "records": self.records,
         }
+        return _with_details(totals, self.cached_tokens, self.reasoning_tokens)
 
     def summary(self) -> str:
         """`12,345 tokens (10,000 prompt + 2,345 completion, estimated), $0.1234`."""
@@ -221,16 +271,19 @@ def conversation_estimate(
 
 def batch_api_usage(totals: Mapping[str, Any]) -> dict[str, Any]:
     """A batch's totals (`UsageTotals.as_dict`) as the Batch API's `usage` object (OpenAI's
-    field names), with what it cost and whether any of it is estimated besides."""
+    field names: the lines' chat `prompt_tokens`/`completion_tokens`, Responses
+    `input_tokens`/`output_tokens` and embeddings `prompt_tokens` summed, cached and
+    reasoning tokens from their details), with what it cost and whether any of it is
+    estimated besides."""
     prompt, completion = (
         int(totals.get("prompt_tokens", 0)),
         int(totals.get("completion_tokens", 0)),
     )
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": int(totals.get("cached_tokens", 0))},
         "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": int(totals.get("reasoning_tokens", 0))},
         "total_tokens": prompt + completion,
         "estimated": bool(totals.get("estimated", False)),
         "cost_usd": float(totals.get("cost_usd", 0.0)),

@@ -40,13 +40,14 @@ from gpt4batch.common.upstreams.transport import (
 )
 
 #: Awaited right before every upstream HTTP request, with the endpoint name
-#: (`upload`, `chat`, `completions`, `models`); a rate limiter's `acquire`.
+#: (`upload`, `chat`, `completions`, `embeddings`, `responses`, `models`); a rate
+#: limiter's `acquire`.
 BeforeCall = Callable[[str], Awaitable[None]]
 
 Answer = dict[str, Any]
 
 #: The endpoints whose calls take model tokens (what a `TokenMeter` sees).
-MODEL_ENDPOINTS = frozenset({"chat", "completions"})
+MODEL_ENDPOINTS = frozenset({"chat", "completions", "embeddings", "responses"})
 
 
 class TokenMeter(Protocol):

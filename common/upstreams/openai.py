@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from gpt4batch.common.endpoints import CHAT, path_of
 from gpt4batch.common.errors import ConfigError
 from gpt4batch.common.messages import Ask, AskOverrides
 from gpt4batch.common.upstreams import errors
@@ -44,7 +45,8 @@ def v1_url(config: UpstreamConfig, path: str) -> str:
 
 
 class OpenAIClient(HttpBase):
-    """`/v1/chat/completions` (plain or SSE), `/v1/completions`, `/v1/models`."""
+    """`/v1/chat/completions` (plain or SSE), `/v1/completions`, `/v1/embeddings`,
+    `/v1/responses`, `/v1/models`."""
 
     kind = "openai"
 
@@ -78,6 +80,23 @@ class OpenAIClient(HttpBase):
         if content is None:
             raise errors.bad_response("chat", "answer has no choices[0].message.content")
         answer.setdefault("message_id", answer.get("id"))
+        return answer
+
+    async def call_endpoint(self, endpoint: str, body: dict[str, Any]) -> Answer:
+        """A Batch API request sent as it is: `body` whole to `endpoint`'s path on the
+        upstream (chat: `--chat-url` if given); the answer as the upstream sent it (a chat
+        stream, `"stream": true`, assembled into one `chat.completion`)."""
+        config = self.config
+        if endpoint == CHAT:
+            if body.get("stream") is True:
+                return await self._stream(body, config)
+            name, url = "chat", self.chat_url(config)
+        else:
+            name = path_of(endpoint)
+            url = v1_url(config, name)
+        answer = await self.request_json(name, "POST", url, config, json=body)
+        if not isinstance(answer, dict):
+            raise errors.bad_response(name, "answer is not an object")
         return answer
 
     async def _stream(self, body: dict[str, Any], config: UpstreamConfig) -> Answer:

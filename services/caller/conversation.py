@@ -19,6 +19,7 @@ from gpt4batch.common.errors import IErrCode, RetryableError, UpstreamError
 from gpt4batch.common.logging import get_logger, redact_text
 from gpt4batch.common.messages import Ask, AskMessage, ChatResponse, DownloadJob, IErr, Record
 from gpt4batch.common.retry import RetryPolicy, with_retries
+from gpt4batch.common.tokens import estimate_prompt_tokens
 from gpt4batch.common.upstreams import ConversationClient, ConversationState
 from gpt4batch.common.upstreams.base import Answer
 from gpt4batch.common.upstreams.errors import bad_response
@@ -34,6 +35,7 @@ from gpt4batch.services.caller import metrics
 from gpt4batch.services.caller.budget import Budget
 from gpt4batch.services.caller.downloads import plan_downloads
 from gpt4batch.services.caller.paths import FORBIDDEN_PATH, PathPolicy
+from gpt4batch.services.caller.requests import prepared, request_estimate
 
 log = get_logger("gpt4batch.caller")
 
@@ -140,6 +142,12 @@ class ConversationRunner:
             return Outcome(record, error=IErr(code=int(FORBIDDEN_PATH), message=refusal))
         overrides = msg.overrides
         client = self.client_for((overrides and overrides.upstream) or self.default_kind)
+        if msg.request is not None:  # a Batch API line: sent whole, or as an ask, or refused
+            ready = prepared(msg, client.kind)
+            if isinstance(ready, IErr):
+                _RECORDS_FAILED.inc()
+                return Outcome(record, error=ready)
+            msg = ready
         budget = self.budget if self.budget is not None and self.budget.applies(msg.batch) else None
         if budget is None:
             return self._counted(await self._converse(msg, client))
@@ -158,6 +166,9 @@ class ConversationRunner:
 
     def estimate_cost(self, msg: AskMessage, kind: str) -> float:
         """What `msg`'s conversation is expected to cost (a budget's reservation)."""
+        if msg.request is not None:
+            estimate = request_estimate(msg.request, self.completion_estimate)
+            return self.prices.cost(*estimate)
         prompt, completion, calls = asks_estimate(
             msg.record.asks,
             kind=kind,
@@ -178,6 +189,8 @@ class ConversationRunner:
 
     async def _converse(self, msg: AskMessage, client: ConversationClient) -> Outcome:
         """The asks of `msg`, in order, chained; the outcome with the usage of its answers."""
+        if msg.request is not None:
+            return await self._send_whole(msg, client)
         record = msg.record
         overrides = msg.overrides
         usage = Usage()
@@ -242,7 +255,9 @@ class ConversationRunner:
                         answer,
                         partial(ask_prompt_tokens, ask.content, len(ask.image_paths()), sent),
                     )
-                    usage.add(prompt, completion, estimated=estimated, prices=self.prices)
+                    usage.add(
+                        prompt, completion, estimated=estimated, prices=self.prices, answer=answer
+                    )
         except TimeoutError:
             done = len(answers)
             stopped = record.asks[min(done, len(record.asks) - 1)]
@@ -254,6 +269,50 @@ class ConversationRunner:
             )
         (_RECORDS_OK if error is None else _RECORDS_FAILED).inc()
         return Outcome(record, answers, error, jobs, status, usage)
+
+    async def _send_whole(self, msg: AskMessage, client: ConversationClient) -> Outcome:
+        """`msg.request` sent as it is (an OpenAI-style upstream), retried like an ask; the
+        answer kept as the upstream sent it."""
+        request = msg.request
+        assert request is not None
+        send = getattr(client, "call_endpoint", None)
+        if send is None:  # (prepared() converts or refuses for every other kind)
+            raise TypeError(f"{client.kind} client cannot send a request whole")
+        body = request.body
+
+        async def call() -> _Answered:
+            return await send(request.endpoint, body), ConversationState()
+
+        usage = Usage()
+        ends = None if self.deadline is None else time.monotonic() + self.deadline
+        try:
+            async with asyncio.timeout_at(None if ends is None else _loop_time(ends)):
+                answer, _ = await with_retries(
+                    partial(_checked, call), self.policy, _count_retry(msg.record.id), deadline=ends
+                )
+        except UpstreamError as exc:
+            if exc.status >= 590:  # no HTTP answer: not seen by the response hook
+                metrics.UPSTREAM_CALLS.labels("any", str(exc.status)).inc()
+            _RECORDS_FAILED.inc()
+            error = IErr(code=int(exc.status), message=f"{request.endpoint}: {exc.message}")
+            return Outcome(msg.record, error=error, upstream_status=int(exc.status))
+        except TimeoutError:
+            _RECORDS_FAILED.inc()
+            message = (
+                f"{request.endpoint}: the request ran past its {self.deadline:g} s deadline "
+                "(--conversation-deadline, kept below nsqd's --max-msg-timeout)"
+            )
+            return Outcome(msg.record, error=IErr(code=int(IErrCode.DEADLINE), message=message))
+        except Exception as exc:  # a bug of ours: record it, never requeue (and pay again)
+            log.exception("request failed unexpectedly", record=msg.record.id)
+            _RECORDS_FAILED.inc()
+            text = redact_text(f"{type(exc).__name__}: {exc}")[:300]
+            error = IErr(code=int(INTERNAL_ERROR), message=f"internal error: {text}")
+            return Outcome(msg.record, error=error)
+        prompt, completion, estimated = call_tokens(answer, partial(estimate_prompt_tokens, body))
+        usage.add(prompt, completion, estimated=estimated, prices=self.prices, answer=answer)
+        _RECORDS_OK.inc()
+        return Outcome(msg.record, [answer], usage=usage)
 
 
 async def _checked(call: Callable[[], Awaitable[_Answered]]) -> _Answered:

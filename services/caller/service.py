@@ -52,6 +52,7 @@ from gpt4batch.services.caller.http_client import make_http_client
 from gpt4batch.services.caller.limits import Limiter, process_limiter
 from gpt4batch.services.caller.limits.membership import new_member_id
 from gpt4batch.services.caller.paths import PathPolicy
+from gpt4batch.services.caller.registry import caller_registry
 from gpt4batch.services.caller.settings import CallerSettings
 from gpt4batch.services.caller.stopped import (
     LISTEN_FIRST,
@@ -148,6 +149,9 @@ class CallerService:
             on_open=lambda: self._throttle_asks(None),
         )
         READINESS.append(self.auth.readiness)
+        kinds = [a.config.kind for a in self.pool.accounts] if self.pool else [self.config.kind]
+        #: What this caller serves, registered on nsqd for the gateway (None without NSQ).
+        self.registry = caller_registry(settings, kinds)
         #: This service's own counts (a run gives its own: its progress and summary).
         self.calls = calls if calls is not None else CallStats()
 
@@ -208,6 +212,8 @@ class CallerService:
             self._http = make_http_client(
                 self.settings.concurrency, self.settings.http_transport, self.calls
             )
+        if self.registry is not None:
+            self.registry.start()
 
     def register(self, bus: Bus) -> None:
         self._bus = bus
@@ -410,6 +416,8 @@ class CallerService:
         await self._publish_paid(self.bus.topics.result_parts, parts)
 
     async def close(self) -> None:
+        if self.registry is not None:
+            await self.registry.close()
         await self.limiter.close()
         if self.pool is not None:
             await self.pool.close()

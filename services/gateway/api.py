@@ -13,11 +13,11 @@ from typing import Any
 from tornado import iostream
 from tornado.web import Application
 
+from gpt4batch.common.endpoints import ALL as SUPPORTED_ENDPOINTS
 from gpt4batch.common.logging import get_logger
 from gpt4batch.services.gateway import metrics
 from gpt4batch.services.gateway.batches import Batches
 from gpt4batch.services.gateway.bodies import BadBody, MultipartUpload, multipart_boundary
-from gpt4batch.services.gateway.convert import SUPPORTED_ENDPOINTS
 from gpt4batch.services.gateway.http_base import ApiError, Base, log_request
 from gpt4batch.services.gateway.partial import LineOffsets, PartialOutputHandler
 from gpt4batch.services.gateway.settings import MAX_REQUESTS
@@ -78,7 +78,11 @@ class FilesHandler(Base):
         if self.request.method != "POST":
             return super().prepare()
         self.authenticate()
-        self.check_length(self.max_upload + ENVELOPE)
+        self.check_length(
+            self.max_upload + ENVELOPE,
+            f" A file is at most {self.max_upload} bytes (--max-upload-bytes; the Batch API's "
+            "limit is 200 MB).",
+        )
         try:
             boundary = multipart_boundary(self.request.headers.get("Content-Type", ""))
         except BadBody as exc:
@@ -127,7 +131,8 @@ class FilesHandler(Base):
             if form.file_bytes > self.max_upload:
                 raise ApiError(
                     413,
-                    f"The file is over the {self.max_upload}-byte limit (--max-upload-bytes).",
+                    f"The file is over the {self.max_upload}-byte limit (--max-upload-bytes; "
+                    "the Batch API's limit is 200 MB).",
                     code="request_too_large",
                 )
             if form.lines.over:
@@ -223,9 +228,8 @@ class BatchesHandler(Base):
         if endpoint not in SUPPORTED_ENDPOINTS:
             raise ApiError(
                 400,
-                f"The endpoint {endpoint!r} is not supported by this gateway; supported: "
-                f"{', '.join(SUPPORTED_ENDPOINTS)} (no /v1/embeddings, /v1/completions or "
-                "/v1/responses batches).",
+                f"The endpoint {endpoint!r} is not supported; supported: "
+                f"{', '.join(SUPPORTED_ENDPOINTS)}.",
                 param="endpoint",
             )
         window = body.get("completion_window")

@@ -40,6 +40,7 @@ from gpt4batch.common.usage import batch_api_usage
 from gpt4batch.services.gateway import expiry, metrics
 from gpt4batch.services.gateway.convert import convert_file
 from gpt4batch.services.gateway.outputs import write_result_files
+from gpt4batch.services.gateway.serving import FleetServing, Serving
 from gpt4batch.services.gateway.stops import StopNotices
 from gpt4batch.services.gateway.store import ACTIVE_STATUSES, BatchRecord, Store, new_id
 from gpt4batch.services.gateway.window import FleetWindow
@@ -72,9 +73,11 @@ class Batches:
         max_line_bytes: int,
         max_msg_size: int,
         on_status: Callable[[str, str], None] | None = None,
+        serving: FleetServing | None = None,
     ) -> None:
         self.store = store
         self.on_status = on_status  # called before a new status is stored (webhooks)
+        self.serving = serving  # what the fleet's callers serve (None: not known)
         self.ledger = SinkService(
             ledger,
             channel=Channels.GATEWAY,
@@ -336,7 +339,8 @@ class Batches:
         folder.mkdir(parents=True, exist_ok=True)
         asks = folder / "asks.jsonl"
         owned = self.store.file_ids_of(batch.owner)  # what its asks may name (gpt4batch lines)
-        result = await asyncio.to_thread(self._convert, source, asks, batch, owned)
+        serving = await self.serving.now() if self.serving is not None else Serving(None)
+        result = await asyncio.to_thread(self._convert, source, asks, batch, owned, serving)
         now = int(time.time())
         batch.format = result.format
         batch.total = result.total
@@ -357,11 +361,14 @@ class Batches:
             log.info("batch accepted", batch=batch.id, total=batch.total, format=batch.format)
         self._save(batch)
 
-    def _convert(self, source: Path, asks: Path, batch: BatchRecord, owned: frozenset[str]) -> Any:
+    def _convert(
+        self, source: Path, asks: Path, batch: BatchRecord, owned: frozenset[str], serving: Serving
+    ) -> Any:
         with asks.open("wb") as out:
             result = convert_file(
                 source,
                 out,
+                serving=serving,
                 owned_files=owned,
                 batch=batch.id,
                 endpoint=batch.endpoint,

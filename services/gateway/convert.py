@@ -1,16 +1,18 @@
-"""Batch API lines ⇄ gpt4batch messages: input validation, asks, output lines.
+"""Batch API input files → gpt4batch asks: every line checked once, at `validating`.
 
 Input, one request per line (the Batch API's shape):
 
-    {"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions",
-     "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}}
+    {"custom_id": "r1", "method": "POST", "url": "/v1/responses",
+     "body": {"model": "gpt-4o-mini", "input": "Hi"}}
 
-becomes one `AskMessage`: the record id is the `custom_id`, its one ask is the
-last (user) message, earlier messages travel as `history`, `body.model` as the
-model override. A file of gpt4batch records (`{"id", "asks"}`) is accepted as
-well, detected by the shape of its first line, and checked by ingest's own
-validator. Any bad line fails the whole batch at `validating`, with the line
-numbers, as the real API does.
+becomes one `AskMessage` whose record id is the `custom_id` and whose `request`
+carries the endpoint and the body whole, to be sent as they are (a chat-only
+upstream's caller turns a chat body into an ask: common/chat_request.py, and
+the lines are checked for that here when such a caller serves the fleet). A
+file of gpt4batch records (`{"id", "asks"}`) is accepted as well, detected by
+the shape of its first line, and checked by ingest's own validator. Any bad
+line fails the whole batch at `validating`, with the line numbers, as the real
+API does; an endpoint the fleet does not serve fails it with one error.
 
 A gpt4batch record's images and files may only name files the same key
 uploaded to the gateway, by file id (`"files": ["file-…"]`): a host path is
@@ -19,28 +21,25 @@ refused without being looked at, and no error names a path on the host.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import pydantic_core
-from pydantic import ValidationError
 
-from gpt4batch.common.answer_text import content_text, gpt4api_text
-from gpt4batch.common.errors import IErrCode
-from gpt4batch.common.messages import Ask, AskMessage, AskOverrides, Record
+from gpt4batch.common.chat_request import ASK_ID, chat_ask, chat_messages, model_of
+from gpt4batch.common.chat_request import BadRequestLine as _Bad
+from gpt4batch.common.endpoints import CHAT, COMPLETIONS, EMBEDDINGS
+from gpt4batch.common.messages import Ask, AskMessage, EndpointRequest, Record
+from gpt4batch.services.gateway.serving import Serving
 from gpt4batch.services.ingest.reader import RawLine, read_lines
 from gpt4batch.services.ingest.validate import Accepted, RejectKind, Validator, json_type
 
-CHAT_ENDPOINT = "/v1/chat/completions"
-SUPPORTED_ENDPOINTS = (CHAT_ENDPOINT,)
 MAX_REPORTED_ERRORS = 100
-#: Ask id of the one ask a Batch API line becomes (names download files, if any).
-ASK_ID = "request"
+#: What a Batch API line's body must hold besides `model`, by endpoint.
+REQUIRED = {CHAT: "messages", COMPLETIONS: "prompt", EMBEDDINGS: "input"}
 
 Format = Literal["openai", "gpt4batch"]
 
@@ -54,16 +53,10 @@ class Conversion:
     errors: list[dict[str, Any]] = field(default_factory=list)
     error_count: int = 0
 
-    def error(self, line: int, code: str, message: str, param: str | None = None) -> None:
+    def error(self, line: int | None, code: str, message: str, param: str | None = None) -> None:
         self.error_count += 1
         if len(self.errors) < MAX_REPORTED_ERRORS:
             self.errors.append({"code": code, "message": message, "param": param, "line": line})
-
-
-class _Bad(Exception):
-    def __init__(self, code: str, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.param = code, message, param
 
 
 def detect_format(obj: Any) -> Format:
@@ -82,12 +75,21 @@ def convert_file(
     endpoint: str,
     max_line_bytes: int,
     max_msg_size: int,
+    serving: Serving | None = None,
 ) -> Conversion:
     """Check every line of `source` and write one AskMessage JSON line per request to
     `asks_out` (meaningless when the result has errors: the batch fails). `source` is in
-    the gateway's files folder, next to the `owned_files` its records may name."""
+    the gateway's files folder, next to the `owned_files` its records may name; `serving`
+    is what the fleet's callers serve (None: not known)."""
+    serving = serving or Serving(None)
     result = Conversion()
-    with source.open("rb", buffering=1 << 20) as stream:
+    try:
+        opened = source.open("rb", buffering=1 << 20)
+    except FileNotFoundError:  # deleted, or expired (file_expiry.py), before it was read
+        message = "The input file was deleted before the batch was validated."
+        result.error(None, "file_not_found", message, "input_file_id")
+        return result
+    with opened as stream:
         lines = read_lines(stream, max_line_bytes)
         first = next(lines, None)
         if first is None:
@@ -98,10 +100,16 @@ def convert_file(
         except ValueError:
             head = None
         result.format = detect_format(head)
+        refusal = serving.refusal(endpoint) if result.format == "openai" else None
+        if result.format == "gpt4batch" and endpoint != CHAT:
+            refusal = f"A file of gpt4batch records runs as {CHAT}, not {endpoint}."
+        if refusal is not None:
+            result.error(None, "unsupported_endpoint", refusal, "endpoint")
+            return result
         convert = (
             _GptLines(source, owned_files)
             if result.format == "gpt4batch"
-            else _OpenAILines(endpoint)
+            else _OpenAILines(endpoint, serving.converts_chat)
         )
         for line in _chain(first, lines):
             try:
@@ -130,8 +138,12 @@ def _chain(first: RawLine, rest: Iterator[RawLine]) -> Iterator[RawLine]:
 
 
 class _OpenAILines:
-    def __init__(self, endpoint: str) -> None:
+    """Batch API request lines for `endpoint`; `converts_chat`: chat bodies must also fit
+    a chat-only upstream's ask (a caller of such a kind serves the fleet)."""
+
+    def __init__(self, endpoint: str, converts_chat: bool = False) -> None:
         self.endpoint = endpoint
+        self.converts_chat = converts_chat
         self.seen: dict[str, int] = {}
 
     def message(self, line: RawLine, batch: str, seq: int) -> AskMessage:
@@ -169,61 +181,37 @@ class _OpenAILines:
         body = obj["body"]
         if not isinstance(body, dict):
             raise _Bad("invalid_body", "body must be a JSON object.", "body")
-        model, ask, history = _chat_request(body)
+        self._check_body(body)
         return AskMessage(
             batch=batch,
             seq=seq,
-            record=Record(id=custom_id, asks=[ask]),
-            overrides=_overrides(body, model),
-            history=history or None,
+            record=Record(id=custom_id, asks=[Ask(id=ASK_ID, content="")]),
+            request=EndpointRequest(endpoint=self.endpoint, body=body),  # type: ignore[arg-type]
         )
 
-
-#: Body fields passed on to the upstream (the rest of the body is not forwarded).
-SAMPLING = ("temperature", "top_p", "max_tokens", "presence_penalty", "frequency_penalty")
-
-
-def _overrides(body: dict[str, Any], model: str) -> AskOverrides:
-    values: dict[str, Any] = {"model": model}
-    if body.get("max_completion_tokens") is not None and body.get("max_tokens") is None:
-        values["max_tokens"] = body["max_completion_tokens"]
-    values.update({k: body[k] for k in SAMPLING if body.get(k) is not None})
-    try:
-        return AskOverrides(**values)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        name = str(err["loc"][0]) if err["loc"] else "body"
-        raise _Bad("invalid_value", f"Invalid '{name}': {err['msg']}.", f"body.{name}") from None
-
-
-def _chat_request(body: dict[str, Any]) -> tuple[str, Ask, list[dict[str, Any]]]:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise _Bad(
-            "missing_required_parameter", "Missing required parameter: 'model'.", "body.model"
-        )
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise _Bad(
-            "missing_required_parameter",
-            "Missing required parameter: 'messages' (a non-empty array).",
-            "body.messages",
-        )
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise _Bad("invalid_message", "Each message needs a 'role'.", f"body.messages[{i}]")
-    last = messages[-1]
-    where = f"body.messages[{len(messages) - 1}]"
-    if last["role"] != "user":
-        raise _Bad("invalid_message", "The last message must have the role 'user'.", where)
-    text = content_text(last.get("content"))
-    if text is None:
-        raise _Bad(
-            "unsupported_content",
-            "The last message's content must be a string or text parts.",
-            where + ".content",
-        )
-    return model, Ask(id=ASK_ID, content=text), list(messages[:-1])
+    def _check_body(self, body: dict[str, Any]) -> None:
+        """What every upstream needs of the body; the rest is the upstream's to judge."""
+        model_of(body)
+        if self.endpoint == CHAT:
+            if self.converts_chat:
+                chat_ask(body)
+            else:
+                chat_messages(body)
+            return
+        required = REQUIRED.get(self.endpoint)
+        if required is not None and body.get(required) is None:
+            raise _Bad(
+                "missing_required_parameter",
+                f"Missing required parameter: '{required}'.",
+                f"body.{required}",
+            )
+        if body.get("stream") is True:
+            raise _Bad(
+                "invalid_value",
+                f"'stream': true is not supported in a batch for {self.endpoint}: each "
+                "request gets one answer object.",
+                "body.stream",
+            )
 
 
 #: The one answer to a path that is not a file of this key: the same whether or not
@@ -260,74 +248,3 @@ class _GptLines:
                 reason = "the file is over the size limit of a referenced file"
             raise _Bad(verdict.kind.value, reason, reject.field)
         return AskMessage(batch=batch, seq=seq, record=verdict.record, base_dir=self.files_dir)
-
-
-# --- results → output lines ---------------------------------------------------------
-
-
-def request_id(batch: str, custom_id: str) -> str:
-    return "req_" + hashlib.sha1(f"{batch}\x00{custom_id}".encode()).hexdigest()[:24]
-
-
-def output_line(batch: str, record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """A ledger line (a gpt4batch record) as a Batch API output line; True if it succeeded."""
-    custom_id = str(record.get("id"))
-    rid = request_id(batch, custom_id)
-    line_id = "batch_req_" + rid[4:]
-    ierr = record.get("iErr")
-    answers = record.get("answers") or []
-    if ierr is None and answers:
-        body = chat_completion(answers[-1])
-        response = {"status_code": 200, "request_id": rid, "body": body}
-        return {"id": line_id, "custom_id": custom_id, "response": response, "error": None}, True
-    ierr = (
-        ierr if isinstance(ierr, dict) else {"code": int(IErrCode.INTERNAL), "message": "no answer"}
-    )
-    code = ierr.get("code")
-    message = str(ierr.get("message", ""))
-    ours = _OUR_CODES.get(code) if isinstance(code, int) else "unknown_error"
-    if ours is None and isinstance(code, int) and 400 <= code < 600:
-        # The upstream answered with this HTTP status: the real API's failed-request shape.
-        error = {"message": message, "type": _error_type(code), "param": None, "code": None}
-        response = {"status_code": code, "request_id": rid, "body": {"error": error}}
-        return {"id": line_id, "custom_id": custom_id, "response": response, "error": None}, False
-    failure = {"code": ours or "unknown_error", "message": message}
-    return {"id": line_id, "custom_id": custom_id, "response": None, "error": failure}, False
-
-
-#: iErr codes of gpt4batch's own making (no HTTP answer behind them) → `error.code`.
-_OUR_CODES = {int(c): c.name.lower() for c in IErrCode}
-
-
-def _error_type(status: int) -> str:
-    if status == 429:
-        return "rate_limit_exceeded"
-    if status in (401, 403):
-        return "authentication_error"
-    return "invalid_request_error" if status < 500 else "server_error"
-
-
-_ANSWER_ONLY = ("message_id", "downloads", "spec_downloads")
-
-
-def chat_completion(answer: dict[str, Any]) -> dict[str, Any]:
-    """The answer as a `chat.completion` body: OpenAI-style answers as they came,
-    gpt4api-style ones (ChatGPT web messages) rebuilt around their text."""
-    if isinstance(answer.get("choices"), list):
-        return {k: v for k, v in answer.items() if k not in _ANSWER_ONLY}
-    text = gpt4api_text(answer)
-    return {
-        "id": "chatcmpl-" + str(answer.get("message_id") or "")[:40],
-        "object": "chat.completion",
-        "created": int(answer.get("created") or time.time()),
-        "model": str(answer.get("model") or "gpt4api"),
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": None,
-    }

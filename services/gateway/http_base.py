@@ -82,8 +82,9 @@ class Base(RequestHandler):
     def tenant_name(self) -> str:
         return self.tenant.name if self.tenant is not None else NO_TENANT
 
-    def check_length(self, limit: int) -> None:
-        """413 before reading a body whose declared length is over `limit`."""
+    def check_length(self, limit: int, why: str = "") -> None:
+        """413 before reading a body whose declared length is over `limit`; `why`, a
+        sentence the message ends with, says what the limit is made of."""
         declared = self.request.headers.get("Content-Length", "0")
         if not declared.isdigit():
             raise ApiError(400, "Content-Length is not a number.")
@@ -91,7 +92,8 @@ class Base(RequestHandler):
             metrics.REFUSED.labels("too_large").inc()
             raise ApiError(
                 413,
-                f"The request body is {declared} bytes, over the {limit}-byte limit of this route.",
+                f"The request body is {declared} bytes, over the {limit}-byte limit of this "
+                f"route.{why}",
                 code="request_too_large",
             )
 

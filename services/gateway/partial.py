@@ -28,8 +28,8 @@ from typing import BinaryIO
 
 from tornado import iostream
 
-from gpt4batch.services.gateway.convert import output_line
 from gpt4batch.services.gateway.http_base import ApiError, Base
+from gpt4batch.services.gateway.result_lines import output_line
 from gpt4batch.services.sink.ledger import LedgerPaths, parse_entry
 
 DEFAULT_LIMIT, MAX_LIMIT = 1000, 10_000
@@ -129,14 +129,12 @@ class PartialOutputHandler(Base):
         self.set_header("X-Has-More", "true" if page.has_more else "false")
         self.set_header("X-Batch-Status", status)
         if page.lines:
-            openai_format = batch.format != "gpt4batch"
+            endpoint = None if batch.format == "gpt4batch" else batch.endpoint
             with journal.open("rb") as fh:
                 fh.seek(page.start)
                 left = page.end - page.start
                 while left > 0:
-                    chunk, read = await asyncio.to_thread(
-                        _next_chunk, fh, left, batch.id, openai_format
-                    )
+                    chunk, read = await asyncio.to_thread(_next_chunk, fh, left, batch.id, endpoint)
                     left -= read
                     if chunk:
                         self.write(chunk)
@@ -156,9 +154,9 @@ class PartialOutputHandler(Base):
         return int(text)
 
 
-def _next_chunk(fh: BinaryIO, left: int, batch: str, openai_format: bool) -> tuple[bytes, int]:
+def _next_chunk(fh: BinaryIO, left: int, batch: str, endpoint: str | None) -> tuple[bytes, int]:
     """Output lines from the journal's next lines, about FLUSH_BYTES of them, and how
-    many journal bytes they took (blocking)."""
+    many journal bytes they took (blocking); `endpoint` None: gpt4batch records."""
     out: list[bytes] = []
     size = read = 0
     while read < left and size < FLUSH_BYTES:
@@ -167,8 +165,8 @@ def _next_chunk(fh: BinaryIO, left: int, batch: str, openai_format: bool) -> tup
         entry = parse_entry(raw)
         if entry is None or not entry.ok:
             continue
-        if openai_format:
-            converted, _ = output_line(batch, json.loads(entry.record))
+        if endpoint is not None:
+            converted, _ = output_line(batch, json.loads(entry.record), endpoint)
             data = json.dumps(converted, ensure_ascii=False).encode()
         else:
             data = entry.record

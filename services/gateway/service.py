@@ -7,12 +7,14 @@ from pathlib import Path
 from gpt4batch.common.bus import Bus
 from gpt4batch.common.errors import ConfigError
 from gpt4batch.common.logging import get_logger
+from gpt4batch.common.nsq.admin import NsqdAdmin
 from gpt4batch.common.service import App
 from gpt4batch.services.gateway.api import make_app
 from gpt4batch.services.gateway.asks_watch import AsksWatch
 from gpt4batch.services.gateway.batches import Batches
 from gpt4batch.services.gateway.file_expiry import FileSweeper
 from gpt4batch.services.gateway.listener import listener
+from gpt4batch.services.gateway.serving import FleetServing
 from gpt4batch.services.gateway.settings import GatewaySettings
 from gpt4batch.services.gateway.store import Store
 from gpt4batch.services.gateway.tenants import Tenants, warn_if_shared
@@ -34,6 +36,17 @@ class GatewayService:
         data.mkdir(parents=True, exist_ok=True)
         self.store = Store(data)
         self.webhooks = Webhooks(settings.webhooks, data / "webhooks", self._status_of)
+        has_nsq = settings.nsqd_tcp_address or settings.lookupd_http_address
+        admin = NsqdAdmin(
+            settings.nsqd_tcp_address,
+            settings.nsqd_http_address,
+            settings.lookupd_http_address,
+            timeout=5.0,
+            service="gateway",
+        )
+        serving = FleetServing(
+            tuple(settings.upstream_endpoints), admin if has_nsq else None, settings.topic_prefix
+        )
         self.batches = Batches(
             self.store,
             embedded_settings(out_dir=data / "ledger", max_in_flight=settings.max_in_flight),
@@ -41,6 +54,7 @@ class GatewayService:
             max_line_bytes=settings.max_line_bytes,
             max_msg_size=settings.max_msg_size,
             on_status=self.webhooks.on_status,
+            serving=serving,
         )
         self.sweeper = FileSweeper(self.store)
 

@@ -6,6 +6,7 @@ import os
 
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
 
+from gpt4batch.common.endpoints import parse_endpoints
 from gpt4batch.common.settings import BaseServiceSettings, CommaList
 from gpt4batch.services.gateway.tenants import read_key_file
 from gpt4batch.services.gateway.webhooks.config import WebhookConfig, webhook_config
@@ -83,6 +84,13 @@ class GatewaySettings(BaseServiceSettings):
         900.0, gt=0, description="Seconds to receive the body of POST /v1/files."
     )
 
+    upstream_endpoints: CommaList = Field(
+        default_factory=list,
+        description="Endpoints the callers' upstream serves (repeatable), e.g. "
+        "/v1/chat/completions alone for gpt4api.plus; a batch for another fails at "
+        "validating. Default: what the callers registered on nsqd serve (all four while "
+        "none is registered).",
+    )
     min_file_expiry: int = Field(
         MIN_FILE_EXPIRY,
         ge=1,
@@ -137,6 +145,14 @@ class GatewaySettings(BaseServiceSettings):
 
     _key_entries: list[tuple[str | None, str]] = PrivateAttr(default_factory=list)
     _webhooks: WebhookConfig | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _endpoints(self) -> GatewaySettings:
+        try:
+            self.upstream_endpoints = list(parse_endpoints(self.upstream_endpoints))
+        except ValueError as exc:
+            raise ValueError(f"--upstream-endpoints: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _keys(self) -> GatewaySettings:

@@ -25,6 +25,8 @@ def make_app(options: Options, sim: SimState | None = None) -> Application:
         (r"/v1/chat/completions", oa.OpenAIChatHandler, kw),
         (r"/chat", oa.OpenAIChatHandler, kw),
         (r"/v1/completions", oa.CompletionsHandler, kw),
+        (r"/v1/embeddings", oa.EmbeddingsHandler, kw),
+        (r"/v1/responses", oa.ResponsesHandler, kw),
         (r"/v1/models", h.ModelsHandler, kw),
         (r"/chatgpt-service/chat", h.ChatgptServiceHandler, kw),
         (r"/files/([A-Za-z0-9_-]+)", h.FilesHandler, kw),

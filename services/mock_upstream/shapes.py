@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
+import struct
 import time
+from base64 import b64encode
 from typing import Any
 from urllib.parse import quote
 
@@ -137,15 +141,23 @@ def completion(
     tokens: int,
     *,
     chat: bool = True,
+    n: int = 1,
+    cached: int = 0,
+    reasoning: int = 0,
 ) -> dict[str, Any]:
-    """A `chat.completion` (or `text_completion`) like seed 002's example; `tokens`: the
-    answer's."""
-    choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
-    if chat:
-        choice["message"] = {"role": "assistant", "content": text}
-    else:
-        choice["text"] = text
-        choice["logprobs"] = None
+    """A `chat.completion` (or `text_completion`) like seed 002's example, with `n` choices
+    of `text` (`tokens` each) and the API's usage details."""
+    choices = []
+    for index in range(n):
+        choice: dict[str, Any] = {"index": index, "finish_reason": "stop"}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": text, "refusal": None}
+            choice["logprobs"] = None
+        else:
+            choice["text"] = text
+            choice["logprobs"] = None
+        choices.append(choice)
+    completion_tokens = tokens * n
     return {
         "id": completion_id,
         "object": "chat.completion" if chat else "text_completion",
@@ -153,10 +165,100 @@ def completion(
         "model": model,
         "usage": {
             "prompt_tokens": prompt_tokens,
-            "completion_tokens": tokens,
-            "total_tokens": prompt_tokens + tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": reasoning,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
         },
-        "choices": [choice],
+        "choices": choices,
+    }
+
+
+def embedding_vector(text: str, size: int) -> list[float]:
+    """A unit-length vector that depends only on `text` (the same text, the same vector)."""
+    digest = hashlib.sha256(text.encode()).digest()
+    raw = [(digest[i % len(digest)] - 127.5) / 127.5 for i in range(size)]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [round(x / norm, 8) for x in raw]
+
+
+def embeddings(
+    inputs: list[str], model: str, size: int, prompt_tokens: int, *, base64: bool = False
+) -> dict[str, Any]:
+    """A `CreateEmbeddingResponse`: one embedding per input, floats or base64 float32."""
+    data = []
+    for index, text in enumerate(inputs):
+        vector = embedding_vector(text, size)
+        value: Any = vector
+        if base64:
+            value = b64encode(struct.pack(f"<{size}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": value})
+    usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+    return {"object": "list", "data": data, "model": model, "usage": usage}
+
+
+def response(
+    response_id: str,
+    message_id: str,
+    body: dict[str, Any],
+    text: str,
+    input_tokens: int,
+    output_tokens: int,
+    *,
+    cached: int = 0,
+    reasoning: int = 0,
+) -> dict[str, Any]:
+    """A completed Responses API `response` to `body`, its output one assistant message
+    (after a reasoning item when there were reasoning tokens)."""
+    output: list[dict[str, Any]] = []
+    if reasoning:
+        output.append({"id": "rs_" + message_id[4:], "type": "reasoning", "summary": []})
+    output.append(
+        {
+            "id": message_id,
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+        }
+    )
+    text_format = body.get("text") if isinstance(body.get("text"), dict) else {}
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "completed",
+        "background": False,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "model": str(body.get("model") or "gpt-4.1-mini"),
+        "output": output,
+        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "previous_response_id": body.get("previous_response_id"),
+        "reasoning": {"effort": (body.get("reasoning") or {}).get("effort"), "summary": None},
+        "store": body.get("store", True),
+        "temperature": body.get("temperature", 1.0),
+        "text": {"format": {"type": "text"}, **text_format},
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools") or [],
+        "top_p": body.get("top_p", 1.0),
+        "truncation": body.get("truncation", "disabled"),
+        "usage": {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": reasoning},
+            "total_tokens": input_tokens + output_tokens,
+        },
+        "user": body.get("user"),
+        "metadata": body.get("metadata") or {},
     }
 
 

@@ -7,10 +7,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gpt4batch.common.messages import AskMessage
+from gpt4batch.common.endpoints import CHAT
+from gpt4batch.common.messages import AskMessage, IErr
 from gpt4batch.common.upstreams import UpstreamConfig
-from gpt4batch.services.gateway.convert import convert_file, output_line
+from gpt4batch.services.caller.requests import prepared
+from gpt4batch.services.gateway.convert import convert_file
+from gpt4batch.services.gateway.result_lines import output_line
+from gpt4batch.services.gateway.serving import Serving
 from gpt4batch.services.mock_upstream import shapes
+
+#: A fleet of chat-only callers (gpt4api.plus): chat lines must fit their asks.
+CHAT_ONLY = Serving(frozenset({CHAT}), converts_chat=True)
 
 
 def line(custom_id: str, messages: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -23,6 +30,8 @@ def convert(
     lines: list[Any],
     max_msg_size: int = 1 << 20,
     owned: frozenset[str] = frozenset(),
+    serving: Serving | None = None,
+    endpoint: str = CHAT,
 ) -> Any:
     source = tmp_path / "in.jsonl"
     text = "".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines)
@@ -33,15 +42,23 @@ def convert(
         out,
         owned_files=owned,
         batch="b1",
-        endpoint="/v1/chat/completions",
+        endpoint=endpoint,
         max_line_bytes=4096,
         max_msg_size=max_msg_size,
+        serving=serving,
     )
     asks = [AskMessage.model_validate_json(x) for x in out.getvalue().splitlines()]
     return result, asks
 
 
-def test_a_request_becomes_one_ask_with_its_history_and_model(tmp_path: Path) -> None:
+def as_ask(msg: AskMessage, kind: str = "gpt4api") -> AskMessage:
+    """The message as a caller of a chat-only `kind` runs it."""
+    ready = prepared(msg, kind)
+    assert isinstance(ready, AskMessage), ready
+    return ready
+
+
+def test_a_request_travels_whole_and_a_chat_only_caller_makes_it_an_ask(tmp_path: Path) -> None:
     messages = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "2+2?"},
@@ -51,9 +68,14 @@ def test_a_request_becomes_one_ask_with_its_history_and_model(tmp_path: Path) ->
             "content": [{"type": "text", "text": "and"}, {"type": "text", "text": "3+3?"}],
         },
     ]
-    result, asks = convert(tmp_path, [line("a", messages), "", line("b", messages[:2])])
+    lines = [line("a", messages, n=2, tools=[{"type": "function"}]), "", line("b", messages[:2])]
+    result, sent = convert(tmp_path, lines)
 
     assert (result.format, result.total, result.errors) == ("openai", 2, [])
+    assert sent[0].request is not None and sent[0].request.endpoint == CHAT
+    assert sent[0].request.body == lines[0]["body"]  # every field, n and tools too
+    assert prepared(sent[0], "openai") is sent[0]  # an OpenAI-style caller sends it whole
+    asks = [as_ask(msg) for msg in sent]
     first = asks[0]
     assert (first.batch, first.seq, first.record.id) == ("b1", 0, "a")
     assert [a.content for a in first.record.asks] == ["and\n3+3?"]
@@ -76,9 +98,13 @@ def test_every_bad_line_is_reported_with_its_number(tmp_path: Path) -> None:
         "x" * 5000,
         line("big", [{"role": "user", "content": "y" * 3000}]),
     ]
-    result, _ = convert(tmp_path, lines, max_msg_size=2048)
+    result, _ = convert(tmp_path, lines, max_msg_size=2048, serving=CHAT_ONLY)
 
     found = {(e["line"], e["code"], e["param"]) for e in result.errors}
+    lenient, _ = convert(tmp_path, lines, max_msg_size=2048)  # OpenAI-style callers take 5, 6
+    assert {(e["line"], e["code"]) for e in lenient.errors} == {
+        (e[0], e[1]) for e in found if e[0] not in (5, 6)
+    }
     assert found == {
         (2, "invalid_json_line", None),
         (3, "invalid_custom_id", "custom_id"),
@@ -151,12 +177,12 @@ def test_sampling_fields_of_the_body_reach_the_upstream_call(tmp_path: Path) -> 
         line("s", user, temperature=0.2, max_completion_tokens=50, top_p=1, tools=[]),
         line("t", user, temperature=7),
     ]
-    result, _ = convert(tmp_path, lines)
+    result, _ = convert(tmp_path, lines, serving=CHAT_ONLY)
     assert [(e["line"], e["code"], e["param"]) for e in result.errors] == [
         (2, "invalid_value", "body.temperature")
     ]
-    _, asks = convert(tmp_path, lines[:1])
-    overrides = asks[0].overrides
+    _, sent = convert(tmp_path, lines[:1])
+    overrides = as_ask(sent[0]).overrides
     assert overrides is not None
     config = UpstreamConfig(kind="openai").with_overrides(overrides)
     assert config.model == "m-1"
@@ -188,3 +214,49 @@ def test_a_record_may_name_only_files_of_its_own_key_never_host_paths(tmp_path: 
     )
     result, asks = convert(tmp_path, records[-1:], owned=frozenset({mine}))
     assert result.errors == [] and asks[0].base_dir == str(tmp_path)
+
+
+def test_a_request_a_chat_only_caller_cannot_take_is_an_error_result_not_a_call(
+    tmp_path: Path,
+) -> None:
+    responses = {"custom_id": "r", "method": "POST", "url": "/v1/responses",
+                 "body": {"model": "m", "input": "hi"}}  # fmt: skip
+    _, [msg] = convert(tmp_path, [responses], endpoint="/v1/responses")
+    refused = prepared(msg, "gpt4api")
+    assert isinstance(refused, IErr) and refused.code == 584
+    assert "/v1/responses" in refused.message
+    _, [chat] = convert(tmp_path, [line("a", [{"role": "assistant", "content": "x"}])])
+    refused = prepared(chat, "chatgpt-service")  # accepted while no caller said its kind
+    assert isinstance(refused, IErr) and "last message" in refused.message
+
+
+def test_an_endpoint_the_fleet_does_not_serve_fails_the_batch_with_one_error(
+    tmp_path: Path,
+) -> None:
+    lines = [{"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings",
+              "body": {"model": "m", "input": "x"}} for i in range(3)]  # fmt: skip
+    result, _ = convert(tmp_path, lines, serving=CHAT_ONLY, endpoint="/v1/embeddings")
+    [error] = result.errors
+    assert (error["code"], error["param"], error["line"]) == (
+        "unsupported_endpoint",
+        "endpoint",
+        None,
+    )
+    assert "/v1/embeddings" in error["message"]
+    result, sent = convert(tmp_path, lines, endpoint="/v1/embeddings")  # nothing known: runs
+    assert result.errors == [] and len(sent) == 3
+
+
+def test_each_endpoint_needs_its_input_and_no_stream(tmp_path: Path) -> None:
+    def req(url: str, **body: Any) -> dict[str, Any]:
+        return {"custom_id": url + str(len(body)), "method": "POST", "url": url, "body": body}
+
+    cases = {
+        "/v1/embeddings": ([req("/v1/embeddings", model="m")], "body.input"),
+        "/v1/completions": ([req("/v1/completions", model="m")], "body.prompt"),
+        "/v1/responses": ([req("/v1/responses", model="m", input="x", stream=True)],
+                          "body.stream"),
+    }  # fmt: skip
+    for endpoint, (lines, param) in cases.items():
+        result, _ = convert(tmp_path, lines, endpoint=endpoint)
+        assert [e["param"] for e in result.errors] == [param], endpoint

@@ -3,8 +3,10 @@ writer, and paging the journal by line offset (issue 22, items 4 and 6)."""
 
 from __future__ import annotations
 
+import io
 import json
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +14,10 @@ import pytest
 
 from gpt4batch.common.messages import AskMessage, Record
 from gpt4batch.services.gateway import expiry
+from gpt4batch.services.gateway.convert import convert_file
 from gpt4batch.services.gateway.file_expiry import FileSweeper
 from gpt4batch.services.gateway.outputs import write_result_files
-from gpt4batch.services.gateway.partial import STRIDE, LineOffsets, find_page
+from gpt4batch.services.gateway.partial import STRIDE, LineOffsets, _next_chunk, find_page
 from gpt4batch.services.gateway.store import BatchRecord, Store
 from gpt4batch.services.gateway.windows import (
     BadDuration,
@@ -186,3 +189,47 @@ def test_sweeper_deletes_due_files(tmp_path: Path) -> None:
     assert store.get_file(soon.id, "o") is None and not store.file_path(soon.id).exists()
     assert store.get_file(keep.id, "o") and store.get_file(later.id, "o")
     store.close()
+
+
+def test_a_page_is_found_and_streamed_in_bounded_memory(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    answer = "x" * 4000
+    with journal.open("wb") as fh:
+        fh.write(header_line("b", 0).encode())
+        for seq in range(5000):  # ~20 MB
+            record = {"id": f"r{seq}", "answers": [{"choices": [{"message": {"content": answer}}]}]}
+            fh.write(entry_line(seq, True, json.dumps(record)))
+    tracemalloc.start()
+    try:
+        page = find_page(journal, "b", 0, 5000, LineOffsets())
+        sent = lines = 0
+        with journal.open("rb") as fh:
+            fh.seek(page.start)
+            left = page.end - page.start
+            while left > 0:
+                chunk, read = _next_chunk(fh, left, "batch_b", True)
+                left -= read
+                sent += len(chunk)
+                lines += chunk.count(b"\n")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (page.lines, lines) == (5000, 5000) and sent > 20_000_000
+    assert peak < 2_000_000, peak  # a few lines and one chunk, not the 20 MB
+
+
+def test_an_input_file_deleted_before_validation_fails_the_batch_once(tmp_path: Path) -> None:
+    """An upload's expiry (or a DELETE) may come before its batch is validated: one error,
+    not a validation retried for ever."""
+    result = convert_file(
+        tmp_path / "file-gone",
+        io.BytesIO(),
+        owned_files=frozenset(),
+        batch="batch_g",
+        endpoint="/v1/chat/completions",
+        max_line_bytes=4096,
+        max_msg_size=65536,
+    )
+    assert result.error_count == 1
+    assert result.errors[0]["code"] == "file_not_found"
+    assert (result.errors[0]["line"], result.errors[0]["param"]) == (None, "input_file_id")

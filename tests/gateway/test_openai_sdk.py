@@ -192,9 +192,11 @@ def test_list_with_pagination_and_wrong_key(
         wrong.files.content(file_id)
     with pytest.raises(openai.NotFoundError):
         client.batches.retrieve("batch_nope")
-    with pytest.raises(openai.BadRequestError, match="embeddings"):
+    with pytest.raises(openai.BadRequestError, match="/v1/moderations"):
         client.batches.create(
-            input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h"
+            input_file_id=file_id,
+            endpoint="/v1/moderations",  # type: ignore[arg-type]
+            completion_window="24h",
         )
 
 

@@ -111,3 +111,19 @@ def test_a_file_over_the_request_limit_is_refused_at_upload(
     assert "--max-requests-per-file" in error["message"]
     assert [f.id for f in client.files.list()] == [accepted.id]  # nothing kept of it
     assert len(list((tmp_path / "gw" / "files").iterdir())) == 1
+
+
+def test_a_file_over_the_size_limit_is_refused_naming_it(
+    procs: ServiceProcs, tmp_path: Path
+) -> None:
+    client = Gateway(procs, tmp_path / "gw", "--max-upload-bytes", "1048576").start().client()
+    big = write_lines(tmp_path / "big.jsonl", 300, Conversations(LINE_BYTES).batch_line)
+
+    with pytest.raises(openai.APIStatusError) as info, big.open("rb") as fh:
+        client.files.create(file=("big.jsonl", fh), purpose="batch")
+
+    assert info.value.status_code == 413
+    error = info.value.body
+    assert error["code"] == "request_too_large"
+    assert "A file is at most 1048576 bytes (--max-upload-bytes" in error["message"]
+    assert not client.files.list().data

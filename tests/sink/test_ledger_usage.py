@@ -79,3 +79,32 @@ def test_unknown_usage_fields_never_reach_the_journal(tmp_path: Path) -> None:
     run(scenario())
     state = read_ledger(out)
     assert state.is_done(0) and state.usage.total_tokens == 5 and state.usage.cost_usd == 0.5
+
+
+def test_cached_and_reasoning_tokens_are_summed_live_and_after_a_reload(tmp_path: Path) -> None:
+    """The details an answer reported (issue 22: the batch's `input_tokens_details` and
+    `output_tokens_details`) are summed as they arrive and kept by the journal."""
+    out = tmp_path / "out.jsonl"
+
+    def detailed(seq: int, cached: int, reasoning: int) -> ResultMessage:
+        usage = UsageLine.model_validate(
+            {"prompt_tokens": 2000, "completion_tokens": 40, "total_tokens": 2040,
+             "estimated": False, "cost_usd": 0.0, "cached_tokens": cached,
+             "reasoning_tokens": reasoning}
+        )  # fmt: skip
+        return result(f"r{seq}", seq=seq).model_copy(update={"usage": usage})
+
+    async def scenario() -> None:
+        ledger = BatchLedger(out, "b1").load()
+        await ledger.add_result(detailed(0, 1024, 20))
+        await ledger.add_result(detailed(1, 0, 8))
+        await ledger.add_result(paid(result("r2", seq=2), 5, 5, 0.0))  # none reported
+        u = ledger.usage
+        assert (u.cached_tokens, u.reasoning_tokens, u.prompt_tokens) == (1024, 28, 4005)
+        await ledger.close()
+
+    run(scenario())
+    again = read_ledger(out).usage
+    assert (again.cached_tokens, again.reasoning_tokens) == (1024, 28)
+    totals = again.as_dict()
+    assert (totals["cached_tokens"], totals["reasoning_tokens"]) == (1024, 28)

@@ -78,8 +78,14 @@ def test_openai_completion_keys(mock: MockUpstream) -> None:
     body = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}]}
     answer = post(mock, "/v1/chat/completions", json=body).json()
     assert set(answer) == COMPLETION_KEYS
-    assert set(answer["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}
-    assert set(answer["choices"][0]) == {"message", "finish_reason", "index"}
+    assert set(answer["usage"]) == {
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "prompt_tokens_details",
+        "completion_tokens_details",
+    }
+    assert set(answer["choices"][0]) == {"message", "finish_reason", "index", "logprobs"}
 
 
 def test_gizmos_needs_gizmo_id_and_message_is_required(mock: MockUpstream) -> None:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from gpt4batch.common.logging import get_logger
+from gpt4batch.common.nsq.registration import Node, Registration
 from gpt4batch.services.caller.limits import metrics
 from gpt4batch.services.caller.limits.base import (
     Gate,
@@ -52,9 +53,7 @@ from gpt4batch.services.caller.limits.base import (
 )
 from gpt4batch.services.caller.limits.membership import (
     Member,
-    Node,
     Pause,
-    Registration,
     discover_nodes,
     new_member_id,
     read_members,

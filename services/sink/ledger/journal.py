@@ -37,8 +37,8 @@ def is_header_of(header: dict[str, Any], batch: str) -> bool:
 def usage_entry(usage: UsageLine) -> bytes:
     """A result's usage as the journal keeps it: its known fields only, one flat object
     (`parse_entry` finds its end at the first closing brace)."""
-    return (
-        b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,"estimated":%s,"cost_usd":%s}'
+    entry = (
+        b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,"estimated":%s,"cost_usd":%s'
         % (
             usage.prompt_tokens,
             usage.completion_tokens,
@@ -47,6 +47,12 @@ def usage_entry(usage: UsageLine) -> bytes:
             json.dumps(usage.cost_usd).encode(),
         )
     )
+    details = usage.model_extra or {}
+    for name in ("cached_tokens", "reasoning_tokens"):  # reported by some upstreams only
+        count = details.get(name)
+        if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+            entry += b',"%s":%d' % (name.encode(), count)
+    return entry + b"}"
 
 
 def entry_line(

@@ -26,7 +26,7 @@ from gpt4batch.common.messages import (
     ResultMessage,
     UsageLine,
 )
-from gpt4batch.common.usage import Usage
+from gpt4batch.common.usage import usage_of
 from gpt4batch.services.sink import metrics
 from gpt4batch.services.sink.appender import Fsync, SyncedAppender
 from gpt4batch.services.sink.ledger.dead_letter import failed_download, failed_result
@@ -149,14 +149,7 @@ class BatchLedger(LedgerReader):
         added = [self._count_entry(seq, ok, files) for seq, ok, files, _ in entries]
         for usage, was_added in zip(paid, added, strict=True):
             if was_added and usage is not None:
-                self.usage.add(
-                    Usage(
-                        usage.prompt_tokens,
-                        usage.completion_tokens,
-                        estimated=usage.estimated,
-                        cost_usd=usage.cost_usd,
-                    )
-                )
+                self.usage.add(usage_of(usage))
         if self.arrival is not None:
             self.arrival.append([e[3] for e, new in zip(entries, added, strict=True) if new])
         written = added.count(True)
