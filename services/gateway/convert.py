@@ -83,7 +83,13 @@ def convert_file(
     is what the fleet's callers serve (None: not known)."""
     serving = serving or Serving(None)
     result = Conversion()
-    with source.open("rb", buffering=1 << 20) as stream:
+    try:
+        opened = source.open("rb", buffering=1 << 20)
+    except FileNotFoundError:  # deleted, or expired (file_expiry.py), before it was read
+        gone = "The input file was deleted before the batch was validated."
+        result.error(None, "file_not_found", gone, "input_file_id")
+        return result
+    with opened as stream:
         lines = read_lines(stream, max_line_bytes)
         first = next(lines, None)
         if first is None:

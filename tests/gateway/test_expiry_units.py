@@ -3,6 +3,7 @@ writer, and paging the journal by line offset (issue 22, items 4 and 6)."""
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import tracemalloc
@@ -13,6 +14,7 @@ import pytest
 
 from gpt4batch.common.messages import AskMessage, Record
 from gpt4batch.services.gateway import expiry
+from gpt4batch.services.gateway.convert import convert_file
 from gpt4batch.services.gateway.file_expiry import FileSweeper
 from gpt4batch.services.gateway.outputs import write_result_files
 from gpt4batch.services.gateway.partial import STRIDE, LineOffsets, _next_chunk, find_page
@@ -205,7 +207,7 @@ def test_a_page_is_found_and_streamed_in_bounded_memory(tmp_path: Path) -> None:
             fh.seek(page.start)
             left = page.end - page.start
             while left > 0:
-                chunk, read = _next_chunk(fh, left, "batch_b", True)
+                chunk, read = _next_chunk(fh, left, "batch_b", "/v1/chat/completions")
                 left -= read
                 sent += len(chunk)
                 lines += chunk.count(b"\n")
@@ -214,3 +216,20 @@ def test_a_page_is_found_and_streamed_in_bounded_memory(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert (page.lines, lines) == (5000, 5000) and sent > 20_000_000
     assert peak < 2_000_000, peak  # a few lines and one chunk, not the 20 MB
+
+
+def test_an_input_file_deleted_before_validation_fails_the_batch_once(tmp_path: Path) -> None:
+    """An upload's expiry (or a DELETE) may come before its batch is validated: one error,
+    not a validation retried for ever."""
+    result = convert_file(
+        tmp_path / "file-gone",
+        io.BytesIO(),
+        owned_files=frozenset(),
+        batch="batch_g",
+        endpoint="/v1/chat/completions",
+        max_line_bytes=4096,
+        max_msg_size=65536,
+    )
+    assert result.error_count == 1
+    assert result.errors[0]["code"] == "file_not_found"
+    assert (result.errors[0]["line"], result.errors[0]["param"]) == (None, "input_file_id")
