@@ -156,9 +156,11 @@ class HttpBase:
         config: UpstreamConfig,
         *,
         upload: bool = False,
+        raw: bool = False,
         **kwargs: Any,
     ) -> Any:
-        """One request whose 2xx answer must be JSON; everything else becomes our errors."""
+        """One request whose 2xx answer must be JSON; everything else becomes our errors.
+        With `raw`: (the parsed answer, the bytes received)."""
         if config is self.config:
             headers, timeout = self._headers, self._timeouts[upload]
             check_host(endpoint, url, config, self._origins)
@@ -210,7 +212,7 @@ class HttpBase:
         answer = parse_json(reply.body, endpoint)
         if ticket is not None:
             meter.settle(ticket, answer)  # type: ignore[union-attr]
-        return answer
+        return (answer, reply.body) if raw else answer
 
 
 #: Sent with an upload: the file goes once the upstream said 100 Continue, so an upstream

@@ -82,22 +82,24 @@ class OpenAIClient(HttpBase):
         answer.setdefault("message_id", answer.get("id"))
         return answer
 
-    async def call_endpoint(self, endpoint: str, body: dict[str, Any]) -> Answer:
+    async def call_endpoint(
+        self, endpoint: str, body: dict[str, Any]
+    ) -> tuple[Answer, bytes | None]:
         """A Batch API request sent as it is: `body` whole to `endpoint`'s path on the
-        upstream (chat: `--chat-url` if given); the answer as the upstream sent it (a chat
-        stream, `"stream": true`, assembled into one `chat.completion`)."""
+        upstream (chat: `--chat-url` if given). The answer parsed, and the bytes received
+        (None for a chat stream, `"stream": true`, assembled into one `chat.completion`)."""
         config = self.config
         if endpoint == CHAT:
             if body.get("stream") is True:
-                return await self._stream(body, config)
+                return await self._stream(body, config), None
             name, url = "chat", self.chat_url(config)
         else:
             name = path_of(endpoint)
             url = v1_url(config, name)
-        answer = await self.request_json(name, "POST", url, config, json=body)
+        answer, received = await self.request_json(name, "POST", url, config, raw=True, json=body)
         if not isinstance(answer, dict):
             raise errors.bad_response(name, "answer is not an object")
-        return answer
+        return answer, received
 
     async def _stream(self, body: dict[str, Any], config: UpstreamConfig) -> Answer:
         check_host("chat", self.chat_url(config), config)

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from gpt4batch.common.errors import IErrCode, RetryableError, UpstreamError
 from gpt4batch.common.logging import get_logger, redact_text
 from gpt4batch.common.messages import Ask, AskMessage, ChatResponse, DownloadJob, IErr, Record
+from gpt4batch.common.received_answer import kept
 from gpt4batch.common.retry import RetryPolicy, with_retries
 from gpt4batch.common.tokens import estimate_prompt_tokens
 from gpt4batch.common.upstreams import ConversationClient, ConversationState
@@ -272,16 +273,18 @@ class ConversationRunner:
 
     async def _send_whole(self, msg: AskMessage, client: ConversationClient) -> Outcome:
         """`msg.request` sent as it is (an OpenAI-style upstream), retried like an ask; the
-        answer kept as the upstream sent it."""
+        answer kept as the text the upstream sent (common/received_answer.py)."""
         request = msg.request
         assert request is not None
         send = getattr(client, "call_endpoint", None)
         if send is None:  # (prepared() converts or refuses for every other kind)
             raise TypeError(f"{client.kind} client cannot send a request whole")
         body = request.body
+        received: list[bytes | None] = [None]
 
         async def call() -> _Answered:
-            return await send(request.endpoint, body), ConversationState()
+            answer, received[0] = await send(request.endpoint, body)
+            return answer, ConversationState()
 
         usage = Usage()
         ends = None if self.deadline is None else time.monotonic() + self.deadline
@@ -312,7 +315,7 @@ class ConversationRunner:
         prompt, completion, estimated = call_tokens(answer, partial(estimate_prompt_tokens, body))
         usage.add(prompt, completion, estimated=estimated, prices=self.prices, answer=answer)
         _RECORDS_OK.inc()
-        return Outcome(msg.record, [answer], usage=usage)
+        return Outcome(msg.record, [kept(answer, received[0])], usage=usage)
 
 
 async def _checked(call: Callable[[], Awaitable[_Answered]]) -> _Answered:

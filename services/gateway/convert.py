@@ -86,8 +86,8 @@ def convert_file(
     try:
         opened = source.open("rb", buffering=1 << 20)
     except FileNotFoundError:  # deleted, or expired (file_expiry.py), before it was read
-        message = "The input file was deleted before the batch was validated."
-        result.error(None, "file_not_found", message, "input_file_id")
+        gone = "The input file was deleted before the batch was validated."
+        result.error(None, "file_not_found", gone, "input_file_id")
         return result
     with opened as stream:
         lines = read_lines(stream, max_line_bytes)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt4batch.common.messages import STOPPED_CODES, StopReason, stopped_error
-from gpt4batch.services.gateway.result_lines import output_line
+from gpt4batch.services.gateway.result_lines import output_json
 from gpt4batch.services.gateway.store import BatchRecord
 from gpt4batch.services.sink.ledger.files import atomic_output
 from gpt4batch.services.sink.ledger.output import Entry, sorted_results
@@ -58,8 +58,8 @@ def write_result_files(
             else:
                 parsed = json.loads(record)
                 code = (parsed.get("iErr") or {}).get("code")
-                converted, good = output_line(batch.id, parsed, batch.endpoint)
-                data = json.dumps(converted, ensure_ascii=False).encode() + b"\n"
+                data, good = output_json(batch.id, parsed, batch.endpoint)
+                data += b"\n"
                 (out if good else err).write(data)
             if good:
                 ok += 1

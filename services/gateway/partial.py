@@ -29,7 +29,7 @@ from typing import BinaryIO
 from tornado import iostream
 
 from gpt4batch.services.gateway.http_base import ApiError, Base
-from gpt4batch.services.gateway.result_lines import output_line
+from gpt4batch.services.gateway.result_lines import output_json
 from gpt4batch.services.sink.ledger import LedgerPaths, parse_entry
 
 DEFAULT_LIMIT, MAX_LIMIT = 1000, 10_000
@@ -166,8 +166,7 @@ def _next_chunk(fh: BinaryIO, left: int, batch: str, endpoint: str | None) -> tu
         if entry is None or not entry.ok:
             continue
         if endpoint is not None:
-            converted, _ = output_line(batch, json.loads(entry.record), endpoint)
-            data = json.dumps(converted, ensure_ascii=False).encode()
+            data, _ = output_json(batch, json.loads(entry.record), endpoint)
         else:
             data = entry.record
         out.append(data + b"\n")

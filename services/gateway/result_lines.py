@@ -12,12 +12,14 @@ that failed on our side (a timeout, a dead letter) has `response: null` and
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from typing import Any
 
 from gpt4batch.common.answer_text import gpt4api_text
 from gpt4batch.common.endpoints import CHAT
 from gpt4batch.common.errors import IErrCode
+from gpt4batch.common.received_answer import received_json
 
 
 def request_id(batch: str, custom_id: str) -> str:
@@ -39,7 +41,11 @@ def output_line(
     answers = record.get("answers") or []
     if ierr is None and answers:
         answer = answers[-1]
-        body = chat_completion(answer) if endpoint == CHAT else answer
+        text = received_json(answer)
+        if text is not None:  # (output_json writes it as received)
+            body = json.loads(text)
+        else:
+            body = chat_completion(answer) if endpoint == CHAT else answer
         response = {"status_code": 200, "request_id": rid, "body": body}
         return {"id": line_id, "custom_id": custom_id, "response": response, "error": None}, True
     ierr = (
@@ -55,6 +61,21 @@ def output_line(
         return {"id": line_id, "custom_id": custom_id, "response": response, "error": None}, False
     failure = {"code": ours or "unknown_error", "message": message}
     return {"id": line_id, "custom_id": custom_id, "response": None, "error": failure}, False
+
+
+def output_json(batch: str, record: dict[str, Any], endpoint: str = CHAT) -> tuple[bytes, bool]:
+    """`output_line` as one line of JSON (no newline); a success's body is written as the
+    text the upstream sent (common/received_answer.py), not written again."""
+    answers = record.get("answers") or []
+    text = received_json(answers[-1]) if record.get("iErr") is None and answers else None
+    if text is None:
+        line, good = output_line(batch, record, endpoint)
+        return json.dumps(line, ensure_ascii=False).encode(), good
+    custom_id = str(record.get("id"))
+    rid = request_id(batch, custom_id)
+    head = json.dumps({"id": "batch_req_" + rid[4:], "custom_id": custom_id}, ensure_ascii=False)
+    response = f'{{"status_code": 200, "request_id": "{rid}", "body": {text}}}'
+    return f'{head[:-1]}, "response": {response}, "error": null}}'.encode(), True
 
 
 #: iErr codes of gpt4batch's own making (no HTTP answer behind them) → `error.code`.

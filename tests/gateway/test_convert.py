@@ -9,10 +9,11 @@ from typing import Any
 
 from gpt4batch.common.endpoints import CHAT
 from gpt4batch.common.messages import AskMessage, IErr
+from gpt4batch.common.received_answer import kept
 from gpt4batch.common.upstreams import UpstreamConfig
 from gpt4batch.services.caller.requests import prepared
 from gpt4batch.services.gateway.convert import convert_file
-from gpt4batch.services.gateway.result_lines import output_line
+from gpt4batch.services.gateway.result_lines import output_json, output_line
 from gpt4batch.services.gateway.serving import Serving
 from gpt4batch.services.mock_upstream import shapes
 
@@ -260,3 +261,24 @@ def test_each_endpoint_needs_its_input_and_no_stream(tmp_path: Path) -> None:
     for endpoint, (lines, param) in cases.items():
         result, _ = convert(tmp_path, lines, endpoint=endpoint)
         assert [e["param"] for e in result.errors] == [param], endpoint
+
+
+def test_an_answer_is_written_as_the_bytes_the_upstream_sent() -> None:
+    """Pretty-printed, escaped, with numbers as the upstream spelt them: the output line's
+    body is that text (line breaks dropped), not the JSON written again."""
+    received = (
+        b'{\n  "object": "embedding.list",\n  "data": [1.50, 1e-05, -0.0],\n'
+        b'  "name": "caf\\u00e9"\n}\n'
+    )
+    answer = json.loads(received)
+    record = {"id": "e1", "asks": [], "answers": [kept(answer, received)], "iErr": None}
+    data, good = output_json("b1", record, "/v1/embeddings")
+    assert good and b"\n" not in data
+    body_text = (
+        b'{  "object": "embedding.list",  "data": [1.50, 1e-05, -0.0],  "name": "caf\\u00e9"}'
+    )
+    assert data.endswith(b'"body": ' + body_text + b'}, "error": null}')
+    line = json.loads(data)
+    assert line["response"]["body"] == answer and line["custom_id"] == "e1"
+    assert output_line("b1", record, "/v1/embeddings")[0] == line  # the same line, parsed
+    assert kept(answer, None) is answer  # an assembled stream: kept parsed

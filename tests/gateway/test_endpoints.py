@@ -100,8 +100,12 @@ def test_each_endpoint_passes_the_body_whole_and_returns_the_upstreams_answer(
     assert done.status == "completed", done
     output = lines_of(client, done.output_file_id)
     assert [x["custom_id"] for x in output] == [x["custom_id"] for x in lines]
-    for line, request in zip(output, lines, strict=True):
+    texts = client.files.content(done.output_file_id).text.splitlines()
+    for line, request, text in zip(output, lines, texts, strict=True):
         body = line["response"]["body"]
+        # the body is the bytes the simulator sent (its compact JSON), not written again
+        sent = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        assert text.endswith(f'"body": {sent}}}, "error": null}}'), text[:300]
         parsed = TYPES[endpoint].model_validate(body)  # the SDK's own type
         assert body.get("usage"), line
         if endpoint == "/v1/responses":

@@ -207,7 +207,7 @@ def test_a_page_is_found_and_streamed_in_bounded_memory(tmp_path: Path) -> None:
             fh.seek(page.start)
             left = page.end - page.start
             while left > 0:
-                chunk, read = _next_chunk(fh, left, "batch_b", True)
+                chunk, read = _next_chunk(fh, left, "batch_b", "/v1/chat/completions")
                 left -= read
                 sent += len(chunk)
                 lines += chunk.count(b"\n")

@@ -3,6 +3,7 @@ SDK's types parse them) with `usage`, and the OpenAI client sends a body to them
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -68,11 +69,12 @@ def test_the_openai_client_sends_every_field_of_a_body_to_its_path(mock: MockUps
     body = {"model": "gpt-4o-mini", "input": "hi", "seed": 7, "tools": [],
             "text": {"verbosity": "low"}, "metadata": {"k": "v"}}  # fmt: skip
 
-    async def go(http: httpx.AsyncClient) -> dict[str, Any]:
+    async def go(http: httpx.AsyncClient) -> tuple[dict[str, Any], bytes | None]:
         config = UpstreamConfig(kind="openai", base_url=mock.url, access_token=mock.token)
         return await OpenAIClient(config, http).call_endpoint("/v1/responses", body)
 
-    answer = run(go)
+    answer, received = run(go)
+    assert received is not None and json.loads(received) == answer  # the bytes, kept
     assert answer["object"] == "response" and answer["metadata"] == {"k": "v"}
     assert answer["text"]["verbosity"] == "low"  # the simulator echoes what it was sent
     assert "message_id" not in answer  # the answer as the upstream sent it
