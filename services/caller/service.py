@@ -55,6 +55,7 @@ from gpt4batch.services.caller.paths import PathPolicy
 from gpt4batch.services.caller.registry import caller_registry
 from gpt4batch.services.caller.settings import CallerSettings
 from gpt4batch.services.caller.stopped import (
+    LISTEN_FIRST,
     StoppedBatches,
     before_first_call,
     first_call_guard,
@@ -113,7 +114,8 @@ class CallerService:
             ANSWERED_MEMORY if answered_memory is None else answered_memory
         )
         # Batches the gateway stopped: their asks are finished without a call.
-        self.stopped = StoppedBatches()
+        on_nsq = bool(settings.nsqd_tcp_address or settings.lookupd_http_address)
+        self.stopped = StoppedBatches(listen_first=LISTEN_FIRST if on_nsq else 0.0)
         self.instance = new_member_id()  # names this caller's channel of stop notices
         secret_files = settings.secret_files()
         if self.pool is not None and settings.accounts is not None:

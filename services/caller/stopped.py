@@ -10,6 +10,10 @@ An ask the caller had already taken when the stop came (waiting for a
 conversation place or for its calls/s slot) is checked again right before its
 first upstream call (`first_call_guard`): a stopped batch's ask ends there,
 unpaid, with the same iErr. Once a conversation has made a call it goes on.
+A caller on NSQ makes no call in its first `LISTEN_FIRST` seconds (counted
+from the first ask it gets, when its subscriptions are live): by then it has
+heard the stops the gateway is announcing, so a caller started after a cancel
+does not pay for that batch's queued asks.
 
 The memory is bounded (`memory` batches, the oldest forgotten first) and expiring:
 a stop is forgotten `ttl` seconds after it was last announced. The gateway
@@ -21,6 +25,7 @@ announcement.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -34,6 +39,9 @@ from gpt4batch.services.caller import metrics
 STOPPED_MEMORY = 10_000
 #: Seconds a stop is remembered after its last announcement (announced every few seconds).
 STOPPED_TTL = 600.0
+#: Seconds a caller on NSQ listens for stop notices before its first call: the gateway's
+#: announcement period (1 s, services/gateway/stops.py) and a margin.
+LISTEN_FIRST = 1.5
 
 
 class StoppedBatches:
@@ -44,10 +52,13 @@ class StoppedBatches:
         memory: int = STOPPED_MEMORY,
         ttl: float = STOPPED_TTL,
         clock: Callable[[], float] = time.monotonic,
+        listen_first: float = 0.0,
     ) -> None:
         self.memory = memory
         self.ttl = ttl
+        self.listen_first = listen_first
         self._clock = clock
+        self._heard_by: float | None = None
         self._stops: OrderedDict[str, tuple[StopReason, float]] = OrderedDict()
 
     def __len__(self) -> int:
@@ -63,6 +74,14 @@ class StoppedBatches:
         while stops and (len(stops) > self.memory or next(iter(stops.values()))[1] < now):
             stops.popitem(last=False)
         return new
+
+    def until_heard(self) -> float:
+        """Seconds until this caller has heard the stops being announced (`listen_first`
+        from the first time it is asked, i.e. its first ask; 0 after)."""
+        now = self._clock()
+        if self._heard_by is None:
+            self._heard_by = now + self.listen_first
+        return max(0.0, self._heard_by - now)
 
     def reason(self, batch: str) -> StopReason | None:
         """Why `batch` stopped, or None if it did not (or its stop has been forgotten)."""
@@ -90,11 +109,14 @@ def first_call_guard(
     acquire: Callable[[str], Awaitable[None]], stopped: StoppedBatches
 ) -> Callable[[str], Awaitable[None]]:
     """`acquire` (the limiter's wait for a calls/s slot), then, before a conversation's
-    first call, a `FinalError` with the stop's iErr if its batch was stopped meanwhile."""
+    first call, a `FinalError` with the stop's iErr if its batch was stopped meanwhile
+    (the first calls of a caller wait until it has heard the stops: `until_heard`)."""
 
     async def before_call(endpoint: str = "") -> None:
-        await acquire(endpoint)
         batch = _UNCALLED.get()
+        if batch is not None and (wait := stopped.until_heard()) > 0:
+            await asyncio.sleep(wait)  # before the slot: the calls/s pacing stays whole
+        await acquire(endpoint)
         if batch is None:
             return
         _UNCALLED.set(None)  # its later calls go on

@@ -19,7 +19,7 @@ from gpt4batch.services.gateway.settings import GatewaySettings
 from gpt4batch.services.gateway.store import Store
 from gpt4batch.services.gateway.tenants import Tenants, warn_if_shared
 from gpt4batch.services.gateway.webhooks.delivery import Webhooks
-from gpt4batch.services.gateway.window import fleet_concurrency
+from gpt4batch.services.gateway.window import registered_concurrency
 from gpt4batch.services.sink.settings import embedded_settings
 
 log = get_logger("gpt4batch.gateway")
@@ -44,7 +44,7 @@ class GatewayService:
             timeout=5.0,
             service="gateway",
         )
-        serving = FleetServing(
+        self.serving = serving = FleetServing(
             tuple(settings.upstream_endpoints), admin if has_nsq else None, settings.topic_prefix
         )
         self.batches = Batches(
@@ -77,12 +77,8 @@ class GatewayService:
     def register(self, bus: Bus) -> None:
         self.batches.bus = bus
         self.batches.stops.bus = bus  # stop notices to the callers
-        s = self.settings
-        self.batches.window.follow(  # the callers' concurrency, from their fleet on nsqd
-            fleet_concurrency(
-                s.topic_prefix, s.nsqd_tcp_address, s.lookupd_http_address, s.nsqd_http_address
-            )
-        )
+        # The callers' concurrency, from their registration on nsqd.
+        self.batches.window.follow(registered_concurrency(self.serving))
         self.batches.ledger.register(bus)  # its own batches' results, on its own channel
         self.batches.resume()  # drivers retry until the bus is up
 

@@ -5,24 +5,21 @@ published but not yet taken by a caller is finished unrun by the callers
 (stops.py). Either way the window bounds what a stop can still cost, so it is
 kept near what the fleet runs at once: twice the callers' concurrency, within
 [`FLOOR`, `CEILING`], read again every `interval` seconds. The concurrency is
-the fleet's, from its membership on nsqd (services/caller/limits/membership.py:
-the callers of the limit group named by the topic prefix, the default, share
-the smallest `--concurrency` they were started with). `--window` fixes it
-instead. Until the first read, and while no caller is registered (none runs,
-or they run `--limit-scope process` or another `--limit-group`), it is
-`FALLBACK`.
+the fleet's, from the callers' registration on nsqd (common/nsq/callers.py:
+each process-limited caller's `--concurrency`, plus each limit group's once).
+`--window` fixes it instead. Until the first read, and while no caller is
+registered, it is `FALLBACK`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
-
-import httpx
+from collections.abc import Awaitable, Callable
 
 from gpt4batch.common.logging import get_logger
-from gpt4batch.services.caller.limits.membership import discover_nodes, read_members, topic_for
+from gpt4batch.common.nsq.callers import fleet_concurrency
+from gpt4batch.services.gateway.serving import FleetServing
 
 log = get_logger("gpt4batch.gateway")
 
@@ -45,19 +42,14 @@ def window_for(concurrency: int | None) -> int:
     return max(FLOOR, min(CEILING, FACTOR * concurrency))
 
 
-def fleet_concurrency(
-    group: str, nsqd_tcp: Sequence[str], lookupd_http: Sequence[str], nsqd_http: Sequence[str]
-) -> ConcurrencySource:
-    """The concurrency the callers of limit group `group` share, read from nsqd."""
+def registered_concurrency(serving: FleetServing) -> ConcurrencySource:
+    """The concurrency of the callers registered on nsqd (None: none registered)."""
 
     async def read() -> int | None:
-        async with httpx.AsyncClient(timeout=5.0) as http:
-            nodes = await discover_nodes(http, nsqd_tcp, lookupd_http, nsqd_http)
-            view = await read_members(http, nodes, topic_for(group))
-        if view is None:
-            raise ConnectionError("no nsqd answered")
-        limits = [m.concurrency for m in view.members.values()]
-        return min(limits) if limits else None
+        callers = await serving.callers()
+        if callers is None:
+            raise ConnectionError("no nsqd answered")  # keep the last window
+        return fleet_concurrency(callers) if callers else None
 
     return read
 

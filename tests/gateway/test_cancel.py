@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
+
 from tests.gateway.test_openai_sdk import (
     TERMINAL,
     Gateway,
@@ -25,8 +27,8 @@ from tests.gateway.test_openai_sdk import (
     wait_status,
 )
 from tests.support.mock_upstream import MockUpstream
-from tests.support.nsq_servers import Nsqd
-from tests.support.pipeline import ServiceProcs, wait_for
+from tests.support.nsq_servers import Nsqd, Nsqlookupd, run_nsqd
+from tests.support.pipeline import ServiceProcs, nsq_flags, wait_for
 
 LINES = 300
 CONCURRENCY = 16
@@ -91,3 +93,52 @@ def test_a_cancel_one_second_after_create_stops_the_calls(
     for lines in (output, errors):  # each file in input order
         seqs = [int(line["custom_id"][1:]) for line in lines]
         assert seqs == sorted(seqs)
+
+
+def caller_depth(nsqd: Nsqd, topic: str) -> int:
+    """Messages waiting on the asks topic's caller channel (nsqd's /stats)."""
+    stats = httpx.get(
+        f"http://{nsqd.http_address}/stats", params={"format": "json", "topic": topic}, timeout=5
+    ).json()
+    return sum(
+        channel["depth"]
+        for found in stats.get("topics") or []
+        for channel in found.get("channels") or []
+        if channel["channel_name"] == "caller"
+    )
+
+
+def test_a_caller_started_after_the_cancel_makes_no_call(
+    nsqlookupd: Nsqlookupd, topic_prefix: str, tmp_path: Path
+) -> None:
+    """The stop is announced again until the batch is over and a new caller listens before
+    its first call: asks published before the cancel, with no caller running, are all
+    answered `batch_cancelled` by a caller started afterwards, without one call. On an
+    nsqd as deployed (`--mem-queue-size=0`): nothing announced before the caller came is
+    kept for it."""
+    lines, window = 40, 12
+    with (
+        run_nsqd(tmp_path, nsqlookupd, "--mem-queue-size=0", name="nsqd-disk") as nsqd,
+        ServiceProcs(tmp_path, nsq_flags(nsqd, nsqlookupd, topic_prefix)) as procs,
+        MockUpstream("--seed", "6") as mock,
+    ):
+        gateway = Gateway(procs, tmp_path / "gw", "--window", str(window)).start()
+        client = gateway.client()
+        data = jsonl([request(f"r{i}", f"question {i}") for i in range(lines)])
+        batch = create(client, upload(client, data))
+        asks = f"{topic_prefix}.asks"
+        wait_for(lambda: caller_depth(nsqd, asks) == window, 60, "the window published")
+        assert client.batches.cancel(batch.id).status == "cancelling"
+        time.sleep(1.5)  # the first announcements reach no caller
+        # Process scope: no fleet join hold to hide a call made before the stop is heard.
+        start_caller(procs, mock, "--concurrency", "8", "--limit-scope", "process")
+        done = wait_status(client, batch.id, TERMINAL, procs, 60)
+        calls = mock.stats()["calls"].get("chat.completions", 0)
+        errors = lines_of(client, done.error_file_id)
+    assert done.status == "cancelled", done
+    assert calls == 0
+    counts = done.request_counts
+    assert (counts.total, counts.completed, counts.failed) == (lines, 0, 0)
+    assert done.output_file_id is None
+    assert [e["custom_id"] for e in errors] == [f"r{i}" for i in range(lines)]
+    assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
