@@ -200,7 +200,7 @@ async def _assemble(lines: AsyncIterator[str]) -> Answer:
             continue
         data = line[5:].strip()
         if data == "[DONE]":
-            return {
+            answer = {
                 "id": meta.get("id"),
                 "object": "chat.completion",
                 "created": meta.get("created", int(time.time())),
@@ -214,6 +214,9 @@ async def _assemble(lines: AsyncIterator[str]) -> Answer:
                 ],
                 "streamed": True,
             }
+            if "usage" in meta:  # `stream_options: {"include_usage": true}`: the last chunk's
+                answer["usage"] = meta["usage"]
+            return answer
         try:
             chunk = json.loads(data)
             choice = chunk["choices"][0] if chunk.get("choices") else {}
@@ -223,6 +226,8 @@ async def _assemble(lines: AsyncIterator[str]) -> Answer:
         for key in ("id", "created", "model"):
             if key in chunk and key not in meta:
                 meta[key] = chunk[key]
+        if isinstance(chunk.get("usage"), dict):
+            meta["usage"] = chunk["usage"]
         role = delta.get("role") or role
         if isinstance(delta.get("content"), str):
             pieces.append(delta["content"])

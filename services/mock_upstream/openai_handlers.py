@@ -178,6 +178,13 @@ class OpenAIChatHandler(TokenCharged):
         ]
         if self.fault != "truncate":
             out.append(b"data: " + dumps(shapes.chunk(completion_id, model, {}, "stop")) + b"\n\n")
+            options = body.get("stream_options")
+            if isinstance(options, dict) and options.get("include_usage"):
+                prompt = estimate_prompt_tokens(body)
+                usage = shapes.completion(completion_id, model, reply, prompt, tokens)["usage"]
+                last = shapes.chunk(completion_id, model, {}, None)
+                last.update(choices=[], usage=usage)  # the API's usage chunk: no choices
+                out.append(b"data: " + dumps(last) + b"\n\n")
             out.append(b"data: [DONE]\n\n")
         self.finish(b"".join(out))
 

@@ -78,3 +78,20 @@ def test_the_openai_client_sends_every_field_of_a_body_to_its_path(mock: MockUps
     assert answer["object"] == "response" and answer["metadata"] == {"k": "v"}
     assert answer["text"]["verbosity"] == "low"  # the simulator echoes what it was sent
     assert "message_id" not in answer  # the answer as the upstream sent it
+
+
+def test_a_streamed_chat_request_is_assembled_with_the_usage_of_its_last_chunk(
+    mock: MockUpstream,
+) -> None:
+    body = {"model": "m", "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "stream me"}]}  # fmt: skip
+
+    async def go(http: httpx.AsyncClient) -> tuple[dict[str, Any], bytes | None]:
+        config = UpstreamConfig(kind="openai", base_url=mock.url, access_token=mock.token)
+        return await OpenAIClient(config, http).call_endpoint("/v1/chat/completions", body)
+
+    answer, received = run(go)
+    assert received is None  # a stream has no one body to keep: assembled instead
+    completion = ChatCompletion.model_validate(answer)
+    assert "stream me" in (completion.choices[0].message.content or "")
+    assert completion.usage is not None and completion.usage.completion_tokens > 0
