@@ -15,6 +15,7 @@ import pydantic_core
 from gpt4batch.common.bus import Bus
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.messages import Ask
+from gpt4batch.common.received_answer import received_json
 
 log = get_logger("gpt4batch.caller")
 
@@ -23,9 +24,15 @@ def feed_bodies(asks: Sequence[Ask], answers: Sequence[dict[str, Any]], folder: 
     """One `FeedMessage` body per answered ask, in order (the answers line up with the asks),
     each answer as the upstream sent it."""
     return [
-        pydantic_core.to_json({"ask": ask.content, "answer": answer, "dir": folder})
+        pydantic_core.to_json({"ask": ask.content, "answer": _as_sent(answer), "dir": folder})
         for ask, answer in zip(asks, answers, strict=False)
     ]
+
+
+def _as_sent(answer: dict[str, Any]) -> Any:
+    """An answer kept as the text received (a request sent whole) as the object it is."""
+    text = received_json(answer)
+    return answer if text is None else pydantic_core.from_json(text)
 
 
 async def publish_feed(

@@ -9,10 +9,11 @@ import json
 from typing import Any
 
 from gpt4batch.common.messages import Ask, AskMessage, EndpointRequest, Record
-from gpt4batch.common.received_answer import received_json
+from gpt4batch.common.received_answer import kept, received_json
 from gpt4batch.common.retry import RetryPolicy
 from gpt4batch.common.upstreams import ConversationState
 from gpt4batch.services.caller.conversation import ConversationRunner
+from gpt4batch.services.caller.feed import feed_bodies
 
 #: An upstream's answer as it sent it (pretty-printed, as OpenAI does).
 RECEIVED = b"""{
@@ -79,3 +80,9 @@ def test_a_chat_only_kind_runs_a_chat_request_as_an_ask() -> None:
     outcome, client = run("gpt4api", "/v1/chat/completions", {"model": "m", "messages": messages})
     assert outcome.ok and client.sent == []
     assert client.asked == ["System: Be brief.\n\nUser: 2+2?"]
+
+
+def test_the_feed_gets_an_answer_kept_as_received_as_the_object_it_is() -> None:
+    answer = json.loads(RECEIVED)
+    [body] = feed_bodies([Ask(id="request", content="")], [kept(answer, RECEIVED)], "/d")
+    assert json.loads(body)["answer"] == answer
