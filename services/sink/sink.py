@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import math
 import os
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from gpt4batch.common.bus import Bus, Delivery
 from gpt4batch.common.errors import Poison
@@ -50,14 +48,13 @@ from gpt4batch.services.sink.appender import Fsync
 from gpt4batch.services.sink.arrival import ArrivalOutput
 from gpt4batch.services.sink.elsewhere import FILE_NAME, FinishedElsewhere
 from gpt4batch.services.sink.ledger import BatchLedger, journal_batch
+from gpt4batch.services.sink.ledger.dead_letter import dead_letter_body
 from gpt4batch.services.sink.ledger.output import write_output
 from gpt4batch.services.sink.pool import LedgerPool, Limits, StaleBatch
 
 log = get_logger("gpt4batch.sink")
 
 RETRY_COMPLETION_SECONDS = 0.5
-_BATCH = re.compile(r'"batch":("(?:[^"\\]|\\.)*")')
-_SEQ = re.compile(r'"seq":(\d+)')
 
 OnRecord = Callable[[ResultMessage], None]
 BatchHook = Callable[[str], None]
@@ -77,25 +74,6 @@ def batch_file_stem(batch: str) -> str:
 
 def _stem(out: Path) -> str:
     return out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
-
-
-def dead_letter_body(letter: DeadLetter) -> dict[str, Any] | None:
-    """The dead message's body as a dict; from a truncated body, at least batch and seq.
-
-    None for the letter of a refused (unauthenticated) message: a forgery's letter must
-    not turn its record into a failed line (the real answer is still to come).
-    """
-    if letter.unauthenticated:
-        return None
-    text = letter.body or ""
-    try:
-        body = json.loads(text)
-    except (ValueError, RecursionError):
-        batch, seq = _BATCH.search(text), _SEQ.search(text)
-        if batch is None or seq is None:
-            return None
-        return {"batch": json.loads(batch.group(1)), "seq": int(seq.group(1))}
-    return body if isinstance(body, dict) and isinstance(body.get("batch"), str) else None
 
 
 class Sink:

@@ -7,6 +7,8 @@ what never comes.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from gpt4batch.common.errors import IErrCode
@@ -14,6 +16,27 @@ from gpt4batch.common.messages import DeadLetter, DownloadResult, Record, Result
 
 #: iErr code of a record whose message was dead-lettered (it could never be handled).
 DEAD_LETTERED = int(IErrCode.DEAD_LETTERED)
+_BATCH = re.compile(r'"batch":("(?:[^"\\]|\\.)*")')
+_SEQ = re.compile(r'"seq":(\d+)')
+
+
+def dead_letter_body(letter: DeadLetter) -> dict[str, Any] | None:
+    """The dead message's body as a dict; from a truncated body, at least batch and seq.
+
+    None for the letter of a refused (unauthenticated) message: a forgery's letter must
+    not turn its record into a failed line (the real answer is still to come).
+    """
+    if letter.unauthenticated:
+        return None
+    text = letter.body or ""
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError):
+        batch, seq = _BATCH.search(text), _SEQ.search(text)
+        if batch is None or seq is None:
+            return None
+        return {"batch": json.loads(batch.group(1)), "seq": int(seq.group(1))}
+    return body if isinstance(body, dict) and isinstance(body.get("batch"), str) else None
 
 
 def failed_download(batch: str, letter: DeadLetter, body: dict[str, Any]) -> DownloadResult | None:
