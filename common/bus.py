@@ -52,6 +52,11 @@ class Delivery(Protocol):
     @property
     def attempts(self) -> int: ...
 
+    @property
+    def body(self) -> bytes:
+        """The bytes received (e.g. to check a signed claim with `Bus.signed`)."""
+        ...
+
     def touch(self) -> None: ...
 
 
@@ -159,15 +164,33 @@ class Bus(abc.ABC):
         self._published_counters: dict[str, Any] = {}
 
     # --- publishing -----------------------------------------------------------
-    async def publish(self, topic: str, body: BaseModel | bytes, *, verbatim: bool = False) -> None:
+    async def publish(
+        self,
+        topic: str,
+        body: BaseModel | bytes,
+        *,
+        verbatim: bool = False,
+        signed: bool = False,
+    ) -> None:
         """Publish one message; returns once the transport has accepted it durably.
 
         On an authenticated topic the body gets this bus's authenticator, unless
         `verbatim`: bytes replayed as they were received keep theirs (or none), so a
-        replayed forgery stays one.
+        replayed forgery stays one. `signed`: on an open topic too, for a claim only our
+        services may make (a manifest naming its finisher); consumers check it with
+        `signed()`, and those that do not look ignore the extra field.
         """
-        await self._publish(self._topic(topic), [self._signed(topic, body, verbatim)])
+        data = self._signed(topic, body, verbatim)
+        if signed and not verbatim and topic not in self._authenticated:
+            data = self.authenticator.sign(topic, data)
+        await self._publish(self._topic(topic), [data])
         self._published(topic).inc()
+
+    def signed(self, topic: str, delivery: Delivery) -> bool:
+        """Whether `delivery` on `topic` carries a valid authenticator of this bus's secret:
+        published by one of our services (on an authenticated topic the dispatcher has
+        checked it already; this is for signed claims on open topics)."""
+        return self.authenticator.verify(topic, delivery.body) is None
 
     async def publish_many(self, topic: str, bodies: Sequence[BaseModel | bytes]) -> None:
         """Publish several messages (MPUB on NSQ); returns once all are accepted."""

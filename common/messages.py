@@ -404,11 +404,21 @@ class DownloadResult(_Body):
     error: str | None = None
 
 
+class Finishers:
+    """Values of `BatchManifest.finisher`: who writes a batch's output."""
+
+    FILE_SINK = "sink"  # `gpt4batch sink` (the default)
+    GATEWAY = "gateway"  # the Batch API gateway, from its own ledger
+    RUN = "run"  # `gpt4batch run`, beside its input
+
+
 class BatchManifest(_Body):
     """Announces a batch and how many records it holds (topic `…batches`).
 
     Optional for a stream of asks; with it the sink completes the batch once
-    every seq below `total` has a line.
+    every seq below `total` has a line. `finisher` says who writes the batch: a file
+    sink leaves a batch another owner finishes (the gateway, `run`) alone, but only
+    when the manifest is signed by our services (the topic is open).
     """
 
     kind: ClassVar[str] = "BatchManifest"
@@ -423,6 +433,14 @@ class BatchManifest(_Body):
         default=None,
         description="With status complete: the tokens and cost of the batch's calls, summed "
         "(`records`: how many results carried a usage).",
+    )
+    finisher: str = Field(
+        default=Finishers.FILE_SINK,
+        min_length=1,
+        max_length=64,
+        description="Who writes the batch's output: 'sink' (the file sink, the default "
+        "for other producers and older messages), 'gateway' or 'run'. A file sink honours "
+        "another name only on a manifest signed with the services' secret.",
     )
 
 

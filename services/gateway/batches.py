@@ -34,7 +34,7 @@ from typing import Any
 
 from gpt4batch.common.bus import Bus
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.messages import BatchManifest, StopReason
+from gpt4batch.common.messages import BatchManifest, Finishers, StopReason
 from gpt4batch.common.topics import Channels
 from gpt4batch.common.usage import batch_api_usage
 from gpt4batch.services.gateway import expiry, metrics
@@ -352,10 +352,16 @@ class Batches:
             log.info("batch failed validation", batch=batch.id, errors=result.error_count)
         else:
             assert self.bus is not None
-            manifest = BatchManifest(batch=batch.id, total=batch.total, input=batch.input_file_id)
+            manifest = BatchManifest(
+                batch=batch.id,
+                total=batch.total,
+                input=batch.input_file_id,
+                finisher=Finishers.GATEWAY,
+            )
             ledger = await self.sink.ledger(manifest.batch)  # the total, before any result
             await ledger.set_manifest(manifest)
-            await self.bus.publish(self.bus.topics.batches, manifest)  # for file sinks too
+            # Signed: a file sink on the same bus then leaves the batch to us.
+            await self.bus.publish(self.bus.topics.batches, manifest, signed=True)
             batch.status, batch.in_progress_at = "in_progress", now
             metrics.LINES.labels("input").inc(batch.total)
             log.info("batch accepted", batch=batch.id, total=batch.total, format=batch.format)

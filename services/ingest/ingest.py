@@ -22,7 +22,13 @@ from pydantic import ValidationError
 from gpt4batch.common.authenticator import OVERHEAD as AUTHENTICATOR_OVERHEAD
 from gpt4batch.common.bus import Bus
 from gpt4batch.common.logging import get_logger
-from gpt4batch.common.messages import SCHEMA_VERSION, BatchManifest, Record, ResultMessage
+from gpt4batch.common.messages import (
+    SCHEMA_VERSION,
+    BatchManifest,
+    Finishers,
+    Record,
+    ResultMessage,
+)
 from gpt4batch.services.ingest import metrics
 from gpt4batch.services.ingest.checkpoint import PublishedSeqs
 from gpt4batch.services.ingest.publisher import ChunkedPublisher
@@ -99,6 +105,7 @@ async def ingest(
     published: PublishedSeqs | None = None,
     resume: bool = True,
     off_loop: bool = False,
+    finisher: str = Finishers.FILE_SINK,
 ) -> IngestSummary:
     """Validate and publish every line, then the BatchManifest; returns the counts.
 
@@ -113,7 +120,8 @@ async def ingest(
     published: they are skipped the same way and newly acknowledged ones are
     added, so a re-run after a kill publishes only the rest. The index applies
     only while the cluster has a trace of the batch (`resume.open_index`);
-    `resume` False starts it afresh.
+    `resume` False starts it afresh. `finisher` (the manifest's) says who writes the
+    batch; another than the file sink's is signed, so a file sink leaves the batch alone.
     """
     try:
         BatchManifest(batch=batch, total=0)
@@ -193,8 +201,9 @@ async def ingest(
         input=input_path,
         input_sha256=input_sha256,
         input_size=input_size,
+        finisher=finisher,
     )
-    await bus.publish(bus.topics.batches, manifest)
+    await bus.publish(bus.topics.batches, manifest, signed=finisher != Finishers.FILE_SINK)
     summary.seconds = time.monotonic() - summary.started
     if progress is not None:
         progress(summary)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt4batch.common.bus import Bus
+from gpt4batch.common.messages import Finishers
 from gpt4batch.common.service import EXIT_ABORTED, EXIT_OK
 from gpt4batch.services.ingest.ingest import IngestSummary, ingest
 from gpt4batch.services.ingest.reader import file_sha256, open_input, read_lines
@@ -74,6 +75,7 @@ class RunJob:
                 max_line_bytes=MAX_LINE_BYTES,
                 skip=self.ledger.seen.__contains__,
                 off_loop=True,  # the caller and sink share this loop
+                finisher=Finishers.RUN,  # a file sink on the same bus leaves it to the run
             )
         self.summary = summary
         self.on_ingested(summary)

@@ -19,6 +19,18 @@ DUPLICATES = Counter(
     "Redelivered messages dropped because their line is already written, by kind.",
     ["kind"],
 )
+NOT_OURS = Counter(
+    f"{NAMESPACE}_sink_not_ours_dropped_total",
+    "Messages finished unwritten because another owner writes their batch (at the file sink: "
+    "the gateway or `run`, named by a signed manifest; on their own channels: other batches' "
+    "copies), by kind (result, part, download, dead, manifest).",
+    ["kind"],
+)
+UNSIGNED_CLAIMS = Counter(
+    f"{NAMESPACE}_sink_unsigned_finisher_claims_total",
+    "Manifests naming another finisher without a valid authenticator: the claim is ignored "
+    "and the file sink writes the batch (a forgery, or a publisher with another secret).",
+)
 FSYNC_SECONDS = Histogram(
     f"{NAMESPACE}_sink_fsync_seconds",
     "Time of one batched write + fsync.",

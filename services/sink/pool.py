@@ -22,6 +22,10 @@ open files. The bounds (`Limits`, options of `gpt4batch sink`):
   publishes a manifest (never removed) or reads results on its own channel.
 - No seq at or above `max_records`: the ledger keeps a bit per record.
 
+A batch handed over to its owner (`hand_over`: its signed manifest names the gateway or
+`run` as finisher, see elsewhere.py) gives its place at once, and the files it had here
+without a manifest are removed.
+
 The per-batch gauges are bounded on their own (`metrics.BatchGauges`, the most
 recently active batches): a batch dropped from memory keeps them, so a completed
 one shows written = expected on the dashboard and a stalled one stays in view.
@@ -206,6 +210,27 @@ class LedgerPool:
         del self._tasks[ledger.out]
         self._used.pop(ledger.out, None)
         return True
+
+    async def hand_over(self, batch: str) -> None:
+        """`batch` is finished elsewhere: forget its ledger and remove the files it left here
+        while it had no manifest (Requeue while one of its messages is being written)."""
+        path = self.path_for(batch)
+        if path in self._busy:
+            raise Requeue(f"a message of batch {batch!r} is being written; handed over after it")
+        task = self._tasks.pop(path, None)
+        self._used.pop(path, None)
+        self._dropped.pop(path, None)
+        if task is not None:
+            with suppress(Exception):  # a ledger that failed to load has nothing open
+                ledger = await task
+                await ledger.close()
+        if _announced(path) or self.keep(path):
+            log.warning(
+                "batch finished elsewhere has files of its own here: kept", output=str(path)
+            )
+            return
+        if any([_unlink(p) for p in _ledger_files(path)]):
+            log.info("removed the files of a batch finished elsewhere", output=str(path))
 
     async def _drop(self, path: Path) -> None:
         ledger = self._tasks[path].result()

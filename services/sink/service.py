@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from gpt4batch.common.bus import Bus
+from gpt4batch.common.bus import Bus, Delivery
 from gpt4batch.common.messages import (
     BatchManifest,
     DeadLetter,
@@ -82,7 +82,12 @@ class SinkService:
         pieces = PartAssembler(
             self.sink.handle_result, wait=self.settings.part_wait_seconds, max_held=held_limit(mif)
         )
-        bus.subscribe(topics.result_parts, channel, ResultPart, pieces.handle, max_in_flight=mif)
+
+        async def handle_part(part: ResultPart, delivery: Delivery) -> None:
+            if not self.sink.skips(part.batch, "part"):  # not held for a batch not ours
+                await pieces.handle(part, delivery)
+
+        bus.subscribe(topics.result_parts, channel, ResultPart, handle_part, max_in_flight=mif)
 
     async def start(self) -> None:
         await self.sink.start()

@@ -15,6 +15,10 @@ completes again). The finisher is given by the owner through the constructor:
 - `gpt4batch run` (`only_batch`): its output beside the input, and the run ends;
 - the gateway: the batch to `finalizing`, its driver writes the API's files.
 `on_progress` tells the owner that a batch's ledger changed.
+
+A file sink receives every batch on the bus, also those the gateway or `run` finish
+themselves: a signed manifest naming another finisher hands the batch over
+(`elsewhere.py`), and its messages are then finished unwritten, with no ledger or files.
 """
 
 from __future__ import annotations
@@ -37,12 +41,14 @@ from gpt4batch.common.messages import (
     BatchManifest,
     DeadLetter,
     DownloadResult,
+    Finishers,
     ResultMessage,
     UsageLine,
 )
 from gpt4batch.services.sink import metrics
 from gpt4batch.services.sink.appender import Fsync
 from gpt4batch.services.sink.arrival import ArrivalOutput
+from gpt4batch.services.sink.elsewhere import FILE_NAME, FinishedElsewhere
 from gpt4batch.services.sink.ledger import BatchLedger, journal_batch
 from gpt4batch.services.sink.ledger.output import write_output
 from gpt4batch.services.sink.pool import LedgerPool, Limits, StaleBatch
@@ -130,6 +136,11 @@ class Sink:
         # late copy of a message would load it again and finish it a second time.
         self._forget_completed = finisher is None
         self.bus: Bus | None = None
+        #: The file sink's batches another owner finishes (None: this sink has an owner's
+        #: finisher, and `owns`/`only_batch` say what is its own).
+        self.elsewhere = (
+            FinishedElsewhere(self._elsewhere_path(), fsync=fsync) if finisher is None else None
+        )
         self.stream = stream
         # `run` sinks its own batch only, however long it takes: no age bound there.
         self.limits = limits or (Limits(max_unannounced_age=math.inf) if only_batch else Limits())
@@ -139,6 +150,12 @@ class Sink:
 
     def _is_out(self, path: Path) -> bool:
         return path == self.out
+
+    def _elsewhere_path(self) -> Path:
+        if self.out_dir is not None:
+            return self.out_dir / FILE_NAME
+        assert self.out is not None
+        return self.out.with_name(f".{_stem(self.out)}{FILE_NAME}")
 
     def path_for(self, batch: str) -> Path:
         """The output path of `batch` (its ledger files sit beside it)."""
@@ -182,6 +199,8 @@ class Sink:
             assert self.out_dir is not None
             self.out_dir.mkdir(parents=True, exist_ok=True)
             manifests = list(self.out_dir.glob("*.manifest.json"))
+        if self.elsewhere is not None:
+            await asyncio.to_thread(self.elsewhere.load)
         for manifest_path in sorted(manifests):
             done = manifest_path.with_name(manifest_path.name[: -len("manifest.json")] + "done")
             if done.exists():
@@ -218,10 +237,20 @@ class Sink:
 
     def _foreign(self, batch: str) -> bool:
         """Another run's (or gateway's) message on this one's own channel: a copy, finished
-        and ignored."""
+        and ignored; at the file sink, a batch another owner finishes."""
         if self.owns is not None and not self.owns(batch):
             return True
+        if self.elsewhere is not None and batch in self.elsewhere:
+            return True
         return self.only_batch is not None and batch != self.only_batch
+
+    def skips(self, batch: str, kind: str) -> bool:
+        """Whether a message (`kind`: a metric label) of `batch` is not this sink's to
+        write: it is finished unwritten, and counted."""
+        if not self._foreign(batch):
+            return False
+        metrics.NOT_OURS.labels(kind).inc()
+        return True
 
     def _progressed(self, batch: str) -> None:
         if self.on_progress is not None:
@@ -229,7 +258,7 @@ class Sink:
 
     # --- handlers ----------------------------------------------------------------
     async def handle_result(self, msg: ResultMessage, delivery: Delivery) -> None:
-        if self._foreign(msg.batch):
+        if self.skips(msg.batch, "result"):
             return
         self.limits.check_seq(msg.batch, msg.seq)
         async with self.pool.use(msg.batch) as ledger:
@@ -249,7 +278,7 @@ class Sink:
         outcomes: list[Exception | None] = [None] * len(items)
         groups: dict[str, list[int]] = {}
         for i, (msg, _) in enumerate(items):
-            if self._foreign(msg.batch):
+            if self.skips(msg.batch, "result"):
                 continue
             try:
                 self.limits.check_seq(msg.batch, msg.seq)
@@ -258,6 +287,9 @@ class Sink:
                 continue
             groups.setdefault(msg.batch, []).append(i)
         for batch, indexes in groups.items():
+            if self._foreign(batch):  # handed over while an earlier group was written
+                metrics.NOT_OURS.labels("result").inc(len(indexes))
+                continue
             try:
                 async with self.pool.use(batch) as ledger:
                     msgs = [items[i][0] for i in indexes]
@@ -277,7 +309,7 @@ class Sink:
         return outcomes
 
     async def handle_download(self, msg: DownloadResult, delivery: Delivery) -> None:
-        if self._foreign(msg.batch):
+        if self.skips(msg.batch, "download"):
             return
         async with self.pool.use(msg.batch) as ledger:
             if await ledger.add_download(msg) and ledger.completed:
@@ -294,7 +326,7 @@ class Sink:
         if letter.topic not in (topics.asks, topics.results, topics.result_parts, topics.downloads):
             return
         body = dead_letter_body(letter)
-        if body is None or self._foreign(body["batch"]):
+        if body is None or self.skips(body["batch"], "dead"):
             return
         seq = body.get("seq")
         if isinstance(seq, int) and seq >= self.limits.max_records:
@@ -308,8 +340,21 @@ class Sink:
         self._progressed(body["batch"])
 
     async def handle_manifest(self, msg: BatchManifest, delivery: Delivery) -> None:
-        if msg.status != "published" or self._foreign(msg.batch):
+        if msg.status != "published":
             return  # our own (or another sink's) completion notice
+        if self.elsewhere is not None and msg.finisher != Finishers.FILE_SINK:
+            if self.bus is not None and self.bus.signed(self.bus.topics.batches, delivery):
+                await self.elsewhere.add(msg.batch, msg.finisher)  # on disk, then its files go
+                await self.pool.hand_over(msg.batch)
+                return
+            metrics.UNSIGNED_CLAIMS.inc()  # the topic is open: anyone could claim a batch
+            log.warning(
+                "manifest names another finisher but is not signed: the batch is written here",
+                batch=msg.batch,
+                finisher=msg.finisher,
+            )
+        if self.skips(msg.batch, "manifest"):
+            return
         if msg.total > self.limits.max_records:
             raise Poison(
                 f"batch {msg.batch!r} announces {msg.total} records, more than the sink's "

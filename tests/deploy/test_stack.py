@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gpt4batch.services.sink.elsewhere import FILE_NAME
 from tests.deploy.stack_support import running_stack, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,12 +74,23 @@ def batch_api_round_trip(stack: dict[str, Any]) -> None:
     def finished() -> bool:
         return client.batches.retrieve(batch.id).status in ("completed", "failed", "cancelled")
 
-    wait_for("the Batch API batch", finished, 60, Path(stack["logs"]))
+    logs = Path(stack["logs"])
+    wait_for("the Batch API batch", finished, 60, logs)
     done = client.batches.retrieve(batch.id)
     assert done.status == "completed" and done.request_counts.total == 3, done
     assert (
         client.files.content(done.output_file_id).text.count("\n") == done.request_counts.completed
     )
+    # The file sink beside the gateway leaves the gateway's batch to it (issue 20): no file
+    # for it in the outbox, only its id among the batches finished elsewhere.
+    outbox = Path(stack["outbox"])
+    handed_over = outbox / FILE_NAME
+
+    def left_alone() -> bool:
+        named = [p for p in outbox.iterdir() if p.name.startswith(batch.id)]
+        return handed_over.exists() and batch.id in handed_over.read_text() and not named
+
+    wait_for("the file sink to leave the gateway's batch alone", left_alone, 30, logs)
 
 
 def dashboard_expressions() -> list[str]:

@@ -2,8 +2,8 @@
 
 Asks and batch manifests are open by design (the documented way in); results, result
 parts, download jobs, downloaded notices, batch stop notices and dead letters carry an
-authenticator
-(common/authenticator.py). Here a made-up result or dead letter is `/pub`lished to the
+authenticator (common/authenticator.py), and so does a manifest's claim that another owner
+than the file sink finishes its batch. Here a made-up result or dead letter is `/pub`lished to the
 test's real nsqd while a real gateway (driven with the `openai` SDK) or a real sink is
 waiting for the real answer: the forgery is refused and counted, the batch does not
 complete on it, and the real answer, once it comes, is what the output holds.
@@ -34,6 +34,7 @@ from gpt4batch.common.messages import (
 from gpt4batch.common.nsq.bus import NsqBus
 from gpt4batch.common.result_parts import split_result
 from gpt4batch.common.settings import BaseServiceSettings
+from gpt4batch.services.sink.elsewhere import FILE_NAME
 from tests.downloader.fileserver import serve_files
 from tests.gateway.test_openai_sdk import (
     Gateway,
@@ -298,6 +299,49 @@ def test_forged_downloaded_notice_does_not_complete_a_download_or_a_batch(
     publish_signed(nsqd, nsqlookupd, topic_prefix, downloaded, notice("a" * 64))
     wait_for(lambda: (out_dir / "b3.done").exists(), 60, "the batch", procs.assert_alive)
     assert "a" * 64 in rows.read_text() and "f" * 64 not in rows.read_text()
+
+
+def sink_counter(metrics_port: int, name: str) -> float:
+    """A counter without labels on a service's /metrics (its name without `_total`)."""
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        if family.name == name:
+            return sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return 0.0
+
+
+def test_forged_finisher_claim_does_not_make_the_file_sink_drop_a_batch(
+    procs: ServiceProcs, nsqd: Nsqd, nsqlookupd: Nsqlookupd, topic_prefix: str, tmp_path: Path
+) -> None:
+    """The gateway's and run's manifests name them as the batch's finisher, and a file sink
+    then drops that batch's messages unwritten. Manifests are open: a made-up manifest
+    claiming another finisher for someone else's batch (unsigned, or with a guessed
+    authenticator) must not make the file sink drop it."""
+    out_dir = tmp_path / "out"
+    procs.start("sink", "sink", "--out-dir", str(out_dir))
+    metrics_port = procs.metrics_ports["sink"]
+    batches = f"{topic_prefix}.batches"
+    claim = BatchManifest(batch="b5", total=1, finisher="gateway").model_dump_json().encode()
+    pub(nsqd, batches, claim)
+    pub(nsqd, batches, claim[:-1] + b',"auth":"' + b"0" * 64 + b'"}')
+    unsigned = "gpt4batch_sink_unsigned_finisher_claims"
+
+    def settled() -> bool:  # both claims ignored (the fix), or the batch handed over (attack)
+        return sink_counter(metrics_port, unsigned) >= 2 or (out_dir / FILE_NAME).exists()
+
+    wait_for(settled, 60, "the sink to handle the forged claims", procs.assert_alive)
+
+    # The batch's real result and manifest: the file sink writes it as always.
+    real = Record.model_validate(
+        {"id": "r0", "asks": [{"id": "a0", "content": "hi"}], "answers": [{"message_id": "m"}]}
+    )
+    result = ResultMessage(batch="b5", seq=0, record=real)
+    publish_signed(nsqd, nsqlookupd, topic_prefix, f"{topic_prefix}.results", result)
+    pub(nsqd, batches, BatchManifest(batch="b5", total=1).model_dump_json().encode())
+    wait_for(lambda: (out_dir / "b5.done").exists(), 60, "the batch", procs.assert_alive)
+    assert [line["id"] for line in read_jsonl(out_dir / "b5.jsonl")] == ["r0"]
+    assert not (out_dir / FILE_NAME).exists()
+    assert sink_counter(metrics_port, unsigned) == 2
 
 
 def test_forged_cancel_does_not_stop_a_batch(

@@ -31,6 +31,7 @@ def run(coro: Awaitable[Any], timeout: float = 30) -> Any:
 class FakeDelivery:
     id = "0000000000000001"
     attempts = 1
+    body = b""
 
     def touch(self) -> None:
         pass
