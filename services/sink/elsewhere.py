@@ -4,8 +4,8 @@ Their signed manifest names their finisher (`BatchManifest.finisher`); from then
 file sink finishes their messages unwritten and keeps no ledger or files for them. So a
 restart still knows them, their ids are appended to one file in the sink's folder
 (`.finished-elsewhere.jsonl`, one fsynced line each, before the manifest is finished);
-lines older than `keep_seconds` are left out when it is read at start, so it stays as
-small as the batches of the last days.
+batches older than `keep_seconds` are forgotten, and the file is rewritten without them
+at start and whenever they are most of it, so it stays as small as the last days' batches.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ class FinishedElsewhere:
         self.path = path
         self.keep_seconds = keep_seconds
         self.fsync = fsync
-        self._batches: dict[str, float] = {}
+        self._batches: dict[str, float] = {}  # in the order added: the oldest first
+        self._lines = 0  # in the file
         self._lock = asyncio.Lock()
 
     def __contains__(self, batch: str) -> bool:
@@ -59,10 +60,9 @@ class FinishedElsewhere:
                 continue  # a line torn by a crash: its manifest was not finished, comes again
             if at >= oldest:
                 self._batches[batch] = at
-        if len(self._batches) < len(lines):
-            with atomic_output(self.path, self.fsync) as out:
-                for batch, at in self._batches.items():
-                    out.write(_line(batch, at))
+        self._lines = len(lines)
+        if len(self._batches) < self._lines:
+            self._rewrite()
 
     async def add(self, batch: str, finisher: str) -> None:
         """Remember `batch` (on disk before this returns); once only."""
@@ -72,7 +72,18 @@ class FinishedElsewhere:
             at = time.time()
             await asyncio.to_thread(self._append, _line(batch, at))
             self._batches[batch] = at
+            self._lines += 1
+            while next(iter(self._batches.values())) < at - self.keep_seconds:
+                del self._batches[next(iter(self._batches))]
+            if self._lines > 2 * len(self._batches) + 100:  # mostly forgotten batches
+                await asyncio.to_thread(self._rewrite)
         log.info("batch finished elsewhere: its messages are dropped", batch=batch, by=finisher)
+
+    def _rewrite(self) -> None:
+        with atomic_output(self.path, self.fsync) as out:
+            for batch, at in self._batches.items():
+                out.write(_line(batch, at))
+        self._lines = len(self._batches)
 
     def _append(self, line: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -197,3 +197,24 @@ def test_the_list_forgets_batches_past_its_keep_time(tmp_path: Path) -> None:
 def test_an_old_manifest_without_a_finisher_is_the_file_sinks() -> None:
     old = BatchManifest.model_validate_json(b'{"v":1,"batch":"b","total":3}')
     assert old.finisher == Finishers.FILE_SINK
+
+
+def test_a_long_running_sink_forgets_old_batches_and_keeps_its_file_small(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario() -> None:
+        path = tmp_path / FILE_NAME
+        kept = FinishedElsewhere(path, keep_seconds=3600)
+        now = [1_000_000.0]
+        monkeypatch.setattr("gpt4batch.services.sink.elsewhere.time.time", lambda: now[0])
+        for i in range(150):
+            await kept.add(f"old{i}", "gateway")
+        now[0] += 7200  # they are all past their time now
+        await kept.add("new", "gateway")
+        assert "old0" not in kept and "new" in kept
+        for i in range(100):
+            await kept.add(f"new{i}", "gateway")
+        lines = path.read_text().splitlines()
+        assert len(lines) < 150 and not any('"old' in line for line in lines)
+
+    run(scenario())
