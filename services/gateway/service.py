@@ -75,8 +75,7 @@ class GatewayService:
         await self.webhooks.start()
 
     def register(self, bus: Bus) -> None:
-        self.batches.bus = bus
-        self.batches.stops.bus = bus  # stop notices to the callers
+        self.batches.use_bus(bus)  # asks, manifests and stop notices to the callers
         # The callers' concurrency, from their registration on nsqd.
         self.batches.window.follow(registered_concurrency(self.serving))
         self.batches.ledger.register(bus)  # its own batches' results, on its own channel

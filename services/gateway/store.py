@@ -121,7 +121,7 @@ class BatchRecord:
 
     @property
     def stop_reason(self) -> StopReason | None:
-        """Why the batch stopped spending (`Batches.stop`), if it did: cancelled, or its
+        """Why the batch stopped spending (batch_stop.py), if it did: cancelled, or its
         window passed."""
         if self.cancelling_at is not None:
             return "cancelled"

@@ -20,7 +20,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from gpt4batch.services.gateway.batches import PUBLISH_BYTES, PUBLISH_CHUNK, _read_lines
+from gpt4batch.services.gateway.batch_steps import PUBLISH_BYTES, PUBLISH_CHUNK, read_lines
 from gpt4batch.services.gateway.settings import MAX_REQUESTS
 from tests.gateway.test_openai_sdk import TERMINAL, Gateway, wait_status
 from tests.support.batch_files import Conversations, reset_peak, status_mb, write_lines
@@ -79,13 +79,13 @@ def test_a_publishing_step_reads_at_most_publish_bytes(tmp_path: Path) -> None:
     asks = tmp_path / "asks.jsonl"
     asks.write_bytes(long * 30 + b"short\n")
 
-    bodies, end = _read_lines(asks, 0, PUBLISH_CHUNK, PUBLISH_BYTES)
+    bodies, end = read_lines(asks, 0, PUBLISH_CHUNK, PUBLISH_BYTES)
 
     assert len(bodies) == PUBLISH_BYTES // len(long) < PUBLISH_CHUNK  # 10 of 100 KB, not 30
     assert end == len(long) * len(bodies) and bodies[0] == long[:-1]
-    one, _ = _read_lines(asks, 0, PUBLISH_CHUNK, 1000)  # a line over the cap goes alone
+    one, _ = read_lines(asks, 0, PUBLISH_CHUNK, 1000)  # a line over the cap goes alone
     assert one == [long[:-1]]
-    rest, end = _read_lines(asks, len(long) * 29, PUBLISH_CHUNK, PUBLISH_BYTES)
+    rest, end = read_lines(asks, len(long) * 29, PUBLISH_CHUNK, PUBLISH_BYTES)
     assert rest == [long[:-1], b"short"] and end == asks.stat().st_size
 
 

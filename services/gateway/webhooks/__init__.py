@@ -4,7 +4,7 @@
     outbox.py    the durable outbox: one fsynced file per undelivered event
     delivery.py  the hook on a batch's status, the sender and its retries
 
-`Batches._save` calls the hook before a batch's new status is stored, so an
-event is on disk before its batch is seen as finished, and a restart delivers
-what is left in the outbox (docs/batch-api.md, "Webhooks").
+`BatchStatuses.save` (batch_statuses.py) calls the hook before a batch's new
+status is stored, so an event is on disk before its batch is seen as finished,
+and a restart delivers what is left in the outbox (docs/batch-api.md, "Webhooks").
 """

@@ -1,6 +1,6 @@
 """The gateway's webhooks: the hook on a batch's status, and the sender that retries.
 
-`on_status` is called by `Batches._save` *before* a new status is stored: when
+`on_status` is called by `BatchStatuses.save` *before* a new status is stored: when
 the batch ends (completed, failed, expired, cancelled) its event is written to
 the outbox and fsynced first, so no stored end goes without an event. The
 sender then POSTs it to the one `--webhook-url`, signed (signing.py), and
