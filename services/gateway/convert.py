@@ -186,7 +186,7 @@ class _OpenAILines:
             batch=batch,
             seq=seq,
             record=Record(id=custom_id, asks=[Ask(id=ASK_ID, content="")]),
-            request=EndpointRequest(endpoint=self.endpoint, body=body),  # type: ignore[arg-type]
+            request=EndpointRequest(endpoint=self.endpoint, body=body),
         )
 
     def _check_body(self, body: dict[str, Any]) -> None:

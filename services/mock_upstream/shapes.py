@@ -227,7 +227,8 @@ def response(
             "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
         }
     )
-    text_format = body.get("text") if isinstance(body.get("text"), dict) else {}
+    text_field = body.get("text")
+    text_format: dict[str, Any] = text_field if isinstance(text_field, dict) else {}
     return {
         "id": response_id,
         "object": "response",
