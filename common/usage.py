@@ -136,7 +136,7 @@ def read_usage(value: Any) -> Usage | None:
 
 
 def usage_of(line: UsageLine) -> Usage:
-    """A result's `UsageLine` (common/messages.py) as a `Usage`, with the cached/reasoning
+    """A result's `UsageLine` (common/messages/results.py) as a `Usage`, with the cached/reasoning
     details it carries as extra fields."""
     extra = line.model_extra or {}
     cached, reasoning = extra.get("cached_tokens", 0), extra.get("reasoning_tokens", 0)

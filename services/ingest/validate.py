@@ -25,7 +25,7 @@ from gpt4batch.common.idindex import IdIndex
 from gpt4batch.common.messages import REJECT_CODE, Record, Reject, reject_message
 from gpt4batch.services.ingest.reader import RawLine
 
-# REJECT_CODE (422) and the message format are the sink's contract: common/messages.py
+# REJECT_CODE (422) and the message format are the sink's contract: common/messages/results.py
 PATH_KEYS = ("images", "image", "files")
 MIB = 1024 * 1024
 
