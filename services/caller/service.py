@@ -246,6 +246,8 @@ class CallerService:
 
         A refused token (401/403) is no result: the ask goes back (see `auth_gate`).
         """
+        # First, before the stop: a copy of an ask whose call runs here waits for that call.
+        # Answered unrun, it would let the gateway end a stopped batch before the paid answer.
         if await self.answered.already_answered(msg.batch, msg.seq, delivery.id, msg.republished):
             # Its result is on NSQ (see `answered`): never pay again.
             metrics.REDELIVERED_ANSWERED.inc()

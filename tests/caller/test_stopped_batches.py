@@ -163,3 +163,41 @@ def test_an_unsigned_stop_is_refused(mock: MockUpstream) -> None:
     results = run_caller(mock, [forged, wrong_key], asks)
     assert chat_calls(mock) - before == 1
     assert results[0].record.iErr is None and results[0].record.answers
+
+
+def test_a_redelivery_of_an_ask_being_called_when_its_batch_stops_waits_for_the_call() -> None:
+    """nsqd hands an ask back (a TOUCH came late under load) while its call is running, and
+    its batch stops meanwhile: the copy waits for the running call and is finished with it,
+    never answered unrun. An unrun answer first would let the gateway end the batch with
+    the paid answer still on its way (dropped from its files, and not counted)."""
+
+    class Redelivery:
+        id = "0a1b2c3d4e5f6071"  # both deliveries: the same NSQ message
+        attempts = 1
+
+        def touch(self) -> None:
+            return None
+
+    msg = ask_message({"id": "r0", "asks": [{"id": "a", "content": "hi"}]})
+
+    async def scenario(mock: MockUpstream) -> list[ResultMessage]:
+        bus = MemoryBus(topics=Topics("t"), record=True)
+        service = CallerService(settings_for(mock))
+        await service.start()
+        service.register(bus)
+        try:
+            first = asyncio.create_task(service.handle(msg, Redelivery()))
+            while not (await asyncio.to_thread(mock.stats))["in_flight"]:
+                await asyncio.sleep(0.02)  # its call is running
+            service.stopped.stop(msg.batch, "expired")
+            await asyncio.gather(first, service.handle(msg, Redelivery()))
+        finally:
+            await service.close()
+        return [ResultMessage.model_validate_json(b) for b in bus.published[bus.topics.results]]
+
+    with MockUpstream("--seed", "3", "--latency-ms", "1000") as mock:
+        results = asyncio.run(asyncio.wait_for(scenario(mock), 60))
+        calls = chat_calls(mock)
+    assert calls == 1
+    assert [(r.seq, r.record.iErr) for r in results] == [(0, None)]  # the paid answer only
+    assert results[0].record.answers
