@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,11 +46,14 @@ def peak_rss_mb(pid: int) -> float:
     return status_mb(pid, "VmHWM")
 
 
-def timed_run(cmd: Sequence[str], *, timeout: float = 600) -> Run:
-    """Run a command to completion: wall seconds, CPU seconds and peak RSS of that process."""
+def timed_run(
+    cmd: Sequence[str], *, timeout: float = 600, env: Mapping[str, str] | None = None
+) -> Run:
+    """Run a command to completion: wall seconds, CPU seconds and peak RSS of that process
+    (`env`: its environment, default this process's)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, text=True, env=env)
         deadline = started + timeout
         while True:  # wait4 gives this child's own CPU time and max RSS
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)

@@ -37,9 +37,11 @@ from bench.support import (
     timed_run,
     write_records,
 )
+from gpt4batch.common.authenticator import SECRET_ENV
 from tests.support.mock_upstream import MockUpstream
 from tests.support.nsq_servers import run_nsqd
 from tests.support.pipeline import wait_for
+from tests.support.signing import bus_secret
 
 #: Simulator flags of the QPS row: latency uniform in 0.5–1.5 s.
 SLOW_UPSTREAM = ("--latency-ms", "500", "--jitter-ms", "1000")
@@ -252,7 +254,10 @@ def ingest_memory(tree: Tree, work: Path, small: int, large: int) -> None:
                 [tree.python, "-m", "gpt4batch.services.ingest", "-i", str(source),
                  f"--nsqd-tcp-address={nsqd.tcp_address}", "--topic-prefix=bench",
                  "--batch=bench", "--progress=off", "--log-level=warning",
-                 f"--state-dir={root / 'state'}"]
+                 f"--state-dir={root / 'state'}"],
+                # ingest signs what it publishes: it needs a secret (any; a tree from
+                # before the bus was signed ignores it), as the pipeline's services get.
+                env={**os.environ, SECRET_ENV: bus_secret()},
             )  # fmt: skip
         peaks[n], seconds[n] = run.peak_mb, run.seconds
     tree.values.update(ingest_small=peaks[small], ingest_large=peaks[large])
