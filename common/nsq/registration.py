@@ -54,22 +54,30 @@ async def registered(
 ) -> list[tuple[str, str]] | None:
     """(client id, user agent) of every client registered on `channel` of `topic`, node by
     node (None when no node's `/stats` answered)."""
+    by_node = await registered_by_node(http, nodes, topic, channel)
+    return None if by_node is None else [client for found in by_node for client in found]
+
+
+async def registered_by_node(
+    http: httpx.AsyncClient, nodes: Sequence[Node], topic: str, channel: str = CHANNEL
+) -> list[list[tuple[str, str]]] | None:
+    """`registered`, one list per node that answered (None when none did)."""
     answers = await asyncio.gather(
         *(node_channel_stats(http, node.http, topic, channel) for node in nodes),
         return_exceptions=True,
     )
-    found: list[tuple[str, str]] = []
-    answered = False
+    by_node: list[list[tuple[str, str]]] = []
     for node, answer in zip(nodes, answers, strict=True):
         if isinstance(answer, BaseException):
             log.debug("nsqd /stats failed", nsqd=node.http, error=str(answer))
             continue
-        answered = True
+        found: list[tuple[str, str]] = []
         for stats in answer:
             for client in stats.get("clients") or []:
                 if client.get("client_id"):
                     found.append((client["client_id"], client.get("user_agent") or ""))
-    return found if answered else None
+        by_node.append(found)
+    return by_node or None
 
 
 def _host_port(address: str) -> tuple[str, int]:

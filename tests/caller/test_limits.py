@@ -1,15 +1,21 @@
-"""Pacing on planned slots, slot shares, the resizable gate, and choosing the limiter."""
+"""Pacing on planned slots, slot shares, the resizable gate, choosing the limiter, and when a
+joining fleet member holds."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Callable
+from typing import Any
 
+import httpx
 import pytest
 
-from gpt4batch.services.caller.limits import FleetLimiter, ProcessLimiter, build_limiter
-from gpt4batch.services.caller.limits.base import Gate
+from gpt4batch.common.nsq.registration import Node
+from gpt4batch.services.caller.limits import FleetLimiter, ProcessLimiter, build_limiter, membership
+from gpt4batch.services.caller.limits.base import Gate, LimitSettings
+from gpt4batch.services.caller.limits.membership import GroupView, Member
 from gpt4batch.services.caller.pacer import WINDOW_GAP, SlotPacer
 from gpt4batch.services.caller.settings import CallerSettings
 
@@ -157,3 +163,47 @@ def test_fleet_scope_is_the_default_when_there_is_nsq_to_share() -> None:
     alone = build_limiter(CallerSettings(**nsq, limit_scope="process"))
     assert isinstance(alone, ProcessLimiter)
     assert isinstance(build_limiter(CallerSettings(access_token="x")), ProcessLimiter)
+
+
+def test_a_member_alone_on_every_node_does_not_hold() -> None:
+    """The join hold is for the members already calling: one that first sees itself alone
+    on every nsqd takes its share at once; one that sees another member (or is not yet
+    registered on every node) holds, as before."""
+    limits = LimitSettings(qps=10, concurrency=4)
+
+    async def scenario() -> None:
+        now = time.monotonic()
+        alone = FleetLimiter(limits, "g", member_id="a")
+        await alone._apply({"a": alone.me}, now, alone=True)
+        assert alone._active.is_set() and alone.gate.capacity == 4
+        joining = FleetLimiter(limits, "g", member_id="b")
+        await joining._apply({"a": alone.me, "b": joining.me}, now)
+        assert not joining._active.is_set() and joining.gate.capacity == 0
+        partly = FleetLimiter(limits, "g", member_id="c")
+        await partly._apply({"c": partly.me}, now, alone=False)
+        assert not partly._active.is_set()
+
+    asyncio.run(scenario())
+
+
+def test_a_member_is_alone_only_when_registered_on_every_node_with_no_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    me = Member("a", 10, 4).agent()
+    other = Member("b", 10, 4).agent()
+    nodes = [Node("n1:4150", "n1:4151"), Node("n2:4150", "n2:4151")]
+
+    def view(*by_node: list[tuple[str, str]] | None) -> GroupView:
+        async def answers(*args: Any) -> list[list[tuple[str, str]]] | None:
+            found = [clients for clients in by_node if clients is not None]
+            return found or None
+
+        monkeypatch.setattr(membership, "registered_by_node", answers)
+        read = asyncio.run(membership.read_members(httpx.AsyncClient(), nodes, "g"))
+        assert read is not None
+        return read
+
+    assert view([("a", me)], [("a", me)]).alone("a")
+    assert not view([("a", me)], []).alone("a")  # not yet registered on n2
+    assert not view([("a", me)], None).alone("a")  # n2 did not answer: unknown
+    assert not view([("a", me)], [("a", me), ("b", other)]).alone("a")

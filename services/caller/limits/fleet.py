@@ -15,7 +15,10 @@ only while its view of the group is fresh (read less than `stale_after`,
 pauses rather than act on an old view. A joining member makes no call until
 `join_hold` (`stale_after` + 0.25 s) after it first sees itself: by then
 every member still calling has read a view that includes it and narrowed its
-share, so a join never adds calls to a second. While the members disagree,
+share, so a join never adds calls to a second. A member that first sees itself
+alone, registered on every nsqd, does not hold: no member is calling then (one
+that was would be registered there), and any that registers later sees it and
+holds itself. While the members disagree,
 each uses at most the share of the group it last saw: the sum stays at or
 below the limit.
 Members started with different limits use the smallest (0 = none).
@@ -176,7 +179,7 @@ class FleetLimiter(PacedLimiter):
                 read_at = time.monotonic()
                 view = await read_members(http, nodes, self.topic)
                 if view is not None:
-                    await self._apply(view.members, read_at)
+                    await self._apply(view.members, read_at, alone=view.alone(self.me.id))
                     paused = view.pause_until - time.time()
                     if paused > 0:
                         self.tokens.pause(paused)
@@ -189,8 +192,9 @@ class FleetLimiter(PacedLimiter):
                 registration.start()
                 self._registrations[node.tcp] = registration
 
-    async def _apply(self, seen: dict[str, Member], read_at: float) -> None:
-        """Take this caller's share of what the group looks like now."""
+    async def _apply(self, seen: dict[str, Member], read_at: float, alone: bool = False) -> None:
+        """Take this caller's share of what the group looks like now (`alone`: it is the
+        only member, seen on every node)."""
         ids = sorted(seen)
         if ids != self.members:
             metrics.VIEW_CHANGES.inc()
@@ -207,8 +211,9 @@ class FleetLimiter(PacedLimiter):
             return
         self._view_time = read_at
         now = time.monotonic()
-        if self._seen_since is None:
-            self._seen_since = now  # visible to every read that starts from now on
+        if self._seen_since is None:  # visible to every read that starts from now on
+            # Alone: nobody has a share to narrow, so the join hold is over already.
+            self._seen_since = now - self.join_hold if alone else now
         if now - self._seen_since < self.join_hold:
             return  # the others may not have narrowed their shares yet
         n, rank = len(ids), ids.index(self.me.id)

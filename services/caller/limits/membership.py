@@ -22,13 +22,13 @@ import re
 import secrets
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
 from gpt4batch.common.logging import get_logger
 from gpt4batch.common.nsq.admin import find_nodes
-from gpt4batch.common.nsq.registration import Node, registered
+from gpt4batch.common.nsq.registration import Node, registered_by_node
 from gpt4batch.common.topics import check_name
 
 log = get_logger("gpt4batch.limits")
@@ -78,6 +78,12 @@ class GroupView:
 
     members: dict[str, Member]
     pause_until: float = 0.0
+    #: The members registered on every node (none unless every node answered).
+    everywhere: set[str] = field(default_factory=set)
+
+    def alone(self, member_id: str) -> bool:
+        """`member_id` is the only member and is registered on every node read."""
+        return set(self.members) == {member_id} and member_id in self.everywhere
 
 
 async def discover_nodes(
@@ -97,14 +103,20 @@ async def read_members(
     http: httpx.AsyncClient, nodes: Sequence[Node], topic: str
 ) -> GroupView | None:
     """Members (and pauses) registered on any node (None when no node answered)."""
-    clients = await registered(http, nodes, topic, CHANNEL)
-    if clients is None:
+    by_node = await registered_by_node(http, nodes, topic, CHANNEL)
+    if by_node is None:
         return None
     view = GroupView({})
-    for client_id, agent in clients:
-        if match := _AGENT.search(agent):
-            qps, concurrency, tpm = float(match[1]), int(match[2]), int(match[3] or 0)
-            view.members.setdefault(client_id, Member(client_id, qps, concurrency, tpm))
-        elif match := _PAUSE.search(agent):
-            view.pause_until = max(view.pause_until, float(match[1]))
+    on_node: list[set[str]] = []
+    for clients in by_node:
+        on_node.append(set())
+        for client_id, agent in clients:
+            if match := _AGENT.search(agent):
+                qps, concurrency, tpm = float(match[1]), int(match[2]), int(match[3] or 0)
+                view.members.setdefault(client_id, Member(client_id, qps, concurrency, tpm))
+                on_node[-1].add(client_id)
+            elif match := _PAUSE.search(agent):
+                view.pause_until = max(view.pause_until, float(match[1]))
+    if len(on_node) == len(nodes):
+        view.everywhere = set.intersection(*on_node)
     return view
