@@ -154,6 +154,8 @@ class Run:
             budget=self.budget,
             calls=self.calls,
         )
+        # No gateway stops a run's batch: its asks need not wait to hear stop notices (-n).
+        self.caller.stopped.unstoppable.add(self.batch)
         self.download_dir = Path(opts.download_dir or self.input.parent).resolve()
         self.downloader = (
             downloader(opts, self.download_dir, settings, self.caller)

@@ -57,7 +57,6 @@ from gpt4batch.services.caller.settings import CallerSettings
 from gpt4batch.services.caller.stopped import (
     LISTEN_FIRST,
     StoppedBatches,
-    before_first_call,
     first_call_guard,
 )
 
@@ -254,7 +253,7 @@ class CallerService:
             return
         if await self._finish_stopped(msg):
             return
-        before_first_call(msg.batch)  # checked again after the wait for a calls/s slot
+        self.stopped.before_first_call(msg.batch)  # checked again after the calls/s slot
         if self.pool is not None:
             await self._handle_on_account(msg, delivery)
             return

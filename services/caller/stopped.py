@@ -11,9 +11,11 @@ conversation place or for its calls/s slot) is checked again right before its
 first upstream call (`first_call_guard`): a stopped batch's ask ends there,
 unpaid, with the same iErr. Once a conversation has made a call it goes on.
 A caller on NSQ makes no call in its first `LISTEN_FIRST` seconds (counted
-from the first ask it gets, when its subscriptions are live): by then it has
-heard the stops the gateway is announcing, so a caller started after a cancel
-does not pay for that batch's queued asks.
+from the first ask it gets, when its subscriptions are live, while it may still
+be waiting for its limit group's share): by then it has heard the stops the
+gateway is announcing, so a caller started after a cancel does not pay for that
+batch's queued asks. Asks of a batch no gateway stops (`unstoppable`: a `run`'s
+own) do not wait.
 
 The memory is bounded (`memory` batches, the oldest forgotten first) and expiring:
 a stop is forgotten `ttl` seconds after it was last announced. The gateway
@@ -59,6 +61,8 @@ class StoppedBatches:
         self.listen_first = listen_first
         self._clock = clock
         self._heard_by: float | None = None
+        #: Batches no gateway stops (a `run`'s own): their asks need not listen first.
+        self.unstoppable: set[str] = set()
         self._stops: OrderedDict[str, tuple[StopReason, float]] = OrderedDict()
 
     def __len__(self) -> int:
@@ -75,9 +79,18 @@ class StoppedBatches:
             stops.popitem(last=False)
         return new
 
-    def until_heard(self) -> float:
+    def before_first_call(self, batch: str) -> None:
+        """An ask of `batch` is about to run (`before_first_call`); the first one starts
+        the `listen_first` seconds: the subscriptions are live once asks arrive."""
+        before_first_call(batch)
+        self.until_heard()
+
+    def until_heard(self, batch: str | None = None) -> float:
         """Seconds until this caller has heard the stops being announced (`listen_first`
-        from the first time it is asked, i.e. its first ask; 0 after)."""
+        from the first time it is asked, i.e. its first ask; 0 after, and for the asks
+        of an `unstoppable` batch)."""
+        if batch in self.unstoppable:
+            return 0.0
         now = self._clock()
         if self._heard_by is None:
             self._heard_by = now + self.listen_first
@@ -114,7 +127,7 @@ def first_call_guard(
 
     async def before_call(endpoint: str = "") -> None:
         batch = _UNCALLED.get()
-        if batch is not None and (wait := stopped.until_heard()) > 0:
+        if batch is not None and (wait := stopped.until_heard(batch)) > 0:
             await asyncio.sleep(wait)  # before the slot: the calls/s pacing stays whole
         await acquire(endpoint)
         if batch is None:

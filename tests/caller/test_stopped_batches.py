@@ -201,3 +201,18 @@ def test_a_redelivery_of_an_ask_being_called_when_its_batch_stops_waits_for_the_
     assert calls == 1
     assert [(r.seq, r.record.iErr) for r in results] == [(0, None)]  # the paid answer only
     assert results[0].record.answers
+
+
+def test_listening_first_counts_from_the_first_ask_and_not_for_a_runs_own_batch() -> None:
+    """A caller on NSQ listens for stop notices `listen_first` s from its first ask (not
+    from its first call, which may wait for its fleet share first); the asks of a batch no
+    gateway stops (`unstoppable`: a run's own) do not wait."""
+    now = [100.0]
+    stopped = StoppedBatches(listen_first=1.5, clock=lambda: now[0])
+    stopped.unstoppable.add("run-batch")
+    stopped.before_first_call("gw-batch")  # the first ask: the clock starts
+    now[0] = 101.0  # a second later its first call comes
+    assert stopped.until_heard("gw-batch") == pytest.approx(0.5)
+    assert stopped.until_heard("run-batch") == 0.0
+    now[0] = 101.5
+    assert stopped.until_heard("gw-batch") == 0.0
