@@ -3,6 +3,7 @@ the end of a batch (counted by the ledger) ends the run without waiting for a ti
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from gpt4batch.cli.main import import_command
 from gpt4batch.cli.run import command
 from gpt4batch.common.tls import client_context
 from gpt4batch.common.upstreams.transport import UpstreamHttp
@@ -48,6 +50,21 @@ def test_the_front_door_imports_no_service_stack() -> None:
     modules = imported_by("from gpt4batch.cli.main import main, usage\nusage()")
     assert "gpt4batch.cli.main" in modules
     assert {"pydantic", "aiohttp", "httpx", "nsq", "prometheus_client"} & modules == set()
+
+
+def test_a_commands_imports_leave_the_collector_on_and_freeze_only_in_its_own_process() -> None:
+    """The program (`main()`) freezes what its command's imports built; a caller of
+    `main(argv)` (a test) gets its collector back as it was."""
+    frozen = gc.get_freeze_count()
+    assert import_command("gpt4batch.cli.export").__name__ == "gpt4batch.cli.export"
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
+    code = (
+        "import gc\nfrom gpt4batch.cli.main import import_command\n"
+        "import_command('gpt4batch.cli.run', freeze=True)\n"
+        "print(gc.isenabled(), gc.get_freeze_count() > 10000)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]
 
 
 def test_every_tls_client_shares_one_context() -> None:
