@@ -23,6 +23,7 @@ The traces are written to DIR/<walk>/*.trace.json; report.py counts them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -83,13 +84,13 @@ class Procs:
         return [self.python, str(HERE / "tracer.py"), str(out), marker, "-m", module, *args]
 
     def stop(self, proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        """SIGTERM (a service writes its trace at exit), SIGKILL after `timeout`."""
+        for sig, wait_s in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            if proc.poll() is not None:
+                break
+            os.kill(proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(wait_s)
         if proc in self.running:
             self.running.remove(proc)
         return int(proc.returncode)
