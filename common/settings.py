@@ -81,7 +81,10 @@ class BaseServiceSettings(BaseSettings):
     )
     max_in_flight: int = Field(200, ge=1, le=2500, description="Messages in flight per consumer.")
     touch_interval: float = Field(
-        20.0, gt=0, description="Seconds between TOUCHes of a message still being worked on."
+        20.0,
+        gt=0,
+        description="Seconds between TOUCHes of a message still being worked on (at most a "
+        "third of the --msg-timeout nsqd announces).",
     )
     max_attempts: int = Field(
         10, ge=1, description="Deliveries of one message before it is dead-lettered."

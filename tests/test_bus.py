@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from gpt4batch.common.bus import Bus, Delivery
+from gpt4batch.common.dispatch import Dispatcher
 from gpt4batch.common.errors import Poison, PublishError, Requeue
 from gpt4batch.common.memory_bus import MemoryBus
 from gpt4batch.common.messages import AskMessage, BatchManifest, DeadLetter, Record
@@ -263,7 +264,9 @@ def test_bounded_requeues_end_in_dead_letters_unbounded_ones_do_not(make_bus: Bu
 
 
 def test_touch_keeps_a_slow_message_from_timing_out(nsqd: Nsqd, topic_prefix: str) -> None:
-    """nsqd here runs with --msg-timeout=3s; the handler takes 12 s but touches every 1 s.
+    """nsqd here runs with --msg-timeout=3s; the handler takes 12 s. The bus is left at the
+    default touch interval (20 s): it touches every 1 s all the same, a third of the timeout
+    nsqd announced (at 20 s nsqd redelivered the message and the upstream was paid twice).
 
     12 s, not just over the timeout: nsqd finds a timed-out message only when its queue
     scan visits the channel, 3 to 8 s after delivery (see the control test below), so a
@@ -272,13 +275,15 @@ def test_touch_keeps_a_slow_message_from_timing_out(nsqd: Nsqd, topic_prefix: st
 
     async def scenario() -> None:
         settings = BaseServiceSettings(
-            nsqd_tcp_address=[nsqd.tcp_address], topic_prefix=topic_prefix, touch_interval=1.0
+            nsqd_tcp_address=[nsqd.tcp_address], topic_prefix=topic_prefix
         )
+        assert settings.touch_interval == 20.0
         bus = NsqBus(settings, service="test")
         attempts: list[int] = []
 
         async def handle(msg: BatchManifest, delivery: Delivery) -> None:
             attempts.append(delivery.attempts)
+            assert bus.touch_interval == 1.0  # nsqd's 3 s, announced at IDENTIFY
             await asyncio.sleep(12)
 
         bus.subscribe(bus.topics.batches, "slow", BatchManifest, handle)
@@ -296,8 +301,10 @@ def test_touch_keeps_a_slow_message_from_timing_out(nsqd: Nsqd, topic_prefix: st
     run(scenario())
 
 
-def test_without_touch_nsqd_redelivers(nsqd: Nsqd, topic_prefix: str) -> None:
-    """The control for the test above: with touches too rare, nsqd times the message out.
+def test_without_touch_nsqd_redelivers(
+    nsqd: Nsqd, topic_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control for the test above: without touches, nsqd times the message out.
 
     nsqd does not redeliver at --msg-timeout (3 s) sharp: it finds a timed-out message
     only when its queue scan visits the channel (20 random channels every 100 ms, from a
@@ -311,9 +318,10 @@ def test_without_touch_nsqd_redelivers(nsqd: Nsqd, topic_prefix: str) -> None:
 
     async def scenario() -> None:
         settings = BaseServiceSettings(
-            nsqd_tcp_address=[nsqd.tcp_address], topic_prefix=topic_prefix, touch_interval=3600
+            nsqd_tcp_address=[nsqd.tcp_address], topic_prefix=topic_prefix
         )
         bus = NsqBus(settings, service="test")
+        monkeypatch.setattr(Dispatcher, "_touch_working", lambda self: None)  # no sweeper
         attempts: list[int] = []
         redelivered = asyncio.Event()
 

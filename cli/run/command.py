@@ -171,7 +171,7 @@ class Run:
             channel=self.channel,
             only_batch=self.batch,
             on_record=self._on_record,
-            finisher=self.completion.finish,
+            on_complete=self.completion.finish,
         )
         self.ledger: BatchLedger | None = None
         self.progress: RunProgress | None = None

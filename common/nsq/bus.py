@@ -211,6 +211,7 @@ class NsqBus(Bus):
             max_in_flight=sub.max_in_flight,
             max_tries=0,
             lookupd_poll_interval=self.lookupd_poll_interval,
+            on_msg_timeout=self._heed_msg_timeout,
             **self._conn_kwargs,
         )
         if self.settings.lookupd_http_address:
@@ -218,6 +219,12 @@ class NsqBus(Bus):
         else:
             kwargs["nsqd_tcp_addresses"] = list(self.settings.nsqd_tcp_address)
         return Reader(**kwargs), dispatcher
+
+    def _heed_msg_timeout(self, seconds: float) -> None:
+        """nsqd gives a message not TOUCHed within its --msg-timeout to another consumer
+        (and the upstream is paid twice): touch at least three times per timeout, whatever
+        `touch_interval` says."""
+        self.touch_interval = min(self.touch_interval, seconds / 3)
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop taking work (RDY 0), drain in-flight handlers, then close connections."""

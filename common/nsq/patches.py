@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import nsq
@@ -200,9 +200,22 @@ class Writer(_CoalescingClient, nsq.Writer):  # type: ignore[misc]  # pynsq has 
 class Reader(_CoalescingClient, nsq.Reader):  # type: ignore[misc]  # pynsq has no types
     closing = False
 
+    def __init__(
+        self, *args: Any, on_msg_timeout: Callable[[float], None] | None = None, **kwargs: Any
+    ) -> None:
+        #: Told each nsqd's message timeout (s), which its IDENTIFY response announces.
+        self.on_msg_timeout = on_msg_timeout
+        super().__init__(*args, **kwargs)
+
     def _on_connection_identify(self, conn: Any, data: Any, **kwargs: Any) -> None:
         coalesce_reads(conn)  # from the read after IDENTIFY's response on
         super()._on_connection_identify(conn, data, **kwargs)
+
+    def _on_connection_identify_response(self, conn: Any, data: Any, **kwargs: Any) -> None:
+        timeout_ms = data.get("msg_timeout") if isinstance(data, dict) else None
+        if self.on_msg_timeout is not None and isinstance(timeout_ms, int) and timeout_ms > 0:
+            self.on_msg_timeout(timeout_ms / 1000)
+        super()._on_connection_identify_response(conn, data, **kwargs)
 
     def connect_to_nsqd(self, host: str, port: int) -> None:
         if not self.closing:

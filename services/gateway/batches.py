@@ -78,7 +78,7 @@ class Batches:
             channel=Channels.GATEWAY,
             owns=self.statuses.owns,
             on_progress=self._nudge,
-            finisher=self._finish,
+            on_complete=self._finish,
         )
         self.sink = self.ledger.sink
         self.window = FleetWindow(window)  # `--window`, else from the callers' concurrency

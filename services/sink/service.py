@@ -2,7 +2,7 @@
 
 The one place that subscribes the sink's topics: the file sink on `sink`, the
 gateway and `gpt4batch run` each on its own channel with its hooks (`owns` or
-`only_batch`, `on_progress`, `on_record`) and its `finisher`: what is written
+`only_batch`, `on_progress`, `on_record`) and its finisher (`on_complete`): what is written
 once the sink decides a batch is complete (sink.py).
 Results are written with group commit (one write + fsync per group), set by
 `fsync_every` / `fsync_interval_ms`.
@@ -24,7 +24,7 @@ from gpt4batch.common.messages import (
 from gpt4batch.common.result_parts import PartAssembler, held_limit
 from gpt4batch.common.topics import Channels
 from gpt4batch.services.sink.settings import SinkSettings
-from gpt4batch.services.sink.sink import BatchHook, Finisher, OnRecord, Sink
+from gpt4batch.services.sink.sink import BatchHook, OnComplete, OnRecord, Sink
 
 
 class SinkService:
@@ -37,7 +37,7 @@ class SinkService:
         channel: str = Channels.SINK,
         owns: Callable[[str], bool] | None = None,
         on_progress: BatchHook | None = None,
-        finisher: Finisher | None = None,
+        on_complete: OnComplete | None = None,
         on_record: OnRecord | None = None,
         only_batch: str | None = None,
     ) -> None:
@@ -52,7 +52,7 @@ class SinkService:
             limits=settings.limits(),
             owns=owns,
             on_progress=on_progress,
-            finisher=finisher,
+            on_complete=on_complete,
             on_record=on_record,
             only_batch=only_batch,
         )

@@ -60,7 +60,8 @@ OnRecord = Callable[[ResultMessage], None]
 BatchHook = Callable[[str], None]
 #: What is written once a batch is complete (see the module docstring); a failure is
 #: retried (the message is requeued, or `start`'s completion of leftovers tries again).
-Finisher = Callable[[BatchLedger], Awaitable[None]]
+OnComplete = Callable[[BatchLedger], Awaitable[None]]
+"""The owner's finisher: called with a batch's ledger once per completion."""
 
 
 def batch_file_stem(batch: str) -> str:
@@ -94,7 +95,7 @@ class Sink:
         limits: Limits | None = None,
         owns: Callable[[str], bool] | None = None,
         on_progress: BatchHook | None = None,
-        finisher: Finisher | None = None,
+        on_complete: OnComplete | None = None,
     ) -> None:
         if (out is None) == (out_dir is None):
             raise ValueError("give exactly one of out or out_dir")
@@ -107,17 +108,17 @@ class Sink:
         self.on_record = on_record
         self.owns = owns
         self.on_progress = on_progress
-        self.finisher: Finisher = finisher or self.write_files
+        self.on_complete: OnComplete = on_complete or self.write_files
         # `.done` records the file sink's completions on disk, so a completed batch is
         # dropped from memory at once. Another finisher's completion is known in memory
         # only: the ledger stays held until idle (the pool's sweep drops it then), or a
         # late copy of a message would load it again and finish it a second time.
-        self._forget_completed = finisher is None
+        self._forget_completed = on_complete is None
         self.bus: Bus | None = None
         #: The file sink's batches another owner finishes (None: this sink has an owner's
         #: finisher, and `owns`/`only_batch` say what is its own).
         self.elsewhere = (
-            FinishedElsewhere(self._elsewhere_path(), fsync=fsync) if finisher is None else None
+            FinishedElsewhere(self._elsewhere_path(), fsync=fsync) if on_complete is None else None
         )
         self.stream = stream
         # `run` sinks its own batch only, however long it takes: no age bound there.
@@ -354,7 +355,7 @@ class Sink:
             if not ledger.ready_to_complete:
                 return
             await ledger.close()  # every accepted line is on disk before it is read
-            await self.finisher(ledger)
+            await self.on_complete(ledger)
             ledger.completed = True  # until a replacement reopens it (`.done`: on disk too)
         metrics.BATCHES_COMPLETED.inc()
         c = ledger.counts

@@ -344,7 +344,9 @@ def api_round_trip(stack: Stack) -> None:
     logs.mkdir(exist_ok=True)
     addresses = {"gateway": f"http://{stack.url('GATEWAY')}/v1", "gateway_api_key_file": key_file}
     try:
-        batch_api_round_trip({"addresses": addresses, "logs": logs})
+        batch_api_round_trip(
+            {"addresses": addresses, "logs": logs, "outbox": stack.data / "outbox"}
+        )
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{stack.logs()}") from None
 

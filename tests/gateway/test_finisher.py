@@ -41,13 +41,13 @@ def record(batch_id: str, status: str) -> BatchRecord:
 
 def counting(batches: Batches, calls: list[str]) -> None:
     """Count the calls of the finisher the gateway gave its sink (it runs on)."""
-    finish = batches.sink.finisher
+    finish = batches.sink.on_complete
 
     async def counted(ledger: BatchLedger) -> None:
         calls.append(ledger.batch)
         await finish(ledger)
 
-    batches.sink.finisher = counted
+    batches.sink.on_complete = counted
 
 
 async def answer_all(batches: Batches, batch_id: str) -> None:
@@ -90,7 +90,7 @@ def test_after_a_restart_a_completed_ledger_is_finished_once_and_a_finished_batc
         for batch_id in ("batch_open", "batch_done"):
             ledger = await first.sink.ledger(batch_id)
             await ledger.set_manifest(manifest(TOTAL, batch=batch_id))
-        first.sink.finisher = lambda ledger: asyncio.sleep(0)  # stopped before its finisher
+        first.sink.on_complete = lambda ledger: asyncio.sleep(0)  # stopped before its finisher
         await answer_all(first, "batch_open")
         await answer_all(first, "batch_done")
         await first.close()

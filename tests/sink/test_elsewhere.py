@@ -163,7 +163,7 @@ def test_an_owners_own_sink_does_not_read_claims(tmp_path: Path) -> None:
         async def finisher(ledger: BatchLedger) -> None:
             done.append(ledger.batch)
 
-        sink = Sink(out_dir=tmp_path, interval=0.01, finisher=finisher)
+        sink = Sink(out_dir=tmp_path, interval=0.01, on_complete=finisher)
         bus = MemoryBus(service="gateway", record=True)
         sink.bus = bus
         await sink.start()

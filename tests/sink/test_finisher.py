@@ -20,7 +20,7 @@ def recording_sink(out_dir: Path, calls: list[str]) -> Sink:
     async def finisher(ledger: BatchLedger) -> None:
         calls.append(ledger.batch)
 
-    return Sink(out_dir=out_dir, interval=0.01, finisher=finisher)
+    return Sink(out_dir=out_dir, interval=0.01, on_complete=finisher)
 
 
 def test_a_batch_is_finished_once_per_completion_by_the_finisher_it_was_given(
@@ -90,7 +90,7 @@ def test_a_restart_finishes_a_batch_its_owner_owns_that_completed_unfinished_onc
         async def finisher(ledger: BatchLedger) -> None:
             calls.append(ledger.batch)
 
-        sink = Sink(out_dir=tmp_path, finisher=finisher, owns=lambda batch: batch == "open")
+        sink = Sink(out_dir=tmp_path, on_complete=finisher, owns=lambda batch: batch == "open")
         await sink.start()
         await sink.handle_result(result("r0", batch="open", seq=0), DELIVERY)  # a late copy
         await sink.handle_result(result("r0", batch="finished", seq=0), DELIVERY)
