@@ -13,7 +13,13 @@ import httpx
 import pytest
 
 from gpt4batch.common.nsq.registration import Node
-from gpt4batch.services.caller.limits import FleetLimiter, ProcessLimiter, build_limiter, membership
+from gpt4batch.services.caller.limits import (
+    FleetLimiter,
+    ProcessLimiter,
+    build_limiter,
+    fleet,
+    membership,
+)
 from gpt4batch.services.caller.limits.base import Gate, LimitSettings
 from gpt4batch.services.caller.limits.membership import GroupView, Member
 from gpt4batch.services.caller.pacer import WINDOW_GAP, SlotPacer
@@ -207,3 +213,41 @@ def test_a_member_is_alone_only_when_registered_on_every_node_with_no_other(
     assert not view([("a", me)], []).alone("a")  # not yet registered on n2
     assert not view([("a", me)], None).alone("a")  # n2 did not answer: unknown
     assert not view([("a", me)], [("a", me), ("b", other)]).alone("a")
+
+
+def test_a_member_reads_again_at_once_until_it_sees_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its registration reaches nsqd a few ms after the first read: the member reads again
+    soon after, not a whole poll interval (here a minute) later."""
+    limits = LimitSettings(qps=10, concurrency=4)
+    limiter = FleetLimiter(limits, "g", nsqd_tcp=["n1:4150"], member_id="a", poll_interval=60)
+    node = Node("n1:4150", "n1:4151")
+    reads: list[GroupView] = []
+
+    class Registered:
+        def __init__(self, *args: Any) -> None: ...
+
+        def start(self) -> None: ...
+
+        async def close(self) -> None: ...
+
+    async def nodes(*args: Any) -> list[Node]:
+        return [node]
+
+    async def read(*args: Any) -> GroupView:
+        seen = {"a": limiter.me} if reads else {}  # not visible at the first read
+        reads.append(GroupView(seen, everywhere=set(seen)))
+        return reads[-1]
+
+    monkeypatch.setattr(fleet, "Registration", Registered)
+    monkeypatch.setattr(fleet, "discover_nodes", nodes)
+    monkeypatch.setattr(fleet, "read_members", read)
+
+    async def scenario() -> None:
+        await limiter.start()
+        try:
+            await asyncio.wait_for(limiter._active.wait(), 30)  # a hang fails, not a timer
+        finally:
+            await limiter.close()
+
+    asyncio.run(scenario())
+    assert len(reads) == 2 and limiter.gate.capacity == 4

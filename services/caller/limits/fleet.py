@@ -9,7 +9,8 @@ call. Conversations: member r runs `concurrency // N` (+1 for the first
 `concurrency % N` ranks) at once.
 
 Convergence: members read the group (membership.py) every `poll_interval`
-(0.5 s). A leaving member's share is taken within one poll. A member calls
+(0.5 s; every 0.05 s until a member first sees itself). A leaving member's
+share is taken within one poll. A member calls
 only while its view of the group is fresh (read less than `stale_after`,
 1.5 s, ago): one whose reads stall (a starved CPU, an unreachable nsqd)
 pauses rather than act on an old view. A joining member makes no call until
@@ -72,6 +73,11 @@ log = get_logger("gpt4batch.limits")
 
 #: Polls between two nsqlookupd `/nodes` queries (new nsqd nodes are registered on then).
 _REDISCOVER_EVERY = 10
+#: Seconds between reads while this member has not seen itself yet (its registrations
+#: take a few ms to reach nsqd), at most `_FIRST_SIGHT_READS` of them: it applies the
+#: group as soon as it is visible, not a whole `poll_interval` later.
+_FIRST_SIGHT_POLL = 0.05
+_FIRST_SIGHT_READS = 40
 
 
 def _smallest(values: Sequence[float]) -> float:
@@ -168,7 +174,7 @@ class FleetLimiter(PacedLimiter):
     async def _run(self) -> None:
         async with httpx.AsyncClient(timeout=self.stale_after) as http:
             nodes: list[Node] = []
-            polls = 0
+            polls = first_sight = 0
             while True:
                 if not nodes or polls % _REDISCOVER_EVERY == 0:
                     found = discover_nodes(http, self.nsqd_tcp, self.lookupd_http, self.nsqd_http)
@@ -183,7 +189,11 @@ class FleetLimiter(PacedLimiter):
                     paused = view.pause_until - time.time()
                     if paused > 0:
                         self.tokens.pause(paused)
-                await asyncio.sleep(max(0.0, read_at + self.poll_interval - time.monotonic()))
+                interval = self.poll_interval
+                if self._seen_since is None and first_sight < _FIRST_SIGHT_READS:
+                    first_sight += 1
+                    interval = min(interval, _FIRST_SIGHT_POLL)
+                await asyncio.sleep(max(0.0, read_at + interval - time.monotonic()))
 
     def _register(self, nodes: list[Node]) -> None:
         for node in nodes:
