@@ -153,9 +153,8 @@ class Run:
             account_limiter=fleet_limiter if opts.enable_nsq else None,  # one per account
             budget=self.budget,
             calls=self.calls,
+            own_batches=(self.batch,),  # no gateway stops it: no waiting for stop notices
         )
-        # No gateway stops a run's batch: its asks need not wait to hear stop notices (-n).
-        self.caller.stopped.unstoppable.add(self.batch)
         self.download_dir = Path(opts.download_dir or self.input.parent).resolve()
         self.downloader = (
             downloader(opts, self.download_dir, settings, self.caller)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import suppress
 from dataclasses import replace
 
@@ -84,7 +84,10 @@ class CallerService:
         account_limiter: Callable[[CallerSettings], Limiter] | None = None,
         budget: Budget | None = None,
         calls: CallStats | None = None,
+        own_batches: Collection[str] = (),
     ) -> None:
+        """`own_batches`: batches no gateway stops (a `run`'s own): their asks do not wait
+        to hear stop notices."""
         self.settings = settings
         #: `--accounts`: several accounts, each with its own token and limits (each limiter
         #: from `account_limiter`, default per process); None: the one token of the settings.
@@ -114,7 +117,9 @@ class CallerService:
         )
         # Batches the gateway stopped: their asks are finished without a call.
         on_nsq = bool(settings.nsqd_tcp_address or settings.lookupd_http_address)
-        self.stopped = StoppedBatches(listen_first=LISTEN_FIRST if on_nsq else 0.0)
+        self.stopped = StoppedBatches(
+            listen_first=LISTEN_FIRST if on_nsq else 0.0, unstoppable=own_batches
+        )
         self.instance = new_member_id()  # names this caller's channel of stop notices
         secret_files = settings.secret_files()
         if self.pool is not None and settings.accounts is not None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from contextvars import ContextVar
 
 from gpt4batch.common.errors import FinalError
@@ -55,6 +55,7 @@ class StoppedBatches:
         ttl: float = STOPPED_TTL,
         clock: Callable[[], float] = time.monotonic,
         listen_first: float = 0.0,
+        unstoppable: Collection[str] = (),
     ) -> None:
         self.memory = memory
         self.ttl = ttl
@@ -62,7 +63,7 @@ class StoppedBatches:
         self._clock = clock
         self._heard_by: float | None = None
         #: Batches no gateway stops (a `run`'s own): their asks need not listen first.
-        self.unstoppable: set[str] = set()
+        self.unstoppable = frozenset(unstoppable)
         self._stops: OrderedDict[str, tuple[StopReason, float]] = OrderedDict()
 
     def __len__(self) -> int:

@@ -208,8 +208,7 @@ def test_listening_first_counts_from_the_first_ask_and_not_for_a_runs_own_batch(
     from its first call, which may wait for its fleet share first); the asks of a batch no
     gateway stops (`unstoppable`: a run's own) do not wait."""
     now = [100.0]
-    stopped = StoppedBatches(listen_first=1.5, clock=lambda: now[0])
-    stopped.unstoppable.add("run-batch")
+    stopped = StoppedBatches(listen_first=1.5, clock=lambda: now[0], unstoppable=["run-batch"])
     stopped.before_first_call("gw-batch")  # the first ask: the clock starts
     now[0] = 101.0  # a second later its first call comes
     assert stopped.until_heard("gw-batch") == pytest.approx(0.5)
