@@ -8,6 +8,7 @@ import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,20 +31,45 @@ def _ephemeral_low() -> int | None:
         return None
 
 
+#: Every port this process has handed out: a stack plans a dozen ports before any of its
+#: processes binds one, so a free port is not yet a reserved one (CI: two picks of one plan
+#: drew the same port; the second process died of "Address already in use" while the first
+#: answered its readiness check).
+_given: set[int] = set()
+_given_lock = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now, outside the ephemeral range."""
+    """A TCP port on 127.0.0.1 nobody listens on right now and this process has not handed
+    out before, outside the ephemeral range where that range is known."""
+    with _given_lock:
+        port = _pick(_given)
+        _given.add(port)
+        return port
+
+
+def _pick(taken: set[int]) -> int:
     low = _ephemeral_low()
     if low is not None and low - 1 > _LOW_PORT:
         for port in random.sample(range(_LOW_PORT, low), 200):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
+            if port not in taken and _bindable(port):
                 return port
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in taken:
+            return port
+    raise RuntimeError("no free TCP port on 127.0.0.1")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -45,6 +44,7 @@ from tests.deploy.test_stack import (
     query,
     records,
 )
+from tests.support.nsq_servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = os.environ.get("GPT4BATCH_COMPOSE", "docker-compose").split()
@@ -124,12 +124,6 @@ def build_images() -> None:
     build = ["docker", "build", "-q", "--network", "none", "-t", "gpt4batch:latest", str(ROOT)]
     done = subprocess.run(build, capture_output=True, text=True, env=env, timeout=remaining())
     assert done.returncode == 0, done.stderr[-3000:]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Stack:

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from prometheus_client import REGISTRY
 
 from gpt4batch.common.nsq_exporter import _Families
 from tests.support.mock_upstream import MockUpstream
+from tests.support.nsq_servers import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 METRIC_MODULES = [
@@ -133,12 +133,6 @@ RUNNABLE = [b for b in command_blocks() if b.mark == "runnable"]
 def test_the_docs_have_runnable_blocks() -> None:
     docs = {b.doc for b in RUNNABLE}
     assert {"README.md", "docs/mock-upstream.md", "docs/input-format.md"} <= docs
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize("block", RUNNABLE, ids=lambda b: b.id)

@@ -15,6 +15,7 @@ from gpt4batch.common.errors import FinalError, RetryableError
 from gpt4batch.common.upstreams import ConversationState, errors, make_client
 from gpt4batch.common.upstreams.config import UpstreamConfig
 from gpt4batch.common.upstreams.transport import UpstreamHttp
+from tests.support.nsq_servers import free_port as _free_port
 
 
 @pytest.mark.parametrize(
@@ -67,12 +68,6 @@ def test_transport_failures_are_retryable(exc: httpx.HTTPError, status: int) -> 
     error = errors.from_transport(exc, "chat")
     assert isinstance(error, RetryableError) and error.status == status
     assert "sk-LEAK" not in str(error)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize("endpoint", ["upload", "chat"])
