@@ -201,6 +201,21 @@ def test_torn_tail_is_cut_and_another_batchs_journal_is_moved_aside(tmp_path: Pa
     assert list(tmp_path.glob("out.journal.jsonl.*.old"))
 
 
+def test_a_new_journal_appears_with_its_header(tmp_path: Path) -> None:
+    """A reader (`status`, the compose test) found a journal created but still empty and
+    could not tell whose ledger it was: the header is written aside and renamed in."""
+    out = tmp_path / "out.jsonl"
+    seen_while_syncing: list[bool] = []
+
+    def fsync(fd: int) -> None:
+        seen_while_syncing.append(journal(out).exists())
+
+    BatchLedger(out, "one", fsync=fsync).load()
+    assert seen_while_syncing and not seen_while_syncing[0]  # named only once durable
+    assert read_ledger(out).batch == "one"
+    assert json.loads(journal(out).read_bytes().splitlines()[0])["batch"] == "one"
+
+
 def test_queryable_state(tmp_path: Path) -> None:
     out = tmp_path / "b.jsonl"
 

@@ -18,7 +18,7 @@ from gpt4batch.common.messages import BatchManifest, Reject, rejected_line
 from gpt4batch.services.sink.appender import Fsync
 from gpt4batch.services.sink.index import iter_lines, json_object, repair_tail
 from gpt4batch.services.sink.ledger.counting import LedgerTally
-from gpt4batch.services.sink.ledger.files import LedgerPaths
+from gpt4batch.services.sink.ledger.files import LedgerPaths, write_atomically
 from gpt4batch.services.sink.ledger.journal import header_line, is_header_of, parse_entry
 
 log = get_logger("gpt4batch.sink")
@@ -97,11 +97,10 @@ class LedgerReader(LedgerTally):
         return self
 
     def _write_header(self) -> None:
+        """The journal appears with its header in place (a reader never sees it empty)."""
         self.started = time.time()
-        with self.journal_path.open("w", encoding="utf-8") as fh:
-            fh.write(header_line(self.batch, self.started))
-            fh.flush()
-            self._fsync(fh.fileno())
+        header = header_line(self.batch, self.started).encode()
+        write_atomically(self.journal_path, header, self._fsync)
 
     def _restore_reject_rows(self, missing: list[tuple[int, dict[str, Any]]]) -> None:
         """Rows a crash lost between the journal entry and its reject row (entry goes first)."""
