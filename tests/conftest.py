@@ -35,8 +35,16 @@ def nsqd(nsq_workdir: Path, nsqlookupd: Nsqlookupd) -> Iterator[Nsqd]:
 
 
 @pytest.fixture
-def topic_prefix() -> str:
-    return f"t{uuid.uuid4().hex[:12]}"
+def topic_prefix(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A prefix of the test's own; its topics on the session's nsqd are deleted after it.
+    Left behind, they pile up to thousands of channels, and nsqd's queue scan (20 random
+    channels every 100 ms) then reached a deferred message 28 s late (CI)."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    yield prefix
+    if "nsqd" in request.fixturenames:
+        nsqd: Nsqd = request.getfixturevalue("nsqd")
+        if nsqd.proc is not None and nsqd.proc.poll() is None:
+            nsqd.delete_topics(prefix)
 
 
 @pytest.fixture

@@ -130,6 +130,19 @@ class Nsqd:
             params["topic"] = topic
         return httpx.get(f"http://{self.http_address}/stats", params=params, timeout=5).json()
 
+    def delete_topics(self, prefix: str) -> list[str]:
+        """Delete every topic whose name starts with `prefix` (with its channels)."""
+        names = [
+            t["topic_name"]
+            for t in self.stats().get("topics") or []
+            if t["topic_name"].startswith(prefix)
+        ]
+        for name in names:
+            httpx.post(
+                f"http://{self.http_address}/topic/delete", params={"topic": name}, timeout=5
+            )
+        return names
+
     def depth(self, topic: str, channel: str | None = None) -> int:
         """Messages waiting (depth + in-flight + deferred) in a topic or one of its channels."""
         for t in self.stats(topic).get("topics") or []:  # null before any topic exists
