@@ -71,17 +71,22 @@ def key_tokens(mock: MockUpstream) -> dict[str, Any]:
     return mock.stats()["key_tokens"].get(key_id(mock.token)) or {}
 
 
-def least_busy_window(series: list[int], window: int) -> int:
-    """The fewest tokens in any full window of the per-second series while the batch ran
-    (up to the first two idle seconds in a row: after a kill -9 its asks wait for nsqd's
-    msg-timeout, 10 s; the first window, the ramp-up, and the last, the tail, left out).
-    A single idle second is the limit at work, not the end: a full window idles the next
-    second until it slides past its first (CI: [1070, 963, 963, 1070, 963, 963, 0, 963, …])."""
+def steady_run(series: list[int], window: int) -> list[int]:
+    """The per-second series while the batch ran steadily: up to the first two idle seconds
+    in a row (after a kill -9 its asks wait for nsqd's msg-timeout, 10 s), without the
+    first window (the ramp-up) and the last window and second (the tail). A single idle
+    second is the limit at work, not the end: a full window idles the next second until it
+    slides past its first (CI: [1070, 963, 963, 1070, 963, 963, 0, 963, …])."""
     gaps = [i for i in range(len(series) - 1) if series[i] == series[i + 1] == 0]
     steady = series[: gaps[0]] if gaps else series
-    sums = [sum(steady[i : i + window]) for i in range(window, len(steady) - 2 * window)]
-    assert sums, f"too short a run to judge: {series}"
-    return min(sums)
+    judged = steady[window : len(steady) - window - 1]
+    assert len(judged) >= window, f"too short a run to judge: {series}"
+    return judged
+
+
+def least_busy_window(judged: list[int], window: int) -> int:
+    """The fewest tokens in any full window of the steady run."""
+    return min(sum(judged[i : i + window]) for i in range(len(judged) - window + 1))
 
 
 def run_batch(
@@ -163,9 +168,13 @@ def test_tpm_is_held_by_one_caller_and_by_a_fleet_through_a_kill(
     assert stats["rate_limited"] <= 0.01 * calls, stats
     call = mine["total_tokens"] / calls
     assert mine["max_tokens_in_window"] <= tpm + callers * call, mine
-    # The limit is used: every full window while the batch ran took >= 80% of it.
+    # The limit is used: the steady run took >= 85% of it on average, and every full
+    # window in it >= 75%. A window's bar leaves room for one idle second in six, the
+    # limit's own pacing at a window's edge (CI: 4,922 of 6,000 around such a second).
     series = mine["tokens_per_second"]
-    assert least_busy_window(series, int(WINDOW)) >= 0.8 * tpm, series
+    judged = steady_run(series, int(WINDOW))
+    assert sum(judged) / len(judged) >= 0.85 * tpm / int(WINDOW), series
+    assert least_busy_window(judged, int(WINDOW)) >= 0.75 * tpm, series
 
 
 def test_a_429_with_openai_headers_pauses_the_whole_fleet(
