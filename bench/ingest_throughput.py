@@ -1,6 +1,7 @@
 """Ingest throughput into a real nsqd: generate N lines, time `ingest()`, check nsqd's depth.
 
-Usage: .venv/bin/python bench/ingest_throughput.py [--lines 200000] [--cli]
+Usage: .venv/bin/python bench/ingest_throughput.py [--lines 200000] [--cli [--python PY]]
+`--python`: time another tree's ingest CLI (its venv's python) on the same input.
 Starts its own nsqd (tests/support/nsq_servers.py) on free ports in a temp folder.
 """
 
@@ -10,6 +11,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -59,6 +61,11 @@ async def in_process(nsqd: Nsqd, path: Path, args: argparse.Namespace) -> Ingest
         await bus.stop(grace=0)
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=200_000)
@@ -66,6 +73,9 @@ def main() -> int:
     parser.add_argument("--publish-batch-size", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--cli", action="store_true", help="time the CLI as a subprocess")
+    parser.add_argument(
+        "--python", default=sys.executable, help="with --cli: the python whose ingest is timed"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
         work = Path(tmp)
@@ -74,9 +84,10 @@ def main() -> int:
         size_mb = path.stat().st_size / 1e6
         with run_nsqd(work, None, "--mem-queue-size=10000") as nsqd:
             started = time.perf_counter()
+            cpu_before = _children_cpu()
             if args.cli:
                 subprocess.run(
-                    [sys.executable, "-m", "gpt4batch.services.ingest", "-i", str(path),
+                    [args.python, "-m", "gpt4batch.services.ingest", "-i", str(path),
                      f"--nsqd-tcp-address={nsqd.tcp_address}", "--topic-prefix=bench",
                      "--batch=bench", "--progress=off", "--log-level=warning",
                      f"--state-dir={work / 'state'}"],
@@ -86,11 +97,14 @@ def main() -> int:
             else:
                 asyncio.run(in_process(nsqd, path, args))
             seconds = time.perf_counter() - started
+            cpu = _children_cpu() - cpu_before  # the CLI's own CPU (0 in-process)
             depth = nsqd.depth("bench.asks", "caller")  # ingest created the channel
         mode = "cli" if args.cli else "in-process"
         print(
             f"{mode}: {args.lines} lines ({size_mb:.1f} MB) in {seconds:.2f}s = "
-            f"{args.lines / seconds:,.0f} lines/s; nsqd bench.asks caller depth {depth}"
+            f"{args.lines / seconds:,.0f} lines/s"
+            + (f", CPU {cpu:.2f} s = {cpu / args.lines * 1e6:.1f} µs/line" if args.cli else "")
+            + f"; nsqd bench.asks caller depth {depth}"
         )
         return 0 if depth == args.lines else 1
 

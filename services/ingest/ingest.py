@@ -161,12 +161,9 @@ async def ingest(
         limit=max_message_bytes or getattr(bus, "max_msg_size", None),
         asks_topic=bus.topics.asks,
         results_topic=bus.topics.results,
-        republished=published.unacknowledged if published is not None else None,
+        republished=published.unacknowledged if published and published.sent.count else None,
     )
-    sent = published.seqs if published is not None else None
-
-    def done(seq: int) -> bool:
-        return (skip is not None and skip(seq)) or (sent is not None and seq in sent)
+    done = _skipped(skip, published)
 
     summary = IngestSummary(batch=batch, source=source)
     counted = IngestSummary(batch=batch, source=source)
@@ -214,6 +211,22 @@ async def ingest(
 BATCH_LINES = 256
 
 _Encoded = tuple[int, str, bytes, Accepted | Rejected | None]
+
+
+def _skipped(
+    skip: Callable[[int], bool] | None, published: PublishedSeqs | None
+) -> Callable[[int], bool] | None:
+    """Which seqs need no publishing: `skip`'s and those an earlier run published.
+
+    Asked once per line, so an index that starts empty (a first run: what this run
+    acknowledges lies behind the line being read) is not asked at all.
+    """
+    earlier = published.seqs if published is not None and published.seqs.count else None
+    if earlier is None:
+        return skip
+    if skip is None:
+        return earlier.__contains__
+    return lambda seq: skip(seq) or seq in earlier
 
 
 async def _encoded(
