@@ -32,6 +32,11 @@ from tests.support.pipeline import ServiceProcs, nsq_flags, wait_for
 
 LINES = 300
 CONCURRENCY = 16
+QPS = 40
+#: The issue's "a cancel is honoured within ~1 s": the notice's way (the cancel request,
+#: the batch's lock, its status saved, nsqd, the caller) took 0.0 s in local runs and
+#: 0.7 s once in CI; no call may begin later than this after the cancel was asked.
+HONOURED_WITHIN = 1.5
 
 
 def window_of(procs: ServiceProcs) -> int | None:
@@ -47,7 +52,7 @@ def test_a_cancel_one_second_after_create_stops_the_calls(
 ) -> None:
     with MockUpstream("--seed", "5", "--latency-ms", "400") as mock:
         # 16 at once x 400 ms: at most 40 calls/s, ~8 s for the 300 lines.
-        start_caller(procs, mock, "--concurrency", str(CONCURRENCY), "--qps", "40")
+        start_caller(procs, mock, "--concurrency", str(CONCURRENCY), "--qps", str(QPS))
         gateway = Gateway(procs, tmp_path / "gw").start()  # no --window: from the fleet
         wait_for(lambda: window_of(procs) == 2 * CONCURRENCY, 60, "the window", procs.assert_alive)
         client = gateway.client()
@@ -76,9 +81,10 @@ def test_a_cancel_one_second_after_create_stops_the_calls(
     # At most ~40 calls/s for the second before the cancel plus the 16 running then; the old
     # gateway (window 1000) ran every one of the 300.
     assert 1 <= calls <= 100, stats
-    # Past the calls begun by then, at most the asks the caller had taken (its concurrency).
-    assert calls <= at_cancel + CONCURRENCY, (at_cancel, stats)
-    assert after_cancel < 2.5, stats  # the calls stop with the ones running (~1 s)
+    # Honoured within ~1 s: past the calls begun by then, only those the calls/s limit let
+    # begin while the notice was on its way, and the asks the caller had taken.
+    assert after_cancel <= HONOURED_WITHIN, (after_cancel, stats)
+    assert calls <= at_cancel + QPS * max(after_cancel, 0.0) + CONCURRENCY, (at_cancel, stats)
 
     counts = done.request_counts
     output, errors = lines_of(client, done.output_file_id), lines_of(client, done.error_file_id)
